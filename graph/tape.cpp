@@ -1,0 +1,294 @@
+// The engine: node slots, bindings, and the backward sweep (one reverse loop).
+#include "recur/tape.hpp"
+
+#include <limits>
+#include <mutex>
+#include <string>
+
+namespace recur {
+namespace detail {
+
+namespace {
+std::mutex cell_mutex;
+std::vector<Cell*>& free_cells() {
+    static std::vector<Cell*> cells;
+    return cells;
+}
+}  // namespace
+
+Cell* acquire_cell() {
+    std::lock_guard<std::mutex> lock(cell_mutex);
+    auto& cells = free_cells();
+    if (cells.empty()) return new Cell(0);  // pooled for the life of the process, never freed
+    Cell* c = cells.back();
+    cells.pop_back();
+    return c;
+}
+
+void release_cell(Cell* cell) {
+    cell->store(0, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(cell_mutex);
+    free_cells().push_back(cell);
+}
+
+std::uint64_t next_tape_id() {
+    static std::atomic<std::uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace detail
+
+// ---- Var ----------------------------------------------------------------------------------
+
+template <class T>
+void Var<T>::check(const char* op) const {
+    if (tape_ == nullptr) throw tape_error(std::string(op) + ": the Var is undefined (default-constructed)");
+    const std::uint64_t current = cell_->load(std::memory_order_relaxed);
+    if (current == serial_) return;
+    if ((current >> 32) == (serial_ >> 32))
+        throw tape_error(std::string(op) + ": the Var belongs to a tape that was cleared after it was made");
+    throw tape_error(std::string(op) + ": the Var's tape no longer exists");
+}
+
+template <class T>
+const xt::xarray<T>& Var<T>::grad() const {
+    check("Var::grad");
+    auto& n = tape_->node(index_);
+    if (!n.has_grad) {
+        n.grad = xt::zeros<T>(tape_->value(index_).shape());
+        n.has_grad = true;
+    }
+    return n.grad;
+}
+
+template <class T>
+T Var<T>::item() const {
+    const auto& v = value();
+    if (v.size() != 1) throw shape_error("Var::item: needs one element, the Var has shape " + shape_str(v.shape()));
+    return *v.data();
+}
+
+// ---- Parameter ----------------------------------------------------------------------------
+
+template <class T>
+Parameter<T>::Parameter(xt::xarray<T> value) : value_(std::move(value)), grad_(xt::zeros<T>(value_.shape())) {}
+
+template <class T>
+void Parameter<T>::assign(const xt::xarray<T>& value) {
+    if (value.shape() != value_.shape())
+        throw shape_error("Parameter::assign: new value has shape " + shape_str(value.shape()) +
+                          ", the parameter has shape " + shape_str(value_.shape()));
+    value_ = value;
+}
+
+template <class T>
+void Parameter<T>::zero_grad() {
+    if (grad_.shape() != value_.shape()) grad_.resize(value_.shape());
+    grad_.fill(T(0));
+}
+
+// ---- Tape ---------------------------------------------------------------------------------
+
+template <class T>
+Tape<T>::Tape(TapeOptions options)
+    : cell_(detail::acquire_cell()),
+      tape_id_(detail::next_tape_id()),
+      serial_((tape_id_ << 32) | 1u),
+      record_(options.record),
+      rng_(options.seed) {
+    cell_->store(serial_, std::memory_order_relaxed);
+}
+
+template <class T>
+Tape<T>::~Tape() {
+    detail::release_cell(cell_);
+}
+
+template <class T>
+void Tape<T>::clear() {
+    top_ = 0;
+    free_.clear();
+    edges_.clear();
+    bound_.clear();
+    bound_order_.clear();
+    ++serial_;
+    cell_->store(serial_, std::memory_order_relaxed);
+}
+
+template <class T>
+std::uint32_t Tape<T>::new_slot(bool requires_grad) {
+    std::uint32_t i;
+    // A free slot may sit below nodes that were made after it, so only nodes that backward
+    // never visits (no grad) may take one; recorded nodes always go on top.
+    if (!requires_grad && !free_.empty()) {
+        i = free_.back();
+        free_.pop_back();
+    } else {
+        if (top_ == std::numeric_limits<std::uint32_t>::max()) throw tape_error("Tape: more than 2^32 - 1 nodes");
+        if (top_ == nodes_.size()) nodes_.emplace_back();
+        i = top_++;
+    }
+    auto& n = nodes_[i];
+    n.ints.clear();
+    n.iargs = {};
+    n.fargs = {};
+    n.backward = nullptr;
+    n.op = "";
+    n.param = nullptr;
+    n.first_input = 0;
+    n.num_inputs = 0;
+    n.handles = 0;
+    n.requires_grad = requires_grad;
+    n.pinned = false;
+    n.has_grad = false;
+    n.live = true;
+    return i;
+}
+
+template <class T>
+std::uint32_t Tape<T>::finish_push(std::uint32_t i, const char* op, const std::uint32_t* in, std::size_t count,
+                                   detail::BackwardFn<T> backward) {
+    auto& n = nodes_[i];
+    n.op = op;
+    if (n.requires_grad) {
+        n.backward = backward;
+        n.pinned = true;
+        n.first_input = static_cast<std::uint32_t>(edges_.size());
+        n.num_inputs = static_cast<std::uint32_t>(count);
+        for (std::size_t k = 0; k < count; ++k) {
+            edges_.push_back(in[k]);
+            nodes_[in[k]].pinned = true;
+        }
+    }
+    return i;
+}
+
+template <class T>
+std::uint32_t Tape<T>::push(const char* op, std::initializer_list<std::uint32_t> inputs,
+                            detail::BackwardFn<T> backward) {
+    bool rg = false;
+    if (record_)
+        for (auto k : inputs) rg = rg || nodes_[k].requires_grad;
+    const std::uint32_t i = new_slot(rg);
+    return finish_push(i, op, inputs.begin(), inputs.size(), backward);
+}
+
+template <class T>
+std::uint32_t Tape<T>::push(const char* op, const std::vector<std::uint32_t>& inputs,
+                            detail::BackwardFn<T> backward) {
+    bool rg = false;
+    if (record_)
+        for (auto k : inputs) rg = rg || nodes_[k].requires_grad;
+    const std::uint32_t i = new_slot(rg);
+    return finish_push(i, op, inputs.data(), inputs.size(), backward);
+}
+
+template <class T>
+Var<T> Tape<T>::handle(std::uint32_t i) {
+    ++nodes_[i].handles;
+    return Var<T>(this, cell_, serial_, i);
+}
+
+template <class T>
+std::uint32_t Tape<T>::leaf(xt::xarray<T>&& value, bool requires_grad, const char* op) {
+    const std::uint32_t i = new_slot(requires_grad);
+    auto& n = nodes_[i];
+    n.value = std::move(value);
+    n.op = op;
+    n.pinned = requires_grad;
+    return i;
+}
+
+template <class T>
+Var<T> Tape<T>::variable(xt::xarray<T> value) {
+    // A variable requires grad even while recording is off, so that ops recorded after
+    // recording is switched back on still reach it.
+    return handle(leaf(std::move(value), true, "variable"));
+}
+
+template <class T>
+Var<T> Tape<T>::constant(xt::xarray<T> value) {
+    return handle(leaf(std::move(value), false, "constant"));
+}
+
+template <class T>
+Var<T> Tape<T>::bind(Parameter<T>& p) {
+    auto it = bound_.find(&p);
+    if (it != bound_.end()) return handle(it->second);
+    const std::uint32_t i = new_slot(true);
+    auto& n = nodes_[i];
+    n.op = "parameter";
+    n.param = &p;
+    n.pinned = true;  // the binding refers to it for the rest of the epoch
+    n.value = xt::xarray<T>();
+    bound_.emplace(&p, i);
+    bound_order_.push_back(i);
+    return handle(i);
+}
+
+template <class T>
+std::vector<Parameter<T>*> Tape<T>::bound_parameters() const {
+    std::vector<Parameter<T>*> ps;
+    for (std::uint32_t k : bound_order_) ps.push_back(nodes_[k].param);
+    return ps;
+}
+
+template <class T>
+void Tape<T>::release(std::uint32_t i) {
+    nodes_[i].live = false;
+    free_.push_back(i);
+}
+
+template <class T>
+void Tape<T>::check_output(const Var<T>& output, const char* what) const {
+    output.check(what);
+    if (output.tape_ != this) throw tape_error(std::string(what) + ": the Var belongs to another tape");
+    if (!nodes_[output.index_].requires_grad)
+        throw tape_error(std::string(what) +
+                         ": the output does not require grad (no variable or parameter reaches it, "
+                         "or the tape was not recording)");
+}
+
+template <class T>
+void Tape<T>::backward(const Var<T>& output) {
+    check_output(output, "backward");
+    const auto& v = value(output.index_);
+    if (v.size() != 1)
+        throw shape_error("backward: the output has shape " + shape_str(v.shape()) +
+                          "; a non-scalar output needs a seed gradient: backward(output, seed)");
+    backward(output, xt::ones<T>(v.shape()));
+}
+
+template <class T>
+void Tape<T>::backward(const Var<T>& output, const xt::xarray<T>& seed) {
+    check_output(output, "backward");
+    const std::uint32_t root = output.index_;
+    if (seed.shape() != value(root).shape())
+        throw shape_error("backward: seed has shape " + shape_str(seed.shape()) + ", the output has shape " +
+                          shape_str(value(root).shape()));
+    for (std::uint32_t k = 0; k < top_; ++k) nodes_[k].has_grad = false;
+    auto& r = nodes_[root];
+    r.grad = seed;
+    r.has_grad = true;
+    // Creation order is topological: every input of node k has an index below k.
+    for (std::uint32_t k = root + 1; k-- > 0;) {
+        auto& n = nodes_[k];
+        if (n.has_grad && n.backward != nullptr) n.backward(*this, k);
+    }
+    for (std::uint32_t k : bound_order_) {
+        auto& n = nodes_[k];
+        if (!n.has_grad) continue;
+        auto& g = n.param->grad();
+        if (g.shape() != n.param->value().shape()) g = xt::zeros<T>(n.param->value().shape());
+        xt::noalias(g) += n.grad;
+    }
+}
+
+template class Var<float>;
+template class Var<double>;
+template class Parameter<float>;
+template class Parameter<double>;
+template class Tape<float>;
+template class Tape<double>;
+
+}  // namespace recur

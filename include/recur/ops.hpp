@@ -1,0 +1,109 @@
+// recur/ops.hpp — the primitive ops. Each takes Vars and returns a Var on the same tape.
+//
+// Letters: B batch, T time, I input features, H hidden, N any leading extent.
+// Axes may be negative (counted from the end), as in numpy and PyTorch.
+// Binary arithmetic broadcasts like numpy; gradients are summed back to each input's shape.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include <xtensor/xarray.hpp>
+
+#include "recur/tape.hpp"
+
+namespace recur {
+
+/// A scalar argument that takes the Var's type (so `x * 2.0` works for Var<float>).
+template <class T>
+using Scalar = std::type_identity_t<T>;
+
+// ---- Elementwise arithmetic (numpy broadcasting) ------------------------------------------
+template <class T> Var<T> add(const Var<T>& a, const Var<T>& b);  // a + b
+template <class T> Var<T> sub(const Var<T>& a, const Var<T>& b);  // a - b
+template <class T> Var<T> mul(const Var<T>& a, const Var<T>& b);  // a * b
+template <class T> Var<T> div(const Var<T>& a, const Var<T>& b);  // a / b
+template <class T> Var<T> neg(const Var<T>& x);                   // -x
+
+// ---- Scalar arithmetic --------------------------------------------------------------------
+template <class T> Var<T> affine(const Var<T>& x, Scalar<T> scale, Scalar<T> shift);  // scale * x + shift
+template <class T> Var<T> rdiv(Scalar<T> s, const Var<T>& x);                 // s / x
+template <class T> Var<T> pow(const Var<T>& x, Scalar<T> p);                  // x^p (x > 0 unless p is an integer)
+
+// ---- Unary functions ----------------------------------------------------------------------
+template <class T> Var<T> exp(const Var<T>& x);
+template <class T> Var<T> log(const Var<T>& x);
+template <class T> Var<T> tanh(const Var<T>& x);
+template <class T> Var<T> sigmoid(const Var<T>& x);  // 1 / (1 + e^-x), stable for any x
+template <class T> Var<T> relu(const Var<T>& x);     // max(x, 0); gradient 0 at 0
+template <class T> Var<T> abs(const Var<T>& x);      // |x|; gradient 0 at 0
+
+// ---- Along an axis ------------------------------------------------------------------------
+template <class T> Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis = -1);
+template <class T> Var<T> log_softmax(const Var<T>& x, std::ptrdiff_t axis = -1);
+
+// ---- Reductions ---------------------------------------------------------------------------
+template <class T> Var<T> sum(const Var<T>& x);  // all elements, shape ()
+template <class T> Var<T> sum(const Var<T>& x, std::ptrdiff_t axis, bool keepdim = false);
+template <class T> Var<T> mean(const Var<T>& x);
+template <class T> Var<T> mean(const Var<T>& x, std::ptrdiff_t axis, bool keepdim = false);
+
+// ---- Linear algebra -----------------------------------------------------------------------
+/// (M, K) x (K, N) -> (M, N); (B, M, K) x (K, N) -> (B, M, N).
+template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b);
+/// x W^T + b, PyTorch's layout: x (..., I), W (O, I), b (O) -> (..., O).
+template <class T> Var<T> linear(const Var<T>& x, const Var<T>& weight);
+template <class T> Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias);
+
+// ---- Shape --------------------------------------------------------------------------------
+/// Same elements in a new shape; one extent may be -1 (inferred).
+template <class T> Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape);
+/// Swaps two axes.
+template <class T> Var<T> transpose(const Var<T>& x, std::ptrdiff_t axis0, std::ptrdiff_t axis1);
+/// Reorders axes: output axis k is input axis dims[k].
+template <class T> Var<T> permute(const Var<T>& x, const std::vector<std::ptrdiff_t>& dims);
+/// Elements [start, stop) along `axis` (start, stop may be negative; stop is clamped).
+template <class T> Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::ptrdiff_t stop);
+/// `n` pieces along `axis`, as equal as PyTorch makes them (the last may be smaller).
+template <class T> std::vector<Var<T>> chunk(const Var<T>& x, std::size_t n, std::ptrdiff_t axis = 0);
+/// Joins along an existing axis.
+template <class T> Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis = 0);
+/// Joins along a new axis.
+template <class T> Var<T> stack(const std::vector<Var<T>>& xs, std::ptrdiff_t axis = 0);
+/// One index along `axis`; the axis is removed (e.g. time step t of (T, B, I) is (B, I)).
+template <class T> Var<T> select(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t index);
+
+// ---- Indexing and masking -----------------------------------------------------------------
+/// Rows of `weight` (V, E) picked by integer `ids` of any shape -> ids.shape + (E).
+/// Backward scatter-adds: a repeated id gets the sum of its rows' gradients.
+template <class T> Var<T> embedding(const Var<T>& weight, const xt::xarray<std::int64_t>& ids);
+/// mask * a + (1 - mask) * b with a constant mask (usually 0/1) that broadcasts to a and b.
+template <class T> Var<T> where(const xt::xarray<T>& mask, const Var<T>& a, const Var<T>& b);
+
+// ---- Regularisation -----------------------------------------------------------------------
+/// Inverted dropout: in training, zeroes each element with probability p and scales the rest
+/// by 1 / (1 - p), with a mask drawn from the tape's generator; otherwise returns x.
+template <class T> Var<T> dropout(const Var<T>& x, Scalar<T> p, bool training = true);
+
+// ---- Graph --------------------------------------------------------------------------------
+/// The same value with the gradient stopped (the result does not require grad).
+template <class T> Var<T> detach(const Var<T>& x);
+
+// ---- Operators ----------------------------------------------------------------------------
+template <class T> Var<T> operator+(const Var<T>& a, const Var<T>& b) { return add(a, b); }
+template <class T> Var<T> operator-(const Var<T>& a, const Var<T>& b) { return sub(a, b); }
+template <class T> Var<T> operator*(const Var<T>& a, const Var<T>& b) { return mul(a, b); }
+template <class T> Var<T> operator/(const Var<T>& a, const Var<T>& b) { return div(a, b); }
+template <class T> Var<T> operator-(const Var<T>& x) { return neg(x); }
+template <class T> Var<T> operator+(const Var<T>& x, Scalar<T> s) { return affine(x, T(1), s); }
+template <class T> Var<T> operator+(Scalar<T> s, const Var<T>& x) { return affine(x, T(1), s); }
+template <class T> Var<T> operator-(const Var<T>& x, Scalar<T> s) { return affine(x, T(1), -s); }
+template <class T> Var<T> operator-(Scalar<T> s, const Var<T>& x) { return affine(x, T(-1), s); }
+template <class T> Var<T> operator*(const Var<T>& x, Scalar<T> s) { return affine(x, s, T(0)); }
+template <class T> Var<T> operator*(Scalar<T> s, const Var<T>& x) { return affine(x, s, T(0)); }
+template <class T> Var<T> operator/(const Var<T>& x, Scalar<T> s) { return affine(x, T(1) / s, T(0)); }
+template <class T> Var<T> operator/(Scalar<T> s, const Var<T>& x) { return rdiv(s, x); }
+
+}  // namespace recur

@@ -1,0 +1,364 @@
+// recur/tape.hpp — the autodiff engine: Tape, Var, Parameter.
+//
+// A Tape<T> is an append-only list of nodes in creation order. Creation order is a
+// topological order, so backward is one reverse loop over the nodes: no recursion, no sort.
+// A Var<T> is a small handle (tape, index). A Parameter<T> is a persistent leaf owned by a
+// module; binding it to a tape makes a node that reads the parameter's value in place, and
+// backward adds the node's gradient into the parameter's grad.
+//
+// Memory: clear() keeps every node object and its buffers, so a training loop that records
+// the same graph each step reuses them and allocates nothing after its first step. A node
+// that backward does not need (recording off, or nothing that requires grad flows through
+// it) is released as soon as its last Var handle dies, and its slot is reused.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <random>
+#include <unordered_map>
+#include <vector>
+
+#include <xtensor/xarray.hpp>
+#include <xtensor/xnoalias.hpp>
+
+#include "recur/error.hpp"
+
+namespace recur {
+
+template <class T = float>
+class Tape;
+template <class T = float>
+class Var;
+template <class T = float>
+class Parameter;
+
+namespace detail {
+
+// A liveness cell holds the serial of the tape epoch it serves; cells are pooled and never
+// freed, so a Var can always read its cell, even after its tape is gone.
+// serial = (tape id << 32) | epoch; clear() starts a new epoch, a destroyed tape leaves 0.
+using Cell = std::atomic<std::uint64_t>;
+Cell* acquire_cell();
+void release_cell(Cell* cell);
+std::uint64_t next_tape_id();
+
+template <class T>
+using BackwardFn = void (*)(Tape<T>& tape, std::uint32_t node);
+
+template <class T>
+struct Node {
+    xt::xarray<T> value;            // unused for a bound parameter (its value lives there)
+    xt::xarray<T> grad;             // valid only when has_grad
+    xt::xarray<T> saved;            // an op's extra saved tensor (e.g. a dropout mask)
+    std::vector<std::int64_t> ints;  // an op's integer data (e.g. embedding ids, sizes)
+    std::array<std::int64_t, 4> iargs{};  // an op's small integer arguments (axis, ...)
+    std::array<double, 2> fargs{};        // an op's scalar arguments
+    BackwardFn<T> backward = nullptr;
+    const char* op = "";
+    Parameter<T>* param = nullptr;
+    std::uint32_t first_input = 0;  // range [first_input, first_input + num_inputs) in edges
+    std::uint32_t num_inputs = 0;
+    std::uint32_t handles = 0;      // live Var handles
+    bool requires_grad = false;
+    bool pinned = false;            // backward may need it: never released before clear()
+    bool has_grad = false;
+    bool live = false;
+};
+
+}  // namespace detail
+
+/// Options of a tape. `record = false` makes an inference tape: nothing is kept for
+/// backward, and intermediates die with their last Var.
+struct TapeOptions {
+    bool record = true;
+    std::uint64_t seed = 0x5eed;  // seeds the tape's generator (dropout masks)
+};
+
+/// A handle to a node of a tape. Cheap to copy; ops take and return Vars.
+template <class T>
+class Var {
+public:
+    using value_type = T;
+
+    Var() = default;
+    Var(const Var& other);
+    Var(Var&& other) noexcept;
+    Var& operator=(const Var& other);
+    Var& operator=(Var&& other) noexcept;
+    ~Var();
+
+    /// False for a default-constructed Var (e.g. "no initial state").
+    bool defined() const { return tape_ != nullptr; }
+    /// True while the tape epoch this Var was made in is alive (not cleared, not destroyed).
+    bool alive() const { return tape_ != nullptr && cell_->load(std::memory_order_relaxed) == serial_; }
+    /// Throws tape_error naming `op` unless the Var is defined and alive.
+    void check(const char* op) const;
+
+    Tape<T>& tape() const;
+    std::uint32_t index() const { return index_; }
+    const xt::xarray<T>& value() const;
+    /// Gradient from the tape's last backward; zeros if that backward did not reach this node.
+    const xt::xarray<T>& grad() const;
+    const Shape& shape() const { return value().shape(); }
+    std::size_t dim() const { return value().dimension(); }
+    std::size_t size() const { return value().size(); }
+    /// The single element of a one-element Var.
+    T item() const;
+    bool requires_grad() const;
+
+private:
+    friend class Tape<T>;
+    Var(Tape<T>* tape, const detail::Cell* cell, std::uint64_t serial, std::uint32_t index)
+        : tape_(tape), cell_(cell), serial_(serial), index_(index) {}
+    void drop();
+
+    Tape<T>* tape_ = nullptr;
+    const detail::Cell* cell_ = nullptr;
+    std::uint64_t serial_ = 0;
+    std::uint32_t index_ = 0;
+};
+
+/// A persistent trainable array: value and gradient live across tapes.
+template <class T>
+class Parameter {
+public:
+    using value_type = T;
+
+    Parameter() = default;
+    explicit Parameter(xt::xarray<T> value);
+
+    const xt::xarray<T>& value() const { return value_; }
+    /// Mutable access for optimizers and initialisers; keep the shape (use assign to change it).
+    xt::xarray<T>& value() { return value_; }
+    const xt::xarray<T>& grad() const { return grad_; }
+    xt::xarray<T>& grad() { return grad_; }
+    const Shape& shape() const { return value_.shape(); }
+    std::size_t size() const { return value_.size(); }
+
+    /// Replaces the value; its shape must equal the current one (shape_error otherwise).
+    void assign(const xt::xarray<T>& value);
+    void zero_grad();
+
+private:
+    xt::xarray<T> value_;
+    xt::xarray<T> grad_;
+};
+
+/// The recording of one computation. Not copyable or movable: Vars point at it.
+template <class T>
+class Tape {
+public:
+    using value_type = T;
+
+    explicit Tape(TapeOptions options = {});
+    ~Tape();
+    Tape(const Tape&) = delete;
+    Tape& operator=(const Tape&) = delete;
+
+    /// A leaf whose gradient backward computes (when recording).
+    Var<T> variable(xt::xarray<T> value);
+    /// A leaf without gradient.
+    Var<T> constant(xt::xarray<T> value);
+    /// The node of `p` on this tape (made on first use in this epoch, then reused). No copy.
+    Var<T> bind(Parameter<T>& p);
+
+    /// Backward from a one-element output (seed 1).
+    void backward(const Var<T>& output);
+    /// Backward from any output with the gradient `seed` of the output's shape.
+    void backward(const Var<T>& output, const xt::xarray<T>& seed);
+
+    /// Drops every node (their buffers are kept for reuse); all Vars of the tape go stale.
+    void clear();
+
+    bool recording() const { return record_; }
+    void set_recording(bool on) { record_ = on; }
+    /// Nodes currently held (live).
+    std::size_t size() const { return top_ - free_.size(); }
+    /// Node objects kept for reuse (high-water mark).
+    std::size_t capacity() const { return nodes_.size(); }
+    /// The Parameters bound in this epoch, in binding order.
+    std::vector<Parameter<T>*> bound_parameters() const;
+    std::mt19937_64& generator() { return rng_; }
+    void seed(std::uint64_t s) { rng_.seed(s); }
+
+    // ---- Op-author interface (ops/ uses it; user-defined primitives may too) --------------
+    //
+    // An op calls push() first, then reads its inputs' values and writes the new node's
+    // value (push may move node storage: take references after it). Its backward reads
+    // node(i).grad and adds each input's share with grad_ref(input(i, k)).
+
+    /// Appends (or reuses a free slot for) the output node of `op`. The output requires grad
+    /// when the tape records and any input requires grad; then `backward` and the inputs are
+    /// kept, and the inputs are pinned for backward.
+    std::uint32_t push(const char* op, std::initializer_list<std::uint32_t> inputs, detail::BackwardFn<T> backward);
+    std::uint32_t push(const char* op, const std::vector<std::uint32_t>& inputs, detail::BackwardFn<T> backward);
+    /// A new handle to node i.
+    Var<T> handle(std::uint32_t i);
+
+    detail::Node<T>& node(std::uint32_t i) { return nodes_[i]; }
+    const detail::Node<T>& node(std::uint32_t i) const { return nodes_[i]; }
+    const xt::xarray<T>& value(std::uint32_t i) const {
+        const auto& n = nodes_[i];
+        return n.param ? n.param->value() : n.value;
+    }
+    /// Index of the k-th input of node i.
+    std::uint32_t input(std::uint32_t i, std::uint32_t k) const { return edges_[nodes_[i].first_input + k]; }
+    bool needs_grad(std::uint32_t i) const { return nodes_[i].requires_grad; }
+
+    /// Accumulation target for the gradient of node i during backward.
+    class GradRef {
+    public:
+        /// grad += e (or grad = e for the first contribution of this sweep).
+        template <class E>
+        void add(const E& e) {
+            if (!n_.has_grad) {
+                n_.grad.resize(shape_);
+                xt::noalias(n_.grad) = e;
+                n_.has_grad = true;
+            } else {
+                xt::noalias(n_.grad) += e;
+            }
+        }
+        /// The buffer, sized; returns the BLAS beta to use: 0 when it holds nothing yet, else 1.
+        T beta() {
+            if (n_.has_grad) return T(1);
+            n_.grad.resize(shape_);
+            n_.has_grad = true;
+            return T(0);
+        }
+        /// The buffer, zero-filled if it held nothing yet (for partial writes).
+        xt::xarray<T>& zeroed() {
+            if (!n_.has_grad) {
+                n_.grad.resize(shape_);
+                n_.grad.fill(T(0));
+                n_.has_grad = true;
+            }
+            return n_.grad;
+        }
+        xt::xarray<T>& buffer() { return n_.grad; }
+
+    private:
+        friend class Tape;
+        GradRef(detail::Node<T>& n, const Shape& shape) : n_(n), shape_(shape) {}
+        detail::Node<T>& n_;
+        const Shape& shape_;
+    };
+    GradRef grad_ref(std::uint32_t i) { return GradRef(nodes_[i], value(i).shape()); }
+
+    // Used by Var; not for ops.
+    const detail::Cell* cell() const { return cell_; }
+    std::uint64_t serial() const { return serial_; }
+    void add_handle(std::uint32_t i) { ++nodes_[i].handles; }
+    void drop_handle(std::uint32_t i) {
+        auto& n = nodes_[i];
+        if (--n.handles == 0 && !n.pinned) release(i);
+    }
+
+private:
+    std::uint32_t new_slot(bool requires_grad);
+    std::uint32_t finish_push(std::uint32_t i, const char* op, const std::uint32_t* in, std::size_t count,
+                              detail::BackwardFn<T> backward);
+    std::uint32_t leaf(xt::xarray<T>&& value, bool requires_grad, const char* op);
+    void release(std::uint32_t i);
+    void check_output(const Var<T>& output, const char* what) const;
+
+    std::vector<detail::Node<T>> nodes_;  // [0, top_) in use this epoch; the rest kept for reuse
+    std::uint32_t top_ = 0;
+    std::vector<std::uint32_t> edges_;
+    std::vector<std::uint32_t> free_;     // released slots below top_
+    std::unordered_map<Parameter<T>*, std::uint32_t> bound_;
+    std::vector<std::uint32_t> bound_order_;  // bound parameter nodes in binding order
+    detail::Cell* cell_;
+    std::uint64_t tape_id_;
+    std::uint64_t serial_;
+    bool record_;
+    std::mt19937_64 rng_;
+};
+
+/// Turns recording off on a tape for a scope (inference inside a training tape).
+template <class T>
+class NoGradGuard {
+public:
+    explicit NoGradGuard(Tape<T>& tape) : tape_(tape), previous_(tape.recording()) { tape.set_recording(false); }
+    ~NoGradGuard() { tape_.set_recording(previous_); }
+    NoGradGuard(const NoGradGuard&) = delete;
+    NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+private:
+    Tape<T>& tape_;
+    bool previous_;
+};
+
+// ---- Var inline members --------------------------------------------------------------------
+
+template <class T>
+Var<T>::Var(const Var& other) : tape_(other.tape_), cell_(other.cell_), serial_(other.serial_), index_(other.index_) {
+    if (alive()) tape_->add_handle(index_);
+}
+
+template <class T>
+Var<T>::Var(Var&& other) noexcept
+    : tape_(other.tape_), cell_(other.cell_), serial_(other.serial_), index_(other.index_) {
+    other.tape_ = nullptr;
+}
+
+template <class T>
+Var<T>& Var<T>::operator=(const Var& other) {
+    if (this != &other) {
+        Var copy(other);
+        *this = std::move(copy);
+    }
+    return *this;
+}
+
+template <class T>
+Var<T>& Var<T>::operator=(Var&& other) noexcept {
+    if (this != &other) {
+        drop();
+        tape_ = other.tape_;
+        cell_ = other.cell_;
+        serial_ = other.serial_;
+        index_ = other.index_;
+        other.tape_ = nullptr;
+    }
+    return *this;
+}
+
+template <class T>
+Var<T>::~Var() {
+    drop();
+}
+
+template <class T>
+void Var<T>::drop() {
+    if (alive()) tape_->drop_handle(index_);
+    tape_ = nullptr;
+}
+
+template <class T>
+Tape<T>& Var<T>::tape() const {
+    check("Var::tape");
+    return *tape_;
+}
+
+template <class T>
+const xt::xarray<T>& Var<T>::value() const {
+    check("Var::value");
+    return tape_->value(index_);
+}
+
+template <class T>
+bool Var<T>::requires_grad() const {
+    check("Var::requires_grad");
+    return tape_->needs_grad(index_);
+}
+
+extern template class Var<float>;
+extern template class Var<double>;
+extern template class Parameter<float>;
+extern template class Parameter<double>;
+extern template class Tape<float>;
+extern template class Tape<double>;
+
+}  // namespace recur

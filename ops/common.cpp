@@ -1,0 +1,60 @@
+#include "common.hpp"
+
+#include <xtensor/xbuilder.hpp>
+
+namespace recur::detail {
+
+std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, std::size_t ndim) {
+    const auto n = static_cast<std::ptrdiff_t>(ndim);
+    if (axis < -n || axis >= n)
+        throw index_error(std::string(op) + ": axis " + std::to_string(axis) + " is out of range for " +
+                          std::to_string(ndim) + " dimension" + (ndim == 1 ? "" : "s"));
+    return static_cast<std::size_t>(axis < 0 ? axis + n : axis);
+}
+
+Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
+    const std::size_t nd = std::max(a.size(), b.size());
+    Shape out(nd);
+    for (std::size_t k = 0; k < nd; ++k) {
+        const std::size_t da = k < nd - a.size() ? 1 : a[k - (nd - a.size())];
+        const std::size_t db = k < nd - b.size() ? 1 : b[k - (nd - b.size())];
+        if (da != db && da != 1 && db != 1)
+            throw shape_error(std::string(op) + ": shapes " + shape_str(a) + " and " + shape_str(b) +
+                              " do not broadcast");
+        out[k] = da == 1 ? db : da;
+    }
+    return out;
+}
+
+template <class T>
+xt::xarray<T> sum_to_shape(const xt::xarray<T>& g, const Shape& target) {
+    // Walk g in row-major order; each element lands at the target position whose index is
+    // g's index with broadcast axes (extent 1 in target, or missing in front) set to 0.
+    const Shape& gs = g.shape();
+    const std::size_t nd = gs.size(), lead = nd - target.size();
+    std::vector<std::size_t> tstride(nd, 0);
+    std::size_t stride = 1;
+    for (std::size_t k = nd; k-- > lead;) {
+        const std::size_t tk = target[k - lead];
+        tstride[k] = tk == 1 ? 0 : stride;
+        stride *= tk;
+    }
+    xt::xarray<T> r = xt::zeros<T>(target);
+    std::vector<std::size_t> idx(nd, 0);
+    std::size_t pos = 0;
+    for (std::size_t e = 0; e < g.size(); ++e) {
+        r.data()[pos] += g.data()[e];
+        for (std::size_t k = nd; k-- > 0;) {  // increment the multi-index, update pos
+            pos += tstride[k];
+            if (++idx[k] < gs[k]) break;
+            pos -= tstride[k] * gs[k];
+            idx[k] = 0;
+        }
+    }
+    return r;
+}
+
+template xt::xarray<float> sum_to_shape(const xt::xarray<float>&, const Shape&);
+template xt::xarray<double> sum_to_shape(const xt::xarray<double>&, const Shape&);
+
+}  // namespace recur::detail

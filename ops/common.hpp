@@ -1,0 +1,81 @@
+// Helpers shared by the primitives: input checks, axes, broadcasting, BLAS.
+// Internal to the library (not installed).
+#pragma once
+
+#include <cstddef>
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <xtensor/xarray.hpp>
+
+#include "recur/ops.hpp"
+
+namespace recur::detail {
+
+/// The common tape of an op's inputs; throws tape_error naming `op` if a Var is undefined,
+/// stale, or on another tape.
+template <class T, class... Vs>
+Tape<T>& tape_of(const char* op, const Var<T>& first, const Vs&... rest) {
+    first.check(op);
+    Tape<T>& t = first.tape();
+    [[maybe_unused]] auto same = [&](const Var<T>& v) {
+        v.check(op);
+        if (&v.tape() != &t) throw tape_error(std::string(op) + ": inputs belong to different tapes");
+    };
+    (same(rest), ...);
+    return t;
+}
+
+template <class T>
+Tape<T>& tape_of(const char* op, const std::vector<Var<T>>& xs) {
+    if (xs.empty()) throw value_error(std::string(op) + ": needs at least one input");
+    Tape<T>& t = tape_of(op, xs.front());
+    for (const auto& v : xs) tape_of(op, xs.front(), v);
+    return t;
+}
+
+/// Axis in [-ndim, ndim) -> [0, ndim); index_error naming `op` otherwise.
+std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, std::size_t ndim);
+
+/// numpy broadcast of two shapes; shape_error naming `op` if they do not broadcast.
+Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
+
+/// g summed over the axes that broadcasting expanded, so the result has `target`'s shape.
+template <class T>
+xt::xarray<T> sum_to_shape(const xt::xarray<T>& g, const Shape& target);
+
+/// Adds the gradient expression `e` (shaped like the op's output) into input i's gradient,
+/// summing over broadcast axes when the input was broadcast.
+template <class T, class E>
+void accumulate(Tape<T>& t, std::uint32_t i, const E& e) {
+    auto r = t.grad_ref(i);
+    const Shape& target = t.value(i).shape();
+    const auto& es = e.shape();
+    if (es.size() == target.size() && std::equal(es.begin(), es.end(), target.begin())) {
+        r.add(e);
+    } else {
+        xt::xarray<T> full = e;
+        r.add(sum_to_shape(full, target));
+    }
+}
+
+/// Product of extents.
+inline std::size_t numel(const Shape& s) {
+    std::size_t n = 1;
+    for (auto d : s) n *= d;
+    return n;
+}
+
+/// C = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when the flag is set.
+/// A is M x K after op, B is K x N after op, C is M x N. Thin wrapper over cblas.
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
+          std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc);
+
+}  // namespace recur::detail
+
+// Explicit instantiation of one op template for float and double.
+#define RECUR_INSTANTIATE_FOR(MACRO) \
+    MACRO(float)                     \
+    MACRO(double)

@@ -1,0 +1,235 @@
+// Elementwise primitives: broadcasting arithmetic, scalar arithmetic, unary functions.
+// Every backward ACCUMULATES into its inputs' gradients (a value may feed many nodes).
+#include <cmath>
+
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
+
+#include "common.hpp"
+
+namespace recur {
+using detail::accumulate;
+
+namespace {
+
+// Forward of a broadcasting binary op: y = f(a, b), y has the broadcast shape.
+template <class T, class F>
+Var<T> binary(const char* op, const Var<T>& a, const Var<T>& b, detail::BackwardFn<T> backward, F f) {
+    Tape<T>& t = detail::tape_of(op, a, b);
+    const Shape shape = detail::broadcast_shapes(op, a.shape(), b.shape());
+    const std::uint32_t out = t.push(op, {a.index(), b.index()}, backward);
+    auto& y = t.node(out).value;
+    y.resize(shape);
+    xt::noalias(y) = f(t.value(a.index()), t.value(b.index()));
+    return t.handle(out);
+}
+
+// Forward of a unary op: y = f(x), same shape.
+template <class T, class F>
+Var<T> unary(const char* op, const Var<T>& x, detail::BackwardFn<T> backward, F f) {
+    Tape<T>& t = detail::tape_of(op, x);
+    const std::uint32_t out = t.push(op, {x.index()}, backward);
+    auto& y = t.node(out).value;
+    const auto& xv = t.value(x.index());
+    y.resize(xv.shape());
+    xt::noalias(y) = f(xv);
+    return t.handle(out);
+}
+
+}  // namespace
+
+// ---- add: y = a + b;  da += g, db += g (summed over broadcast axes) ------------------------
+template <class T>
+static void add_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& g = t.node(i).grad;
+    for (std::uint32_t k = 0; k < 2; ++k)
+        if (t.needs_grad(t.input(i, k))) accumulate(t, t.input(i, k), g);
+}
+template <class T>
+Var<T> add(const Var<T>& a, const Var<T>& b) {
+    return binary("add", a, b, &add_backward<T>, [](const auto& x, const auto& y) { return x + y; });
+}
+
+// ---- sub: y = a - b;  da += g, db -= g ------------------------------------------------------
+template <class T>
+static void sub_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& g = t.node(i).grad;
+    if (t.needs_grad(t.input(i, 0))) accumulate(t, t.input(i, 0), g);
+    if (t.needs_grad(t.input(i, 1))) accumulate(t, t.input(i, 1), -g);
+}
+template <class T>
+Var<T> sub(const Var<T>& a, const Var<T>& b) {
+    return binary("sub", a, b, &sub_backward<T>, [](const auto& x, const auto& y) { return x - y; });
+}
+
+// ---- mul: y = a * b;  da += g * b, db += g * a ---------------------------------------------
+template <class T>
+static void mul_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& g = t.node(i).grad;
+    const std::uint32_t a = t.input(i, 0), b = t.input(i, 1);
+    if (t.needs_grad(a)) accumulate(t, a, g * t.value(b));
+    if (t.needs_grad(b)) accumulate(t, b, g * t.value(a));
+}
+template <class T>
+Var<T> mul(const Var<T>& a, const Var<T>& b) {
+    return binary("mul", a, b, &mul_backward<T>, [](const auto& x, const auto& y) { return x * y; });
+}
+
+// ---- div: y = a / b;  da += g / b, db -= g * y / b -----------------------------------------
+template <class T>
+static void div_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& n = t.node(i);
+    const std::uint32_t a = t.input(i, 0), b = t.input(i, 1);
+    if (t.needs_grad(a)) accumulate(t, a, n.grad / t.value(b));
+    if (t.needs_grad(b)) accumulate(t, b, -(n.grad * n.value) / t.value(b));
+}
+template <class T>
+Var<T> div(const Var<T>& a, const Var<T>& b) {
+    return binary("div", a, b, &div_backward<T>, [](const auto& x, const auto& y) { return x / y; });
+}
+
+// ---- neg: y = -x;  dx -= g ------------------------------------------------------------------
+template <class T>
+static void neg_backward(Tape<T>& t, std::uint32_t i) {
+    t.grad_ref(t.input(i, 0)).add(-t.node(i).grad);
+}
+template <class T>
+Var<T> neg(const Var<T>& x) {
+    return unary("neg", x, &neg_backward<T>, [](const auto& v) { return -v; });
+}
+
+// ---- affine: y = s * x + c (s, c scalars);  dx += s * g ------------------------------------
+template <class T>
+static void affine_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& n = t.node(i);
+    t.grad_ref(t.input(i, 0)).add(static_cast<T>(n.fargs[0]) * n.grad);
+}
+template <class T>
+Var<T> affine(const Var<T>& x, Scalar<T> scale, Scalar<T> shift) {
+    Var<T> y = unary("affine", x, &affine_backward<T>, [&](const auto& v) { return scale * v + shift; });
+    y.tape().node(y.index()).fargs = {double(scale), double(shift)};
+    return y;
+}
+
+// ---- rdiv: y = s / x;  dx -= g * y / x -----------------------------------------------------
+template <class T>
+static void rdiv_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& n = t.node(i);
+    const std::uint32_t x = t.input(i, 0);
+    t.grad_ref(x).add(-(n.grad * n.value) / t.value(x));
+}
+template <class T>
+Var<T> rdiv(Scalar<T> s, const Var<T>& x) {
+    return unary("rdiv", x, &rdiv_backward<T>, [&](const auto& v) { return s / v; });
+}
+
+// ---- pow: y = x^p (p scalar);  dx += g * p * x^(p-1) ---------------------------------------
+template <class T>
+static void pow_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& n = t.node(i);
+    const std::uint32_t x = t.input(i, 0);
+    const T p = static_cast<T>(n.fargs[0]);
+    t.grad_ref(x).add(n.grad * p * xt::pow(t.value(x), p - T(1)));
+}
+template <class T>
+Var<T> pow(const Var<T>& x, Scalar<T> p) {
+    Var<T> y = unary("pow", x, &pow_backward<T>, [&](const auto& v) { return xt::pow(v, p); });
+    y.tape().node(y.index()).fargs[0] = double(p);
+    return y;
+}
+
+// ---- exp: y = e^x;  dx += g * y ------------------------------------------------------------
+template <class T>
+static void exp_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& n = t.node(i);
+    t.grad_ref(t.input(i, 0)).add(n.grad * n.value);
+}
+template <class T>
+Var<T> exp(const Var<T>& x) {
+    return unary("exp", x, &exp_backward<T>, [](const auto& v) { return xt::exp(v); });
+}
+
+// ---- log: y = ln x;  dx += g / x -----------------------------------------------------------
+template <class T>
+static void log_backward(Tape<T>& t, std::uint32_t i) {
+    const std::uint32_t x = t.input(i, 0);
+    t.grad_ref(x).add(t.node(i).grad / t.value(x));
+}
+template <class T>
+Var<T> log(const Var<T>& x) {
+    return unary("log", x, &log_backward<T>, [](const auto& v) { return xt::log(v); });
+}
+
+// ---- tanh: y = tanh x;  dx += g * (1 - y^2)  (reads the output) ----------------------------
+template <class T>
+static void tanh_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& n = t.node(i);
+    t.grad_ref(t.input(i, 0)).add(n.grad * (T(1) - n.value * n.value));
+}
+template <class T>
+Var<T> tanh(const Var<T>& x) {
+    return unary("tanh", x, &tanh_backward<T>, [](const auto& v) { return xt::tanh(v); });
+}
+
+// ---- sigmoid: y = 1 / (1 + e^-x);  dx += g * y * (1 - y)  (reads the output) ---------------
+// For x -> -inf, e^-x overflows to inf and y is exactly 0: finite value and gradient.
+template <class T>
+static void sigmoid_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& n = t.node(i);
+    t.grad_ref(t.input(i, 0)).add(n.grad * n.value * (T(1) - n.value));
+}
+template <class T>
+Var<T> sigmoid(const Var<T>& x) {
+    return unary("sigmoid", x, &sigmoid_backward<T>, [](const auto& v) { return T(1) / (T(1) + xt::exp(-v)); });
+}
+
+// ---- relu: y = max(x, 0);  dx += g * [x > 0] -----------------------------------------------
+template <class T>
+static void relu_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& n = t.node(i);
+    t.grad_ref(t.input(i, 0)).add(xt::where(n.value > T(0), n.grad, T(0)));
+}
+template <class T>
+Var<T> relu(const Var<T>& x) {
+    return unary("relu", x, &relu_backward<T>, [](const auto& v) { return xt::maximum(v, T(0)); });
+}
+
+// ---- abs: y = |x|;  dx += g * sign(x) ------------------------------------------------------
+template <class T>
+static void abs_backward(Tape<T>& t, std::uint32_t i) {
+    const std::uint32_t x = t.input(i, 0);
+    t.grad_ref(x).add(t.node(i).grad * xt::sign(t.value(x)));
+}
+template <class T>
+Var<T> abs(const Var<T>& x) {
+    return unary("abs", x, &abs_backward<T>, [](const auto& v) { return xt::abs(v); });
+}
+
+// ---- detach: y = x, no gradient ------------------------------------------------------------
+template <class T>
+Var<T> detach(const Var<T>& x) {
+    Tape<T>& t = detail::tape_of("detach", x);
+    const std::uint32_t out = t.push("detach", {}, nullptr);
+    t.node(out).value = t.value(x.index());
+    return t.handle(out);
+}
+
+#define RECUR_ELEMENTWISE(T)                                               \
+    template Var<T> add(const Var<T>&, const Var<T>&);                     \
+    template Var<T> sub(const Var<T>&, const Var<T>&);                     \
+    template Var<T> mul(const Var<T>&, const Var<T>&);                     \
+    template Var<T> div(const Var<T>&, const Var<T>&);                     \
+    template Var<T> neg(const Var<T>&);                                    \
+    template Var<T> affine(const Var<T>&, Scalar<T>, Scalar<T>);           \
+    template Var<T> rdiv(Scalar<T>, const Var<T>&);                        \
+    template Var<T> pow(const Var<T>&, Scalar<T>);                         \
+    template Var<T> exp(const Var<T>&);                                    \
+    template Var<T> log(const Var<T>&);                                    \
+    template Var<T> tanh(const Var<T>&);                                   \
+    template Var<T> sigmoid(const Var<T>&);                                \
+    template Var<T> relu(const Var<T>&);                                   \
+    template Var<T> abs(const Var<T>&);                                    \
+    template Var<T> detach(const Var<T>&);
+RECUR_INSTANTIATE_FOR(RECUR_ELEMENTWISE)
+
+}  // namespace recur

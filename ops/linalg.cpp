@@ -1,0 +1,124 @@
+// Linear algebra primitives: matmul and linear, on OpenBLAS through detail::gemm.
+// Outputs are written in place by GEMM; gradients accumulate with beta = 1 (beta = 0 for the
+// first contribution of a sweep); transposes are BLAS flags, never copies.
+#include "common.hpp"
+
+namespace recur {
+using detail::gemm;
+
+// ---- matmul: y = a b ------------------------------------------------------------------------
+// a (M, K) or (B, M, K) [rows R = M or B*M], b (K, N) -> y (M, N) or (B, M, N).
+// da += g b^T  (R, K);  db += a^T g  (K, N)
+template <class T>
+static void matmul_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& g = t.node(i).grad;
+    const std::uint32_t a = t.input(i, 0), b = t.input(i, 1);
+    const auto& av = t.value(a);
+    const auto& bv = t.value(b);
+    const std::size_t k = bv.shape()[0], n = bv.shape()[1], rows = av.size() / k;
+    if (t.needs_grad(a)) {
+        auto r = t.grad_ref(a);
+        const T beta = r.beta();
+        gemm<T>(false, true, rows, k, n, T(1), g.data(), n, bv.data(), n, beta, r.buffer().data(), k);
+    }
+    if (t.needs_grad(b)) {
+        auto r = t.grad_ref(b);
+        const T beta = r.beta();
+        gemm<T>(true, false, k, n, rows, T(1), av.data(), k, g.data(), n, beta, r.buffer().data(), n);
+    }
+}
+template <class T>
+Var<T> matmul(const Var<T>& a, const Var<T>& b) {
+    Tape<T>& t = detail::tape_of("matmul", a, b);
+    const Shape& as = a.shape();
+    const Shape& bs = b.shape();
+    if (bs.size() != 2 || (as.size() != 2 && as.size() != 3) || as.back() != bs[0])
+        throw shape_error("matmul: expects (M, K) x (K, N) or (B, M, K) x (K, N), got " + shape_str(as) + " x " +
+                          shape_str(bs));
+    Shape ys = as;
+    ys.back() = bs[1];
+    const std::uint32_t out = t.push("matmul", {a.index(), b.index()}, &matmul_backward<T>);
+    auto& y = t.node(out).value;
+    y.resize(ys);
+    const auto& av = t.value(a.index());
+    const auto& bv = t.value(b.index());
+    const std::size_t k = bs[0], n = bs[1], rows = av.size() / k;
+    gemm<T>(false, false, rows, n, k, T(1), av.data(), k, bv.data(), n, T(0), y.data(), n);
+    return t.handle(out);
+}
+
+// ---- linear: y = x W^T + b ------------------------------------------------------------------
+// x (..., I) [rows R], W (O, I), b (O) -> y (..., O).
+// dx += g W  (R, I);  dW += g^T x  (O, I);  db += sum over rows of g  (O)
+template <class T>
+static void linear_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& node = t.node(i);
+    const auto& g = node.grad;
+    const std::uint32_t x = t.input(i, 0), w = t.input(i, 1);
+    const auto& xv = t.value(x);
+    const auto& wv = t.value(w);
+    const std::size_t o = wv.shape()[0], in = wv.shape()[1], rows = in == 0 ? 0 : xv.size() / in;
+    if (t.needs_grad(x)) {
+        auto r = t.grad_ref(x);
+        const T beta = r.beta();
+        gemm<T>(false, false, rows, in, o, T(1), g.data(), o, wv.data(), in, beta, r.buffer().data(), in);
+    }
+    if (t.needs_grad(w)) {
+        auto r = t.grad_ref(w);
+        const T beta = r.beta();
+        gemm<T>(true, false, o, in, rows, T(1), g.data(), o, xv.data(), in, beta, r.buffer().data(), in);
+    }
+    if (node.num_inputs == 3 && t.needs_grad(t.input(i, 2))) {
+        T* db = t.grad_ref(t.input(i, 2)).zeroed().data();
+        const T* gp = g.data();
+        for (std::size_t r = 0; r < rows; ++r)
+            for (std::size_t c = 0; c < o; ++c) db[c] += gp[r * o + c];
+    }
+}
+template <class T>
+static Var<T> linear_impl(const Var<T>& x, const Var<T>& weight, const Var<T>* bias) {
+    Tape<T>& t = bias ? detail::tape_of("linear", x, weight, *bias) : detail::tape_of("linear", x, weight);
+    const Shape& xs = x.shape();
+    const Shape& ws = weight.shape();
+    if (ws.size() != 2 || xs.empty() || xs.back() != ws[1])
+        throw shape_error("linear: expects x (..., I) and weight (O, I), got x " + shape_str(xs) + " and weight " +
+                          shape_str(ws));
+    if (bias && (bias->dim() != 1 || bias->shape()[0] != ws[0]))
+        throw shape_error("linear: bias must have shape (" + std::to_string(ws[0]) + ",) for weight " +
+                          shape_str(ws) + ", got " + shape_str(bias->shape()));
+    Shape ys = xs;
+    ys.back() = ws[0];
+    const std::uint32_t out = bias ? t.push("linear", {x.index(), weight.index(), bias->index()}, &linear_backward<T>)
+                                   : t.push("linear", {x.index(), weight.index()}, &linear_backward<T>);
+    auto& y = t.node(out).value;
+    y.resize(ys);
+    const auto& xv = t.value(x.index());
+    const auto& wv = t.value(weight.index());
+    const std::size_t o = ws[0], in = ws[1], rows = detail::numel(ys) / (o == 0 ? 1 : o);
+    T beta = T(0);
+    if (bias) {  // y = broadcast b, then y += x W^T
+        const T* bp = t.value(bias->index()).data();
+        T* yp = y.data();
+        for (std::size_t r = 0; r < rows; ++r)
+            for (std::size_t c = 0; c < o; ++c) yp[r * o + c] = bp[c];
+        beta = T(1);
+    }
+    gemm<T>(false, true, rows, o, in, T(1), xv.data(), in, wv.data(), in, beta, y.data(), o);
+    return t.handle(out);
+}
+template <class T>
+Var<T> linear(const Var<T>& x, const Var<T>& weight) {
+    return linear_impl<T>(x, weight, nullptr);
+}
+template <class T>
+Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
+    return linear_impl<T>(x, weight, &bias);
+}
+
+#define RECUR_LINALG(T)                                                    \
+    template Var<T> matmul(const Var<T>&, const Var<T>&);                  \
+    template Var<T> linear(const Var<T>&, const Var<T>&);                  \
+    template Var<T> linear(const Var<T>&, const Var<T>&, const Var<T>&);
+RECUR_INSTANTIATE_FOR(RECUR_LINALG)
+
+}  // namespace recur
