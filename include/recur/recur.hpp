@@ -5,3 +5,7 @@
 #include "recur/gradcheck.hpp"
 #include "recur/ops.hpp"
 #include "recur/tape.hpp"
+#include "recur/nn/cells.hpp"
+#include "recur/nn/init.hpp"
+#include "recur/nn/module.hpp"
+#include "recur/nn/recurrent.hpp"

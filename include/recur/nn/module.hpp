@@ -55,7 +55,8 @@ protected:
         own_.emplace_back(std::move(name), &storage_.back());
         return storage_.back();
     }
-    /// Lists a child (a member of the derived class, or one it owns) under `name`.
+    /// Lists a child (a member of the derived class, or one it owns) under `name`; an empty
+    /// name lists the child's parameters as this module's own (no "name." prefix).
     template <class M>
     M& register_module(std::string name, M& child) {
         children_.emplace_back(std::move(name), &child);
@@ -65,7 +66,7 @@ protected:
 private:
     void collect(std::vector<NamedParameter<T>>& out, const std::string& prefix) {
         for (auto& [name, p] : own_) out.emplace_back(prefix + name, p);
-        for (auto& [name, c] : children_) c->collect(out, prefix + name + ".");
+        for (auto& [name, c] : children_) c->collect(out, name.empty() ? prefix : prefix + name + ".");
     }
 
     std::deque<Parameter<T>> storage_;

@@ -1,0 +1,125 @@
+// RNN, LSTM and GRU cells composed from primitives; BPTT through them falls out of the tape.
+#include "recur/nn/cells.hpp"
+
+#include <cmath>
+
+#include "recur/nn/init.hpp"
+
+namespace recur::nn {
+
+namespace {
+void require(bool ok, const char* kind, const std::string& what) {
+    if (!ok) throw value_error(std::string(kind) + ": " + what);
+}
+}  // namespace
+
+// ---- GatedCell ----------------------------------------------------------------------------
+
+template <class T>
+GatedCell<T>::GatedCell(const char* kind, std::size_t gates, const CellOptions& o, std::size_t h_out)
+    : input_size_(o.input_size), hidden_size_(o.hidden_size) {
+    require(o.input_size > 0, kind, "input_size must be positive");
+    require(o.hidden_size > 0, kind, "hidden_size must be positive");
+    const std::size_t g = gates * o.hidden_size;
+    const double k = 1.0 / std::sqrt(static_cast<double>(o.hidden_size));
+    weight_ih_ = &this->register_parameter("weight_ih" + o.suffix, xt::xarray<T>::from_shape({g, o.input_size}));
+    weight_hh_ = &this->register_parameter("weight_hh" + o.suffix, xt::xarray<T>::from_shape({g, h_out}));
+    if (o.bias) {
+        bias_ih_ = &this->register_parameter("bias_ih" + o.suffix, xt::xarray<T>::from_shape({g}));
+        bias_hh_ = &this->register_parameter("bias_hh" + o.suffix, xt::xarray<T>::from_shape({g}));
+    }
+    for (auto* p : {weight_ih_, weight_hh_, bias_ih_, bias_hh_})
+        if (p) init::uniform(*p, -k, k);
+}
+
+template <class T>
+Var<T> GatedCell<T>::project_input(const Var<T>& x) {
+    Tape<T>& t = x.tape();
+    return bias_ih_ ? linear(x, t.bind(*weight_ih_), t.bind(*bias_ih_)) : linear(x, t.bind(*weight_ih_));
+}
+
+template <class T>
+Var<T> GatedCell<T>::project_hidden(const Var<T>& h) {
+    Tape<T>& t = h.tape();
+    return bias_hh_ ? linear(h, t.bind(*weight_hh_), t.bind(*bias_hh_)) : linear(h, t.bind(*weight_hh_));
+}
+
+// ---- RNNCell: h' = act(xp + W_hh h + b_hh) -------------------------------------------------
+
+template <class T>
+RNNCell<T>::RNNCell(const CellOptions& o) : GatedCell<T>("RNNCell", 1, o, o.hidden_size), nonlinearity_(o.nonlinearity) {}
+
+template <class T>
+CellState<T> RNNCell<T>::step_projected(const Var<T>& xp, const CellState<T>& state) {
+    Var<T> pre = xp + this->project_hidden(state[0]);
+    return {nonlinearity_ == Nonlinearity::tanh ? tanh(pre) : relu(pre)};
+}
+
+template <class T>
+CellState<T> RNNCell<T>::step(const Var<T>& x, const CellState<T>& state) {
+    return step_projected(this->project_input(x), state);
+}
+
+// ---- LSTMCell ------------------------------------------------------------------------------
+
+template <class T>
+LSTMCell<T>::LSTMCell(const CellOptions& o)
+    : GatedCell<T>("LSTMCell", 4, o, o.proj_size ? o.proj_size : o.hidden_size), proj_size_(o.proj_size) {
+    if (proj_size_ > 0) {
+        require(proj_size_ < o.hidden_size, "LSTMCell", "proj_size must be smaller than hidden_size");
+        weight_hr_ = &this->register_parameter("weight_hr" + o.suffix, xt::xarray<T>::from_shape({proj_size_, o.hidden_size}));
+        const double k = 1.0 / std::sqrt(static_cast<double>(o.hidden_size));
+        init::uniform(*weight_hr_, -k, k);
+    }
+}
+
+template <class T>
+CellState<T> LSTMCell<T>::step_projected(const Var<T>& xp, const CellState<T>& state) {
+    // gates (B, 4H) = [i | f | g | o]
+    const auto gates = chunk(xp + this->project_hidden(state[0]), 4, 1);
+    Var<T> i = sigmoid(gates[0]);
+    Var<T> f = sigmoid(gates[1]);
+    Var<T> g = tanh(gates[2]);
+    Var<T> o = sigmoid(gates[3]);
+    Var<T> c = f * state[1] + i * g;
+    Var<T> h = o * tanh(c);
+    if (weight_hr_) h = linear(h, xp.tape().bind(*weight_hr_));  // h W_hr^T (B, P)
+    return {h, c};
+}
+
+template <class T>
+CellState<T> LSTMCell<T>::step(const Var<T>& x, const CellState<T>& state) {
+    return step_projected(this->project_input(x), state);
+}
+
+// ---- GRUCell -------------------------------------------------------------------------------
+
+template <class T>
+GRUCell<T>::GRUCell(const CellOptions& o) : GatedCell<T>("GRUCell", 3, o, o.hidden_size) {}
+
+template <class T>
+CellState<T> GRUCell<T>::step_projected(const Var<T>& xp, const CellState<T>& state) {
+    const Var<T>& h = state[0];
+    const auto gi = chunk(xp, 3, 1);                         // W_i{r,z,n} x + b_i{r,z,n}
+    const auto gh = chunk(this->project_hidden(h), 3, 1);    // W_h{r,z,n} h + b_h{r,z,n}
+    Var<T> r = sigmoid(gi[0] + gh[0]);
+    Var<T> z = sigmoid(gi[1] + gh[1]);
+    Var<T> n = tanh(gi[2] + r * gh[2]);
+    return {n + z * (h - n)};                                // (1 - z) n + z h
+}
+
+template <class T>
+CellState<T> GRUCell<T>::step(const Var<T>& x, const CellState<T>& state) {
+    return step_projected(this->project_input(x), state);
+}
+
+template class GatedCell<float>;
+template class GatedCell<double>;
+template class RNNCell<float>;
+template class RNNCell<double>;
+template class LSTMCell<float>;
+template class LSTMCell<double>;
+template class GRUCell<float>;
+template class GRUCell<double>;
+
+}  // namespace recur::nn
