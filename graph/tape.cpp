@@ -1,6 +1,7 @@
 // The engine: node slots, bindings, and the backward sweep (one reverse loop).
 #include "recur/tape.hpp"
 
+#include <deque>
 #include <limits>
 #include <mutex>
 #include <string>
@@ -9,26 +10,32 @@ namespace recur {
 namespace detail {
 
 namespace {
+// Cells live in a deque that is never destroyed (a deque keeps element addresses stable), so
+// a Var can read its cell at any time, even during static destruction.
 std::mutex cell_mutex;
-std::vector<Cell*>& free_cells() {
-    static std::vector<Cell*> cells;
-    return cells;
+struct CellPool {
+    std::deque<Cell> cells;
+    std::vector<Cell*> free;
+};
+CellPool& pool() {
+    static auto* p = new CellPool;
+    return *p;
 }
 }  // namespace
 
 Cell* acquire_cell() {
     std::lock_guard<std::mutex> lock(cell_mutex);
-    auto& cells = free_cells();
-    if (cells.empty()) return new Cell(0);  // pooled for the life of the process, never freed
-    Cell* c = cells.back();
-    cells.pop_back();
+    auto& p = pool();
+    if (p.free.empty()) return &p.cells.emplace_back(0);
+    Cell* c = p.free.back();
+    p.free.pop_back();
     return c;
 }
 
 void release_cell(Cell* cell) {
     cell->store(0, std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(cell_mutex);
-    free_cells().push_back(cell);
+    pool().free.push_back(cell);
 }
 
 std::uint64_t next_tape_id() {

@@ -4,11 +4,12 @@
 
 namespace recur::detail {
 
-std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, std::size_t ndim) {
-    const auto n = static_cast<std::ptrdiff_t>(ndim);
+std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, const Shape& shape, std::size_t extra) {
+    const auto n = static_cast<std::ptrdiff_t>(shape.size() + extra);
     if (axis < -n || axis >= n)
         throw index_error(std::string(op) + ": axis " + std::to_string(axis) + " is out of range for " +
-                          std::to_string(ndim) + " dimension" + (ndim == 1 ? "" : "s"));
+                          (extra ? "a new axis of inputs of shape " : "shape ") + shape_str(shape) + " (valid: " +
+                          std::to_string(-n) + " to " + std::to_string(n - 1) + ")");
     return static_cast<std::size_t>(axis < 0 ? axis + n : axis);
 }
 

@@ -35,8 +35,9 @@ Tape<T>& tape_of(const char* op, const std::vector<Var<T>>& xs) {
     return t;
 }
 
-/// Axis in [-ndim, ndim) -> [0, ndim); index_error naming `op` otherwise.
-std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, std::size_t ndim);
+/// Axis of an array of `shape` (plus `extra` new axes, for stack) in [-ndim, ndim) ->
+/// [0, ndim); index_error naming `op` and the shape otherwise.
+std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, const Shape& shape, std::size_t extra = 0);
 
 /// numpy broadcast of two shapes; shape_error naming `op` if they do not broadcast.
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);

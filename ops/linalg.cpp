@@ -30,8 +30,7 @@ static void matmul_backward(Tape<T>& t, std::uint32_t i) {
 template <class T>
 Var<T> matmul(const Var<T>& a, const Var<T>& b) {
     Tape<T>& t = detail::tape_of("matmul", a, b);
-    const Shape& as = a.shape();
-    const Shape& bs = b.shape();
+    const Shape as = a.shape(), bs = b.shape();  // copies: push() below may move node storage
     if (bs.size() != 2 || (as.size() != 2 && as.size() != 3) || as.back() != bs[0])
         throw shape_error("matmul: expects (M, K) x (K, N) or (B, M, K) x (K, N), got " + shape_str(as) + " x " +
                           shape_str(bs));
@@ -78,8 +77,7 @@ static void linear_backward(Tape<T>& t, std::uint32_t i) {
 template <class T>
 static Var<T> linear_impl(const Var<T>& x, const Var<T>& weight, const Var<T>* bias) {
     Tape<T>& t = bias ? detail::tape_of("linear", x, weight, *bias) : detail::tape_of("linear", x, weight);
-    const Shape& xs = x.shape();
-    const Shape& ws = weight.shape();
+    const Shape xs = x.shape(), ws = weight.shape();  // copies: push() below may move node storage
     if (ws.size() != 2 || xs.empty() || xs.back() != ws[1])
         throw shape_error("linear: expects x (..., I) and weight (O, I), got x " + shape_str(xs) + " and weight " +
                           shape_str(ws));

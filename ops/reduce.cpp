@@ -72,7 +72,7 @@ template <class T>
 static Var<T> reduce_axis(const char* op, const Var<T>& x, std::ptrdiff_t axis, bool keepdim, bool mean) {
     Tape<T>& t = detail::tape_of(op, x);
     const Shape xs = x.shape();
-    const std::size_t ax = detail::normalize_axis(op, axis, xs.size());
+    const std::size_t ax = detail::normalize_axis(op, axis, xs);
     if (mean && xs[ax] == 0) throw shape_error(std::string(op) + ": axis " + std::to_string(axis) + " of " + shape_str(xs) + " is empty");
     Shape ys;
     for (std::size_t k = 0; k < xs.size(); ++k)
@@ -153,7 +153,7 @@ static Var<T> normalise(const char* op, const Var<T>& x, std::ptrdiff_t axis, bo
                         detail::BackwardFn<T> backward) {
     Tape<T>& t = detail::tape_of(op, x);
     const Shape xs = x.shape();
-    const std::size_t ax = detail::normalize_axis(op, axis, xs.size());
+    const std::size_t ax = detail::normalize_axis(op, axis, xs);
     const std::uint32_t out = t.push(op, {x.index()}, backward);
     auto& node = t.node(out);
     node.iargs[0] = static_cast<std::int64_t>(ax);

@@ -113,7 +113,7 @@ Var<T> permute(const Var<T>& x, const std::vector<std::ptrdiff_t>& dims) {
     std::vector<std::size_t> perm(dims.size());
     std::vector<bool> seen(dims.size(), false);
     for (std::size_t k = 0; k < dims.size(); ++k) {
-        perm[k] = detail::normalize_axis("permute", dims[k], xs.size());
+        perm[k] = detail::normalize_axis("permute", dims[k], xs);
         if (seen[perm[k]]) throw index_error("permute: axis " + std::to_string(dims[k]) + " appears twice");
         seen[perm[k]] = true;
     }
@@ -132,7 +132,8 @@ Var<T> transpose(const Var<T>& x, std::ptrdiff_t axis0, std::ptrdiff_t axis1) {
     const std::size_t nd = x.dim();
     std::vector<std::ptrdiff_t> dims(nd);
     std::iota(dims.begin(), dims.end(), std::ptrdiff_t(0));
-    std::swap(dims[detail::normalize_axis("transpose", axis0, nd)], dims[detail::normalize_axis("transpose", axis1, nd)]);
+    const Shape xs = x.shape();
+    std::swap(dims[detail::normalize_axis("transpose", axis0, xs)], dims[detail::normalize_axis("transpose", axis1, xs)]);
     return permute(x, dims);
 }
 
@@ -165,7 +166,7 @@ static Var<T> take_rows(const char* op, Tape<T>& t, const Var<T>& x, std::size_t
 template <class T>
 Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::ptrdiff_t stop) {
     Tape<T>& t = detail::tape_of("slice", x);
-    const std::size_t ax = detail::normalize_axis("slice", axis, x.dim());
+    const std::size_t ax = detail::normalize_axis("slice", axis, x.shape());
     const auto n = static_cast<std::ptrdiff_t>(x.shape()[ax]);
     auto clamp = [n](std::ptrdiff_t v) { return std::clamp(v < 0 ? v + n : v, std::ptrdiff_t(0), n); };
     const std::ptrdiff_t b = clamp(start), e = std::max(clamp(stop), b);
@@ -174,7 +175,7 @@ Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::pt
 template <class T>
 Var<T> select(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t index) {
     Tape<T>& t = detail::tape_of("select", x);
-    const std::size_t ax = detail::normalize_axis("select", axis, x.dim());
+    const std::size_t ax = detail::normalize_axis("select", axis, x.shape());
     const auto n = static_cast<std::ptrdiff_t>(x.shape()[ax]);
     if (index < -n || index >= n)
         throw index_error("select: index " + std::to_string(index) + " is out of range for axis " +
@@ -187,7 +188,7 @@ template <class T>
 std::vector<Var<T>> chunk(const Var<T>& x, std::size_t n, std::ptrdiff_t axis) {
     x.check("chunk");
     if (n == 0) throw value_error("chunk: the number of chunks must be positive");
-    const std::size_t ax = detail::normalize_axis("chunk", axis, x.dim());
+    const std::size_t ax = detail::normalize_axis("chunk", axis, x.shape());
     const std::size_t d = x.shape()[ax];
     const std::size_t size = std::max<std::size_t>(1, (d + n - 1) / n);
     std::vector<Var<T>> pieces;
@@ -218,7 +219,7 @@ template <class T>
 static Var<T> join(const char* op, const std::vector<Var<T>>& xs, std::ptrdiff_t axis, bool new_axis) {
     Tape<T>& t = detail::tape_of(op, xs);
     const Shape first = xs.front().shape();
-    const std::size_t ax = detail::normalize_axis(op, axis, first.size() + (new_axis ? 1 : 0));
+    const std::size_t ax = detail::normalize_axis(op, axis, first, new_axis ? 1 : 0);
     Shape ys;
     for (std::size_t k = 0; k <= first.size(); ++k) {
         if (k == ax) ys.push_back(new_axis ? xs.size() : 0);

@@ -7,7 +7,9 @@
 //
 // The output y of f is reduced to the scalar L = sum(y * s) with a fixed random upstream
 // gradient s (never a plain sum, which would hide transposition errors). For each input
-// element, dL/dx is compared with (L(x + eps) - L(x - eps)) / (2 eps). Every Parameter that
+// element, dL/dx is compared with sum(s * (y(x + eps) - y(x - eps))) / (2 eps) (outputs are
+// differenced before they are weighted, so outputs that do not depend on x add no rounding
+// noise). Every Parameter that
 // f binds is checked the same way. Work in double: float cannot resolve eps = 1e-6.
 #pragma once
 

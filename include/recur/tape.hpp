@@ -100,7 +100,8 @@ public:
     const xt::xarray<T>& value() const;
     /// Gradient from the tape's last backward; zeros if that backward did not reach this node.
     const xt::xarray<T>& grad() const;
-    const Shape& shape() const { return value().shape(); }
+    /// A copy: a reference into node storage would dangle once more nodes are recorded.
+    Shape shape() const { return value().shape(); }
     std::size_t dim() const { return value().dimension(); }
     std::size_t size() const { return value().size(); }
     /// The single element of a one-element Var.

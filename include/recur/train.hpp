@@ -1,0 +1,214 @@
+// recur/train.hpp — the fit loop: fit / evaluate / predict, History, callbacks, checkpoints.
+//
+//   auto history = train::fit(model, loss, optimizer, {x, y}, {.epochs = 20, .batch_size = 32,
+//                             .validation_split = 0.2, .metrics = {train::mae<float>()}});
+//
+// One epoch: the samples (minus the validation split) are shuffled with a generator seeded
+// from (seed, epoch) and cut into batches; each batch is recorded on one reused tape (so
+// steady-state steps allocate nothing), backward, optional clipping, optimizer step. Dropout
+// masks come from the tape, reseeded from (seed, epoch, batch). Everything that decides the
+// run is therefore a function of (weights, optimizer state, epoch), which is what a
+// checkpoint stores: a run resumed from epoch k ends with the same weights as one that never
+// stopped.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <xtensor/xarray.hpp>
+
+#include "recur/nn/layers.hpp"
+#include "recur/optim.hpp"
+
+namespace recur::train {
+
+/// loss(prediction, target) -> scalar Var (mean over the batch, usually).
+template <class T>
+using LossFn = std::function<Var<T>(const Var<T>& prediction, const Var<T>& target)>;
+
+/// A metric computed on plain arrays per batch and averaged over samples.
+template <class T>
+struct Metric {
+    std::string name;
+    std::function<double(const xt::xarray<T>& prediction, const xt::xarray<T>& target)> fn;
+};
+template <class T> Metric<T> mae();                                          // "mae"
+template <class T> Metric<T> binary_accuracy(double threshold = 0.5);        // "binary_accuracy"
+template <class T> Metric<T> categorical_accuracy(std::int64_t ignore_index = -100);  // "categorical_accuracy"
+
+/// Samples along the first axis of x and y; lengths (optional) per sample.
+template <class T>
+struct Dataset {
+    xt::xarray<T> x;
+    xt::xarray<T> y;
+    std::vector<std::int64_t> lengths;
+    std::size_t size() const { return x.dimension() == 0 ? 0 : x.shape()[0]; }
+};
+
+/// Per-epoch values: "loss", each metric, "val_loss", "val_<metric>", "lr", "seconds".
+class History {
+public:
+    /// Appends one epoch's values (keys in first-seen order).
+    void append(std::size_t epoch, const std::vector<std::pair<std::string, double>>& values);
+    std::size_t epochs() const { return epochs_.size(); }
+    const std::vector<std::size_t>& epoch_numbers() const { return epochs_; }
+    const std::vector<std::string>& keys() const { return keys_; }
+    bool has(const std::string& key) const { return values_.count(key) != 0; }
+    /// The values of `key`, one per epoch (value_error naming the key if unknown).
+    const std::vector<double>& operator[](const std::string& key) const;
+    /// "epoch,loss,mae,val_loss,..." then a row per epoch; written atomically.
+    void write_csv(const std::string& path) const;
+
+private:
+    std::vector<std::size_t> epochs_;
+    std::vector<std::string> keys_;
+    std::map<std::string, std::vector<double>> values_;
+};
+
+template <class T>
+class Callback;
+
+/// What to do when a batch's loss is NaN or infinite.
+enum class NonFinite { stop, skip_batch };
+
+template <class T>
+struct FitOptions {
+    std::size_t epochs = 1;
+    std::size_t batch_size = 32;
+    /// Keras: the last fraction of the samples (taken before shuffling) validates.
+    double validation_split = 0;
+    /// Validation data given explicitly (takes precedence over validation_split).
+    const Dataset<T>* validation_data = nullptr;
+    std::optional<double> clip_norm;   // clip_grad_norm(parameters, value) before each step
+    std::optional<double> clip_value;  // clip_grad_value(parameters, value)
+    std::vector<Metric<T>> metrics;
+    std::vector<Callback<T>*> callbacks;
+    /// 0 silent; 1 a progress bar on stderr (one line per epoch when stderr is not a
+    /// terminal); 2 one line per epoch.
+    int verbose = 1;
+    bool shuffle = true;
+    std::uint64_t seed = 0;
+    NonFinite on_non_finite = NonFinite::stop;
+    /// Epoch to start from (a resumed run: see resume()).
+    std::size_t initial_epoch = 0;
+};
+
+/// What callbacks see and may change.
+template <class T>
+struct TrainContext {
+    nn::Layer<T>& model;
+    optim::Optimizer<T>& optimizer;
+    History& history;
+    std::size_t epoch = 0;       // the epoch that just ended (0-based)
+    bool stop = false;           // a callback sets it to end training after this epoch
+};
+
+template <class T>
+class Callback {
+public:
+    virtual ~Callback() = default;
+    virtual void on_train_begin(TrainContext<T>&) {}
+    /// After epoch ctx.epoch; `logs` holds that epoch's values.
+    virtual void on_epoch_end(TrainContext<T>&, const std::map<std::string, double>& /*logs*/) {}
+    virtual void on_train_end(TrainContext<T>&) {}
+};
+
+/// Trains `model` on `data`; returns the per-epoch history.
+template <class T>
+History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const Dataset<T>& data,
+            const FitOptions<T>& options = {});
+
+/// Loss and metrics over `data` in eval mode without recording (returns "loss", metrics).
+template <class T>
+std::map<std::string, double> evaluate(nn::Layer<T>& model, const LossFn<T>& loss, const Dataset<T>& data,
+                                       std::size_t batch_size = 32, const std::vector<Metric<T>>& metrics = {});
+
+/// The model's outputs for x in eval mode without recording, batches joined on axis 0.
+template <class T>
+xt::xarray<T> predict(nn::Layer<T>& model, const xt::xarray<T>& x, std::size_t batch_size = 32,
+                      const std::vector<std::int64_t>& lengths = {});
+
+// ---- Callbacks ------------------------------------------------------------------------------
+
+enum class Mode { min, max };
+
+struct EarlyStoppingOptions {
+    std::string monitor = "val_loss";
+    double min_delta = 0;
+    std::size_t patience = 0;
+    Mode mode = Mode::min;
+    bool restore_best_weights = false;
+};
+
+/// Stops when `monitor` has not improved by min_delta for `patience` epochs; optionally
+/// puts back the weights of the best epoch.
+template <class T>
+class EarlyStopping : public Callback<T> {
+public:
+    explicit EarlyStopping(EarlyStoppingOptions o = {});
+    void on_train_begin(TrainContext<T>&) override;
+    void on_epoch_end(TrainContext<T>&, const std::map<std::string, double>& logs) override;
+    void on_train_end(TrainContext<T>&) override;
+    /// The epoch training stopped after, if it stopped early.
+    std::optional<std::size_t> stopped_epoch() const { return stopped_; }
+    std::size_t best_epoch() const { return best_epoch_; }
+
+private:
+    EarlyStoppingOptions o_;
+    double best_ = 0;
+    std::size_t best_epoch_ = 0, wait_ = 0;
+    bool have_best_ = false;
+    std::optional<std::size_t> stopped_;
+    std::vector<xt::xarray<T>> best_weights_;
+};
+
+struct CheckpointOptions {
+    std::string path;              // the .npz written (atomically)
+    std::string monitor = "val_loss";
+    Mode mode = Mode::min;
+    bool save_best_only = false;   // false: after every epoch (the last); true: on improvement
+};
+
+/// Writes model weights, optimizer state and the next epoch to an .npz file after an epoch.
+template <class T>
+class ModelCheckpoint : public Callback<T> {
+public:
+    explicit ModelCheckpoint(CheckpointOptions o);
+    void on_epoch_end(TrainContext<T>&, const std::map<std::string, double>& logs) override;
+
+private:
+    CheckpointOptions o_;
+    std::optional<double> best_;
+};
+
+/// Reduce-on-plateau or step decay driven once per epoch.
+template <class T>
+class LRScheduler : public Callback<T> {
+public:
+    /// StepLR: step() after every epoch.
+    explicit LRScheduler(optim::StepLR<T>& schedule);
+    /// ReduceLROnPlateau: step(logs[monitor]) after every epoch.
+    LRScheduler(optim::ReduceLROnPlateau<T>& schedule, std::string monitor = "val_loss");
+    void on_epoch_end(TrainContext<T>&, const std::map<std::string, double>& logs) override;
+
+private:
+    optim::StepLR<T>* step_ = nullptr;
+    optim::ReduceLROnPlateau<T>* plateau_ = nullptr;
+    std::string monitor_;
+};
+
+/// Writes a checkpoint now: "model.<name>" arrays, "optimizer.<key>" arrays, "epoch".
+template <class T>
+void save_checkpoint(const std::string& path, nn::Module<T>& model, const optim::Optimizer<T>& optimizer,
+                     std::size_t next_epoch);
+/// Loads a checkpoint into model and optimizer (all-or-nothing; io_error naming the file and
+/// the parameter for another architecture) and returns the epoch to resume from
+/// (FitOptions::initial_epoch).
+template <class T>
+std::size_t resume(const std::string& path, nn::Module<T>& model, optim::Optimizer<T>& optimizer);
+
+}  // namespace recur::train

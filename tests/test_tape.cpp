@@ -1,0 +1,524 @@
+// Engine semantics: the reverse loop, fan-out, handles, clear(), Parameters across backwards and
+// tapes, detach, seeds, inference (no recording), dropout's generator, and gradcheck itself,
+// including a user-written primitive (which also shows how users write one).
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include <xtensor/xarray.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
+
+#include "recur/error.hpp"
+#include "recur/gradcheck.hpp"
+#include "recur/ops.hpp"
+#include "recur/tape.hpp"
+
+namespace recur_tape_tests {
+
+using namespace recur;
+using Vars = std::vector<Var<double>>;
+using Dims = std::vector<std::size_t>;
+
+/// An array of `shape` filled with v.
+xt::xarray<double> full(const Dims& shape, double v) {
+    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
+    a.fill(v);
+    return a;
+}
+
+xt::xarray<double> rnd(const Dims& shape, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(lo, hi);
+    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
+    for (std::size_t k = 0; k < a.size(); ++k) a.data()[k] = u(rng);
+    return a;
+}
+
+bool same(const xt::xarray<double>& a, const xt::xarray<double>& b) {
+    if (a.shape() != b.shape()) return false;
+    for (std::size_t k = 0; k < a.size(); ++k)
+        if (a.data()[k] != b.data()[k]) return false;
+    return true;
+}
+
+bool close(const xt::xarray<double>& a, const xt::xarray<double>& b, double tol = 1e-12) {
+    return a.shape() == b.shape() && xt::allclose(a, b, tol, tol);
+}
+
+// ---- A user-written primitive: y = x^2 -------------------------------------------------------
+//
+// The op-author interface: push() the output node with the inputs and a backward function,
+// then (after push, which may move node storage) write the value. The backward reads the
+// output's gradient with node(i).grad and ACCUMULATES each input's share with grad_ref().add.
+// `Wrong` makes a deliberately wrong backward (dx += g x, missing the factor 2).
+template <bool Wrong>
+void square_backward(Tape<double>& t, std::uint32_t i) {
+    const std::uint32_t x = t.input(i, 0);
+    const double factor = Wrong ? 1.0 : 2.0;
+    t.grad_ref(x).add(factor * t.node(i).grad * t.value(x));
+}
+
+template <bool Wrong>
+Var<double> square(const Var<double>& x) {
+    x.check("square");
+    Tape<double>& t = x.tape();
+    const std::uint32_t out = t.push("square", {x.index()}, &square_backward<Wrong>);
+    auto& y = t.node(out).value;
+    const auto& xv = t.value(x.index());
+    y.resize(xv.shape());
+    xt::noalias(y) = xv * xv;
+    return t.handle(out);
+}
+
+}  // namespace recur_tape_tests
+
+BOOST_AUTO_TEST_SUITE(tape)
+
+using namespace recur_tape_tests;
+
+// ---- The reverse loop ------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(backward_over_a_100000_node_chain_is_a_loop) {
+    // h_{k+1} = tanh(1 * h_k + 0): 50,000 (affine, tanh) pairs, 100,000 op nodes. A recursive
+    // backward would overflow the stack; the gradient is checked against the chain rule done
+    // here step by step with std::tanh.
+    const int steps = 50000;
+    Tape<double> t;
+    auto x = t.variable(xt::xarray<double>{0.5});
+    Var<double> h = x;
+    double ref = 0.5, dref = 1.0;
+    for (int k = 0; k < steps; ++k) {
+        h = tanh(affine(h, 1.0, 0.0));
+        ref = std::tanh(ref);
+        dref *= 1.0 - ref * ref;
+    }
+    BOOST_TEST(t.size() >= std::size_t(2 * steps + 1));
+    BOOST_TEST(h.item() == ref, boost::test_tools::tolerance(1e-9));
+    t.backward(h);
+    BOOST_TEST(dref > 1e-9);  // the reference itself is not trivially 0
+    BOOST_TEST(x.grad()(0) == dref, boost::test_tools::tolerance(1e-8));
+}
+
+BOOST_AUTO_TEST_CASE(fan_out_sums_gradients) {
+    Tape<double> t;
+    const xt::xarray<double> xv = rnd({2, 3}, 1);
+    auto x = t.variable(xv);
+    // L = sum(x * x + 3 x): dL/dx = 2 x + 3.
+    t.backward(sum(x * x + x * 3.0));
+    BOOST_TEST(close(x.grad(), xt::xarray<double>(2.0 * xv + 3.0)));
+    // L = sum(concat(x, x, x)) + sum(x): every element is used 4 times.
+    t.backward(sum(concat(Vars{x, x, x}, 0)) + sum(x));
+    BOOST_TEST(close(x.grad(), xt::xarray<double>(full({2, 3}, 4.0)), 0.0));
+}
+
+// ---- Var handles -----------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(var_is_a_cheap_handle) {
+    BOOST_TEST(sizeof(Var<double>) <= 4 * sizeof(void*));
+    Tape<double> t;
+    const xt::xarray<double> xv = rnd({3, 4}, 2);
+    auto a = t.variable(xv);
+    const std::size_t nodes = t.size();
+
+    Var<double> b = a;  // copy: same node, no new node
+    BOOST_TEST(b.index() == a.index());
+    BOOST_TEST(same(b.value(), xv));
+    BOOST_TEST(t.size() == nodes);
+
+    Var<double> c = std::move(b);  // move: c takes over, b is empty
+    BOOST_TEST(c.index() == a.index());
+    BOOST_TEST(!b.defined());  // NOLINT(bugprone-use-after-move): checking the moved-from state
+    BOOST_TEST(same(c.value(), xv));
+
+    Var<double> d;
+    BOOST_TEST(!d.defined());
+    d = c;  // copy-assign
+    BOOST_TEST(d.index() == a.index());
+    auto e = tanh(a);
+    d = e;  // re-assign to another node
+    BOOST_TEST(d.index() == e.index());
+    const Var<double>& alias = d;
+    d = alias;  // self-assignment keeps the handle
+    BOOST_TEST(d.defined());
+    BOOST_TEST(same(d.value(), xt::xarray<double>(xt::tanh(xv))));
+    d = std::move(c);  // move-assign
+    BOOST_TEST(d.index() == a.index());
+    BOOST_TEST(t.size() == nodes + 1);  // only tanh(a) was made
+}
+
+BOOST_AUTO_TEST_CASE(a_value_lives_while_any_handle_does) {
+    Tape<double> t({.record = false});
+    const xt::xarray<double> xv = rnd({2, 2}, 3);
+    Var<double> keep;
+    {
+        auto x = t.constant(xv);
+        auto y = exp(x);
+        keep = y;
+    }  // x and the original y handle die; keep still refers to exp(x)
+    auto filler1 = t.constant(full({2, 2}, 0.0));  // may reuse a released slot
+    auto filler2 = t.constant(full({2, 2}, 0.0));
+    BOOST_TEST(same(keep.value(), xt::xarray<double>(xt::exp(xv))));
+    BOOST_TEST(filler1.index() != keep.index());
+    BOOST_TEST(filler2.index() != keep.index());
+}
+
+BOOST_AUTO_TEST_CASE(unneeded_nodes_are_released_when_their_last_handle_dies) {
+    Tape<double> t;  // recording, but nothing here requires grad
+    auto c = t.constant(rnd({3}, 4));
+    const std::size_t before = t.size();
+    {
+        auto d = exp(c * 2.0);
+        BOOST_TEST(!d.requires_grad());
+        BOOST_TEST(t.size() == before + 1);  // the temporary c * 2 is gone already
+    }
+    BOOST_TEST(t.size() == before);
+}
+
+// ---- clear() -------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(clear_keeps_capacity_and_rerecording_does_not_grow) {
+    Tape<double> t;
+    Parameter<double> w(rnd({3, 4}, 5));
+    const xt::xarray<double> xv = rnd({2, 3}, 6);
+    auto record = [&] {
+        auto x = t.constant(xv);
+        auto h = tanh(matmul(x, t.bind(w)));
+        auto loss = sum(softmax(h) * h);
+        t.backward(loss);
+        return loss.item();
+    };
+    const double first = record();
+    const std::size_t cap = t.capacity();
+    BOOST_TEST(cap > 0u);
+    BOOST_TEST(t.size() > 0u);
+    for (int step = 0; step < 5; ++step) {
+        t.clear();
+        BOOST_TEST(t.size() == 0u);
+        BOOST_TEST(t.capacity() == cap);
+        BOOST_TEST(t.bound_parameters().empty());
+        BOOST_TEST(record() == first);
+        BOOST_TEST(t.capacity() == cap);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(clear_makes_old_vars_stale) {
+    Tape<double> t;
+    auto x = t.variable(rnd({2}, 7));
+    BOOST_TEST(x.alive());
+    t.clear();
+    BOOST_TEST(x.defined());
+    BOOST_TEST(!x.alive());
+    auto y = t.variable(rnd({2}, 8));  // the new epoch may reuse x's slot
+    BOOST_TEST(y.alive());
+    BOOST_CHECK_THROW(x.value(), tape_error);
+}
+
+// ---- Backward twice, Parameters ------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(backward_twice_same_var_grads_accumulating_parameter_grads) {
+    Tape<double> t;
+    Parameter<double> p(rnd({3, 2}, 9));
+    BOOST_TEST(same(p.grad(), full({3, 2}, 0.0)));
+    auto x = t.variable(rnd({4, 3}, 10));
+    auto h = tanh(matmul(x, t.bind(p)));
+    auto loss = sum(h * h);
+
+    t.backward(loss);
+    const xt::xarray<double> gx = x.grad(), gh = h.grad(), gp = p.grad();
+    BOOST_TEST(!same(gp, full({3, 2}, 0.0)));
+
+    t.backward(loss);
+    BOOST_TEST(same(x.grad(), gx));   // Vars: the last backward's gradient
+    BOOST_TEST(same(h.grad(), gh));
+    BOOST_TEST(same(p.grad(), xt::xarray<double>(2.0 * gp)));  // Parameters: accumulated
+
+    p.zero_grad();
+    BOOST_TEST(same(p.grad(), full({3, 2}, 0.0)));
+    t.backward(loss);
+    BOOST_TEST(same(p.grad(), gp));
+}
+
+BOOST_AUTO_TEST_CASE(parameter_on_two_tapes_gets_both_contributions) {
+    Parameter<double> p(rnd({2, 3}, 11));
+    const xt::xarray<double> a = rnd({2, 3}, 12), b = rnd({2, 3}, 13);
+    Tape<double> t1, t2;
+    auto l1 = sum(t1.bind(p) * t1.constant(a));
+    auto l2 = sum(t2.bind(p) * t2.constant(b));
+    t1.backward(l1);
+    BOOST_TEST(close(p.grad(), a, 0.0));
+    t2.backward(l2);
+    BOOST_TEST(close(p.grad(), xt::xarray<double>(a + b)));
+}
+
+BOOST_AUTO_TEST_CASE(binding_a_parameter_twice_gives_the_same_node) {
+    Tape<double> t;
+    Parameter<double> p(rnd({3}, 14));
+    auto a = t.bind(p);
+    auto b = t.bind(p);
+    BOOST_TEST(a.index() == b.index());
+    BOOST_TEST(t.bound_parameters().size() == 1u);
+    BOOST_TEST(t.bound_parameters().front() == &p);
+    BOOST_TEST(a.requires_grad());
+    BOOST_TEST(same(a.value(), p.value()));
+    // Used twice in one graph: L = sum(p * p), dL/dp = 2 p.
+    t.backward(sum(a * b));
+    BOOST_TEST(close(p.grad(), xt::xarray<double>(2.0 * p.value())));
+    // The binding reads the parameter in place: a change shows through the node.
+    p.value()(0) = 42.0;
+    BOOST_TEST(a.value()(0) == 42.0);
+}
+
+BOOST_AUTO_TEST_CASE(detach_stops_the_gradient) {
+    Tape<double> t;
+    const xt::xarray<double> xv = rnd({2, 2}, 15);
+    auto x = t.variable(xv);
+    // L = sum(2 x + detach(x) * x): dL/dx = 2 + x (the detached factor is a constant).
+    t.backward(sum(x * 2.0 + detach(x) * x));
+    BOOST_TEST(close(x.grad(), xt::xarray<double>(2.0 + xv)));
+    BOOST_TEST(!detach(x).requires_grad());
+    BOOST_CHECK_THROW(t.backward(sum(detach(x))), tape_error);  // nothing requires grad
+}
+
+// ---- Seeds ---------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(backward_seed_rules) {
+    Tape<double> t;
+    const xt::xarray<double> xv = rnd({2, 3}, 16);
+    auto x = t.variable(xv);
+    auto y = tanh(x);
+    BOOST_CHECK_THROW(t.backward(y), error);  // non-scalar without a seed
+    BOOST_CHECK_THROW(t.backward(y, full({3, 2}, 1.0)), shape_error);
+    BOOST_CHECK_THROW(t.backward(y, full({6}, 1.0)), shape_error);
+    const xt::xarray<double> seed = rnd({2, 3}, 17);
+    t.backward(y, seed);
+    const xt::xarray<double> th = xt::tanh(xv);
+    BOOST_TEST(close(x.grad(), xt::xarray<double>(seed * (1.0 - th * th))));
+    // A one-element output of any rank needs no seed.
+    auto s = reshape(sum(x), {1, 1});
+    t.backward(s);
+    BOOST_TEST(close(x.grad(), xt::xarray<double>(full({2, 3}, 1.0))));
+}
+
+BOOST_AUTO_TEST_CASE(intermediate_vars_expose_their_gradient) {
+    Tape<double> t;
+    const xt::xarray<double> xv = rnd({3, 2}, 18), wv = rnd({2, 2}, 19);
+    auto x = t.variable(xv);
+    auto w = t.variable(wv);
+    auto h = tanh(matmul(x, w));
+    auto unused = exp(x);  // not on the path to the loss
+    auto loss = sum(h * h * 0.5);
+    t.backward(loss);
+    BOOST_TEST(close(h.grad(), h.value()));  // dL/dh = h
+    // dL/dx = (h * (1 - h^2)) w^T, by hand.
+    const xt::xarray<double> hv = h.value();
+    const xt::xarray<double> gz = hv * (1.0 - hv * hv);
+    xt::xarray<double> gx = full({3, 2}, 0.0);
+    for (std::size_t i = 0; i < 3; ++i)
+        for (std::size_t k = 0; k < 2; ++k)
+            for (std::size_t j = 0; j < 2; ++j) gx(i, k) += gz(i, j) * wv(k, j);
+    BOOST_TEST(close(x.grad(), gx));
+    BOOST_TEST(same(unused.grad(), full({3, 2}, 0.0)));  // not reached: zeros
+}
+
+// ---- Inference -----------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_non_recording_tape_records_nothing) {
+    Tape<double> t({.record = false});
+    BOOST_TEST(!t.recording());
+    auto x = t.variable(rnd({2, 3}, 20));
+    auto w = t.variable(rnd({3, 3}, 21));
+    auto y = tanh(matmul(x, w));
+    BOOST_TEST(!y.requires_grad());
+    BOOST_CHECK_THROW(t.backward(sum(y)), tape_error);
+    Parameter<double> p(rnd({3}, 22));
+    auto z = sum(y * t.bind(p));
+    BOOST_TEST(!z.requires_grad());
+    BOOST_CHECK_THROW(t.backward(z), tape_error);
+    BOOST_TEST(same(p.grad(), full({3}, 0.0)));
+}
+
+BOOST_AUTO_TEST_CASE(no_grad_guard_records_nothing_and_restores_recording) {
+    Tape<double> t;
+    auto x = t.variable(rnd({2, 3}, 23));
+    {
+        NoGradGuard<double> guard(t);
+        BOOST_TEST(!t.recording());
+        auto y = sigmoid(x * x);
+        BOOST_TEST(!y.requires_grad());
+        BOOST_CHECK_THROW(t.backward(sum(y)), tape_error);
+    }
+    BOOST_TEST(t.recording());
+    auto y = sigmoid(x * x);
+    BOOST_TEST(y.requires_grad());
+}
+
+// h = tanh(h * w + x), the step of a tiny recurrent net.
+template <class F>
+std::size_t run_loop(Tape<double>& t, int steps, F&& observe) {
+    auto w = t.variable(rnd({4}, 24, -0.9, 0.9));
+    auto x = t.variable(rnd({4}, 25));
+    Var<double> h = t.constant(full({4}, 0.0));
+    std::size_t peak = t.size();
+    for (int k = 0; k < steps; ++k) {
+        h = tanh(h * w + x);
+        peak = std::max(peak, t.size());
+        observe(h);
+    }
+    return peak;
+}
+
+BOOST_AUTO_TEST_CASE(inference_keeps_no_intermediates_alive) {
+    const int steps = 10000;
+    auto nothing = [](const Var<double>&) {};
+
+    Tape<double> off({.record = false});
+    const std::size_t peak_off = run_loop(off, steps, nothing);
+    BOOST_TEST(peak_off <= 8u);
+    BOOST_TEST(off.capacity() <= 8u);
+
+    Tape<double> guarded;
+    std::size_t peak_guarded = 0;
+    {
+        NoGradGuard<double> guard(guarded);
+        peak_guarded = run_loop(guarded, steps, nothing);
+    }
+    BOOST_TEST(peak_guarded <= 8u);
+    BOOST_TEST(guarded.capacity() <= 8u);
+
+    Tape<double> on;
+    Var<double> last;
+    const std::size_t peak_on = run_loop(on, steps, [&](const Var<double>& h) { last = h; });
+    BOOST_TEST(peak_on >= std::size_t(3 * steps));  // every step's nodes kept for backward
+    BOOST_TEST(last.requires_grad());
+}
+
+BOOST_AUTO_TEST_CASE(recording_again_after_a_guard_still_reaches_parameters) {
+    Tape<double> t;
+    Parameter<double> p(rnd({2, 3}, 26));
+    const xt::xarray<double> cv = rnd({2, 3}, 27);
+    auto c = t.constant(cv);
+    Var<double> pre;
+    {
+        NoGradGuard<double> guard(t);
+        pre = t.bind(p) * c;  // bound under the guard: the binding still requires grad
+        BOOST_TEST(!pre.requires_grad());
+    }
+    auto loss = sum(t.bind(p) * c + pre);
+    BOOST_TEST(loss.requires_grad());
+    t.backward(loss);
+    BOOST_TEST(close(p.grad(), cv, 0.0));  // only the recorded product contributes
+}
+
+// ---- Dropout's generator ---------------------------------------------------------------------
+
+xt::xarray<double> dropout_mask(std::uint64_t seed, std::size_t n) {
+    Tape<double> t({.seed = seed});
+    auto x = t.variable(full({n}, 1.0));
+    return dropout(x, 0.3).value();
+}
+
+BOOST_AUTO_TEST_CASE(dropout_is_reproducible_per_seed) {
+    BOOST_TEST(same(dropout_mask(7, 200), dropout_mask(7, 200)));
+    BOOST_TEST(!same(dropout_mask(7, 200), dropout_mask(8, 200)));
+
+    Tape<double> t;
+    auto x = t.variable(full({200}, 1.0));
+    t.seed(5);
+    const xt::xarray<double> a = dropout(x, 0.5).value();
+    const xt::xarray<double> b = dropout(x, 0.5).value();  // the generator moved on
+    t.seed(5);
+    const xt::xarray<double> c = dropout(x, 0.5).value();
+    BOOST_TEST(!same(a, b));
+    BOOST_TEST(same(a, c));
+}
+
+BOOST_AUTO_TEST_CASE(dropout_in_eval_returns_x) {
+    Tape<double> t;
+    const xt::xarray<double> xv = rnd({3, 4}, 28);
+    auto x = t.variable(xv);
+    auto y = dropout(x, 0.3, false);
+    BOOST_TEST(y.index() == x.index());
+    BOOST_TEST(same(y.value(), xv));
+    auto z = dropout(x, 0.0);
+    BOOST_TEST(same(z.value(), xv));
+}
+
+BOOST_AUTO_TEST_CASE(dropout_mask_values_and_kept_fraction) {
+    const double p = 0.3;
+    const std::size_t n = 100000;
+    Tape<double> t({.seed = 2024});
+    auto x = t.variable(full({n}, 1.0));
+    auto y = dropout(x, p);
+    const double keep = 1.0 / (1.0 - p);
+    std::size_t kept = 0, bad = 0;
+    for (std::size_t k = 0; k < n; ++k) {
+        const double v = y.value()(k);
+        if (v == keep) ++kept;
+        else if (v != 0.0) ++bad;
+    }
+    BOOST_TEST(bad == 0u);
+    BOOST_TEST(static_cast<double>(kept) / static_cast<double>(n) == 1.0 - p, boost::test_tools::tolerance(0.02));
+    // The gradient is the same mask.
+    t.backward(y, full({n}, 1.0));
+    BOOST_TEST(same(x.grad(), y.value()));
+}
+
+// ---- gradcheck itself ----------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(gradcheck_passes_a_correct_user_primitive) {
+    auto rep = gradcheck([](Tape<double>&, const Vars& x) { return square<false>(x[0]) * x[1]; },
+                         {rnd({2, 3}, 29), rnd({3}, 30)});
+    BOOST_TEST(rep.passed, rep.summary());
+    BOOST_TEST(rep.deterministic);
+    BOOST_TEST(rep.elements == 9u);
+}
+
+BOOST_AUTO_TEST_CASE(gradcheck_reports_a_wrong_backward) {
+    auto rep = gradcheck([](Tape<double>&, const Vars& x) { return square<true>(x[0]); }, {rnd({2, 3}, 31, 0.5, 1.0)});
+    BOOST_TEST(!rep.passed);
+    BOOST_TEST(rep.deterministic);  // wrong, but consistently so
+    BOOST_TEST(!rep.worst.empty());
+    BOOST_TEST(rep.worst.find("input 0") != std::string::npos, rep.worst);
+    BOOST_TEST(rep.max_rel_error == 0.5, boost::test_tools::tolerance(1e-6));  // analytic is half the truth
+    BOOST_TEST(rep.worst_analytic == 0.5 * rep.worst_numeric, boost::test_tools::tolerance(1e-6));
+    BOOST_TEST(rep.summary().find("FAILED") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(gradcheck_checks_parameters_bound_inside_f) {
+    Parameter<double> w(rnd({3, 4}, 32)), b(rnd({4}, 33));
+    const xt::xarray<double> w0 = w.value();
+    auto rep = gradcheck(
+        [&](Tape<double>& t, const Vars& x) { return tanh(matmul(x[0], t.bind(w)) + t.bind(b)); }, {rnd({2, 3}, 34)});
+    BOOST_TEST(rep.passed, rep.summary());
+    BOOST_TEST(rep.parameters == 2u);
+    BOOST_TEST(rep.elements == 6u + 12u + 4u);
+    BOOST_TEST(same(w.value(), w0));                       // perturbations undone
+    BOOST_TEST(same(w.grad(), full({3, 4}, 0.0)));  // and the grad left as it was
+
+    // A wrong backward that only the parameter sees is found there.
+    Parameter<double> q(rnd({2, 2}, 35, 0.5, 1.0));
+    auto bad = gradcheck([&](Tape<double>& t, const Vars& x) { return square<true>(t.bind(q)) + x[0]; },
+                         {rnd({2, 2}, 36)});
+    BOOST_TEST(!bad.passed);
+    BOOST_TEST(bad.parameters == 1u);
+    BOOST_TEST(bad.worst.find("parameter 0") != std::string::npos, bad.worst);
+}
+
+// The numeric derivative must resolve the change of the outputs x moves, not drown in the
+// roundoff of outputs it does not touch: y = concat(x, c) with a constant c of magnitude 1e4
+// has dL/dx = s exactly, and concat's backward is exact.
+BOOST_AUTO_TEST_CASE(gradcheck_is_not_fooled_by_large_unrelated_outputs) {
+    xt::xarray<double> c = rnd({16}, 37, 0.5, 1.0);
+    c *= 1e4;
+    auto rep = gradcheck([c](Tape<double>& t, const Vars& x) { return concat(Vars{x[0], t.constant(c)}, 0); },
+                         {rnd({4}, 38)});
+    BOOST_TEST(rep.passed, rep.summary());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
