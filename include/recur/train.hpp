@@ -83,10 +83,10 @@ struct FitOptions {
     double validation_split = 0;
     /// Validation data given explicitly (takes precedence over validation_split).
     const Dataset<T>* validation_data = nullptr;
-    std::optional<double> clip_norm;   // clip_grad_norm(parameters, value) before each step
-    std::optional<double> clip_value;  // clip_grad_value(parameters, value)
-    std::vector<Metric<T>> metrics;
-    std::vector<Callback<T>*> callbacks;
+    std::optional<double> clip_norm{};   // clip_grad_norm(parameters, value) before each step
+    std::optional<double> clip_value{};  // clip_grad_value(parameters, value)
+    std::vector<Metric<T>> metrics{};
+    std::vector<Callback<T>*> callbacks{};
     /// 0 silent; 1 a progress bar on stderr (one line per epoch when stderr is not a
     /// terminal); 2 one line per epoch.
     int verbose = 1;
