@@ -45,7 +45,7 @@ template <class T>
 struct Dataset {
     xt::xarray<T> x;
     xt::xarray<T> y;
-    std::vector<std::int64_t> lengths;
+    std::vector<std::int64_t> lengths{};
     std::size_t size() const { return x.dimension() == 0 ? 0 : x.shape()[0]; }
 };
 
