@@ -15,12 +15,14 @@
 // same training budget buys: the bidirectional model solves the task within a few epochs of
 // leaving the XOR plateau, the unidirectional one typically stays at chance.
 //
-// Output: both test accuracies, the first epoch at which each reached 90% validation accuracy, bidirectional_classify.csv (per-epoch validation accuracy)
-// and, with gnuplot, bidirectional_classify.png.
+// Output: both test accuracies, the first epoch at which each reached 90% validation
+// accuracy, bidirectional_classify.csv (per-epoch validation accuracy) and, with gnuplot,
+// bidirectional_classify.png.
 // Goal (default settings): the bidirectional LSTM reaches >= 90% test accuracy and beats the
 // unidirectional one by at least 10 points.
 //
-//   bidirectional_classify [--epochs 15] [--steps 50] [--train 2000] [--noise 1] [--seed 1] [--out .]
+//   bidirectional_classify [--epochs 15] [--steps 50] [--train 2000] [--noise 1] [--seed 1]
+//                          [--out .]
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -131,7 +133,7 @@ int main(int argc, char** argv) {
                   "set output '" + out + "/bidirectional_classify.png'\n"
                   "set title 'first XOR last element (T = " + std::to_string(steps) +
                       "): validation accuracy while training'\n"
-                      "set xlabel 'epoch'\nset ylabel 'accuracy'\nset yrange [0.4:1.02]\nset key bottom right\nset grid\n"
+                      "set xlabel 'epoch'\nset ylabel 'accuracy'\nset xrange [0:*]\nset yrange [0.4:1.02]\nset key right center\nset grid\n"
                       "plot '" + out + "/bidirectional_classify.csv' using 1:2 with linespoints lw 2 title 'LSTM', "
                       "'' using 1:3 with linespoints lw 2 title 'bidirectional LSTM'\n",
                   out + "/bidirectional_classify.csv");

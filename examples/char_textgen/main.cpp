@@ -8,7 +8,8 @@
 // sequence) -> Dropout(0.2) -> Linear(64, V): logits (B, T, V), class axis last, against
 // targets (B, T) with cross_entropy. Adam(2e-3), gradient norm clipped at 1, train::fit with a
 // callback printing loss and perplexity (exp of the mean cross-entropy per character) after
-// every epoch.
+// every epoch. (The training loss is measured with dropout on, so it sits above the
+// validation loss; the validation text is the end of the book, never trained on.)
 // Generation: the trained LSTMs are run directly (not through the Sequential) on a no-grad
 // tape, carrying their (h, c) state from call to call: the prompt is read once, then each new
 // character is sampled from softmax(logits / temperature) and fed back in. Low temperatures
@@ -16,10 +17,10 @@
 //
 // Output: per-epoch loss / perplexity, generated samples at two temperatures, history.csv,
 // samples.txt and, with gnuplot, char_textgen.png.
-// Goal (default settings): the validation perplexity ends below half of the unigram perplexity
-// (a model that knows only character frequencies).
+// Goal (default settings, about 1.5 minutes on one core): the validation perplexity ends below
+// 0.3 times the unigram perplexity (that of a model knowing only character frequencies, ~21).
 //
-//   char_textgen [--epochs 8] [--seq 64] [--batch 32] [--chars 0 (= all)] [--generate 400]
+//   char_textgen [--epochs 25] [--seq 64] [--batch 32] [--chars 0 (= all)] [--generate 400]
 //                [--prompt "And God said"] [--temperature 0.6] [--text genesis_kjv.txt] [--out .]
 #include <algorithm>
 #include <cmath>
@@ -119,7 +120,7 @@ struct Generator {
 
 int main(int argc, char** argv) {
     const example::Args args(argc, argv);
-    const auto epochs = static_cast<std::size_t>(args.get("epochs", 8));
+    const auto epochs = static_cast<std::size_t>(args.get("epochs", 25));
     const auto seq = static_cast<std::size_t>(args.get("seq", 64));
     const auto batch = static_cast<std::size_t>(args.get("batch", 32));
     const auto max_chars = static_cast<std::size_t>(args.get("chars", 0));
@@ -128,7 +129,7 @@ int main(int argc, char** argv) {
     const double temperature = args.get_double("temperature", 0.6);
     const std::string text_path = args.get_string("text", CHAR_TEXTGEN_TEXT);
     const std::string out = args.get_string("out", ".");
-    const bool full = epochs >= 8 && max_chars == 0;
+    const bool full = epochs >= 25 && max_chars == 0;
 
     std::string text = read_file(text_path);
     if (max_chars && text.size() > max_chars) text.resize(max_chars);
@@ -210,14 +211,14 @@ int main(int argc, char** argv) {
                   "set terminal pngcairo size 900,500\nset datafile separator ','\n"
                   "set output '" + out + "/char_textgen.png'\n"
                   "set title 'Character-level LSTM on Genesis (KJV): perplexity per character'\n"
-                  "set xlabel 'epoch'\nset ylabel 'perplexity'\nset grid\n"
+                  "set xlabel 'epoch'\nset ylabel 'perplexity'\nset grid\nset xrange [0:*]\nset logscale y\n"
                   "plot '" + out + "/history.csv' using 1:(exp($2)) with linespoints lw 2 title 'training', "
                   "'' using 1:(exp($4)) with linespoints lw 2 title 'validation', " +
                       std::to_string(unigram_perplexity) + " with lines dt 2 title 'unigram baseline'\n",
                   out + "/history.csv");
 
     const double val_perplexity = std::exp(history["val_loss"].back());
-    const bool ok = val_perplexity < 0.5 * unigram_perplexity;
+    const bool ok = val_perplexity < 0.3 * unigram_perplexity;
     std::printf("\n%s: validation perplexity %.2f vs unigram %.2f\n",
                 ok ? "PASS" : (full ? "FAIL" : "not checked (quick settings)"), val_perplexity, unigram_perplexity);
     return ok || !full ? 0 : 1;

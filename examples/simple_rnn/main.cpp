@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
                   "set terminal pngcairo size 900,500\nset datafile separator ','\n"
                   "set output '" + out + "/simple_rnn.png'\n"
                   "set title 'Is the first element positive? Validation accuracy while training'\n"
-                  "set xlabel 'epoch'\nset ylabel 'accuracy'\nset yrange [0.4:1.02]\nset key bottom right\nset grid\n" +
+                  "set xlabel 'epoch'\nset ylabel 'accuracy'\nset xrange [0:*]\nset yrange [0.4:1.02]\nset key right center\nset grid\n" +
                       plot_cmd + "\n",
                   out + "/simple_rnn.csv");
 

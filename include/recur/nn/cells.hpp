@@ -28,7 +28,7 @@ struct CellOptions {
     bool bias = true;
     std::size_t proj_size = 0;                     // LSTM only: h = W_hr (o * tanh c), (P,)
     Nonlinearity nonlinearity = Nonlinearity::tanh;  // RNN only
-    std::string suffix;                            // appended to parameter names
+    std::string suffix{};                          // appended to parameter names
 };
 
 /// Shared parts of the gated cells: the four PyTorch parameters and the hoisted projection.
