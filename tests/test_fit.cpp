@@ -8,6 +8,8 @@
 
 #include <recur/recur.hpp>
 
+#include "support.hpp"
+
 using namespace recur;
 namespace fs = std::filesystem;
 
@@ -59,21 +61,7 @@ struct TempDir {
     ~TempDir() { fs::remove_all(path); }
 };
 
-template <class E>
-bool throws_with(const std::function<void()>& f, const std::vector<std::string>& parts) {
-    try {
-        f();
-    } catch (const E& e) {
-        const std::string msg = e.what();
-        for (const auto& p : parts)
-            if (msg.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message lacks '" << p << "': " << msg);
-                return false;
-            }
-        return true;
-    }
-    return false;
-}
+using recur::testing::throws_with;
 
 }  // namespace
 

@@ -14,6 +14,8 @@
 #include <recur/io.hpp>
 #include <recur/recur.hpp>
 
+#include "support.hpp"
+
 #include "examples/custom_cell/mgu_cell.hpp"
 
 using namespace recur;
@@ -122,21 +124,7 @@ xt::xarray<double> normal(const Shape& shape, std::uint64_t seed) {
     return a;
 }
 
-template <class E>
-bool throws_with(const std::function<void()>& f, const std::vector<std::string>& parts) {
-    try {
-        f();
-    } catch (const E& e) {
-        const std::string msg = e.what();
-        for (const auto& p : parts)
-            if (msg.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message lacks '" << p << "': " << msg);
-                return false;
-            }
-        return true;
-    }
-    return false;
-}
+using recur::testing::throws_with;
 
 }  // namespace
 
