@@ -61,6 +61,19 @@ void accumulate(Tape<T>& t, std::uint32_t i, const E& e) {
     }
 }
 
+/// An array viewed around one axis as (outer, n, inner), row-major: the layout every
+/// axis-wise op (reductions, softmax, slice, concat, ...) walks.
+struct AxisView {
+    std::size_t outer = 1, n = 1, inner = 1;
+};
+inline AxisView around(const Shape& s, std::size_t axis) {
+    AxisView v;
+    for (std::size_t k = 0; k < axis; ++k) v.outer *= s[k];
+    v.n = s[axis];
+    for (std::size_t k = axis + 1; k < s.size(); ++k) v.inner *= s[k];
+    return v;
+}
+
 /// Product of extents.
 inline std::size_t numel(const Shape& s) {
     std::size_t n = 1;

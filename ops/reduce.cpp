@@ -7,21 +7,8 @@
 
 namespace recur {
 
-namespace {
-
-struct AxisView {
-    std::size_t outer = 1, n = 1, inner = 1;
-};
-
-AxisView around(const Shape& s, std::size_t axis) {
-    AxisView v;
-    for (std::size_t k = 0; k < axis; ++k) v.outer *= s[k];
-    v.n = s[axis];
-    for (std::size_t k = axis + 1; k < s.size(); ++k) v.inner *= s[k];
-    return v;
-}
-
-}  // namespace
+using detail::around;
+using detail::AxisView;
 
 // ---- sum / mean of all elements: y = c * sum(x), c = 1 or 1/numel;  dx += c * g -------------
 template <class T>

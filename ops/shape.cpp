@@ -1,6 +1,6 @@
 // Shape primitives: reshape, permute (transpose), slice (chunk), select, concat, stack.
-// Around an axis an array is (outer, n, inner) row-major; slice, select, concat and stack all
-// move blocks of `inner` contiguous elements between two such layouts (move_rows below).
+// Around an axis an array is (outer, n, inner) row-major (detail::around); slice, select, concat and
+// stack all move blocks of `inner` contiguous elements between two such layouts (move_rows below).
 #include <numeric>
 
 #include <xtensor/xmanipulation.hpp>
@@ -9,19 +9,10 @@
 
 namespace recur {
 
+using detail::around;
+using detail::AxisView;
+
 namespace {
-
-struct Around {
-    std::size_t outer = 1, n = 1, inner = 1;
-};
-
-Around around(const Shape& s, std::size_t axis) {
-    Around v;
-    for (std::size_t k = 0; k < axis; ++k) v.outer *= s[k];
-    v.n = s[axis];
-    for (std::size_t k = axis + 1; k < s.size(); ++k) v.inner *= s[k];
-    return v;
-}
 
 // For o < outer, k < count: dst[o, dst_off + k, :] (=|+=) src[o, src_off + k, :], rows of
 // `inner` elements; src has src_n rows per outer index, dst has dst_n.
@@ -143,7 +134,7 @@ template <class T>
 static void slice_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
     const std::uint32_t x = t.input(i, 0);
-    const Around v = around(t.value(x).shape(), static_cast<std::size_t>(node.iargs[0]));
+    const AxisView v = around(t.value(x).shape(), static_cast<std::size_t>(node.iargs[0]));
     const auto start = static_cast<std::size_t>(node.iargs[1]), count = static_cast<std::size_t>(node.iargs[2]);
     move_rows(node.grad.data(), count, 0, t.grad_ref(x).zeroed().data(), v.n, start, v.outer, count, v.inner, true);
 }
@@ -159,7 +150,7 @@ static Var<T> take_rows(const char* op, Tape<T>& t, const Var<T>& x, std::size_t
     auto& node = t.node(out);
     node.iargs = {static_cast<std::int64_t>(axis), static_cast<std::int64_t>(start), static_cast<std::int64_t>(count), 0};
     node.value.resize(ys);
-    const Around v = around(xs, axis);
+    const AxisView v = around(xs, axis);
     move_rows(t.value(x.index()).data(), v.n, start, node.value.data(), count, 0, v.outer, count, v.inner, false);
     return t.handle(out);
 }
@@ -204,7 +195,7 @@ static void join_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
     const auto axis = static_cast<std::size_t>(node.iargs[0]);
     const bool new_axis = node.iargs[1] != 0;
-    const Around out = around(node.value.shape(), axis);
+    const AxisView out = around(node.value.shape(), axis);
     std::size_t offset = 0;
     for (std::uint32_t k = 0; k < node.num_inputs; ++k) {
         const std::uint32_t x = t.input(i, k);
@@ -245,7 +236,7 @@ static Var<T> join(const char* op, const std::vector<Var<T>>& xs, std::ptrdiff_t
     auto& node = t.node(out);
     node.iargs = {static_cast<std::int64_t>(ax), new_axis ? 1 : 0, 0, 0};
     node.value.resize(ys);
-    const Around v = around(ys, ax);
+    const AxisView v = around(ys, ax);
     std::size_t offset = 0;
     for (const auto& x : xs) {
         const std::size_t rows = new_axis ? 1 : t.value(x.index()).shape()[ax];
