@@ -102,6 +102,7 @@ Tape<T>::Tape(TapeOptions options)
       tape_id_(detail::next_tape_id()),
       serial_((tape_id_ << 32) | 1u),
       record_(options.record),
+      accumulate_parameter_grads_(options.accumulate_parameter_grads),
       rng_(options.seed) {
     cell_->store(serial_, std::memory_order_relaxed);
 }
@@ -116,7 +117,6 @@ void Tape<T>::clear() {
     top_ = 0;
     free_.clear();
     edges_.clear();
-    bound_.clear();
     bound_order_.clear();
     ++serial_;
     cell_->store(serial_, std::memory_order_relaxed);
@@ -220,15 +220,13 @@ Var<T> Tape<T>::constant(xt::xarray<T> value) {
 
 template <class T>
 Var<T> Tape<T>::bind(Parameter<T>& p) {
-    auto it = bound_.find(&p);
-    if (it != bound_.end()) return handle(it->second);
+    for (std::uint32_t k : bound_order_)
+        if (nodes_[k].param == &p) return handle(k);
     const std::uint32_t i = new_slot(true);
     auto& n = nodes_[i];
     n.op = "parameter";
-    n.param = &p;
+    n.param = &p;     // n.value stays as it was (unused): no allocation per binding
     n.pinned = true;  // the binding refers to it for the rest of the epoch
-    n.value = xt::xarray<T>();
-    bound_.emplace(&p, i);
     bound_order_.push_back(i);
     return handle(i);
 }
@@ -238,6 +236,13 @@ std::vector<Parameter<T>*> Tape<T>::bound_parameters() const {
     std::vector<Parameter<T>*> ps;
     for (std::uint32_t k : bound_order_) ps.push_back(nodes_[k].param);
     return ps;
+}
+
+template <class T>
+const xt::xarray<T>* Tape<T>::parameter_grad(const Parameter<T>& p) const {
+    for (std::uint32_t k : bound_order_)
+        if (nodes_[k].param == &p) return nodes_[k].has_grad ? &nodes_[k].grad : nullptr;
+    return nullptr;
 }
 
 template <class T>
@@ -259,11 +264,14 @@ void Tape<T>::check_output(const Var<T>& output, const char* what) const {
 template <class T>
 void Tape<T>::backward(const Var<T>& output) {
     check_output(output, "backward");
+    auto& r = nodes_[output.index_];
     const auto& v = value(output.index_);
     if (v.size() != 1)
         throw shape_error("backward: the output has shape " + shape_str(v.shape()) +
                           "; a non-scalar output needs a seed gradient: backward(output, seed)");
-    backward(output, xt::ones<T>(v.shape()));
+    r.grad.resize(v.shape());  // reuses the buffer: no allocation per step
+    r.grad.fill(T(1));
+    sweep(output.index_);
 }
 
 template <class T>
@@ -273,15 +281,20 @@ void Tape<T>::backward(const Var<T>& output, const xt::xarray<T>& seed) {
     if (seed.shape() != value(root).shape())
         throw shape_error("backward: seed has shape " + shape_str(seed.shape()) + ", the output has shape " +
                           shape_str(value(root).shape()));
+    nodes_[root].grad = seed;
+    sweep(root);
+}
+
+template <class T>
+void Tape<T>::sweep(std::uint32_t root) {
     for (std::uint32_t k = 0; k < top_; ++k) nodes_[k].has_grad = false;
-    auto& r = nodes_[root];
-    r.grad = seed;
-    r.has_grad = true;
+    nodes_[root].has_grad = true;
     // Creation order is topological: every input of node k has an index below k.
     for (std::uint32_t k = root + 1; k-- > 0;) {
         auto& n = nodes_[k];
         if (n.has_grad && n.backward != nullptr) n.backward(*this, k);
     }
+    if (!accumulate_parameter_grads_) return;
     for (std::uint32_t k : bound_order_) {
         auto& n = nodes_[k];
         if (!n.has_grad) continue;

@@ -35,4 +35,6 @@
     X(embedding)            \
     X(where)                \
     X(dropout)              \
+    X(lstm_pointwise)       \
+    X(gru_pointwise)        \
     X(detach)

@@ -575,6 +575,67 @@ Cases gradient_cases<Op::detach>() {
     };
 }
 
+// The fused cells: every input, both LSTM outputs alone and together, the sequence forms on
+// both time axes, and two chained steps (the state and the sequence gradient accumulate).
+template <>
+Cases gradient_cases<Op::lstm_pointwise>() {
+    const std::size_t b = 2, h = 3, g = 4 * h;
+    auto both = [](const recur::LSTMPointwise<double>& r) { return r.h * 2.0 + r.c; };
+    return {
+        {"h'", [](Tape<double>&, const Vars& x) { return lstm_pointwise(x[0], x[1], x[2]).h; },
+         {rnd({b, g}, 701), rnd({b, g}, 702), rnd({b, h}, 703)}},
+        {"c'", [](Tape<double>&, const Vars& x) { return lstm_pointwise(x[0], x[1], x[2]).c; },
+         {rnd({b, g}, 704), rnd({b, g}, 705), rnd({b, h}, 706)}},
+        {"2 h' + c', large pre-activations",
+         [both](Tape<double>&, const Vars& x) { return both(lstm_pointwise(x[0], x[1], x[2])); },
+         {uniform({b, g}, 707, -3, 3), uniform({b, g}, 708, -3, 3), rnd({b, h}, 709)}},
+        {"sequence (T, B, 4H), step 2",
+         [both](Tape<double>&, const Vars& x) { return both(lstm_pointwise(x[0], 0, 2, x[1], x[2])); },
+         {rnd({4, b, g}, 710), rnd({b, g}, 711), rnd({b, h}, 712)}},
+        {"sequence (B, T, 4H), step 3",
+         [both](Tape<double>&, const Vars& x) { return both(lstm_pointwise(x[0], 1, 3, x[1], x[2])); },
+         {rnd({b, 4, g}, 713), rnd({b, g}, 714), rnd({b, h}, 715)}},
+        {"two chained steps of one sequence, hg = h W",
+         [both](Tape<double>&, const Vars& x) {
+             auto s0 = lstm_pointwise(x[0], 1, 0, matmul(x[2], x[1]), x[3]);
+             auto s1 = lstm_pointwise(x[0], 1, 1, matmul(s0.h, x[1]), s0.c);
+             return both(s1) + s0.h;
+         },
+         {rnd({b, 2, g}, 716), rnd({h, g}, 717), rnd({b, h}, 718), rnd({b, h}, 719)}},
+        {"constant hg and c",
+         [](Tape<double>& t, const Vars& x) {
+             return lstm_pointwise(x[0], t.constant(rnd({b, g}, 720)), t.constant(rnd({b, h}, 721))).h;
+         },
+         {rnd({b, g}, 722)}},
+    };
+}
+
+template <>
+Cases gradient_cases<Op::gru_pointwise>() {
+    const std::size_t b = 2, h = 3, g = 3 * h;
+    return {
+        {"h'", [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], x[1], x[2]); },
+         {rnd({b, g}, 731), rnd({b, g}, 732), rnd({b, h}, 733)}},
+        {"large pre-activations",
+         [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], x[1], x[2]); },
+         {uniform({b, g}, 734, -3, 3), uniform({b, g}, 735, -3, 3), rnd({b, h}, 736)}},
+        {"sequence (T, B, 3H), step 1",
+         [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], 0, 1, x[1], x[2]); },
+         {rnd({3, b, g}, 737), rnd({b, g}, 738), rnd({b, h}, 739)}},
+        {"sequence (B, T, 3H), step 2",
+         [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], 1, 2, x[1], x[2]); },
+         {rnd({b, 3, g}, 740), rnd({b, g}, 741), rnd({b, h}, 742)}},
+        {"two chained steps of one sequence, hg = h W",
+         [](Tape<double>&, const Vars& x) {
+             Var<double> h1 = gru_pointwise(x[0], 0, 0, matmul(x[2], x[1]), x[2]);
+             return gru_pointwise(x[0], 0, 1, matmul(h1, x[1]), h1) * 2.0 + h1;
+         },
+         {rnd({2, b, g}, 743), rnd({h, g}, 744), rnd({b, h}, 745)}},
+        {"constant hg", [](Tape<double>& t, const Vars& x) { return gru_pointwise(x[0], t.constant(rnd({b, g}, 746)), x[1]); },
+         {rnd({b, g}, 747), rnd({b, h}, 748)}},
+    };
+}
+
 // ---- Running ---------------------------------------------------------------------------------
 
 void run(const char* op, const Cases& cases) {

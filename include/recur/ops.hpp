@@ -87,6 +87,29 @@ template <class T> Var<T> where(const xt::xarray<T>& mask, const Var<T>& a, cons
 /// by 1 / (1 - p), with a mask drawn from the tape's generator; otherwise returns x.
 template <class T> Var<T> dropout(const Var<T>& x, Scalar<T> p, bool training = true);
 
+// ---- Fused recurrent cells (the pointwise part of one time step in one node) ---------------
+/// The two outputs of lstm_pointwise: h' and c', each (B, H).
+template <class T>
+struct LSTMPointwise {
+    Var<T> h;
+    Var<T> c;
+};
+/// LSTM gate math. Pre-activations a = xg + hg (B, 4H) in PyTorch's order [i | f | g | o]:
+///   c' = σ(a_f) c + σ(a_i) tanh(a_g),  h' = σ(a_o) tanh(c').  c (B, H).
+template <class T> LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& c);
+/// The same with xg read in place from step `step` of a sequence xs: (T, B, 4H) for
+/// time_axis 0, (B, T, 4H) for time_axis 1 (a hoisted input projection; no per-step copy).
+template <class T>
+LSTMPointwise<T> lstm_pointwise(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& hg,
+                                const Var<T>& c);
+/// GRU gate math with PyTorch's b_hn inside the reset product. xg = W_i x + b_i and
+/// hg = W_h h + b_h (B, 3H) in order [r | z | n]:
+///   r = σ(xg_r + hg_r), z = σ(xg_z + hg_z), n = tanh(xg_n + r hg_n),  h' = (1 - z) n + z h.
+template <class T> Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h);
+/// The same with xg read in place from step `step` of a sequence (as lstm_pointwise).
+template <class T>
+Var<T> gru_pointwise(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& hg, const Var<T>& h);
+
 // ---- Graph --------------------------------------------------------------------------------
 /// The same value with the gradient stopped (the result does not require grad).
 template <class T> Var<T> detach(const Var<T>& x);

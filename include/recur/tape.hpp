@@ -16,7 +16,6 @@
 #include <atomic>
 #include <cstdint>
 #include <random>
-#include <unordered_map>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
@@ -73,6 +72,10 @@ struct Node {
 struct TapeOptions {
     bool record = true;
     std::uint64_t seed = 0x5eed;  // seeds the tape's generator (dropout masks)
+    /// false: backward leaves each bound Parameter's gradient on the tape (parameter_grad)
+    /// instead of adding it into Parameter::grad. Data-parallel training uses this: every
+    /// thread's tape holds its own share until one fixed-order reduction.
+    bool accumulate_parameter_grads = true;
 };
 
 /// A handle to a node of a tape. Cheap to copy; ops take and return Vars.
@@ -180,6 +183,9 @@ public:
     std::size_t capacity() const { return nodes_.size(); }
     /// The Parameters bound in this epoch, in binding order.
     std::vector<Parameter<T>*> bound_parameters() const;
+    /// This tape's gradient of `p` from its last backward; nullptr if p is not bound in this
+    /// epoch or that backward did not reach it.
+    const xt::xarray<T>* parameter_grad(const Parameter<T>& p) const;
     std::mt19937_64& generator() { return rng_; }
     void seed(std::uint64_t s) { rng_.seed(s); }
 
@@ -263,17 +269,18 @@ private:
     std::uint32_t leaf(xt::xarray<T>&& value, bool requires_grad, const char* op);
     void release(std::uint32_t i);
     void check_output(const Var<T>& output, const char* what) const;
+    void sweep(std::uint32_t root);  // the reverse loop from a seeded root
 
     std::vector<detail::Node<T>> nodes_;  // [0, top_) in use this epoch; the rest kept for reuse
     std::uint32_t top_ = 0;
     std::vector<std::uint32_t> edges_;
     std::vector<std::uint32_t> free_;     // released slots below top_
-    std::unordered_map<Parameter<T>*, std::uint32_t> bound_;
-    std::vector<std::uint32_t> bound_order_;  // bound parameter nodes in binding order
+    std::vector<std::uint32_t> bound_order_;  // bound parameter nodes in binding order (few: a scan finds one)
     detail::Cell* cell_;
     std::uint64_t tape_id_;
     std::uint64_t serial_;
     bool record_;
+    bool accumulate_parameter_grads_;
     std::mt19937_64 rng_;
 };
 

@@ -74,7 +74,23 @@ LSTMCell<T>::LSTMCell(const CellOptions& o)
 }
 
 template <class T>
+CellState<T> LSTMCell<T>::finish(LSTMPointwise<T> hc, Tape<T>& tape) {
+    if (weight_hr_) hc.h = linear(hc.h, tape.bind(*weight_hr_));  // h W_hr^T (B, P)
+    return {std::move(hc.h), std::move(hc.c)};
+}
+
+template <class T>
 CellState<T> LSTMCell<T>::step_projected(const Var<T>& xp, const CellState<T>& state) {
+    return finish(lstm_pointwise(xp, this->project_hidden(state[0]), state[1]), xp.tape());
+}
+
+template <class T>
+CellState<T> LSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
+    return finish(lstm_pointwise(xs, time_axis, t, this->project_hidden(state[0]), state[1]), xs.tape());
+}
+
+template <class T>
+CellState<T> LSTMCell<T>::step_composed(const Var<T>& xp, const CellState<T>& state) {
     // gates (B, 4H) = [i | f | g | o]
     const auto gates = chunk(xp + this->project_hidden(state[0]), 4, 1);
     Var<T> i = sigmoid(gates[0]);
@@ -82,9 +98,7 @@ CellState<T> LSTMCell<T>::step_projected(const Var<T>& xp, const CellState<T>& s
     Var<T> g = tanh(gates[2]);
     Var<T> o = sigmoid(gates[3]);
     Var<T> c = f * state[1] + i * g;
-    Var<T> h = o * tanh(c);
-    if (weight_hr_) h = linear(h, xp.tape().bind(*weight_hr_));  // h W_hr^T (B, P)
-    return {h, c};
+    return finish({o * tanh(c), c}, xp.tape());
 }
 
 template <class T>
@@ -99,6 +113,16 @@ GRUCell<T>::GRUCell(const CellOptions& o) : GatedCell<T>("GRUCell", 3, o, o.hidd
 
 template <class T>
 CellState<T> GRUCell<T>::step_projected(const Var<T>& xp, const CellState<T>& state) {
+    return {gru_pointwise(xp, this->project_hidden(state[0]), state[0])};
+}
+
+template <class T>
+CellState<T> GRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
+    return {gru_pointwise(xs, time_axis, t, this->project_hidden(state[0]), state[0])};
+}
+
+template <class T>
+CellState<T> GRUCell<T>::step_composed(const Var<T>& xp, const CellState<T>& state) {
     const Var<T>& h = state[0];
     const auto gi = chunk(xp, 3, 1);                         // W_i{r,z,n} x + b_i{r,z,n}
     const auto gh = chunk(this->project_hidden(h), 3, 1);    // W_h{r,z,n} h + b_h{r,z,n}

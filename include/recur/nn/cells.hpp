@@ -86,10 +86,16 @@ public:
     explicit LSTMCell(const CellOptions& o);
     std::vector<std::size_t> state_sizes() const { return {proj_size_ ? proj_size_ : this->hidden_size_, this->hidden_size_}; }
     CellState<T> step(const Var<T>& x, const CellState<T>& state);
-    CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);  // xp (B, 4H)
+    /// One step from xp (B, 4H): the fused gate math (lstm_pointwise).
+    CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);
+    /// One step reading step t of the projected sequence xs (T, B, 4H) / (B, T, 4H) in place.
+    CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
+    /// The reference: the same step composed from primitives (tested equal to the fused one).
+    CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
     Parameter<T>* weight_hr() { return weight_hr_; }
 
 private:
+    CellState<T> finish(LSTMPointwise<T> hc, Tape<T>& tape);  // applies W_hr when proj_size > 0
     std::size_t proj_size_;
     Parameter<T>* weight_hr_ = nullptr;
 };
@@ -104,7 +110,12 @@ public:
     explicit GRUCell(const CellOptions& o);
     std::vector<std::size_t> state_sizes() const { return {this->hidden_size_}; }
     CellState<T> step(const Var<T>& x, const CellState<T>& state);
-    CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);  // xp (B, 3H)
+    /// One step from xp (B, 3H): the fused gate math (gru_pointwise).
+    CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);
+    /// One step reading step t of the projected sequence xs (T, B, 3H) / (B, T, 3H) in place.
+    CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
+    /// The reference: the same step composed from primitives (tested equal to the fused one).
+    CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
 };
 
 extern template class GatedCell<float>;

@@ -45,6 +45,14 @@ concept HoistedCell = RecurrentCell<C> &&
         { c.step_projected(x, s) } -> std::same_as<CellState<typename C::value_type>>;
     };
 
+/// A hoisted cell that reads step t of the projected sequence in place:
+/// step_at(xs, time_axis, t, state), xs (T, B, G) for time_axis 0 or (B, T, G) for 1.
+template <class C>
+concept SequenceCell = HoistedCell<C> &&
+    requires(C& c, const Var<typename C::value_type>& x, const CellState<typename C::value_type>& s, std::size_t k) {
+        { c.step_at(x, k, k, s) } -> std::same_as<CellState<typename C::value_type>>;
+    };
+
 struct UnrollOptions {
     bool reverse = false;
     bool batch_first = false;
@@ -98,26 +106,31 @@ Sequence<typename Cell::value_type> unroll(Cell& cell, const Var<typename Cell::
     std::vector<Var<T>> outputs(steps);
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t t = o.reverse ? steps - 1 - s : s;
-        Var<T> xt_ = select(source, static_cast<std::ptrdiff_t>(time_axis), static_cast<std::ptrdiff_t>(t));
         CellState<T> next;
-        if constexpr (HoistedCell<Cell>) next = cell.step_projected(xt_, state);
-        else next = cell.step(xt_, state);
+        if constexpr (SequenceCell<Cell>) {
+            next = cell.step_at(source, time_axis, t, state);
+        } else {
+            Var<T> xt_ = select(source, static_cast<std::ptrdiff_t>(time_axis), static_cast<std::ptrdiff_t>(t));
+            if constexpr (HoistedCell<Cell>) next = cell.step_projected(xt_, state);
+            else next = cell.step(xt_, state);
+        }
         if (next.size() != sizes.size())
             throw shape_error("unroll: the cell returned " + std::to_string(next.size()) + " state parts, its state_sizes() has " +
                               std::to_string(sizes.size()));
-        bool all_active = true;
-        xt::xarray<T> mask = xt::xarray<T>::from_shape({batch, 1});
-        for (std::size_t b = 0; b < batch; ++b) {
-            const bool active = lengths.empty() || static_cast<std::int64_t>(t) < lengths[b];
-            mask(b, 0) = active ? T(1) : T(0);
-            all_active = all_active && active;
-        }
-        if (all_active) {
-            outputs[t] = next[0];
-        } else {
-            if (!zeros.defined()) zeros = tape.constant(xt::zeros<T>({batch, sizes[0]}));
-            outputs[t] = recur::where(mask, next[0], zeros);
-            for (std::size_t k = 0; k < next.size(); ++k) next[k] = recur::where(mask, next[k], state[k]);
+        outputs[t] = next[0];
+        if (!lengths.empty()) {  // rows whose sequence has ended keep their state; their output is 0
+            xt::xarray<T> mask = xt::xarray<T>::from_shape({batch, 1});  // 1 inside the sequence
+            bool all_active = true;
+            for (std::size_t b = 0; b < batch; ++b) {
+                const bool active = static_cast<std::int64_t>(t) < lengths[b];
+                mask(b, 0) = active ? T(1) : T(0);
+                all_active = all_active && active;
+            }
+            if (!all_active) {
+                if (!zeros.defined()) zeros = tape.constant(xt::zeros<T>({batch, sizes[0]}));
+                outputs[t] = recur::where(mask, next[0], zeros);
+                for (std::size_t k = 0; k < next.size(); ++k) next[k] = recur::where(mask, next[k], state[k]);
+            }
         }
         state = std::move(next);
     }

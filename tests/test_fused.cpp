@@ -1,0 +1,225 @@
+// The fused fast path equals the composed cells: lstm_pointwise / gru_pointwise against the
+// same step written with primitives, single steps and whole unrolls (outputs, states and every
+// gradient), in double to 1e-12 and in float to float rounding; bit-identical results for any
+// OpenMP thread count; saturation; and the fused ops' input checks.
+// (Their finite-difference gradient checks are in op_gradients.)
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <random>
+
+#include <omp.h>
+
+#include <recur/recur.hpp>
+
+#include "support.hpp"
+
+using namespace recur;
+using namespace recur::nn;
+
+namespace {
+
+template <class T>
+xt::xarray<T> random_array(const Shape& shape, std::uint64_t seed, double scale = 1.0) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(-scale, scale);
+    xt::xarray<T> a = xt::xarray<T>::from_shape(shape);
+    for (auto& v : a) v = static_cast<T>(u(rng));
+    return a;
+}
+
+template <class T>
+double max_rel_diff(const xt::xarray<T>& a, const xt::xarray<T>& b) {
+    BOOST_REQUIRE_MESSAGE(a.shape() == b.shape(), shape_str(a.shape()) + " vs " + shape_str(b.shape()));
+    double m = 0;
+    for (std::size_t k = 0; k < a.size(); ++k) {
+        const double x = a.data()[k], y = b.data()[k];
+        m = std::max(m, std::abs(x - y) / std::max({std::abs(x), std::abs(y), 1e-3}));
+    }
+    return m;
+}
+
+// A cell that runs `Inner`'s composed reference step through the generic unroll (it is hoisted
+// but has no step_at, so unroll selects each step and calls step_projected).
+template <class Inner>
+class Composed : public Module<typename Inner::value_type> {
+public:
+    using T = typename Inner::value_type;
+    using value_type = T;
+    explicit Composed(Inner& inner) : inner_(inner) {}
+    std::size_t input_size() const { return inner_.input_size(); }
+    std::vector<std::size_t> state_sizes() const { return inner_.state_sizes(); }
+    CellState<T> step(const Var<T>& x, const CellState<T>& s) { return step_projected(project_input(x), s); }
+    Var<T> project_input(const Var<T>& x) { return inner_.project_input(x); }
+    CellState<T> step_projected(const Var<T>& xp, const CellState<T>& s) { return inner_.step_composed(xp, s); }
+
+private:
+    Inner& inner_;
+};
+
+// Everything one unroll produces: outputs, final state, and the gradients of the input, the
+// initial state and every parameter for a loss that weights each output element differently.
+template <class T>
+struct RunResult {
+    std::vector<xt::xarray<T>> values;
+};
+
+template <class Cell, class Runner>
+RunResult<typename Cell::value_type> run(Cell& cell, Runner unroll_with, const Shape& xshape, bool batch_first,
+                                         bool reverse) {
+    using T = typename Cell::value_type;
+    Tape<T> tape;
+    cell.zero_grad();
+    Var<T> x = tape.variable(random_array<T>(xshape, 11));
+    const std::size_t batch = xshape[batch_first ? 0 : 1];
+    CellState<T> init;
+    for (std::size_t k = 0; k < cell.state_sizes().size(); ++k)
+        init.push_back(tape.variable(random_array<T>({batch, cell.state_sizes()[k]}, 20 + k)));
+    Sequence<T> seq = unroll_with(x, init, UnrollOptions{reverse, batch_first});
+    Var<T> loss = sum(seq.output * tape.constant(random_array<T>(seq.output.shape(), 31)));
+    for (auto& s : seq.state) loss = loss + sum(s * tape.constant(random_array<T>(s.shape(), 32)));
+    tape.backward(loss);
+    RunResult<T> r;
+    r.values.push_back(seq.output.value());
+    for (auto& s : seq.state) r.values.push_back(s.value());
+    r.values.push_back(x.grad());
+    for (auto& s : init) r.values.push_back(s.grad());
+    for (auto& [name, p] : cell.named_parameters()) r.values.push_back(p->grad());
+    return r;
+}
+
+// The fused cell (step_at through unroll) against its composed reference.
+template <class Cell>
+double fused_vs_composed(Cell& cell, const Shape& xshape, bool batch_first, bool reverse) {
+    using T = typename Cell::value_type;
+    Composed<Cell> reference(cell);
+    auto fused = run(cell, [&](auto& x, auto& s, UnrollOptions o) { return unroll(cell, x, s, {}, o); }, xshape,
+                     batch_first, reverse);
+    auto composed = run(cell, [&](auto& x, auto& s, UnrollOptions o) { return unroll(reference, x, s, {}, o); },
+                        xshape, batch_first, reverse);
+    BOOST_REQUIRE_EQUAL(fused.values.size(), composed.values.size());
+    double worst = 0;
+    for (std::size_t k = 0; k < fused.values.size(); ++k)
+        worst = std::max(worst, max_rel_diff<T>(fused.values[k], composed.values[k]));
+    return worst;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(fused)
+
+BOOST_AUTO_TEST_CASE(lstm_unroll_equals_composed_in_double) {
+    LSTMCell<double> cell({.input_size = 5, .hidden_size = 7});
+    for (bool batch_first : {false, true})
+        for (bool reverse : {false, true}) {
+            const Shape xs = batch_first ? Shape{3, 6, 5} : Shape{6, 3, 5};
+            const double d = fused_vs_composed(cell, xs, batch_first, reverse);
+            BOOST_TEST(d < 1e-12, "batch_first " << batch_first << " reverse " << reverse << ": " << d);
+        }
+}
+
+BOOST_AUTO_TEST_CASE(lstm_with_projection_equals_composed) {
+    LSTMCell<double> cell({.input_size = 4, .hidden_size = 6, .proj_size = 3});
+    BOOST_TEST(fused_vs_composed(cell, {5, 2, 4}, false, false) < 1e-12);
+}
+
+BOOST_AUTO_TEST_CASE(gru_unroll_equals_composed_in_double) {
+    GRUCell<double> cell({.input_size = 5, .hidden_size = 7});
+    for (bool batch_first : {false, true})
+        for (bool reverse : {false, true}) {
+            const Shape xs = batch_first ? Shape{3, 6, 5} : Shape{6, 3, 5};
+            const double d = fused_vs_composed(cell, xs, batch_first, reverse);
+            BOOST_TEST(d < 1e-12, "batch_first " << batch_first << " reverse " << reverse << ": " << d);
+        }
+}
+
+BOOST_AUTO_TEST_CASE(fused_equals_composed_in_float_to_rounding) {
+    // Widths that exercise both the SIMD body and the scalar tail of the kernels.
+    LSTMCell<float> lstm({.input_size = 8, .hidden_size = 37});
+    GRUCell<float> gru({.input_size = 8, .hidden_size = 37});
+    const double dl = fused_vs_composed(lstm, {4, 20, 8}, true, false);
+    const double dg = fused_vs_composed(gru, {4, 20, 8}, true, false);
+    BOOST_TEST(dl < 2e-4, "lstm " << dl);  // 20 chained float steps: rounding, not a formula error (O(1))
+    BOOST_TEST(dg < 2e-4, "gru " << dg);
+}
+
+BOOST_AUTO_TEST_CASE(single_steps_equal_composed) {
+    LSTMCell<double> lstm({.input_size = 3, .hidden_size = 4});
+    GRUCell<double> gru({.input_size = 3, .hidden_size = 4});
+    Tape<double> t;
+    Var<double> x = t.variable(random_array<double>({2, 3}, 41));
+    Var<double> h = t.variable(random_array<double>({2, 4}, 42));
+    Var<double> c = t.variable(random_array<double>({2, 4}, 43));
+    auto a = lstm.step(x, {h, c});
+    auto b = lstm.step_composed(lstm.project_input(x), {h, c});
+    BOOST_TEST(max_rel_diff(a[0].value(), b[0].value()) < 1e-14);
+    BOOST_TEST(max_rel_diff(a[1].value(), b[1].value()) < 1e-14);
+    auto g = gru.step(x, {h});
+    auto r = gru.step_composed(gru.project_input(x), {h});
+    BOOST_TEST(max_rel_diff(g[0].value(), r[0].value()) < 1e-14);
+}
+
+BOOST_AUTO_TEST_CASE(results_do_not_depend_on_the_thread_count) {
+    // Large enough to run the rows in parallel (B * 4H above the grain).
+    LSTM<float> lstm({.input_size = 16, .hidden_size = 160, .batch_first = true});
+    GRU<float> gru({.input_size = 16, .hidden_size = 160, .batch_first = true});
+    const xt::xarray<float> x = random_array<float>({64, 4, 16}, 51);
+    auto once = [&](int threads) {
+        omp_set_num_threads(threads);
+        std::vector<xt::xarray<float>> out;
+        for (Module<float>* m : {static_cast<Module<float>*>(&lstm), static_cast<Module<float>*>(&gru)}) {
+            Tape<float> t;
+            m->zero_grad();
+            Var<float> xv = t.variable(x);
+            Var<float> y = m == &lstm ? lstm(xv).output : gru(xv).output;
+            t.backward(sum(y * y));
+            out.push_back(y.value());
+            out.push_back(xv.grad());
+            for (auto& [name, p] : m->named_parameters()) out.push_back(p->grad());
+        }
+        return out;
+    };
+    const auto one = once(1), two = once(2);
+    omp_set_num_threads(1);
+    BOOST_REQUIRE_EQUAL(one.size(), two.size());
+    for (std::size_t k = 0; k < one.size(); ++k) BOOST_TEST((one[k] == two[k]), "array " << k << " differs");
+}
+
+BOOST_AUTO_TEST_CASE(saturated_gates_stay_finite) {
+    Tape<float> t;
+    const std::size_t b = 2, h = 20;
+    xt::xarray<float> big = random_array<float>({b, 4 * h}, 61, 1e4);
+    Var<float> xg = t.variable(big), hg = t.variable(-big), c = t.variable(random_array<float>({b, h}, 62));
+    Var<float> xg3 = t.variable(random_array<float>({b, 3 * h}, 63, 1e4));
+    Var<float> hg3 = t.variable(random_array<float>({b, 3 * h}, 64, 1e4));
+    auto lstm = lstm_pointwise(xg * 2.0f, hg, c);  // pre-activations ±1e4
+    Var<float> g = gru_pointwise(xg3, hg3, c);
+    t.backward(sum(lstm.h) + sum(lstm.c) + sum(g));
+    for (const auto* a : {&lstm.h.value(), &lstm.c.value(), &g.value(), &xg.grad(), &hg.grad(), &c.grad(),
+                          &xg3.grad(), &hg3.grad()})
+        BOOST_TEST(xt::all(xt::isfinite(*a)));
+}
+
+BOOST_AUTO_TEST_CASE(bad_shapes_name_the_op_and_the_shapes) {
+    using recur::testing::throws_with;
+    Tape<float> t;
+    auto v = [&](const Shape& s) { return t.variable(xt::xarray<float>::from_shape(s)); };
+    BOOST_TEST(throws_with<shape_error>([&] { lstm_pointwise(v({2, 12}), v({2, 12}), v({2, 4})); },
+                                        {"lstm_pointwise", "(2, 12)", "(2, 4)"}));
+    BOOST_TEST(throws_with<shape_error>([&] { lstm_pointwise(v({2, 16}), v({3, 16}), v({2, 4})); },
+                                        {"lstm_pointwise", "hg", "(3, 16)"}));
+    BOOST_TEST(throws_with<shape_error>([&] { gru_pointwise(v({2, 9}), v({2, 9}), v({2, 3, 1})); },
+                                        {"gru_pointwise", "(2, 3, 1)"}));
+    BOOST_TEST(throws_with<shape_error>([&] { gru_pointwise(v({5, 3, 9}), 1, 0, v({2, 9}), v({2, 3})); },
+                                        {"gru_pointwise", "(B, T, 3H)", "(5, 3, 9)"}));
+    BOOST_TEST(throws_with<index_error>([&] { lstm_pointwise(v({5, 2, 16}), 0, 5, v({2, 16}), v({2, 4})); },
+                                        {"lstm_pointwise", "step 5", "5 time steps"}));
+    BOOST_TEST(throws_with<index_error>([&] { gru_pointwise(v({5, 2, 9}), 2, 0, v({2, 9}), v({2, 3})); },
+                                        {"gru_pointwise", "time_axis"}));
+    Tape<float> other;
+    Var<float> elsewhere = other.variable(xt::xarray<float>::from_shape({2, 4}));
+    BOOST_TEST(throws_with<tape_error>([&] { lstm_pointwise(v({2, 16}), v({2, 16}), elsewhere); },
+                                       {"lstm_pointwise", "different tapes"}));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
