@@ -1,7 +1,9 @@
 // The engine: node slots, bindings, and the backward sweep (one reverse loop).
 #include "recur/tape.hpp"
 
+#include <algorithm>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <string>
@@ -207,15 +209,40 @@ std::uint32_t Tape<T>::leaf(xt::xarray<T>&& value, bool requires_grad, const cha
 }
 
 template <class T>
-Var<T> Tape<T>::variable(xt::xarray<T> value) {
-    // A variable requires grad even while recording is off, so that ops recorded after
-    // recording is switched back on still reach it.
+std::uint32_t Tape<T>::leaf(const xt::xarray<T>& value, bool requires_grad, const char* op) {
+    // A value of one of this tape's nodes would move while new_slot grows the node list: copy it first.
+    const std::less<const void*> before;
+    if (!nodes_.empty() && !before(&value, nodes_.data()) && before(&value, nodes_.data() + nodes_.size()))
+        return leaf(xt::xarray<T>(value), requires_grad, op);
+    const std::uint32_t i = new_slot(requires_grad);
+    auto& n = nodes_[i];
+    n.value.resize(value.shape());  // the slot's kept buffer when the size matches
+    std::copy(value.data(), value.data() + value.size(), n.value.data());
+    n.op = op;
+    n.pinned = requires_grad;
+    return i;
+}
+
+// A variable requires grad even while recording is off, so that ops recorded after recording
+// is switched back on still reach it.
+template <class T>
+Var<T> Tape<T>::variable(xt::xarray<T>&& value) {
     return handle(leaf(std::move(value), true, "variable"));
 }
 
 template <class T>
-Var<T> Tape<T>::constant(xt::xarray<T> value) {
+Var<T> Tape<T>::variable(const xt::xarray<T>& value) {
+    return handle(leaf(value, true, "variable"));
+}
+
+template <class T>
+Var<T> Tape<T>::constant(xt::xarray<T>&& value) {
     return handle(leaf(std::move(value), false, "constant"));
+}
+
+template <class T>
+Var<T> Tape<T>::constant(const xt::xarray<T>& value) {
+    return handle(leaf(value, false, "constant"));
 }
 
 template <class T>

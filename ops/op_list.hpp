@@ -36,5 +36,7 @@
     X(where)                \
     X(dropout)              \
     X(lstm_pointwise)       \
+    X(lstm_step)            \
     X(gru_pointwise)        \
+    X(gru_step)             \
     X(detach)

@@ -1,13 +1,12 @@
-// Fused recurrent cell math: the whole pointwise part of an LSTM or GRU step in one node
-// (two for the LSTM, whose step has two outputs), instead of ~12 composed primitives.
-//
-// The gates' input part xg is read in place: either a (B, G) Var, or step t of a projected
-// sequence (T, B, G) / (B, T, G), so the hoisted input projection needs no per-step copy.
-// Its gradient is written straight into that step's rows of the sequence's gradient.
-//
-// Forward keeps the gate activations (node.saved) so backward evaluates no transcendental
-// function. Rows run in parallel (OpenMP) above a grain size; each element is computed the
-// same way whatever the thread count, so results do not depend on it.
+// Fused recurrent cells. Two forms per cell:
+//   *_pointwise: the gate math of one step from its two pre-activation parts (xg, hg);
+//   *_step:      a whole step: the recurrent GEMM h W_hh^T + b_hh, the input part read in place
+//                from step t of the hoisted projection (T, B, G) / (B, T, G), and the gate math.
+// Each is one node (two for the LSTM, whose step has two outputs) instead of ~12 composed
+// primitives. A step keeps only the gate activations (node.saved) for backward, which needs
+// no transcendental function; the gates' gradient lives in per-thread scratch, never per step.
+// Rows run in parallel (OpenMP) above a grain size; each element is computed the same way
+// whatever the thread count, so results do not depend on it.
 #include <algorithm>
 #include <vector>
 
@@ -20,47 +19,67 @@ namespace recur {
 
 namespace {
 
-// Rows of the gates' input part: row b starts at base + b * stride (G elements).
+// Rows of the gates' input part: row b starts at offset + b * stride (G elements).
 struct GateRows {
     std::uint32_t node;
     std::size_t offset = 0;  // of row 0, in elements
     std::size_t stride = 0;  // between rows b and b + 1
 };
 
-// Where the input part of step `step` lies: iargs[0] = time axis (-1: a (B, G) Var), iargs[1] = step.
+// Step `step` of a projected sequence (T, B, G) for time axis 0 or (B, T, G) for 1.
 template <class T>
-GateRows gate_rows(const Tape<T>& t, std::uint32_t x, std::int64_t time_axis, std::int64_t step) {
-    const auto& s = t.value(x).shape();
-    if (time_axis < 0) return {x, 0, s[1]};
+GateRows sequence_rows(const Tape<T>& t, std::uint32_t xs, std::int64_t time_axis, std::int64_t step) {
+    const auto& s = t.value(xs).shape();
     const std::size_t g = s[2], steps = s[time_axis], batch = s[1 - time_axis];
     const auto k = static_cast<std::size_t>(step);
-    return time_axis == 0 ? GateRows{x, k * batch * g, g} : GateRows{x, k * g, steps * g};
+    return time_axis == 0 ? GateRows{xs, k * batch * g, g} : GateRows{xs, k * g, steps * g};
 }
 
-// Checks of a fused cell's inputs; returns (B, H). xg: (B, G*H), or (T, B, G*H) / (B, T, G*H)
-// with a step; hg: (B, G*H); state: (B, H).
-template <class T>
-std::pair<std::size_t, std::size_t> check_cell(const char* op, std::size_t gates, const Var<T>& xg,
-                                               std::ptrdiff_t time_axis, std::size_t step, const Var<T>& hg,
-                                               const Var<T>& state) {
-    const Shape xs = xg.shape(), hs = hg.shape(), ss = state.shape();
-    auto fail = [&](const std::string& why) {
-        throw shape_error(std::string(op) + ": " + why + " (xg " + shape_str(xs) + ", hg " + shape_str(hs) +
-                          ", state " + shape_str(ss) + ")");
-    };
-    if (ss.size() != 2) fail("the state must be (B, H)");
-    const std::size_t batch = ss[0], hidden = ss[1];
-    if (hs != Shape{batch, gates * hidden}) fail("hg must be (B, " + std::to_string(gates) + "H)");
-    if (time_axis < 0) {
-        if (xs != Shape{batch, gates * hidden}) fail("xg must be (B, " + std::to_string(gates) + "H)");
-    } else {
-        if (time_axis > 1) throw index_error(std::string(op) + ": time_axis must be 0 or 1, got " + std::to_string(time_axis));
-        if (xs.size() != 3 || xs[1 - time_axis] != batch || xs[2] != gates * hidden)
-            fail(std::string("a sequence xg must be ") + (time_axis == 0 ? "(T, B, " : "(B, T, ") + std::to_string(gates) + "H)");
-        if (step >= xs[time_axis])
-            throw index_error(std::string(op) + ": step " + std::to_string(step) + " is out of range for " +
-                              std::to_string(xs[time_axis]) + " time steps");
+// shape_error naming `op` and every input shape unless `ok`.
+struct ShapeCheck {
+    const char* op;
+    std::string shapes;
+    void require(bool ok, const std::string& what) const {
+        if (!ok) throw shape_error(std::string(op) + ": " + what + " (" + shapes + ")");
     }
+};
+
+// Checks of a pointwise form: xg, hg (B, G*H) and a state (B, H); returns (B, H).
+template <class T>
+std::pair<std::size_t, std::size_t> check_pointwise(const char* op, std::size_t gates, const Var<T>& xg,
+                                                    const Var<T>& hg, const Var<T>& state) {
+    const Shape xs = xg.shape(), hs = hg.shape(), ss = state.shape();
+    const ShapeCheck c{op, "xg " + shape_str(xs) + ", hg " + shape_str(hs) + ", state " + shape_str(ss)};
+    c.require(ss.size() == 2, "the state must be (B, H)");
+    const std::string gh = std::to_string(gates) + "H";
+    c.require(hs == Shape{ss[0], gates * ss[1]}, "hg must be (B, " + gh + ")");
+    c.require(xs == Shape{ss[0], gates * ss[1]}, "xg must be (B, " + gh + ")");
+    return {ss[0], ss[1]};
+}
+
+// Checks of a step form: xs (T, B, G*H) / (B, T, G*H), h (B, H_out), the cell state c (B, H)
+// (LSTM; the GRU's state is h), w (G*H, H_out), b (G*H) if defined; returns (B, H).
+template <class T>
+std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates, const Var<T>& xs,
+                                               std::size_t time_axis, std::size_t step, const Var<T>& h,
+                                               const Var<T>& c, const Var<T>& w, const Var<T>& b) {
+    const Shape xsh = xs.shape(), hs = h.shape(), cs = c.shape(), ws = w.shape();
+    const Shape bs = b.defined() ? b.shape() : Shape{};
+    ShapeCheck k{op, "xs " + shape_str(xsh) + ", h " + shape_str(hs) + ", c " + shape_str(cs) + ", w_hh " +
+                         shape_str(ws) + (b.defined() ? ", b_hh " + shape_str(bs) : std::string())};
+    if (&c == &h) k.shapes = "xs " + shape_str(xsh) + ", h " + shape_str(hs) + ", w_hh " + shape_str(ws) +
+                             (b.defined() ? ", b_hh " + shape_str(bs) : std::string());
+    if (time_axis > 1) throw index_error(std::string(op) + ": time_axis must be 0 or 1, got " + std::to_string(time_axis));
+    k.require(hs.size() == 2 && cs.size() == 2 && cs[0] == hs[0], "h must be (B, H_out) and the state (B, H)");
+    const std::size_t batch = cs[0], hidden = cs[1], g = gates * hidden;
+    const std::string gh = std::to_string(gates) + "H";
+    k.require(xsh.size() == 3 && xsh[1 - time_axis] == batch && xsh[2] == g,
+              std::string("xs must be ") + (time_axis == 0 ? "(T, B, " : "(B, T, ") + gh + ")");
+    k.require(ws == Shape{g, hs[1]}, "w_hh must be (" + gh + ", H_out)");
+    k.require(!b.defined() || bs == Shape{g}, "b_hh must be (" + gh + ",)");
+    if (step >= xsh[time_axis])
+        throw index_error(std::string(op) + ": step " + std::to_string(step) + " is out of range for " +
+                          std::to_string(xsh[time_axis]) + " time steps");
     return {batch, hidden};
 }
 
@@ -80,265 +99,366 @@ void for_rows(std::size_t rows, std::size_t row_elements, F f) {
     for (std::ptrdiff_t b = 0; b < n; ++b) f(static_cast<std::size_t>(b));
 }
 
-// y[j] = act(a[j] + b[j]) for j < n, vectorised. act takes and returns a batch or a scalar.
+// A per-thread buffer of at least n elements, kept for the thread's lifetime (no allocation
+// once warm). One user at a time: callers finish with it before calling anything that uses it.
+template <class T>
+T* scratch(std::size_t n) {
+    thread_local std::vector<T> buffer;
+    if (buffer.size() < n) buffer.resize(n);
+    return buffer.data();
+}
+
+// y[j] = act(a[j] + b[j]) (or act(a[j]) when b is null) for j < n, vectorised; y may be a or b.
 template <class T, class Act>
 void activate(T* y, const T* a, const T* b, std::size_t n, Act act) {
     using batch = xsimd::batch<T>;
     constexpr std::size_t w = batch::size;
     std::size_t j = 0;
-    for (; j + w <= n; j += w) act(batch::load_unaligned(a + j) + batch::load_unaligned(b + j)).store_unaligned(y + j);
-    for (; j < n; ++j) y[j] = act(a[j] + b[j]);
+    if (b) {
+        for (; j + w <= n; j += w) act(batch::load_unaligned(a + j) + batch::load_unaligned(b + j)).store_unaligned(y + j);
+        for (; j < n; ++j) y[j] = act(a[j] + b[j]);
+    } else {
+        for (; j + w <= n; j += w) act(batch::load_unaligned(a + j)).store_unaligned(y + j);
+        for (; j < n; ++j) y[j] = act(a[j]);
+    }
 }
 
 // σ(x) = 1 / (1 + e^-x): saturates to 0 or 1 for large |x| without overflow trouble.
 constexpr auto sigmoid_fn = [](auto x) { return decltype(x)(1) / (decltype(x)(1) + xsimd::exp(-x)); };
 constexpr auto tanh_fn = [](auto x) { return xsimd::tanh(x); };
 
-// Adds row `src` (n elements) into the gradient targets: hg's gradient (which it initialises
-// on first touch: `assign`) and the rows of xg's gradient.
+// dst = src (assign) or dst += src, n elements.
 template <class T>
 void add_row(T* dst, const T* src, std::size_t n, bool assign) {
     if (assign) std::copy(src, src + n, dst);
     else for (std::size_t j = 0; j < n; ++j) dst[j] += src[j];
 }
 
-// Writes the gates' gradient (B, G*H), produced row by row by `row_grad(b, out)`, into xg's
-// and hg's gradients (whichever needs one). `rows` locates xg.
-template <class T, class RowGrad>
-void scatter_gate_grad(Tape<T>& t, const GateRows& rows, std::uint32_t hg, std::size_t batch, std::size_t width,
-                       RowGrad row_grad) {
-    T* xgd = nullptr;
-    T* hgd = nullptr;
-    bool hg_assign = false;
-    if (t.needs_grad(rows.node)) xgd = t.grad_ref(rows.node).zeroed().data() + rows.offset;
-    if (t.needs_grad(hg)) {
-        auto r = t.grad_ref(hg);
-        hg_assign = r.beta() == T(0);
-        hgd = r.buffer().data();
+// Adds g (B, width), row by row, into the gradient of node i: a (B, width) Var (rows = null)
+// or the rows of one step of a sequence.
+template <class T>
+void add_gate_grad(Tape<T>& t, std::uint32_t i, const GateRows* rows, const T* g, std::size_t batch, std::size_t width) {
+    if (!t.needs_grad(i)) return;
+    auto r = t.grad_ref(i);
+    if (rows == nullptr) {
+        const bool assign = r.beta() == T(0);
+        add_row(r.buffer().data(), g, batch * width, assign);
+        return;
     }
-    for_rows(batch, width, [&](std::size_t b) {
-        thread_local std::vector<T> row;
-        row.resize(width);
-        row_grad(b, row.data());
-        if (xgd) add_row(xgd + b * rows.stride, row.data(), width, false);
-        if (hgd) add_row(hgd + b * width, row.data(), width, hg_assign);
-    });
+    T* d = r.zeroed().data() + rows->offset;
+    for (std::size_t b = 0; b < batch; ++b) add_row(d + b * rows->stride, g + b * width, width, false);
 }
 
-}  // namespace
-
-// ---- lstm_pointwise --------------------------------------------------------------------------
-// a = xg + hg (B, 4H) = [i | f | g | o] pre-activations;  i, f, o = σ(.), g = tanh(.)
-// c' = f c + i g;  h' = o tanh(c')
-// Backward, with dh' and dc' from the consumers (dc' also gets dh' o (1 - tanh²c')):
-//   do = dh' tanh(c') o (1 - o);  di = dc' g i (1 - i);  df = dc' c f (1 - f);  dg = dc' i (1 - g²)
-//   dc += dc' f;  dxg += [di df dg do];  dhg += [di df dg do]
-// Two nodes: S (c', with the activations in saved) and O (h', with tanh c' in saved). O's
-// backward does the work for both and marks S done; S does it alone (dh' = 0) when nothing
-// reached h'.
-// S inputs: xg, hg, c; iargs: time axis, step, done. O inputs: S, xg, hg, c.
-
-// dh: dh' and tanh c' from the output node, or null when nothing reached h'.
+// The recurrent product's forward and backward, for a step form:
+//   pre (B, G) = [x rows] + b + h w^T;  dh += dpre w;  dw += dpre^T h;  db += column sums of dpre
 template <class T>
-static void lstm_backward_both(Tape<T>& t, std::uint32_t s, const T* dh, const T* tc) {
+void recurrent_forward(const Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b,
+                       T* pre, std::size_t batch, std::size_t g) {
+    const T* xv = t.value(x.node).data() + x.offset;
+    const T* bv = b ? t.value(*b).data() : nullptr;
+    for (std::size_t r = 0; r < batch; ++r) {
+        const T* xr = xv + r * x.stride;
+        T* p = pre + r * g;
+        if (bv) for (std::size_t j = 0; j < g; ++j) p[j] = xr[j] + bv[j];
+        else std::copy(xr, xr + g, p);
+    }
+    const auto& hv = t.value(h);
+    const std::size_t hout = hv.shape()[1];
+    detail::gemm<T>(false, true, batch, g, hout, T(1), hv.data(), hout, t.value(w).data(), hout, T(1), pre, g);
+}
+
+template <class T>
+void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std::uint32_t* b, const T* dpre,
+                        std::size_t batch, std::size_t g) {
+    const auto& hv = t.value(h);
+    const std::size_t hout = hv.shape()[1];
+    if (t.needs_grad(h)) {
+        auto r = t.grad_ref(h);
+        const T beta = r.beta();
+        detail::gemm<T>(false, false, batch, hout, g, T(1), dpre, g, t.value(w).data(), hout, beta, r.buffer().data(), hout);
+    }
+    if (t.needs_grad(w)) {
+        auto r = t.grad_ref(w);
+        const T beta = r.beta();
+        detail::gemm<T>(true, false, g, hout, batch, T(1), dpre, g, hv.data(), hout, beta, r.buffer().data(), hout);
+    }
+    if (b && t.needs_grad(*b)) {
+        T* db = t.grad_ref(*b).zeroed().data();
+        for (std::size_t r = 0; r < batch; ++r) add_row(db, dpre + r * g, g, false);
+    }
+}
+
+// ---- LSTM rows -------------------------------------------------------------------------------
+// a = [i | f | g | o] pre-activations (4H) -> activations in place;  c' = f c + i g;  h' = o tanh(c')
+template <class T>
+void lstm_forward_row(T* a, const T* c, T* cn, T* h, std::size_t hidden) {
+    activate(a, a, static_cast<const T*>(nullptr), 2 * hidden, sigmoid_fn);                   // i, f
+    activate(a + 2 * hidden, a + 2 * hidden, static_cast<const T*>(nullptr), hidden, tanh_fn);  // g
+    activate(a + 3 * hidden, a + 3 * hidden, static_cast<const T*>(nullptr), hidden, sigmoid_fn);  // o
+    for (std::size_t j = 0; j < hidden; ++j) cn[j] = a[hidden + j] * c[j] + a[j] * a[2 * hidden + j];
+    activate(h, cn, static_cast<const T*>(nullptr), hidden, tanh_fn);
+    for (std::size_t j = 0; j < hidden; ++j) h[j] *= a[3 * hidden + j];
+}
+
+// With dc' (dcn, may be null) and dh' (dh, may be null), dc'_total = dc' + dh' o (1 - tanh²c'):
+//   out = [di df dg do] = [dc g i(1-i), dc c f(1-f), dc i (1-g²), dh' tanh(c') o(1-o)];  dc += dc'_total f
+template <class T>
+void lstm_backward_row(const T* a, const T* c, const T* cn, const T* dh, const T* dcn, T* out, T* dc,
+                       std::size_t hidden) {
+    const T *i = a, *f = a + hidden, *g = a + 2 * hidden, *o = a + 3 * hidden;
+    T* tc = out + 3 * hidden;  // tanh(c') first, then overwritten by do element by element
+    if (dh) activate(tc, cn, static_cast<const T*>(nullptr), hidden, tanh_fn);
+    for (std::size_t j = 0; j < hidden; ++j) {
+        T dct = dcn ? dcn[j] : T(0);
+        T dot = T(0);
+        if (dh) {
+            dct += dh[j] * o[j] * (T(1) - tc[j] * tc[j]);
+            dot = dh[j] * tc[j] * o[j] * (T(1) - o[j]);
+        }
+        out[j] = dct * g[j] * i[j] * (T(1) - i[j]);
+        out[hidden + j] = dct * c[j] * f[j] * (T(1) - f[j]);
+        out[2 * hidden + j] = dct * i[j] * (T(1) - g[j] * g[j]);
+        out[3 * hidden + j] = dot;
+        if (dc) dc[j] += dct * f[j];
+    }
+}
+
+// ---- LSTM nodes ------------------------------------------------------------------------------
+// Two nodes: S (value c', saved = the activations) and O (value h'). O's backward does the work
+// for both and marks S done; S does it alone (dh' = 0) when nothing reached h'.
+// S inputs: pointwise form xg, hg, c; step form xs, h, c, w_hh[, b_hh]. O inputs: S, then S's.
+// S iargs: form (0 pointwise, 1 step), time axis, step, done.
+
+template <class T>
+void lstm_backward_both(Tape<T>& t, std::uint32_t s, const T* dh) {
     const auto& sn = t.node(s);
-    const std::uint32_t xg = t.input(s, 0), hg = t.input(s, 1), c = t.input(s, 2);
+    const std::uint32_t c = t.input(s, 2);
     const auto& cv = t.value(c);
     const std::size_t batch = cv.shape()[0], hidden = cv.shape()[1], width = 4 * hidden;
     const T* act = sn.saved.data();
     const T* cp = cv.data();
-    const T* dcn = sn.has_grad ? sn.grad.data() : nullptr;                   // dc' from later steps
+    const T* cn = sn.value.data();
+    const T* dcn = sn.has_grad ? sn.grad.data() : nullptr;  // dc' from later steps
     T* dc = t.needs_grad(c) ? t.grad_ref(c).zeroed().data() : nullptr;
-    scatter_gate_grad(t, gate_rows(t, xg, sn.iargs[0], sn.iargs[1]), hg, batch, width, [&](std::size_t b, T* out) {
-        const T* a = act + b * width;
-        const T *i = a, *f = a + hidden, *g = a + 2 * hidden, *o = a + 3 * hidden;
-        for (std::size_t j = 0; j < hidden; ++j) {
-            const std::size_t k = b * hidden + j;
-            T dct = dcn ? dcn[k] : T(0);
-            T dot = T(0);
-            if (dh) {
-                dct += dh[k] * o[j] * (T(1) - tc[k] * tc[k]);
-                dot = dh[k] * tc[k] * o[j] * (T(1) - o[j]);
-            }
-            out[j] = dct * g[j] * i[j] * (T(1) - i[j]);
-            out[hidden + j] = dct * cp[k] * f[j] * (T(1) - f[j]);
-            out[2 * hidden + j] = dct * i[j] * (T(1) - g[j] * g[j]);
-            out[3 * hidden + j] = dot;
-            if (dc) dc[k] += dct * f[j];
-        }
+    T* dgates = scratch<T>(batch * width);
+    for_rows(batch, width, [&](std::size_t b) {
+        const std::size_t k = b * hidden;
+        lstm_backward_row(act + b * width, cp + k, cn + k, dh ? dh + k : nullptr, dcn ? dcn + k : nullptr,
+                          dgates + b * width, dc ? dc + k : nullptr, hidden);
     });
+    if (sn.iargs[0] == 0) {  // pointwise: dxg = dhg = dgates
+        add_gate_grad(t, t.input(s, 0), static_cast<const GateRows*>(nullptr), dgates, batch, width);
+        add_gate_grad(t, t.input(s, 1), static_cast<const GateRows*>(nullptr), dgates, batch, width);
+    } else {
+        const GateRows rows = sequence_rows(t, t.input(s, 0), sn.iargs[1], sn.iargs[2]);
+        add_gate_grad(t, rows.node, &rows, dgates, batch, width);
+        const std::uint32_t bias = sn.num_inputs == 5 ? t.input(s, 4) : 0;
+        recurrent_backward(t, t.input(s, 1), t.input(s, 3), sn.num_inputs == 5 ? &bias : nullptr, dgates, batch, width);
+    }
 }
 template <class T>
-static void lstm_state_backward(Tape<T>& t, std::uint32_t s) {
-    auto& done = t.node(s).iargs[2];
+void lstm_state_backward(Tape<T>& t, std::uint32_t s) {
+    auto& done = t.node(s).iargs[3];
     if (done) {  // the output node did both
         done = 0;
         return;
     }
-    lstm_backward_both<T>(t, s, nullptr, nullptr);
+    lstm_backward_both<T>(t, s, nullptr);
 }
 template <class T>
-static void lstm_output_backward(Tape<T>& t, std::uint32_t o) {
+void lstm_output_backward(Tape<T>& t, std::uint32_t o) {
     const std::uint32_t s = t.input(o, 0);
-    lstm_backward_both(t, s, t.node(o).grad.data(), t.node(o).saved.data());
+    lstm_backward_both(t, s, t.node(o).grad.data());
     auto& sn = t.node(s);
-    if (sn.has_grad) sn.iargs[2] = 1;  // S runs next in this sweep and skips (clearing the mark)
+    if (sn.has_grad) sn.iargs[3] = 1;  // S runs next in this sweep and skips (clearing the mark)
 }
 
-template <class T>
-static LSTMPointwise<T> lstm_impl(const Var<T>& xg, std::ptrdiff_t time_axis, std::size_t step, const Var<T>& hg,
-                                  const Var<T>& c) {
-    Tape<T>& t = detail::tape_of("lstm_pointwise", xg, hg, c);
-    const auto [batch, hidden] = check_cell("lstm_pointwise", 4, xg, time_axis, step, hg, c);
+// Pushes S and O over `inputs`; `pre(act)` writes the pre-activations (B, 4H) into act.
+template <class T, class Pre>
+LSTMPointwise<T> lstm_nodes(const char* op, Tape<T>& t, const std::vector<std::uint32_t>& inputs,
+                            std::array<std::int64_t, 4> iargs, std::size_t batch, std::size_t hidden, Pre pre) {
     const std::size_t width = 4 * hidden;
-    const std::uint32_t s = t.push("lstm_pointwise", {xg.index(), hg.index(), c.index()}, &lstm_state_backward<T>);
+    const std::uint32_t s = t.push(op, inputs, &lstm_state_backward<T>);
     {
         auto& n = t.node(s);
-        n.iargs = {time_axis, static_cast<std::int64_t>(step), 0, 0};
+        n.iargs = iargs;
         n.saved.resize({batch, width});
         n.value.resize({batch, hidden});
     }
-    const std::uint32_t o =
-        t.push("lstm_pointwise", {s, xg.index(), hg.index(), c.index()}, &lstm_output_backward<T>);
-    auto& on = t.node(o);
-    on.value.resize({batch, hidden});
-    on.saved.resize({batch, hidden});
+    std::vector<std::uint32_t> o_inputs{s};
+    o_inputs.insert(o_inputs.end(), inputs.begin(), inputs.end());
+    const std::uint32_t o = t.push(op, o_inputs, &lstm_output_backward<T>);
+    t.node(o).value.resize({batch, hidden});
     auto& sn = t.node(s);
-    const GateRows rows = gate_rows(t, xg.index(), time_axis, static_cast<std::int64_t>(step));
-    const T* x = t.value(xg.index()).data() + rows.offset;
-    const T* hp = t.value(hg.index()).data();
-    const T* cp = t.value(c.index()).data();
-    T *act = sn.saved.data(), *cn = sn.value.data(), *h = on.value.data(), *tc = on.saved.data();
+    T* act = sn.saved.data();
+    pre(act);
+    const T* cp = t.value(inputs[2]).data();
+    T *cn = sn.value.data(), *h = t.node(o).value.data();
     for_rows(batch, width, [&](std::size_t b) {
-        const T* xr = x + b * rows.stride;
-        const T* hr = hp + b * width;
-        T* a = act + b * width;
-        activate(a, xr, hr, 2 * hidden, sigmoid_fn);                                  // i, f
-        activate(a + 2 * hidden, xr + 2 * hidden, hr + 2 * hidden, hidden, tanh_fn);  // g
-        activate(a + 3 * hidden, xr + 3 * hidden, hr + 3 * hidden, hidden, sigmoid_fn);  // o
-        for (std::size_t j = 0; j < hidden; ++j) {
-            const std::size_t k = b * hidden + j;
-            cn[k] = a[hidden + j] * cp[k] + a[j] * a[2 * hidden + j];
-        }
-        T* tcr = tc + b * hidden;
-        using batch_t = xsimd::batch<T>;
-        std::size_t j = 0;
-        for (; j + batch_t::size <= hidden; j += batch_t::size)
-            xsimd::tanh(batch_t::load_unaligned(cn + b * hidden + j)).store_unaligned(tcr + j);
-        for (; j < hidden; ++j) tcr[j] = xsimd::tanh(cn[b * hidden + j]);
-        for (j = 0; j < hidden; ++j) h[b * hidden + j] = a[3 * hidden + j] * tcr[j];
+        const std::size_t k = b * hidden;
+        lstm_forward_row(act + b * width, cp + k, cn + k, h + k, hidden);
     });
     return {t.handle(o), t.handle(s)};
 }
 
+// ---- GRU rows --------------------------------------------------------------------------------
+// x = xg row, hg = hg row (3H), hp = h row:  r, z = σ(x + hg), n = tanh(x_n + r hg_n),
+// y = n + z (h - n);  a = [r | z | n] out.
 template <class T>
-LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& c) {
-    return lstm_impl(xg, -1, 0, hg, c);
-}
-template <class T>
-LSTMPointwise<T> lstm_pointwise(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& hg,
-                                const Var<T>& c) {
-    return lstm_impl(xs, static_cast<std::ptrdiff_t>(std::min<std::size_t>(time_axis, 2)), step, hg, c);
+void gru_forward_row(const T* x, const T* hg, const T* hp, T* a, T* y, std::size_t hidden) {
+    activate(a, x, hg, 2 * hidden, sigmoid_fn);
+    T* n = a + 2 * hidden;
+    for (std::size_t j = 0; j < hidden; ++j) n[j] = a[j] * hg[2 * hidden + j];
+    activate(n, x + 2 * hidden, n, hidden, tanh_fn);
+    for (std::size_t j = 0; j < hidden; ++j) y[j] = n[j] + a[hidden + j] * (hp[j] - n[j]);
 }
 
-// ---- gru_pointwise ---------------------------------------------------------------------------
-// xg = W_i x + b_i, hg = W_h h + b_h (B, 3H) = [r | z | n] parts
-// r = σ(xg_r + hg_r), z = σ(xg_z + hg_z), n = tanh(xg_n + r hg_n);  h' = n + z (h - n)
-// Backward with dh':  dz = dh' (h - n) z (1 - z);  dn = dh' (1 - z) (1 - n²);  dr = dn hg_n r (1 - r)
-//   dh += dh' z;  dxg += [dr dz dn];  dhg += [dr dz dn r]
-// saved = [r | z | n]; inputs xg, hg, h; iargs: time axis, step.
-
+// dn = dy (1 - z)(1 - n²), dz = dy (h - n) z(1 - z), dr = dn hg_n r(1 - r):
+//   dx = [dr dz dn];  dhg = [dr dz dn r];  dh += dy z
 template <class T>
-static void gru_backward(Tape<T>& t, std::uint32_t i) {
+void gru_backward_row(const T* a, const T* hg_n, const T* hp, const T* dy, T* dx, T* dhg, T* dh, std::size_t hidden) {
+    const T *r = a, *z = a + hidden, *n = a + 2 * hidden;
+    for (std::size_t j = 0; j < hidden; ++j) {
+        const T dn = dy[j] * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
+        const T dr = dn * hg_n[j] * r[j] * (T(1) - r[j]);
+        const T dz = dy[j] * (hp[j] - n[j]) * z[j] * (T(1) - z[j]);
+        dx[j] = dhg[j] = dr;
+        dx[hidden + j] = dhg[hidden + j] = dz;
+        dx[2 * hidden + j] = dn;
+        dhg[2 * hidden + j] = dn * r[j];
+        if (dh) dh[j] += dy[j] * z[j];
+    }
+}
+
+// ---- GRU node --------------------------------------------------------------------------------
+// Inputs: pointwise form xg, hg, h (saved [r | z | n], B x 3H); step form xs, h, w_hh[, b_hh]
+// (saved [r | z | n | hg_n], B x 4H). iargs: form, time axis, step.
+template <class T>
+void gru_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
-    const std::uint32_t xg = t.input(i, 0), hg = t.input(i, 1), h = t.input(i, 2);
+    const bool step = node.iargs[0] == 1;
+    const std::uint32_t h = t.input(i, step ? 1 : 2);
     const auto& hv = t.value(h);
     const std::size_t batch = hv.shape()[0], hidden = hv.shape()[1], width = 3 * hidden;
+    const std::size_t saved_width = step ? 4 * hidden : width;
     const T* act = node.saved.data();
-    const T* hgv = t.value(hg).data();
+    const T* hg_n = step ? act + width : t.value(t.input(i, 1)).data() + 2 * hidden;  // row 0's hg_n
+    const std::size_t hg_n_stride = step ? saved_width : width;
     const T* hp = hv.data();
     const T* dy = node.grad.data();
     T* dh = t.needs_grad(h) ? t.grad_ref(h).zeroed().data() : nullptr;
-    const GateRows rows = gate_rows(t, xg, node.iargs[0], node.iargs[1]);
-    // xg's and hg's gradients differ only in the n part (dn vs dn r): write hg's by hand.
-    T* xgd = t.needs_grad(xg) ? t.grad_ref(xg).zeroed().data() + rows.offset : nullptr;
-    T* hgd = nullptr;
-    bool hg_assign = false;
-    if (t.needs_grad(hg)) {
-        auto r = t.grad_ref(hg);
-        hg_assign = r.beta() == T(0);
-        hgd = r.buffer().data();
-    }
+    T* dx = scratch<T>(2 * batch * width);
+    T* dhg = dx + batch * width;
     for_rows(batch, width, [&](std::size_t b) {
-        thread_local std::vector<T> row;
-        row.resize(width);
-        const T* a = act + b * width;
-        const T *r = a, *z = a + hidden, *n = a + 2 * hidden;
-        const T* hn = hgv + b * width + 2 * hidden;
-        T* out = row.data();
-        for (std::size_t j = 0; j < hidden; ++j) {
-            const std::size_t k = b * hidden + j;
-            const T dn = dy[k] * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
-            out[j] = dn * hn[j] * r[j] * (T(1) - r[j]);
-            out[hidden + j] = dy[k] * (hp[k] - n[j]) * z[j] * (T(1) - z[j]);
-            out[2 * hidden + j] = dn;
-            if (dh) dh[k] += dy[k] * z[j];
-        }
-        if (xgd) add_row(xgd + b * rows.stride, out, width, false);
-        if (hgd) {
-            for (std::size_t j = 0; j < hidden; ++j) out[2 * hidden + j] *= r[j];
-            add_row(hgd + b * width, out, width, hg_assign);
-        }
+        const std::size_t k = b * hidden;
+        gru_backward_row(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
+                         dhg + b * width, dh ? dh + k : nullptr, hidden);
+    });
+    if (!step) {
+        add_gate_grad(t, t.input(i, 0), static_cast<const GateRows*>(nullptr), dx, batch, width);
+        add_gate_grad(t, t.input(i, 1), static_cast<const GateRows*>(nullptr), dhg, batch, width);
+    } else {
+        const GateRows rows = sequence_rows(t, t.input(i, 0), node.iargs[1], node.iargs[2]);
+        add_gate_grad(t, rows.node, &rows, dx, batch, width);
+        const std::uint32_t bias = node.num_inputs == 4 ? t.input(i, 3) : 0;
+        recurrent_backward(t, h, t.input(i, 2), node.num_inputs == 4 ? &bias : nullptr, dhg, batch, width);
+    }
+}
+
+}  // namespace
+
+// ---- LSTM ------------------------------------------------------------------------------------
+
+template <class T>
+LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& c) {
+    Tape<T>& t = detail::tape_of("lstm_pointwise", xg, hg, c);
+    const auto [batch, hidden] = check_pointwise("lstm_pointwise", 4, xg, hg, c);
+    const std::uint32_t x = xg.index(), y = hg.index();
+    return lstm_nodes("lstm_pointwise", t, {x, y, c.index()}, {0, 0, 0, 0}, batch, hidden, [&](T* act) {
+        const T *xv = t.value(x).data(), *hv = t.value(y).data();
+        for (std::size_t k = 0; k < batch * 4 * hidden; ++k) act[k] = xv[k] + hv[k];
     });
 }
 
 template <class T>
-static Var<T> gru_impl(const Var<T>& xg, std::ptrdiff_t time_axis, std::size_t step, const Var<T>& hg,
-                       const Var<T>& h) {
+LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
+                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh) {
+    Tape<T>& t = b_hh.defined() ? detail::tape_of("lstm_step", xs, h, c, w_hh, b_hh)
+                                : detail::tape_of("lstm_step", xs, h, c, w_hh);
+    const auto [batch, hidden] = check_step("lstm_step", 4, xs, time_axis, step, h, c, w_hh, b_hh);
+    std::vector<std::uint32_t> in{xs.index(), h.index(), c.index(), w_hh.index()};
+    if (b_hh.defined()) in.push_back(b_hh.index());
+    const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
+    return lstm_nodes("lstm_step", t, in, {1, axis, k, 0}, batch, hidden, [&](T* act) {
+        const GateRows rows = sequence_rows(t, in[0], axis, k);
+        recurrent_forward(t, rows, in[1], in[3], in.size() == 5 ? &in[4] : nullptr, act, batch, 4 * hidden);
+    });
+}
+
+// ---- GRU -------------------------------------------------------------------------------------
+
+template <class T>
+Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h) {
     Tape<T>& t = detail::tape_of("gru_pointwise", xg, hg, h);
-    const auto [batch, hidden] = check_cell("gru_pointwise", 3, xg, time_axis, step, hg, h);
+    const auto [batch, hidden] = check_pointwise("gru_pointwise", 3, xg, hg, h);
     const std::size_t width = 3 * hidden;
     const std::uint32_t out = t.push("gru_pointwise", {xg.index(), hg.index(), h.index()}, &gru_backward<T>);
     auto& node = t.node(out);
-    node.iargs = {time_axis, static_cast<std::int64_t>(step), 0, 0};
+    node.iargs = {0, 0, 0, 0};
     node.saved.resize({batch, width});
     node.value.resize({batch, hidden});
-    const GateRows rows = gate_rows(t, xg.index(), time_axis, static_cast<std::int64_t>(step));
-    const T* x = t.value(xg.index()).data() + rows.offset;
-    const T* hgv = t.value(hg.index()).data();
-    const T* hp = t.value(h.index()).data();
+    const T *x = t.value(xg.index()).data(), *hgv = t.value(hg.index()).data(), *hp = t.value(h.index()).data();
     T *act = node.saved.data(), *y = node.value.data();
     for_rows(batch, width, [&](std::size_t b) {
-        const T* xr = x + b * rows.stride;
-        const T* hr = hgv + b * width;
-        T* a = act + b * width;
-        activate(a, xr, hr, 2 * hidden, sigmoid_fn);  // r, z
-        T* n = a + 2 * hidden;
-        for (std::size_t j = 0; j < hidden; ++j) n[j] = a[j] * hr[2 * hidden + j];  // r hg_n
-        activate(n, xr + 2 * hidden, n, hidden, tanh_fn);                           // tanh(xg_n + r hg_n)
-        for (std::size_t j = 0; j < hidden; ++j) {
-            const std::size_t k = b * hidden + j;
-            y[k] = n[j] + a[hidden + j] * (hp[k] - n[j]);
-        }
+        gru_forward_row(x + b * width, hgv + b * width, hp + b * hidden, act + b * width, y + b * hidden, hidden);
     });
     return t.handle(out);
 }
 
 template <class T>
-Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h) {
-    return gru_impl(xg, -1, 0, hg, h);
-}
-template <class T>
-Var<T> gru_pointwise(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& hg, const Var<T>& h) {
-    return gru_impl(xs, static_cast<std::ptrdiff_t>(std::min<std::size_t>(time_axis, 2)), step, hg, h);
+Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& w_hh,
+                const Var<T>& b_hh) {
+    Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_step", xs, h, w_hh, b_hh) : detail::tape_of("gru_step", xs, h, w_hh);
+    const auto [batch, hidden] = check_step("gru_step", 3, xs, time_axis, step, h, h, w_hh, b_hh);
+    const std::size_t width = 3 * hidden;
+    std::vector<std::uint32_t> in{xs.index(), h.index(), w_hh.index()};
+    if (b_hh.defined()) in.push_back(b_hh.index());
+    const std::uint32_t out = t.push("gru_step", in, &gru_backward<T>);
+    auto& node = t.node(out);
+    const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
+    node.iargs = {1, axis, k, 0};
+    node.saved.resize({batch, 4 * hidden});
+    node.value.resize({batch, hidden});
+    // hg = b_hh + h w_hh^T (B, 3H) in scratch; its n part is kept in saved for backward.
+    T* hg = scratch<T>(batch * width);
+    const std::uint32_t* bias = in.size() == 4 ? &in[3] : nullptr;
+    const auto& bv = bias ? t.value(*bias) : t.value(in[0]);
+    for (std::size_t r = 0; r < batch; ++r) {
+        if (bias) std::copy(bv.data(), bv.data() + width, hg + r * width);
+        else std::fill(hg + r * width, hg + (r + 1) * width, T(0));
+    }
+    const auto& hv = t.value(in[1]);
+    detail::gemm<T>(false, true, batch, width, hidden, T(1), hv.data(), hidden, t.value(in[2]).data(), hidden, T(1), hg,
+                    width);
+    const GateRows rows = sequence_rows(t, in[0], axis, k);
+    const T* x = t.value(in[0]).data() + rows.offset;
+    T *act = node.saved.data(), *y = node.value.data();
+    const T* hp = hv.data();
+    for_rows(batch, width, [&](std::size_t b) {
+        T* a = act + b * 4 * hidden;
+        const T* hgr = hg + b * width;
+        gru_forward_row(x + b * rows.stride, hgr, hp + b * hidden, a, y + b * hidden, hidden);
+        std::copy(hgr + 2 * hidden, hgr + width, a + width);
+    });
+    return t.handle(out);
 }
 
-#define RECUR_RECURRENT(T)                                                                                     \
-    template LSTMPointwise<T> lstm_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                     \
-    template LSTMPointwise<T> lstm_pointwise(const Var<T>&, std::size_t, std::size_t, const Var<T>&,           \
-                                             const Var<T>&);                                                    \
-    template Var<T> gru_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                                \
-    template Var<T> gru_pointwise(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&);
+#define RECUR_RECURRENT(T)                                                                                      \
+    template LSTMPointwise<T> lstm_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                      \
+    template LSTMPointwise<T> lstm_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&,  \
+                                        const Var<T>&, const Var<T>&);                                           \
+    template Var<T> gru_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                                 \
+    template Var<T> gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, const Var<T>&);
 RECUR_INSTANTIATE_FOR(RECUR_RECURRENT)
 
 }  // namespace recur

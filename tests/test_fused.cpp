@@ -210,12 +210,18 @@ BOOST_AUTO_TEST_CASE(bad_shapes_name_the_op_and_the_shapes) {
                                         {"lstm_pointwise", "hg", "(3, 16)"}));
     BOOST_TEST(throws_with<shape_error>([&] { gru_pointwise(v({2, 9}), v({2, 9}), v({2, 3, 1})); },
                                         {"gru_pointwise", "(2, 3, 1)"}));
-    BOOST_TEST(throws_with<shape_error>([&] { gru_pointwise(v({5, 3, 9}), 1, 0, v({2, 9}), v({2, 3})); },
-                                        {"gru_pointwise", "(B, T, 3H)", "(5, 3, 9)"}));
-    BOOST_TEST(throws_with<index_error>([&] { lstm_pointwise(v({5, 2, 16}), 0, 5, v({2, 16}), v({2, 4})); },
-                                        {"lstm_pointwise", "step 5", "5 time steps"}));
-    BOOST_TEST(throws_with<index_error>([&] { gru_pointwise(v({5, 2, 9}), 2, 0, v({2, 9}), v({2, 3})); },
-                                        {"gru_pointwise", "time_axis"}));
+    BOOST_TEST(throws_with<shape_error>([&] { gru_step(v({5, 3, 9}), 1, 0, v({2, 3}), v({9, 3})); },
+                                        {"gru_step", "(B, T, 3H)", "(5, 3, 9)"}));
+    BOOST_TEST(throws_with<shape_error>([&] { gru_step(v({5, 2, 9}), 0, 0, v({2, 3}), v({9, 4})); },
+                                        {"gru_step", "w_hh", "(9, 4)"}));
+    BOOST_TEST(throws_with<shape_error>([&] { lstm_step(v({5, 2, 16}), 0, 0, v({2, 4}), v({2, 4}), v({16, 4}), v({12})); },
+                                        {"lstm_step", "b_hh", "b_hh (12"}));
+    BOOST_TEST(throws_with<shape_error>([&] { lstm_step(v({5, 2, 16}), 0, 0, v({3, 4}), v({2, 4}), v({16, 4})); },
+                                        {"lstm_step", "h (3, 4)", "c (2, 4)"}));
+    BOOST_TEST(throws_with<index_error>([&] { lstm_step(v({5, 2, 16}), 0, 5, v({2, 4}), v({2, 4}), v({16, 4})); },
+                                        {"lstm_step", "step 5", "5 time steps"}));
+    BOOST_TEST(throws_with<index_error>([&] { gru_step(v({5, 2, 9}), 2, 0, v({2, 3}), v({9, 3})); },
+                                        {"gru_step", "time_axis"}));
     Tape<float> other;
     Var<float> elsewhere = other.variable(xt::xarray<float>::from_shape({2, 4}));
     BOOST_TEST(throws_with<tape_error>([&] { lstm_pointwise(v({2, 16}), v({2, 16}), elsewhere); },

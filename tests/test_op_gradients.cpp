@@ -575,8 +575,8 @@ Cases gradient_cases<Op::detach>() {
     };
 }
 
-// The fused cells: every input, both LSTM outputs alone and together, the sequence forms on
-// both time axes, and two chained steps (the state and the sequence gradient accumulate).
+// The fused cells: every input, both LSTM outputs alone and together, constants, and chained
+// steps (the state's gradient accumulates from two consumers).
 template <>
 Cases gradient_cases<Op::lstm_pointwise>() {
     const std::size_t b = 2, h = 3, g = 4 * h;
@@ -589,24 +589,37 @@ Cases gradient_cases<Op::lstm_pointwise>() {
         {"2 h' + c', large pre-activations",
          [both](Tape<double>&, const Vars& x) { return both(lstm_pointwise(x[0], x[1], x[2])); },
          {uniform({b, g}, 707, -3, 3), uniform({b, g}, 708, -3, 3), rnd({b, h}, 709)}},
-        {"sequence (T, B, 4H), step 2",
-         [both](Tape<double>&, const Vars& x) { return both(lstm_pointwise(x[0], 0, 2, x[1], x[2])); },
-         {rnd({4, b, g}, 710), rnd({b, g}, 711), rnd({b, h}, 712)}},
-        {"sequence (B, T, 4H), step 3",
-         [both](Tape<double>&, const Vars& x) { return both(lstm_pointwise(x[0], 1, 3, x[1], x[2])); },
-         {rnd({b, 4, g}, 713), rnd({b, g}, 714), rnd({b, h}, 715)}},
-        {"two chained steps of one sequence, hg = h W",
-         [both](Tape<double>&, const Vars& x) {
-             auto s0 = lstm_pointwise(x[0], 1, 0, matmul(x[2], x[1]), x[3]);
-             auto s1 = lstm_pointwise(x[0], 1, 1, matmul(s0.h, x[1]), s0.c);
-             return both(s1) + s0.h;
-         },
-         {rnd({b, 2, g}, 716), rnd({h, g}, 717), rnd({b, h}, 718), rnd({b, h}, 719)}},
         {"constant hg and c",
          [](Tape<double>& t, const Vars& x) {
              return lstm_pointwise(x[0], t.constant(rnd({b, g}, 720)), t.constant(rnd({b, h}, 721))).h;
          },
          {rnd({b, g}, 722)}},
+        {"chained: hg = h W", [both](Tape<double>&, const Vars& x) {
+             auto s0 = lstm_pointwise(x[0], matmul(x[2], x[1]), x[3]);
+             return both(lstm_pointwise(x[0], matmul(s0.h, x[1]), s0.c)) + s0.h;
+         },
+         {rnd({b, g}, 716), rnd({h, g}, 717), rnd({b, h}, 718), rnd({b, h}, 719)}},
+    };
+}
+
+// lstm_step: xs, h, c, w_hh, b_hh all checked; both time axes, with and without bias, two
+// chained steps of one sequence (the sequence's and the weights' gradients accumulate).
+template <>
+Cases gradient_cases<Op::lstm_step>() {
+    const std::size_t b = 2, h = 3, g = 4 * h;
+    auto both = [](const recur::LSTMPointwise<double>& r) { return r.h * 2.0 + r.c; };
+    return {
+        {"(T, B, 4H), step 2", [both](Tape<double>&, const Vars& x) { return both(lstm_step(x[0], 0, 2, x[1], x[2], x[3], x[4])); },
+         {rnd({4, b, g}, 750), rnd({b, h}, 751), rnd({b, h}, 752), rnd({g, h}, 753), rnd({g}, 754)}},
+        {"(B, T, 4H), step 0, no bias, h' only", [](Tape<double>&, const Vars& x) { return lstm_step(x[0], 1, 0, x[1], x[2], x[3]).h; },
+         {rnd({b, 3, g}, 755), rnd({b, h}, 756), rnd({b, h}, 757), rnd({g, h}, 758)}},
+        {"c' only, projected h (B, 2)", [](Tape<double>&, const Vars& x) { return lstm_step(x[0], 0, 1, x[1], x[2], x[3], x[4]).c; },
+         {rnd({2, b, g}, 759), rnd({b, 2}, 760), rnd({b, h}, 761), rnd({g, 2}, 762), rnd({g}, 763)}},
+        {"two chained steps, large pre-activations", [both](Tape<double>&, const Vars& x) {
+             auto s0 = lstm_step(x[0], 1, 0, x[1], x[2], x[3], x[4]);
+             return both(lstm_step(x[0], 1, 1, s0.h, s0.c, x[3], x[4])) + s0.h;
+         },
+         {uniform({b, 2, g}, 764, -3, 3), rnd({b, h}, 765), rnd({b, h}, 766), rnd({g, h}, 767), rnd({g}, 768)}},
     };
 }
 
@@ -619,20 +632,24 @@ Cases gradient_cases<Op::gru_pointwise>() {
         {"large pre-activations",
          [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], x[1], x[2]); },
          {uniform({b, g}, 734, -3, 3), uniform({b, g}, 735, -3, 3), rnd({b, h}, 736)}},
-        {"sequence (T, B, 3H), step 1",
-         [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], 0, 1, x[1], x[2]); },
-         {rnd({3, b, g}, 737), rnd({b, g}, 738), rnd({b, h}, 739)}},
-        {"sequence (B, T, 3H), step 2",
-         [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], 1, 2, x[1], x[2]); },
-         {rnd({b, 3, g}, 740), rnd({b, g}, 741), rnd({b, h}, 742)}},
-        {"two chained steps of one sequence, hg = h W",
-         [](Tape<double>&, const Vars& x) {
-             Var<double> h1 = gru_pointwise(x[0], 0, 0, matmul(x[2], x[1]), x[2]);
-             return gru_pointwise(x[0], 0, 1, matmul(h1, x[1]), h1) * 2.0 + h1;
-         },
-         {rnd({2, b, g}, 743), rnd({h, g}, 744), rnd({b, h}, 745)}},
         {"constant hg", [](Tape<double>& t, const Vars& x) { return gru_pointwise(x[0], t.constant(rnd({b, g}, 746)), x[1]); },
          {rnd({b, g}, 747), rnd({b, h}, 748)}},
+    };
+}
+
+template <>
+Cases gradient_cases<Op::gru_step>() {
+    const std::size_t b = 2, h = 3, g = 3 * h;
+    return {
+        {"(T, B, 3H), step 1", [](Tape<double>&, const Vars& x) { return gru_step(x[0], 0, 1, x[1], x[2], x[3]); },
+         {rnd({3, b, g}, 770), rnd({b, h}, 771), rnd({g, h}, 772), rnd({g}, 773)}},
+        {"(B, T, 3H), step 2, no bias", [](Tape<double>&, const Vars& x) { return gru_step(x[0], 1, 2, x[1], x[2]); },
+         {rnd({b, 3, g}, 774), rnd({b, h}, 775), rnd({g, h}, 776)}},
+        {"two chained steps, large pre-activations", [](Tape<double>&, const Vars& x) {
+             Var<double> h1 = gru_step(x[0], 0, 0, x[1], x[2], x[3]);
+             return gru_step(x[0], 0, 1, h1, x[2], x[3]) * 2.0 + h1;
+         },
+         {uniform({2, b, g}, 777, -3, 3), rnd({b, h}, 778), rnd({g, h}, 779), rnd({g}, 780)}},
     };
 }
 

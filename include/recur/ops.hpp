@@ -97,18 +97,22 @@ struct LSTMPointwise {
 /// LSTM gate math. Pre-activations a = xg + hg (B, 4H) in PyTorch's order [i | f | g | o]:
 ///   c' = σ(a_f) c + σ(a_i) tanh(a_g),  h' = σ(a_o) tanh(c').  c (B, H).
 template <class T> LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& c);
-/// The same with xg read in place from step `step` of a sequence xs: (T, B, 4H) for
-/// time_axis 0, (B, T, 4H) for time_axis 1 (a hoisted input projection; no per-step copy).
+/// A whole LSTM step: gates = xs[step] + h w_hh^T + b_hh, then the gate math above. xs is the
+/// hoisted input projection W_ih x + b_ih of every step, (T, B, 4H) for time_axis 0 or
+/// (B, T, 4H) for 1, read in place; h (B, H_out), c (B, H), w_hh (4H, H_out), b_hh (4H) or
+/// undefined (no bias). Keeps only the gate activations for backward.
 template <class T>
-LSTMPointwise<T> lstm_pointwise(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& hg,
-                                const Var<T>& c);
+LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
+                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh = {});
 /// GRU gate math with PyTorch's b_hn inside the reset product. xg = W_i x + b_i and
 /// hg = W_h h + b_h (B, 3H) in order [r | z | n]:
 ///   r = σ(xg_r + hg_r), z = σ(xg_z + hg_z), n = tanh(xg_n + r hg_n),  h' = (1 - z) n + z h.
 template <class T> Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h);
-/// The same with xg read in place from step `step` of a sequence (as lstm_pointwise).
+/// A whole GRU step: hg = h w_hh^T + b_hh, xg = xs[step] (read in place, as lstm_step), then the
+/// gate math above. h (B, H), w_hh (3H, H), b_hh (3H) or undefined.
 template <class T>
-Var<T> gru_pointwise(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& hg, const Var<T>& h);
+Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& w_hh,
+                const Var<T>& b_hh = {});
 
 // ---- Graph --------------------------------------------------------------------------------
 /// The same value with the gradient stopped (the result does not require grad).

@@ -161,9 +161,12 @@ public:
     Tape& operator=(const Tape&) = delete;
 
     /// A leaf whose gradient backward computes (when recording).
-    Var<T> variable(xt::xarray<T> value);
+    Var<T> variable(xt::xarray<T>&& value);
+    /// Copies `value` into the node's kept buffer (no allocation once the tape has warmed up).
+    Var<T> variable(const xt::xarray<T>& value);
     /// A leaf without gradient.
-    Var<T> constant(xt::xarray<T> value);
+    Var<T> constant(xt::xarray<T>&& value);
+    Var<T> constant(const xt::xarray<T>& value);
     /// The node of `p` on this tape (made on first use in this epoch, then reused). No copy.
     Var<T> bind(Parameter<T>& p);
 
@@ -267,6 +270,7 @@ private:
     std::uint32_t finish_push(std::uint32_t i, const char* op, const std::uint32_t* in, std::size_t count,
                               detail::BackwardFn<T> backward);
     std::uint32_t leaf(xt::xarray<T>&& value, bool requires_grad, const char* op);
+    std::uint32_t leaf(const xt::xarray<T>& value, bool requires_grad, const char* op);
     void release(std::uint32_t i);
     void check_output(const Var<T>& output, const char* what) const;
     void sweep(std::uint32_t root);  // the reverse loop from a seeded root

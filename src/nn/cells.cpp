@@ -86,7 +86,10 @@ CellState<T> LSTMCell<T>::step_projected(const Var<T>& xp, const CellState<T>& s
 
 template <class T>
 CellState<T> LSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
-    return finish(lstm_pointwise(xs, time_axis, t, this->project_hidden(state[0]), state[1]), xs.tape());
+    Tape<T>& tape = xs.tape();
+    return finish(lstm_step(xs, time_axis, t, state[0], state[1], tape.bind(this->weight_hh()),
+                            this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>()),
+                  tape);
 }
 
 template <class T>
@@ -118,7 +121,9 @@ CellState<T> GRUCell<T>::step_projected(const Var<T>& xp, const CellState<T>& st
 
 template <class T>
 CellState<T> GRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
-    return {gru_pointwise(xs, time_axis, t, this->project_hidden(state[0]), state[0])};
+    Tape<T>& tape = xs.tape();
+    return {gru_step(xs, time_axis, t, state[0], tape.bind(this->weight_hh()),
+                     this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>())};
 }
 
 template <class T>

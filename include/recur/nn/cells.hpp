@@ -88,7 +88,8 @@ public:
     CellState<T> step(const Var<T>& x, const CellState<T>& state);
     /// One step from xp (B, 4H): the fused gate math (lstm_pointwise).
     CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);
-    /// One step reading step t of the projected sequence xs (T, B, 4H) / (B, T, 4H) in place.
+    /// One step reading step t of the projected sequence xs (T, B, 4H) / (B, T, 4H) in place,
+    /// recurrent GEMM included (lstm_step).
     CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
     /// The reference: the same step composed from primitives (tested equal to the fused one).
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
@@ -112,7 +113,8 @@ public:
     CellState<T> step(const Var<T>& x, const CellState<T>& state);
     /// One step from xp (B, 3H): the fused gate math (gru_pointwise).
     CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);
-    /// One step reading step t of the projected sequence xs (T, B, 3H) / (B, T, 3H) in place.
+    /// One step reading step t of the projected sequence xs (T, B, 3H) / (B, T, 3H) in place,
+    /// recurrent GEMM included (gru_step).
     CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
     /// The reference: the same step composed from primitives (tested equal to the fused one).
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
