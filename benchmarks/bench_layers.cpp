@@ -1,12 +1,17 @@
-// bench_layers — training steps of the recurrent layers (Google Benchmark).
+// bench_layers — training steps of the recurrent layers, and the sgemm they are measured
+// against (Google Benchmark).
 //
 // One-layer RNN (tanh), LSTM and GRU in float, batch_first, input (B, T, I):
 //   1. Train: one training step = zero the parameter grads, forward through all T steps,
 //      loss = sum(output), backward through time into the Parameters' grads, tape.clear().
 //   2. Infer: the forward alone on an inference tape (TapeOptions{.record = false}).
-// at (B, T, I, H) = (64, 100, 256, 256) (GEMM-bound) and (1, 1000, 16, 16) (per-node overhead
-// bound); Infer at the first size only. The input is handed to the tape as a constant each
-// step (one copy of B*T*I floats, as data from a loader would be); it does not require grad.
+//   3. Sgemm: one direct cblas_sgemm C (64, 512) = A (64, 2048) B (2048, 512) into a
+//      preallocated C: the rate a training step's GEMMs can at best reach on this core.
+// Sizes (B, T, I, H) of the performance targets: XS (1, 1000, 16, 16) and S (16, 200, 64, 64)
+// (per-node overhead bound), M (64, 100, 256, 256) and L (64, 50, 512, 512) (GEMM bound). LSTM
+// and GRU train at all four, RNN at XS and M; Infer at M. The input is handed to the tape as a
+// constant each step (one copy of B*T*I floats, as data from a loader would be); it does not
+// require grad.
 //
 // Counters: time per step in ms, and FLOPS by the usual count of one step's multiply-adds:
 // training 24 B T H (I + H) for LSTM, 18 for GRU, 6 for RNN (forward, dW and dX GEMMs);
@@ -19,39 +24,31 @@
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
-#include <cstdint>
+#include <vector>
 
 #include <xtensor/xarray.hpp>
-#include <xtensor/xrandom.hpp>
 
-#include "recur/nn/init.hpp"
-#include "recur/nn/recurrent.hpp"
-#include "recur/ops.hpp"
+#include "layer_step.hpp"
 #include "recur/tape.hpp"
+#include "ref_sgemm.hpp"
 
 namespace {
 
-using recur::Shape;
 using recur::Tape;
 using recur::TapeOptions;
 using recur::Var;
+using recur::bench::Kind;
+using recur::bench::Layer;
+using recur::bench::LayerSizes;
+using recur::bench::make_layer;
+using recur::bench::train_step;
+using recur::bench::uniform;
 
-enum class Kind { rnn, lstm, gru };
-
-/// Gate count G: one training step is 6 G B T H (I + H) FLOP (2 per multiply-add; forward,
-/// weight-gradient and input-gradient GEMMs), the forward alone 2 G B T H (I + H).
-double gates(Kind k) { return k == Kind::lstm ? 4.0 : k == Kind::gru ? 3.0 : 1.0; }
-
-struct Sizes {
-    std::size_t b, t, i, h;
-    explicit Sizes(const benchmark::State& s)
-        : b(static_cast<std::size_t>(s.range(0))), t(static_cast<std::size_t>(s.range(1))),
-          i(static_cast<std::size_t>(s.range(2))), h(static_cast<std::size_t>(s.range(3))) {}
-    double forward_flops(Kind k) const {
-        return 2.0 * gates(k) * static_cast<double>(b) * static_cast<double>(t) * static_cast<double>(h) *
-               static_cast<double>(i + h);
-    }
-};
+/// The benchmark's arguments (B, T, I, H).
+LayerSizes sizes_of(const benchmark::State& s) {
+    return {static_cast<std::size_t>(s.range(0)), static_cast<std::size_t>(s.range(1)),
+            static_cast<std::size_t>(s.range(2)), static_cast<std::size_t>(s.range(3))};
+}
 
 /// Floating-point operations per second of CPU time: shown as e.g. "40.1G/s".
 void count_flops(benchmark::State& state, double flops) {
@@ -65,64 +62,14 @@ void count_nodes(benchmark::State& state, const Tape<float>& tape, std::size_t w
     state.counters["grown"] = static_cast<double>(tape.capacity() - warm_nodes);
 }
 
-xt::xarray<float> uniform(const Shape& shape, float lo, float hi, std::uint64_t seed) {
-    xt::random::seed(seed);
-    return xt::random::rand<float>(shape, lo, hi);
-}
-
-/// The module of one kind (PyTorch's default init, fixed seed) and its forward's output.
-template <Kind K>
-struct Layer;
-
-template <>
-struct Layer<Kind::rnn> {
-    recur::nn::RNN<float> m;
-    explicit Layer(const Sizes& z)
-        : m(recur::nn::RNNOptions{.input_size = z.i, .hidden_size = z.h, .batch_first = true}) {}
-    Var<float> operator()(const Var<float>& x) { return m(x).output; }
-};
-
-template <>
-struct Layer<Kind::lstm> {
-    recur::nn::LSTM<float> m;
-    explicit Layer(const Sizes& z)
-        : m(recur::nn::LSTMOptions{.input_size = z.i, .hidden_size = z.h, .batch_first = true}) {}
-    Var<float> operator()(const Var<float>& x) { return m(x).output; }
-};
-
-template <>
-struct Layer<Kind::gru> {
-    recur::nn::GRU<float> m;
-    explicit Layer(const Sizes& z)
-        : m(recur::nn::GRUOptions{.input_size = z.i, .hidden_size = z.h, .batch_first = true}) {}
-    Var<float> operator()(const Var<float>& x) { return m(x).output; }
-};
-
-template <Kind K>
-Layer<K> make_layer(const Sizes& z) {
-    recur::manual_seed(7);  // the initialisers draw from the global generator
-    return Layer<K>(z);
-}
-
-// ---- 1. Training step -----------------------------------------------------------------------
-
-/// zero_grad, loss = sum(layer(x)), backward, clear().
-template <Kind K>
-void train_step(Layer<K>& layer, Tape<float>& tape, const xt::xarray<float>& x) {
-    layer.m.zero_grad();
-    {
-        Var<float> loss = recur::sum(layer(tape.constant(x)));
-        tape.backward(loss);
-    }
-    tape.clear();
-}
+// ---- 1. Training step (layer_step.hpp) -------------------------------------------------------
 
 template <Kind K>
 void BM_Train(benchmark::State& state) {
-    const Sizes z(state);
+    const LayerSizes z = sizes_of(state);
     Layer<K> layer = make_layer<K>(z);
-    const xt::xarray<float> x = uniform({z.b, z.t, z.i}, -1.0f, 1.0f, 31);
-    Tape<float> tape;
+    const xt::xarray<float> x = recur::bench::layer_input(z);
+    Tape<float> tape(recur::bench::training_tape());
     train_step(layer, tape, x);  // warm-up: the first step sizes the node buffers
     const std::size_t warm_nodes = tape.capacity();
     for (auto _ : state) {
@@ -140,7 +87,7 @@ void BM_Train(benchmark::State& state) {
 template <Kind K>
 void infer_step(Layer<K>& layer, Tape<float>& tape, const xt::xarray<float>& x) {
     {
-        Var<float> y = layer(tape.constant(x));
+        Var<float> y = layer(tape.view(x));
         benchmark::DoNotOptimize(y.value().data());
         benchmark::ClobberMemory();
     }
@@ -149,9 +96,9 @@ void infer_step(Layer<K>& layer, Tape<float>& tape, const xt::xarray<float>& x) 
 
 template <Kind K>
 void BM_Infer(benchmark::State& state) {
-    const Sizes z(state);
+    const LayerSizes z = sizes_of(state);
     Layer<K> layer = make_layer<K>(z);
-    const xt::xarray<float> x = uniform({z.b, z.t, z.i}, -1.0f, 1.0f, 31);
+    const xt::xarray<float> x = recur::bench::layer_input(z);
     Tape<float> tape(TapeOptions{.record = false});
     infer_step(layer, tape, x);  // warm-up
     const std::size_t warm_nodes = tape.capacity();
@@ -160,17 +107,59 @@ void BM_Infer(benchmark::State& state) {
     count_nodes(state, tape, warm_nodes);
 }
 
-void big(benchmark::internal::Benchmark* b) {
-    b->ArgNames({"B", "T", "I", "H"})->Args({64, 100, 256, 256})->Unit(benchmark::kMillisecond);
-}
-void both(benchmark::internal::Benchmark* b) { big(b); b->Args({1, 1000, 16, 16}); }
+// ---- 3. The sgemm reference --------------------------------------------------------------
 
-BENCHMARK(BM_Train<Kind::rnn>)->Name("BM_Train/rnn")->Apply(both);
-BENCHMARK(BM_Train<Kind::lstm>)->Name("BM_Train/lstm")->Apply(both);
-BENCHMARK(BM_Train<Kind::gru>)->Name("BM_Train/gru")->Apply(both);
-BENCHMARK(BM_Infer<Kind::rnn>)->Name("BM_Infer/rnn")->Apply(big);
-BENCHMARK(BM_Infer<Kind::lstm>)->Name("BM_Infer/lstm")->Apply(big);
-BENCHMARK(BM_Infer<Kind::gru>)->Name("BM_Infer/gru")->Apply(big);
+/// C = A B by one direct cblas_sgemm (row-major, no transposes) into a preallocated C.
+void BM_Sgemm(benchmark::State& state) {
+    const int m = static_cast<int>(state.range(0)), k = static_cast<int>(state.range(1)),
+              n = static_cast<int>(state.range(2));
+    const auto rows = static_cast<std::size_t>(m), inner = static_cast<std::size_t>(k),
+               cols = static_cast<std::size_t>(n);
+    const xt::xarray<float> a = uniform({rows, inner}, -1.0f, 1.0f, 11);
+    const xt::xarray<float> b = uniform({inner, cols}, -1.0f, 1.0f, 12);
+    std::vector<float> c(rows * cols);
+    recur::bench::ref_sgemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);  // warm-up
+    for (auto _ : state) {
+        recur::bench::ref_sgemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+        benchmark::DoNotOptimize(c.data());
+        benchmark::ClobberMemory();
+    }
+    count_flops(state, 2.0 * m * k * n);
+}
+
+// The sizes (B, T, I, H) of the targets.
+void size_xs(benchmark::internal::Benchmark* b) { b->Args({1, 1000, 16, 16}); }
+void size_s(benchmark::internal::Benchmark* b) { b->Args({16, 200, 64, 64}); }
+void size_m(benchmark::internal::Benchmark* b) { b->Args({64, 100, 256, 256}); }
+void size_l(benchmark::internal::Benchmark* b) { b->Args({64, 50, 512, 512}); }
+
+void step_units(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"B", "T", "I", "H"})->Unit(benchmark::kMillisecond);
+}
+void all_sizes(benchmark::internal::Benchmark* b) {
+    step_units(b);
+    size_xs(b);
+    size_s(b);
+    size_m(b);
+    size_l(b);
+}
+void xs_and_m(benchmark::internal::Benchmark* b) {
+    step_units(b);
+    size_xs(b);
+    size_m(b);
+}
+void m_only(benchmark::internal::Benchmark* b) {
+    step_units(b);
+    size_m(b);
+}
+
+BENCHMARK(BM_Train<Kind::lstm>)->Name("BM_Train/lstm")->Apply(all_sizes);
+BENCHMARK(BM_Train<Kind::gru>)->Name("BM_Train/gru")->Apply(all_sizes);
+BENCHMARK(BM_Train<Kind::rnn>)->Name("BM_Train/rnn")->Apply(xs_and_m);
+BENCHMARK(BM_Infer<Kind::lstm>)->Name("BM_Infer/lstm")->Apply(m_only);
+BENCHMARK(BM_Infer<Kind::gru>)->Name("BM_Infer/gru")->Apply(m_only);
+BENCHMARK(BM_Infer<Kind::rnn>)->Name("BM_Infer/rnn")->Apply(m_only);
+BENCHMARK(BM_Sgemm)->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -9,6 +9,13 @@
 #include <string>
 
 namespace recur {
+namespace {
+std::size_t detail_numel(const Shape& s) {
+    std::size_t n = 1;
+    for (auto d : s) n *= d;
+    return n;
+}
+}  // namespace
 namespace detail {
 
 namespace {
@@ -63,6 +70,9 @@ template <class T>
 const xt::xarray<T>& Var<T>::grad() const {
     check("Var::grad");
     auto& n = tape_->node(index_);
+    if (!tape_->retains_grads() && n.backward != nullptr)
+        throw tape_error("Var::grad: this tape does not keep the gradients of intermediate results "
+                         "(TapeOptions::retain_grads = false); read it from a tape that does");
     if (!n.has_grad) {
         n.grad = xt::zeros<T>(tape_->value(index_).shape());
         n.has_grad = true;
@@ -105,6 +115,7 @@ Tape<T>::Tape(TapeOptions options)
       serial_((tape_id_ << 32) | 1u),
       record_(options.record),
       accumulate_parameter_grads_(options.accumulate_parameter_grads),
+      retain_grads_(options.retain_grads),
       rng_(options.seed) {
     cell_->store(serial_, std::memory_order_relaxed);
 }
@@ -144,6 +155,7 @@ std::uint32_t Tape<T>::new_slot(bool requires_grad) {
     n.backward = nullptr;
     n.op = "";
     n.param = nullptr;
+    n.external = nullptr;
     n.first_input = 0;
     n.num_inputs = 0;
     n.handles = 0;
@@ -246,6 +258,15 @@ Var<T> Tape<T>::constant(const xt::xarray<T>& value) {
 }
 
 template <class T>
+Var<T> Tape<T>::view(const xt::xarray<T>& array) {
+    const std::uint32_t i = new_slot(false);
+    auto& n = nodes_[i];
+    n.external = &array;
+    n.op = "view";
+    return handle(i);
+}
+
+template <class T>
 Var<T> Tape<T>::bind(Parameter<T>& p) {
     for (std::uint32_t k : bound_order_)
         if (nodes_[k].param == &p) return handle(k);
@@ -313,13 +334,38 @@ void Tape<T>::backward(const Var<T>& output, const xt::xarray<T>& seed) {
 }
 
 template <class T>
+void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape) {
+    const std::size_t size = detail_numel(shape);
+    if (n.grad.storage().size() != size) {
+        // Most recently released first: the buffer of a node of the same kind one step later.
+        for (std::size_t k = grad_pool_.size(); k-- > 0;) {
+            if (grad_pool_[k].storage().size() != size) continue;
+            std::swap(n.grad, grad_pool_[k]);
+            if (grad_pool_[k].storage().size() == 0) {  // nothing worth keeping came back
+                grad_pool_[k] = std::move(grad_pool_.back());
+                grad_pool_.pop_back();
+            }
+            break;
+        }
+    }
+    n.grad.resize(shape);  // no allocation when the size already matches
+    n.has_grad = true;
+}
+
+template <class T>
 void Tape<T>::sweep(std::uint32_t root) {
     for (std::uint32_t k = 0; k < top_; ++k) nodes_[k].has_grad = false;
     nodes_[root].has_grad = true;
     // Creation order is topological: every input of node k has an index below k.
     for (std::uint32_t k = root + 1; k-- > 0;) {
         auto& n = nodes_[k];
-        if (n.has_grad && n.backward != nullptr) n.backward(*this, k);
+        if (!n.has_grad || n.backward == nullptr) continue;
+        n.backward(*this, k);
+        // Its inputs have their shares now: the buffer can serve a node further down.
+        if (!retain_grads_ && k != root && n.grad.storage().size() != 0) {
+            grad_pool_.push_back(std::move(n.grad));  // leaves n.grad without storage
+            n.has_grad = false;
+        }
     }
     if (!accumulate_parameter_grads_) return;
     for (std::uint32_t k : bound_order_) {

@@ -17,6 +17,7 @@
 #include "recur/error.hpp"
 #include "recur/gradcheck.hpp"
 #include "recur/ops.hpp"
+#include "support.hpp"
 #include "recur/tape.hpp"
 
 namespace recur_tape_tests {
@@ -324,6 +325,49 @@ BOOST_AUTO_TEST_CASE(intermediate_vars_expose_their_gradient) {
             for (std::size_t j = 0; j < 2; ++j) gx(i, k) += gz(i, j) * wv(k, j);
     BOOST_TEST(close(x.grad(), gx));
     BOOST_TEST(same(unused.grad(), full({3, 2}, 0.0)));  // not reached: zeros
+}
+
+BOOST_AUTO_TEST_CASE(a_view_reads_its_array_in_place) {
+    Tape<double> t;
+    const xt::xarray<double> xv = rnd({3, 2}, 21), wv = rnd({2, 2}, 22);
+    auto x = t.view(xv);
+    BOOST_TEST(x.value().data() == xv.data());  // no copy
+    BOOST_TEST(!x.requires_grad());
+    auto w = t.variable(wv);
+    t.backward(sum(matmul(x, w)));
+    // dL/dw[k, j] = sum_i x[i, k]
+    for (std::size_t k = 0; k < 2; ++k)
+        for (std::size_t j = 0; j < 2; ++j) BOOST_TEST(std::abs(w.grad()(k, j) - (xv(0, k) + xv(1, k) + xv(2, k))) < 1e-15);
+    // The same array on another step: constant(const&) copies into the slot's kept buffer.
+    t.clear();
+    auto c = t.constant(xv);
+    BOOST_TEST(c.value().data() != xv.data());
+    BOOST_TEST(same(c.value(), xv));
+}
+
+BOOST_AUTO_TEST_CASE(without_retained_grads_leaves_and_parameters_get_the_same_gradients) {
+    // A chain with fan-out and differently shaped intermediates, run on a default tape and on a
+    // tape that pools intermediate gradient buffers; three sweeps each (buffers are reused).
+    const xt::xarray<double> xv = rnd({3, 4}, 23), wv = rnd({4, 4}, 24);
+    recur::Parameter<double> w(wv);
+    auto run = [&](Tape<double>& t) {
+        w.zero_grad();
+        auto x = t.variable(xv);
+        auto h = tanh(matmul(x, t.bind(w)));
+        auto y = sum(h * h, 0) + sum(exp(matmul(h, t.bind(w))), 0);
+        t.backward(sum(y * y));
+        std::vector<xt::xarray<double>> out{x.grad(), w.grad()};
+        if (!t.retains_grads())
+            BOOST_TEST(recur::testing::throws_with<recur::tape_error>([&] { (void)h.grad(); }, {"Var::grad", "retain_grads"}));
+        t.clear();
+        return out;
+    };
+    Tape<double> keep, pool({.retain_grads = false});
+    for (int k = 0; k < 3; ++k) {
+        const auto a = run(keep), b = run(pool);
+        BOOST_TEST(same(a[0], b[0]));
+        BOOST_TEST(same(a[1], b[1]));
+    }
 }
 
 // ---- Inference -----------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ struct Node {
     BackwardFn<T> backward = nullptr;
     const char* op = "";
     Parameter<T>* param = nullptr;
+    const xt::xarray<T>* external = nullptr;  // a view's array (Tape::view), read in place
     std::uint32_t first_input = 0;  // range [first_input, first_input + num_inputs) in edges
     std::uint32_t num_inputs = 0;
     std::uint32_t handles = 0;      // live Var handles
@@ -76,6 +77,11 @@ struct TapeOptions {
     /// instead of adding it into Parameter::grad. Data-parallel training uses this: every
     /// thread's tape holds its own share until one fixed-order reduction.
     bool accumulate_parameter_grads = true;
+    /// false: an intermediate node's gradient buffer goes back to the tape's pool as soon as
+    /// its backward has used it, and later nodes of the same sweep reuse it (lower peak
+    /// memory; Var::grad() of an intermediate then throws). Leaves and Parameters keep theirs.
+    /// Training loops (fit, data-parallel) use this; the default keeps every gradient readable.
+    bool retain_grads = true;
 };
 
 /// A handle to a node of a tape. Cheap to copy; ops take and return Vars.
@@ -167,6 +173,9 @@ public:
     /// A leaf without gradient.
     Var<T> constant(xt::xarray<T>&& value);
     Var<T> constant(const xt::xarray<T>& value);
+    /// A constant that reads `array` in place, without a copy. `array` must stay alive and
+    /// unchanged until the tape is cleared or destroyed (backward may read it).
+    Var<T> view(const xt::xarray<T>& array);
     /// The node of `p` on this tape (made on first use in this epoch, then reused). No copy.
     Var<T> bind(Parameter<T>& p);
 
@@ -179,6 +188,7 @@ public:
     void clear();
 
     bool recording() const { return record_; }
+    bool retains_grads() const { return retain_grads_; }
     void set_recording(bool on) { record_ = on; }
     /// Nodes currently held (live).
     std::size_t size() const { return top_ - free_.size(); }
@@ -210,7 +220,7 @@ public:
     const detail::Node<T>& node(std::uint32_t i) const { return nodes_[i]; }
     const xt::xarray<T>& value(std::uint32_t i) const {
         const auto& n = nodes_[i];
-        return n.param ? n.param->value() : n.value;
+        return n.param ? n.param->value() : n.external ? *n.external : n.value;
     }
     /// Index of the k-th input of node i.
     std::uint32_t input(std::uint32_t i, std::uint32_t k) const { return edges_[nodes_[i].first_input + k]; }
@@ -223,9 +233,8 @@ public:
         template <class E>
         void add(const E& e) {
             if (!n_.has_grad) {
-                n_.grad.resize(shape_);
+                tape_.prepare_grad(n_, shape_);
                 xt::noalias(n_.grad) = e;
-                n_.has_grad = true;
             } else {
                 xt::noalias(n_.grad) += e;
             }
@@ -233,16 +242,14 @@ public:
         /// The buffer, sized; returns the BLAS beta to use: 0 when it holds nothing yet, else 1.
         T beta() {
             if (n_.has_grad) return T(1);
-            n_.grad.resize(shape_);
-            n_.has_grad = true;
+            tape_.prepare_grad(n_, shape_);
             return T(0);
         }
         /// The buffer, zero-filled if it held nothing yet (for partial writes).
         xt::xarray<T>& zeroed() {
             if (!n_.has_grad) {
-                n_.grad.resize(shape_);
+                tape_.prepare_grad(n_, shape_);
                 n_.grad.fill(T(0));
-                n_.has_grad = true;
             }
             return n_.grad;
         }
@@ -250,11 +257,12 @@ public:
 
     private:
         friend class Tape;
-        GradRef(detail::Node<T>& n, const Shape& shape) : n_(n), shape_(shape) {}
+        GradRef(Tape& tape, detail::Node<T>& n, const Shape& shape) : tape_(tape), n_(n), shape_(shape) {}
+        Tape& tape_;
         detail::Node<T>& n_;
         const Shape& shape_;
     };
-    GradRef grad_ref(std::uint32_t i) { return GradRef(nodes_[i], value(i).shape()); }
+    GradRef grad_ref(std::uint32_t i) { return GradRef(*this, nodes_[i], value(i).shape()); }
 
     // Used by Var; not for ops.
     const detail::Cell* cell() const { return cell_; }
@@ -274,6 +282,9 @@ private:
     void release(std::uint32_t i);
     void check_output(const Var<T>& output, const char* what) const;
     void sweep(std::uint32_t root);  // the reverse loop from a seeded root
+    /// Sizes n.grad to `shape` for a first contribution (from the pool when its own buffer
+    /// has another size) and marks it held.
+    void prepare_grad(detail::Node<T>& n, const Shape& shape);
 
     std::vector<detail::Node<T>> nodes_;  // [0, top_) in use this epoch; the rest kept for reuse
     std::uint32_t top_ = 0;
@@ -285,6 +296,8 @@ private:
     std::uint64_t serial_;
     bool record_;
     bool accumulate_parameter_grads_;
+    bool retain_grads_;
+    std::vector<xt::xarray<T>> grad_pool_;  // released gradient buffers (retain_grads = false)
     std::mt19937_64 rng_;
 };
 
