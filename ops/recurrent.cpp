@@ -202,16 +202,17 @@ void lstm_forward_row(T* a, const T* c, T* cn, T* h, std::size_t hidden) {
 
 // With dc' (dcn, may be null) and dh' (dh, may be null), dc'_total = dc' + dh' o (1 - tanh²c'):
 //   out = [di df dg do] = [dc g i(1-i), dc c f(1-f), dc i (1-g²), dh' tanh(c') o(1-o)];  dc += dc'_total f
-template <class T>
+// The null cases are template flags, so the loop has no branch and vectorises.
+template <bool HasDh, bool HasDcn, bool HasDc, class T>
 void lstm_backward_row(const T* a, const T* c, const T* cn, const T* dh, const T* dcn, T* out, T* dc,
                        std::size_t hidden) {
     const T *i = a, *f = a + hidden, *g = a + 2 * hidden, *o = a + 3 * hidden;
     T* tc = out + 3 * hidden;  // tanh(c') first, then overwritten by do element by element
-    if (dh) activate(tc, cn, static_cast<const T*>(nullptr), hidden, tanh_fn);
+    if constexpr (HasDh) activate(tc, cn, static_cast<const T*>(nullptr), hidden, tanh_fn);
     for (std::size_t j = 0; j < hidden; ++j) {
-        T dct = dcn ? dcn[j] : T(0);
-        T dot = T(0);
-        if (dh) {
+        T dct = T(0), dot = T(0);
+        if constexpr (HasDcn) dct = dcn[j];
+        if constexpr (HasDh) {
             dct += dh[j] * o[j] * (T(1) - tc[j] * tc[j]);
             dot = dh[j] * tc[j] * o[j] * (T(1) - o[j]);
         }
@@ -219,7 +220,23 @@ void lstm_backward_row(const T* a, const T* c, const T* cn, const T* dh, const T
         out[hidden + j] = dct * c[j] * f[j] * (T(1) - f[j]);
         out[2 * hidden + j] = dct * i[j] * (T(1) - g[j] * g[j]);
         out[3 * hidden + j] = dot;
-        if (dc) dc[j] += dct * f[j];
+        if constexpr (HasDc) dc[j] += dct * f[j];
+    }
+}
+
+template <class T>
+void lstm_backward_row(const T* a, const T* c, const T* cn, const T* dh, const T* dcn, T* out, T* dc,
+                       std::size_t hidden) {
+    const int which = (dh ? 4 : 0) | (dcn ? 2 : 0) | (dc ? 1 : 0);
+    switch (which) {
+        case 7: return lstm_backward_row<true, true, true>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 6: return lstm_backward_row<true, true, false>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 5: return lstm_backward_row<true, false, true>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 4: return lstm_backward_row<true, false, false>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 3: return lstm_backward_row<false, true, true>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 2: return lstm_backward_row<false, true, false>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 1: return lstm_backward_row<false, false, true>(a, c, cn, dh, dcn, out, dc, hidden);
+        default: return lstm_backward_row<false, false, false>(a, c, cn, dh, dcn, out, dc, hidden);
     }
 }
 
@@ -315,7 +332,7 @@ void gru_forward_row(const T* x, const T* hg, const T* hp, T* a, T* y, std::size
 
 // dn = dy (1 - z)(1 - n²), dz = dy (h - n) z(1 - z), dr = dn hg_n r(1 - r):
 //   dx = [dr dz dn];  dhg = [dr dz dn r];  dh += dy z
-template <class T>
+template <bool HasDh, class T>
 void gru_backward_row(const T* a, const T* hg_n, const T* hp, const T* dy, T* dx, T* dhg, T* dh, std::size_t hidden) {
     const T *r = a, *z = a + hidden, *n = a + 2 * hidden;
     for (std::size_t j = 0; j < hidden; ++j) {
@@ -326,7 +343,7 @@ void gru_backward_row(const T* a, const T* hg_n, const T* hp, const T* dy, T* dx
         dx[hidden + j] = dhg[hidden + j] = dz;
         dx[2 * hidden + j] = dn;
         dhg[2 * hidden + j] = dn * r[j];
-        if (dh) dh[j] += dy[j] * z[j];
+        if constexpr (HasDh) dh[j] += dy[j] * z[j];
     }
 }
 
@@ -351,8 +368,10 @@ void gru_backward(Tape<T>& t, std::uint32_t i) {
     T* dhg = dx + batch * width;
     for_rows(batch, width, [&](std::size_t b) {
         const std::size_t k = b * hidden;
-        gru_backward_row(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
-                         dhg + b * width, dh ? dh + k : nullptr, hidden);
+        if (dh) gru_backward_row<true>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
+                                       dhg + b * width, dh + k, hidden);
+        else gru_backward_row<false>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
+                                     dhg + b * width, static_cast<T*>(nullptr), hidden);
     });
     if (!step) {
         add_gate_grad(t, t.input(i, 0), static_cast<const GateRows*>(nullptr), dx, batch, width);
