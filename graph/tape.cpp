@@ -317,7 +317,7 @@ void Tape<T>::backward(const Var<T>& output) {
     if (v.size() != 1)
         throw shape_error("backward: the output has shape " + shape_str(v.shape()) +
                           "; a non-scalar output needs a seed gradient: backward(output, seed)");
-    r.grad.resize(v.shape());  // reuses the buffer: no allocation per step
+    prepare_grad(r, v.shape());  // reuses a buffer: no allocation per step
     r.grad.fill(T(1));
     sweep(output.index_);
 }
@@ -348,7 +348,10 @@ void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape) {
             break;
         }
     }
-    n.grad.resize(shape);  // no allocation when the size already matches
+    // A buffer given to the pool keeps its shape but not its storage, so resize() alone
+    // would leave it empty: allocate when no buffer of this size was found.
+    if (n.grad.storage().size() == size) n.grad.resize(shape);
+    else n.grad = xt::xarray<T>::from_shape(shape);
     n.has_grad = true;
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "blas_threads.hpp"
 #include "common.hpp"
 
 namespace recur::detail {
@@ -34,5 +35,9 @@ void gemm<double>(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std:
     cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                 to_blas(m), to_blas(n), to_blas(k), alpha, a, to_blas(std::max<std::size_t>(lda, 1)), b, to_blas(std::max<std::size_t>(ldb, 1)), beta, c, to_blas(std::max<std::size_t>(ldc, 1)));
 }
+
+int blas_threads() { return openblas_get_num_threads(); }
+
+void set_blas_threads(int n) { openblas_set_num_threads(n); }
 
 }  // namespace recur::detail

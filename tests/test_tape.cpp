@@ -370,6 +370,24 @@ BOOST_AUTO_TEST_CASE(without_retained_grads_leaves_and_parameters_get_the_same_g
     }
 }
 
+BOOST_AUTO_TEST_CASE(pooled_gradients_survive_graphs_that_change_shape) {
+    // Slots that held intermediates (whose buffers went to the pool) become roots and nodes of
+    // other sizes in the next epochs; every sweep must still see correctly sized buffers.
+    Tape<double> pool({.retain_grads = false}), keep;
+    for (std::size_t n : {4u, 2u, 6u, 2u, 5u}) {
+        const xt::xarray<double> xv = rnd({n, 3}, 30 + n);
+        std::vector<xt::xarray<double>> grads;
+        for (Tape<double>* t : {&pool, &keep}) {
+            auto x = t->variable(xv);
+            auto y = n % 2 ? sum(tanh(x) * x) : mean(exp(x * 0.5));
+            t->backward(y);
+            grads.push_back(x.grad());
+            t->clear();
+        }
+        BOOST_TEST(same(grads[0], grads[1]));
+    }
+}
+
 // ---- Inference -----------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(a_non_recording_tape_records_nothing) {

@@ -14,5 +14,6 @@
 #include "recur/nn/recurrent.hpp"
 #include "recur/ops.hpp"
 #include "recur/optim.hpp"
+#include "recur/parallel.hpp"
 #include "recur/tape.hpp"
 #include "recur/train.hpp"

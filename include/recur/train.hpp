@@ -10,6 +10,15 @@
 // run is therefore a function of (weights, optimizer state, epoch), which is what a
 // checkpoint stores: a run resumed from epoch k ends with the same weights as one that never
 // stopped.
+//
+// FitOptions::threads > 1 trains data-parallel (recur/parallel.hpp): each batch is cut into
+// one contiguous shard per thread, each recorded on its own reused tape with its generator
+// reseeded from (seed, epoch, batch, shard), and the shards' gradients are reduced in shard
+// order, weighted by shard size / batch size (the loss is taken to be a mean over the
+// batch's samples). The loss and the gradient are then the full batch's up to rounding, a run
+// is bit-identical to another with the same thread count, and resume() works as above.
+// Metrics are computed per shard and weighted by shard size. threads = 1 (the default) is the
+// single-tape loop.
 #pragma once
 
 #include <cstdint>
@@ -95,6 +104,8 @@ struct FitOptions {
     NonFinite on_non_finite = NonFinite::stop;
     /// Epoch to start from (a resumed run: see resume()).
     std::size_t initial_epoch = 0;
+    /// Data-parallel threads (see the top of this file); 1 = one tape on the calling thread.
+    std::size_t threads = 1;
 };
 
 /// What callbacks see and may change.

@@ -7,6 +7,7 @@
 #include "recur/data.hpp"
 #include "recur/io.hpp"
 #include "recur/metrics.hpp"
+#include "recur/parallel.hpp"
 #include "recur/train.hpp"
 
 namespace recur::train {
@@ -192,6 +193,7 @@ template <class T>
 History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const Dataset<T>& data,
             const FitOptions<T>& o) {
     if (o.batch_size == 0) throw value_error("fit: batch_size must be positive");
+    if (o.threads == 0) throw value_error("fit: threads must be >= 1, got 0");
     if (!(o.validation_split >= 0 && o.validation_split < 1))
         throw value_error("fit: validation_split must be in [0, 1), got " + std::to_string(o.validation_split));
     check_dataset("fit", data, "training");
@@ -211,7 +213,9 @@ History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& opt
     History history;
     TrainContext<T> ctx{model, optimizer, history};
     detail::Progress progress(o.verbose);
-    Tape<T> tape;
+    Tape<T> tape({.retain_grads = false});  // intermediate gradient buffers are reused within a sweep
+    std::optional<DataParallel<T>> parallel;
+    if (o.threads > 1) parallel.emplace(model, loss, DataParallelOptions{.threads = o.threads});
     for (auto* cb : o.callbacks) cb->on_train_begin(ctx);
     for (std::size_t epoch = o.initial_epoch; epoch < o.epochs; ++epoch) {
         const auto start = std::chrono::steady_clock::now();
@@ -225,10 +229,17 @@ History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& opt
             const auto& idx = epoch_batches[b];
             const xt::xarray<T> xb = data::gather_batch(tr.x, idx), yb = data::gather_batch(tr.y, idx);
             tape.clear();
-            tape.seed(mix(o.seed, epoch, b));
-            Var<T> pred = model(tape.constant(xb), take<T>(tr.lengths, idx));
-            Var<T> l = loss(pred, tape.constant(yb));
-            const double lv = static_cast<double>(l.item());
+            Var<T> pred, l;
+            double lv;
+            if (parallel) {
+                optimizer.zero_grad();
+                lv = parallel->step(xb, yb, take<T>(tr.lengths, idx), mix(o.seed, epoch, b));  // adds no grad if not finite
+            } else {
+                tape.seed(mix(o.seed, epoch, b));
+                pred = model(tape.constant(xb), take<T>(tr.lengths, idx));
+                l = loss(pred, tape.constant(yb));
+                lv = static_cast<double>(l.item());
+            }
             if (!std::isfinite(lv)) {
                 if (o.on_non_finite == NonFinite::stop)
                     throw value_error("fit: the loss is " + std::to_string(lv) + " at epoch " + std::to_string(epoch + 1) +
@@ -237,8 +248,10 @@ History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& opt
                 ++skipped;
                 continue;
             }
-            optimizer.zero_grad();
-            tape.backward(l);
+            if (!parallel) {
+                optimizer.zero_grad();
+                tape.backward(l);
+            }
             if (o.clip_value) optim::clip_grad_value(params, *o.clip_value);
             if (o.clip_norm) optim::clip_grad_norm(params, *o.clip_norm);
             optimizer.step();
@@ -247,7 +260,15 @@ History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& opt
             seen += bs;
             detail::Logs running{{"loss", loss_sum / seen}};
             for (std::size_t m = 0; m < o.metrics.size(); ++m) {
-                metric_sums[m] += bs * o.metrics[m].fn(pred.value(), yb);
+                if (parallel) {
+                    for (std::size_t k = 0; k < parallel->shards().size(); ++k) {
+                        const auto [first, last] = parallel->shards()[k];
+                        metric_sums[m] += static_cast<double>(last - first) *
+                                          o.metrics[m].fn(parallel->prediction(k), parallel->target(k));
+                    }
+                } else {
+                    metric_sums[m] += bs * o.metrics[m].fn(pred.value(), yb);
+                }
                 running.emplace_back(o.metrics[m].name, metric_sums[m] / seen);
             }
             progress.batch_end(b + 1, running);

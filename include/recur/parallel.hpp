@@ -1,0 +1,146 @@
+// recur/parallel.hpp — thread counts and data-parallel training.
+//
+//   recur::set_num_threads(2);                      // threads inside one op (OpenMP + BLAS)
+//   train::DataParallel<float> dp(model, loss, {.threads = 2});
+//   optimizer.zero_grad();
+//   double l = dp.step(xb, yb);                     // the batch's loss; grads added to the params
+//   optimizer.step();
+//
+// or simply train::fit(..., {.batch_size = 64, .threads = 2}).
+//
+// Two ways to use the cores, never both at once:
+// - intra-op: one tape, and each op splits its own work (OpenBLAS threads inside a GEMM,
+//   OpenMP threads inside recur's kernels). set_num_threads() sets both.
+// - data-parallel: train::DataParallel cuts a batch into one contiguous shard per thread.
+//   Each thread records its shard on its own Tape over the SHARED Parameters (modules bind
+//   their parameters to whatever tape they are given), runs backward, and keeps its gradients
+//   on its tape (TapeOptions::accumulate_parameter_grads = false). The shard gradients are
+//   then added into Parameter::grad in a fixed order: grad += w_0 g_0 + w_1 g_1 + ... (shard
+//   0 first), elementwise. Inside the parallel region every op is single-threaded (OpenBLAS
+//   is set to one thread and restored afterwards), so the cores are not oversubscribed.
+//
+// The loss rule: the batch loss is L = sum_k w_k L_k over the shards, with
+//   w_k = n_k / B  for LossReduction::mean (the default: the loss is a mean over the samples
+//                  of the batch it is given, like mse_loss or cross_entropy without ignored
+//                  targets), so L and its gradient are the full batch's, up to rounding;
+//   w_k = 1        for LossReduction::sum (the loss is a sum over the samples).
+// A loss that is a mean over something else (cross_entropy with ignore_index, a mean over
+// valid time steps of padded sequences) is then a weighted mean of the shards' means, not
+// exactly the full batch's.
+//
+// Determinism: the shard boundaries depend only on (batch size, threads), each shard has its
+// own tape (and, when step() is given a seed, its own generator seeded from (seed, shard)),
+// and the reduction adds the shards in shard order, so two runs with the same thread count
+// are bit-identical whatever the OS scheduling. Different thread counts round differently
+// (and draw different dropout masks).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <xtensor/xarray.hpp>
+
+#include "recur/nn/layers.hpp"
+#include "recur/tape.hpp"
+#include "recur/train.hpp"
+
+namespace recur {
+
+/// Threads one op may use: OpenMP threads of recur's own kernels (omp_set_num_threads, for
+/// the calling thread) and OpenBLAS threads of each GEMM (openblas_set_num_threads). The
+/// defaults come from OMP_NUM_THREADS and OPENBLAS_NUM_THREADS (all cores when unset).
+/// value_error naming set_num_threads and n unless n >= 1.
+/// Measured on 2 cores (examples/parallel_training, an LSTM at B 64, T 100, I = H = 256):
+/// one tape with n = 2 ran 2x slower than with n = 1 under libgomp's default wait policy
+/// (its idle workers spin on the cores OpenBLAS's threads need), 1.6x faster with
+/// OMP_WAIT_POLICY=passive; data-parallel training with 2 threads ran 1.9x faster either way.
+void set_num_threads(int n);
+/// The OpenMP thread count set_num_threads() last set for the calling thread
+/// (omp_get_max_threads()).
+int num_threads();
+/// The processors available to the process (omp_get_num_procs()).
+int num_procs();
+
+}  // namespace recur
+
+namespace recur::train {
+
+/// How the shards' losses make the batch loss (see the top of this file).
+enum class LossReduction {
+    mean,  // the loss is a mean over the samples: shard k weighs n_k / B
+    sum,   // the loss is a sum over the samples: every shard weighs 1
+};
+
+struct DataParallelOptions {
+    /// Shards per batch, one thread each; a batch of B < threads samples is cut into B
+    /// shards. At most num_procs() threads run at once (more shards take turns), so the
+    /// results depend on this number only, never on the machine.
+    std::size_t threads = 1;
+    LossReduction reduction = LossReduction::mean;
+};
+
+/// Data-parallel forward and backward of `model` under `loss` (see the top of this file).
+/// The tapes live as long as this object: clear() keeps their buffers, so steady-state steps
+/// allocate no new nodes. Not copyable or movable; one step at a time.
+template <class T>
+class DataParallel {
+public:
+    /// value_error naming DataParallel unless o.threads >= 1, loss is set and the model has
+    /// parameters. The parameters reduced are model.parameters() at construction.
+    DataParallel(nn::Layer<T>& model, LossFn<T> loss, DataParallelOptions o = {});
+    ~DataParallel();
+    DataParallel(const DataParallel&) = delete;
+    DataParallel& operator=(const DataParallel&) = delete;
+
+    /// One forward and backward of the batch: x and y hold B samples on axis 0, lengths is
+    /// empty or B per-sample lengths. Adds the batch's gradient into every parameter's grad
+    /// (+=, as Tape::backward does: zero the grads first) and returns the batch loss
+    /// sum_k w_k L_k. When that loss is NaN or infinite nothing is added (the caller decides).
+    /// With a seed, shard k's tape generator (dropout masks) is reseeded from (seed, k)
+    /// first; without, each tape's generator continues from its previous state.
+    /// value_error / shape_error naming DataParallel::step for an empty batch, x and y with
+    /// different sample counts, or a wrong number of lengths; errors thrown by the model or
+    /// the loss in a shard are rethrown here (the lowest shard's first) and add nothing.
+    double step(const xt::xarray<T>& x, const xt::xarray<T>& y, const std::vector<std::int64_t>& lengths = {},
+                std::optional<std::uint64_t> seed = std::nullopt);
+
+    std::size_t threads() const { return o_.threads; }
+    const DataParallelOptions& options() const { return o_; }
+    /// The shards of the last step, as sample ranges [first, second) of its batch.
+    const std::vector<std::pair<std::size_t, std::size_t>>& shards() const { return shards_; }
+    /// Shard k's prediction, target and loss from the last step (index_error for k >= shards().size()).
+    const xt::xarray<T>& prediction(std::size_t k) const;
+    const xt::xarray<T>& target(std::size_t k) const;
+    double shard_loss(std::size_t k) const;
+    /// Shard k's tape (created on first use).
+    Tape<T>& tape(std::size_t k);
+
+    /// How a batch of `batch` samples is cut for `threads` threads: min(threads, batch)
+    /// contiguous ranges in sample order, sizes differing by at most one (the larger last).
+    /// value_error naming DataParallel::split unless both are >= 1.
+    static std::vector<std::pair<std::size_t, std::size_t>> split(std::size_t batch, std::size_t threads);
+    /// The seed of shard k's tape for a step seeded with `seed` (splitmix64 of the two).
+    static std::uint64_t shard_seed(std::uint64_t seed, std::size_t k);
+
+private:
+    struct Shard;
+    void run_shard(std::size_t k, const xt::xarray<T>& x, const xt::xarray<T>& y,
+                   const std::vector<std::int64_t>& lengths, std::optional<std::uint64_t> seed);
+    void reduce(const std::vector<T>& weights);
+
+    nn::Layer<T>& model_;
+    LossFn<T> loss_;
+    DataParallelOptions o_;
+    std::vector<Parameter<T>*> params_;
+    std::vector<std::unique_ptr<Shard>> state_;  // one per shard, kept across steps
+    std::vector<std::pair<std::size_t, std::size_t>> shards_;
+};
+
+extern template class DataParallel<float>;
+extern template class DataParallel<double>;
+
+}  // namespace recur::train

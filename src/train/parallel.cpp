@@ -1,0 +1,253 @@
+// Thread counts and data-parallel training: one tape per shard over the shared parameters,
+// then a fixed-order reduction of the shards' gradients.
+#include "recur/parallel.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <string>
+
+#include "ops/blas_threads.hpp"
+
+namespace recur {
+
+void set_num_threads(int n) {
+    if (n < 1) throw value_error("set_num_threads: the thread count must be >= 1, got " + std::to_string(n));
+    omp_set_num_threads(n);
+    detail::set_blas_threads(n);
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+int num_procs() { return omp_get_num_procs(); }
+
+}  // namespace recur
+
+namespace recur::train {
+
+namespace {
+
+// OpenBLAS on one thread for a scope (the shards' threads are the parallelism), then back.
+class SingleThreadedBlas {
+public:
+    SingleThreadedBlas() : previous_(detail::blas_threads()) {
+        if (previous_ != 1) detail::set_blas_threads(1);
+    }
+    ~SingleThreadedBlas() {
+        if (previous_ != 1) detail::set_blas_threads(previous_);
+    }
+    SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+    SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+private:
+    int previous_;
+};
+
+// Rows [begin, end) of a (B, ...) array: contiguous in row-major storage.
+template <class T>
+xt::xarray<T> rows(const xt::xarray<T>& a, std::size_t begin, std::size_t end) {
+    Shape s = a.shape();
+    const std::size_t per = a.shape()[0] == 0 ? 0 : a.size() / a.shape()[0];
+    s[0] = end - begin;
+    xt::xarray<T> out = xt::xarray<T>::from_shape(s);
+    std::copy(a.data() + begin * per, a.data() + end * per, out.data());
+    return out;
+}
+
+// Below this many parameter elements the reduction runs on the calling thread.
+constexpr std::size_t reduce_grain = std::size_t(1) << 15;
+
+}  // namespace
+
+template <class T>
+struct DataParallel<T>::Shard {
+    Tape<T> tape{TapeOptions{.accumulate_parameter_grads = false, .retain_grads = false}};
+    Var<T> prediction;
+    Var<T> target;
+    std::vector<std::int64_t> lengths;
+    double loss = 0;
+    std::exception_ptr error;
+};
+
+template <class T>
+DataParallel<T>::DataParallel(nn::Layer<T>& model, LossFn<T> loss, DataParallelOptions o)
+    : model_(model), loss_(std::move(loss)), o_(o) {
+    if (o_.threads == 0) throw value_error("DataParallel: threads must be >= 1, got 0");
+    if (!loss_) throw value_error("DataParallel: no loss function given");
+    params_ = model_.parameters();
+    if (params_.empty()) throw value_error("DataParallel: the model has no parameters");
+}
+
+template <class T>
+DataParallel<T>::~DataParallel() = default;
+
+template <class T>
+std::vector<std::pair<std::size_t, std::size_t>> DataParallel<T>::split(std::size_t batch, std::size_t threads) {
+    if (batch == 0 || threads == 0)
+        throw value_error("DataParallel::split: batch and threads must be >= 1, got batch " + std::to_string(batch) +
+                          " and threads " + std::to_string(threads));
+    const std::size_t n = std::min(batch, threads);
+    std::vector<std::pair<std::size_t, std::size_t>> out(n);
+    for (std::size_t k = 0; k < n; ++k) out[k] = {k * batch / n, (k + 1) * batch / n};
+    return out;
+}
+
+template <class T>
+std::uint64_t DataParallel<T>::shard_seed(std::uint64_t seed, std::size_t k) {
+    std::uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (static_cast<std::uint64_t>(k) + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+template <class T>
+Tape<T>& DataParallel<T>::tape(std::size_t k) {
+    while (state_.size() <= k) state_.push_back(std::make_unique<Shard>());
+    return state_[k]->tape;
+}
+
+template <class T>
+const xt::xarray<T>& DataParallel<T>::prediction(std::size_t k) const {
+    if (k >= shards_.size())
+        throw index_error("DataParallel::prediction: shard " + std::to_string(k) + " of " + std::to_string(shards_.size()));
+    return state_[k]->prediction.value();
+}
+
+template <class T>
+const xt::xarray<T>& DataParallel<T>::target(std::size_t k) const {
+    if (k >= shards_.size())
+        throw index_error("DataParallel::target: shard " + std::to_string(k) + " of " + std::to_string(shards_.size()));
+    return state_[k]->target.value();
+}
+
+template <class T>
+double DataParallel<T>::shard_loss(std::size_t k) const {
+    if (k >= shards_.size())
+        throw index_error("DataParallel::shard_loss: shard " + std::to_string(k) + " of " + std::to_string(shards_.size()));
+    return state_[k]->loss;
+}
+
+// Records shard k on its own tape and runs its backward; the gradients stay on the tape.
+template <class T>
+void DataParallel<T>::run_shard(std::size_t k, const xt::xarray<T>& x, const xt::xarray<T>& y,
+                                const std::vector<std::int64_t>& lengths, std::optional<std::uint64_t> seed) {
+    Shard& s = *state_[k];
+    try {
+        const auto [begin, end] = shards_[k];
+        s.tape.clear();
+        if (seed) s.tape.seed(shard_seed(*seed, k));
+        s.lengths.clear();
+        if (!lengths.empty()) s.lengths.assign(lengths.begin() + static_cast<std::ptrdiff_t>(begin),
+                                               lengths.begin() + static_cast<std::ptrdiff_t>(end));
+        s.prediction = model_(s.tape.constant(rows(x, begin, end)), s.lengths);
+        s.target = s.tape.constant(rows(y, begin, end));
+        Var<T> l = loss_(s.prediction, s.target);
+        if (l.size() != 1)
+            throw shape_error("DataParallel::step: the loss must have one element, got shape " + shape_str(l.shape()));
+        s.loss = static_cast<double>(l.item());
+        if (std::isfinite(s.loss)) s.tape.backward(l);
+    } catch (...) {
+        s.error = std::current_exception();
+    }
+}
+
+// grad += w_0 g_0 + w_1 g_1 + ... for every parameter, shard 0 first, elementwise. Threads
+// take disjoint element ranges, so the order of the additions of every element is fixed.
+template <class T>
+void DataParallel<T>::reduce(const std::vector<T>& weights) {
+    const std::size_t np = params_.size(), ns = shards_.size();
+    std::vector<const T*> grads(np * ns, nullptr);
+    std::vector<std::size_t> offset(np + 1, 0);
+    for (std::size_t p = 0; p < np; ++p) {
+        Parameter<T>& param = *params_[p];
+        if (param.grad().shape() != param.value().shape()) param.grad() = xt::zeros<T>(param.value().shape());
+        for (std::size_t k = 0; k < ns; ++k) {
+            const xt::xarray<T>* g = state_[k]->tape.parameter_grad(param);
+            grads[p * ns + k] = g ? g->data() : nullptr;
+        }
+        offset[p + 1] = offset[p] + param.size();
+    }
+    const std::size_t total = offset[np];
+    auto add_range = [&](std::size_t lo, std::size_t hi) {  // flattened elements [lo, hi)
+        for (std::size_t p = 0; p < np && lo < hi; ++p) {
+            if (offset[p + 1] <= lo) continue;
+            const std::size_t a = lo - offset[p], b = std::min(hi, offset[p + 1]) - offset[p];
+            T* dst = params_[p]->grad().data();
+            for (std::size_t k = 0; k < ns; ++k) {
+                const T* src = grads[p * ns + k];
+                if (src == nullptr) continue;
+                const T w = weights[k];
+                for (std::size_t e = a; e < b; ++e) dst[e] += w * src[e];
+            }
+            lo = offset[p] + b;
+        }
+    };
+    const auto procs = static_cast<std::size_t>(std::max(1, omp_get_num_procs()));
+    const std::size_t team = std::min({o_.threads, procs, std::max<std::size_t>(1, total / reduce_grain)});
+    if (team <= 1) {
+        add_range(0, total);
+        return;
+    }
+#pragma omp parallel num_threads(static_cast<int>(team))
+    {
+        const auto m = static_cast<std::size_t>(omp_get_num_threads());
+        const auto t = static_cast<std::size_t>(omp_get_thread_num());
+        add_range(t * total / m, (t + 1) * total / m);
+    }
+}
+
+template <class T>
+double DataParallel<T>::step(const xt::xarray<T>& x, const xt::xarray<T>& y, const std::vector<std::int64_t>& lengths,
+                             std::optional<std::uint64_t> seed) {
+    const std::size_t batch = x.dimension() == 0 ? 0 : x.shape()[0];
+    if (batch == 0) throw value_error("DataParallel::step: the batch is empty (x has shape " + shape_str(x.shape()) + ")");
+    if (y.dimension() == 0 || y.shape()[0] != batch)
+        throw shape_error("DataParallel::step: x has shape " + shape_str(x.shape()) + " and y has shape " +
+                          shape_str(y.shape()) + "; their first axes (samples) must be equal");
+    if (!lengths.empty() && lengths.size() != batch)
+        throw shape_error("DataParallel::step: " + std::to_string(lengths.size()) + " lengths for " +
+                          std::to_string(batch) + " samples");
+
+    shards_ = split(batch, o_.threads);
+    const std::size_t ns = shards_.size();
+    tape(ns - 1);  // make the shards' state before any thread starts
+    for (std::size_t k = 0; k < ns; ++k) state_[k]->error = nullptr;
+
+    if (ns == 1) {
+        run_shard(0, x, y, lengths, seed);
+    } else {
+        // More shards than processors run in turn on the team (the same results: they depend
+        // on the shards, not on the team).
+        const auto procs = static_cast<std::size_t>(std::max(1, omp_get_num_procs()));
+        const int team = static_cast<int>(std::min(ns, procs));
+        SingleThreadedBlas blas;
+#pragma omp parallel num_threads(team)
+        {
+            omp_set_num_threads(1);  // ops inside a shard stay on its thread
+            const auto m = static_cast<std::size_t>(omp_get_num_threads());
+            for (auto k = static_cast<std::size_t>(omp_get_thread_num()); k < ns; k += m) run_shard(k, x, y, lengths, seed);
+        }
+    }
+    for (std::size_t k = 0; k < ns; ++k)
+        if (state_[k]->error) std::rethrow_exception(state_[k]->error);
+
+    std::vector<T> weights(ns);
+    double loss = 0;
+    for (std::size_t k = 0; k < ns; ++k) {
+        const double w = o_.reduction == LossReduction::mean
+                             ? static_cast<double>(shards_[k].second - shards_[k].first) / static_cast<double>(batch)
+                             : 1.0;
+        weights[k] = static_cast<T>(w);
+        loss += w * state_[k]->loss;
+    }
+    if (!std::isfinite(loss)) return loss;
+    reduce(weights);
+    return loss;
+}
+
+template class DataParallel<float>;
+template class DataParallel<double>;
+
+}  // namespace recur::train
