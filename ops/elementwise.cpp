@@ -1,7 +1,12 @@
 // Elementwise primitives: broadcasting arithmetic, scalar arithmetic, unary functions.
 // Every backward ACCUMULATES into its inputs' gradients (a value may feed many nodes).
+// Forwards of large same-shaped arrays run on all OpenMP threads; backwards run on one.
+#include <algorithm>
+#include <array>
 #include <cmath>
 
+#include <omp.h>
+#include <xtensor/xadapt.hpp>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xoperation.hpp>
 
@@ -12,6 +17,35 @@ using detail::accumulate;
 
 namespace {
 
+// Arrays at least this large are computed on all OpenMP threads (recur::set_num_threads).
+constexpr std::size_t parallel_grain = std::size_t(1) << 16;  // elements
+// Chunks start at multiples of this many elements, so every element is computed by the same
+// SIMD or scalar code whatever the thread count: results do not depend on it.
+constexpr std::size_t chunk_align = 64;
+
+// y = f(in...) for contiguous arrays of y's size: in chunks on OpenMP threads when large (the
+// test is ours: libgomp enters a region even for a false `if` clause, ~2 us, a futex call).
+template <class T, class F, class... In>
+void map(xt::xarray<T>& y, F f, const In&... in) {
+    const std::size_t n = y.size();
+    const int threads = omp_get_max_threads();
+    if (n < parallel_grain || threads < 2) {
+        xt::noalias(y) = f(in...);
+        return;
+    }
+    const std::size_t blocks = (n + chunk_align - 1) / chunk_align;
+#pragma omp parallel num_threads(threads)
+    {
+        const auto k = static_cast<std::size_t>(omp_get_thread_num()), m = static_cast<std::size_t>(omp_get_num_threads());
+        const std::size_t lo = std::min(n, blocks * k / m * chunk_align), hi = std::min(n, blocks * (k + 1) / m * chunk_align);
+        if (lo < hi) {
+            const std::array<std::size_t, 1> shape{hi - lo};
+            auto part = xt::adapt(y.data() + lo, hi - lo, xt::no_ownership(), shape);
+            xt::noalias(part) = f(xt::adapt(in.data() + lo, hi - lo, xt::no_ownership(), shape)...);
+        }
+    }
+}
+
 // Forward of a broadcasting binary op: y = f(a, b), y has the broadcast shape.
 template <class T, class F>
 Var<T> binary(const char* op, const Var<T>& a, const Var<T>& b, detail::BackwardFn<T> backward, F f) {
@@ -20,7 +54,10 @@ Var<T> binary(const char* op, const Var<T>& a, const Var<T>& b, detail::Backward
     const std::uint32_t out = t.push(op, {a.index(), b.index()}, backward);
     auto& y = t.node(out).value;
     y.resize(shape);
-    xt::noalias(y) = f(t.value(a.index()), t.value(b.index()));
+    const auto& av = t.value(a.index());
+    const auto& bv = t.value(b.index());
+    if (av.shape() == bv.shape()) map(y, f, av, bv);
+    else xt::noalias(y) = f(av, bv);  // broadcasting: one thread
     return t.handle(out);
 }
 
@@ -32,7 +69,7 @@ Var<T> unary(const char* op, const Var<T>& x, detail::BackwardFn<T> backward, F 
     auto& y = t.node(out).value;
     const auto& xv = t.value(x.index());
     y.resize(xv.shape());
-    xt::noalias(y) = f(xv);
+    map(y, f, xv);
     return t.handle(out);
 }
 
