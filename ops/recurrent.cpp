@@ -188,6 +188,26 @@ void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std:
     }
 }
 
+// Sends a fused node's gate gradients dx (input part) and dhg (recurrent part), each (B, width),
+// on to its inputs. Pointwise form (iargs[0] = 0): inputs 0 and 1 are xg and hg. Step form:
+// input 0 is the sequence xs (the step's rows get dx), input 1 is h, input w is w_hh and
+// input w + 1, if present, b_hh (they get dhg through the recurrent product).
+template <class T>
+void send_gate_grads(Tape<T>& t, std::uint32_t i, const T* dx, const T* dhg, std::size_t batch, std::size_t width,
+                     std::uint32_t w) {
+    const auto& node = t.node(i);
+    if (node.iargs[0] == 0) {
+        add_gate_grad(t, t.input(i, 0), static_cast<const GateRows*>(nullptr), dx, batch, width);
+        add_gate_grad(t, t.input(i, 1), static_cast<const GateRows*>(nullptr), dhg, batch, width);
+        return;
+    }
+    const GateRows rows = sequence_rows(t, t.input(i, 0), node.iargs[1], node.iargs[2]);
+    add_gate_grad(t, rows.node, &rows, dx, batch, width);
+    const bool has_bias = node.num_inputs == w + 2;
+    const std::uint32_t bias = has_bias ? t.input(i, w + 1) : 0;
+    recurrent_backward(t, t.input(i, 1), t.input(i, w), has_bias ? &bias : nullptr, dhg, batch, width);
+}
+
 // ---- LSTM rows -------------------------------------------------------------------------------
 // a = [i | f | g | o] pre-activations (4H) -> activations in place;  c' = f c + i g;  h' = o tanh(c')
 template <class T>
@@ -263,15 +283,7 @@ void lstm_backward_both(Tape<T>& t, std::uint32_t s, const T* dh) {
         lstm_backward_row(act + b * width, cp + k, cn + k, dh ? dh + k : nullptr, dcn ? dcn + k : nullptr,
                           dgates + b * width, dc ? dc + k : nullptr, hidden);
     });
-    if (sn.iargs[0] == 0) {  // pointwise: dxg = dhg = dgates
-        add_gate_grad(t, t.input(s, 0), static_cast<const GateRows*>(nullptr), dgates, batch, width);
-        add_gate_grad(t, t.input(s, 1), static_cast<const GateRows*>(nullptr), dgates, batch, width);
-    } else {
-        const GateRows rows = sequence_rows(t, t.input(s, 0), sn.iargs[1], sn.iargs[2]);
-        add_gate_grad(t, rows.node, &rows, dgates, batch, width);
-        const std::uint32_t bias = sn.num_inputs == 5 ? t.input(s, 4) : 0;
-        recurrent_backward(t, t.input(s, 1), t.input(s, 3), sn.num_inputs == 5 ? &bias : nullptr, dgates, batch, width);
-    }
+    send_gate_grads(t, s, dgates, dgates, batch, width, 3);  // dxg = dhg = dgates
 }
 template <class T>
 void lstm_state_backward(Tape<T>& t, std::uint32_t s) {
@@ -373,15 +385,7 @@ void gru_backward(Tape<T>& t, std::uint32_t i) {
         else gru_backward_row<false>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
                                      dhg + b * width, static_cast<T*>(nullptr), hidden);
     });
-    if (!step) {
-        add_gate_grad(t, t.input(i, 0), static_cast<const GateRows*>(nullptr), dx, batch, width);
-        add_gate_grad(t, t.input(i, 1), static_cast<const GateRows*>(nullptr), dhg, batch, width);
-    } else {
-        const GateRows rows = sequence_rows(t, t.input(i, 0), node.iargs[1], node.iargs[2]);
-        add_gate_grad(t, rows.node, &rows, dx, batch, width);
-        const std::uint32_t bias = node.num_inputs == 4 ? t.input(i, 3) : 0;
-        recurrent_backward(t, h, t.input(i, 2), node.num_inputs == 4 ? &bias : nullptr, dhg, batch, width);
-    }
+    send_gate_grads(t, i, dx, dhg, batch, width, 2);
 }
 
 }  // namespace
