@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
@@ -424,5 +425,53 @@ BENCHMARK_CAPTURE(BM_Ref_Xsimd, sigmoid,
     ->Apply(elem_args);
 
 }  // namespace
+
+// ---- Per-step versus merged weight gradients -------------------------------------------------
+// dW_hh (G, H) = sum over T steps of dG_t^T h_t, dG_t (B, G), h_t (B, H): either T GEMMs with
+// K = B accumulating into dW (what lstm_step does), or copying the T blocks into two packed
+// arrays and one GEMM with K = T B (cuDNN's merged weight gradient). Args: B, T, H; G = 4 H.
+void weight_grad_args(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"B", "T", "H"})->Args({64, 100, 256})->Args({16, 200, 64})->Unit(benchmark::kMillisecond);
+}
+struct WeightGradData {
+    std::size_t b, t, h, g;
+    std::vector<xt::xarray<float>> dgates, hs;
+    xt::xarray<float> dw;
+    explicit WeightGradData(const benchmark::State& s)
+        : b(static_cast<std::size_t>(s.range(0))), t(static_cast<std::size_t>(s.range(1))),
+          h(static_cast<std::size_t>(s.range(2))), g(4 * h), dw(xt::zeros<float>({g, h})) {
+        for (std::size_t k = 0; k < t; ++k) {  // separate blocks, as separate tape nodes hold them
+            dgates.push_back(uniform({b, g}, -1.0f, 1.0f, 100 + k));
+            hs.push_back(uniform({b, h}, -1.0f, 1.0f, 500 + k));
+        }
+    }
+    double flops() const { return 2.0 * double(b) * double(t) * double(g) * double(h); }
+};
+void BM_WeightGrad_PerStep(benchmark::State& state) {
+    WeightGradData d(state);
+    const int g = static_cast<int>(d.g), h = static_cast<int>(d.h), b = static_cast<int>(d.b);
+    for (auto _ : state) {
+        for (std::size_t k = 0; k < d.t; ++k)
+            recur::bench::ref_sgemm(true, false, g, h, b, 1.0f, d.dgates[k].data(), g, d.hs[k].data(), h, 1.0f, d.dw.data(), h);
+        benchmark::DoNotOptimize(d.dw.data());
+    }
+    count_flops(state, d.flops());
+}
+BENCHMARK(BM_WeightGrad_PerStep)->Apply(weight_grad_args);
+void BM_WeightGrad_Merged(benchmark::State& state) {
+    WeightGradData d(state);
+    xt::xarray<float> packed_g = xt::zeros<float>({d.t * d.b, d.g}), packed_h = xt::zeros<float>({d.t * d.b, d.h});
+    const int g = static_cast<int>(d.g), h = static_cast<int>(d.h), rows = static_cast<int>(d.t * d.b);
+    for (auto _ : state) {
+        for (std::size_t k = 0; k < d.t; ++k) {
+            std::copy(d.dgates[k].begin(), d.dgates[k].end(), packed_g.data() + k * d.b * d.g);
+            std::copy(d.hs[k].begin(), d.hs[k].end(), packed_h.data() + k * d.b * d.h);
+        }
+        recur::bench::ref_sgemm(true, false, g, h, rows, 1.0f, packed_g.data(), g, packed_h.data(), h, 1.0f, d.dw.data(), h);
+        benchmark::DoNotOptimize(d.dw.data());
+    }
+    count_flops(state, d.flops());
+}
+BENCHMARK(BM_WeightGrad_Merged)->Apply(weight_grad_args);
 
 BENCHMARK_MAIN();
