@@ -197,11 +197,17 @@ std::uint32_t Tape<T>::push(const char* op, std::initializer_list<std::uint32_t>
 template <class T>
 std::uint32_t Tape<T>::push(const char* op, const std::vector<std::uint32_t>& inputs,
                             detail::BackwardFn<T> backward) {
+    return push(op, inputs.data(), inputs.size(), backward);
+}
+
+template <class T>
+std::uint32_t Tape<T>::push(const char* op, const std::uint32_t* inputs, std::size_t count,
+                            detail::BackwardFn<T> backward) {
     bool rg = false;
     if (record_)
-        for (auto k : inputs) rg = rg || nodes_[k].requires_grad;
+        for (std::size_t k = 0; k < count; ++k) rg = rg || nodes_[inputs[k]].requires_grad;
     const std::uint32_t i = new_slot(rg);
-    return finish_push(i, op, inputs.data(), inputs.size(), backward);
+    return finish_push(i, op, inputs, count, backward);
 }
 
 template <class T>
@@ -255,6 +261,16 @@ Var<T> Tape<T>::constant(xt::xarray<T>&& value) {
 template <class T>
 Var<T> Tape<T>::constant(const xt::xarray<T>& value) {
     return handle(leaf(value, false, "constant"));
+}
+
+template <class T>
+Var<T> Tape<T>::zeros(const Shape& shape) {
+    const std::uint32_t i = new_slot(false);
+    auto& n = nodes_[i];
+    n.value.resize(shape);
+    n.value.fill(T(0));
+    n.op = "zeros";
+    return handle(i);
 }
 
 template <class T>

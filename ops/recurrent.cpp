@@ -8,6 +8,7 @@
 // Rows run in parallel (OpenMP) above a grain size; each element is computed the same way
 // whatever the thread count, so results do not depend on it.
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include <omp.h>
@@ -35,12 +36,17 @@ GateRows sequence_rows(const Tape<T>& t, std::uint32_t xs, std::int64_t time_axi
     return time_axis == 0 ? GateRows{xs, k * batch * g, g} : GateRows{xs, k * g, steps * g};
 }
 
-// shape_error naming `op` and every input shape unless `ok`.
+// shape_error naming `op` and every input shape unless `ok` (the message is built only then).
 struct ShapeCheck {
     const char* op;
-    std::string shapes;
-    void require(bool ok, const std::string& what) const {
-        if (!ok) throw shape_error(std::string(op) + ": " + what + " (" + shapes + ")");
+    std::initializer_list<std::pair<const char*, const Shape*>> inputs;  // name, shape (null: absent)
+    template <class... Parts>
+    void require(bool ok, const Parts&... what) const {
+        if (ok) return;
+        std::string shapes;
+        for (const auto& [name, shape] : inputs)
+            if (shape) shapes += (shapes.empty() ? "" : ", ") + std::string(name) + " " + shape_str(*shape);
+        throw shape_error((std::string(op) + ": " + ... + what) + " (" + shapes + ")");
     }
 };
 
@@ -49,11 +55,11 @@ template <class T>
 std::pair<std::size_t, std::size_t> check_pointwise(const char* op, std::size_t gates, const Var<T>& xg,
                                                     const Var<T>& hg, const Var<T>& state) {
     const Shape xs = xg.shape(), hs = hg.shape(), ss = state.shape();
-    const ShapeCheck c{op, "xg " + shape_str(xs) + ", hg " + shape_str(hs) + ", state " + shape_str(ss)};
+    const ShapeCheck c{op, {{"xg", &xs}, {"hg", &hs}, {"state", &ss}}};
     c.require(ss.size() == 2, "the state must be (B, H)");
-    const std::string gh = std::to_string(gates) + "H";
-    c.require(hs == Shape{ss[0], gates * ss[1]}, "hg must be (B, " + gh + ")");
-    c.require(xs == Shape{ss[0], gates * ss[1]}, "xg must be (B, " + gh + ")");
+    const char* gh = gates == 4 ? "4H" : "3H";
+    c.require(hs == Shape{ss[0], gates * ss[1]}, "hg must be (B, ", gh, ")");
+    c.require(xs == Shape{ss[0], gates * ss[1]}, "xg must be (B, ", gh, ")");
     return {ss[0], ss[1]};
 }
 
@@ -65,18 +71,17 @@ std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates
                                                const Var<T>& c, const Var<T>& w, const Var<T>& b) {
     const Shape xsh = xs.shape(), hs = h.shape(), cs = c.shape(), ws = w.shape();
     const Shape bs = b.defined() ? b.shape() : Shape{};
-    ShapeCheck k{op, "xs " + shape_str(xsh) + ", h " + shape_str(hs) + ", c " + shape_str(cs) + ", w_hh " +
-                         shape_str(ws) + (b.defined() ? ", b_hh " + shape_str(bs) : std::string())};
-    if (&c == &h) k.shapes = "xs " + shape_str(xsh) + ", h " + shape_str(hs) + ", w_hh " + shape_str(ws) +
-                             (b.defined() ? ", b_hh " + shape_str(bs) : std::string());
+    const bool lstm = &c != &h;  // the GRU passes h as its state
+    const ShapeCheck k{op, {{"xs", &xsh}, {"h", &hs}, {"c", lstm ? &cs : nullptr}, {"w_hh", &ws},
+                            {"b_hh", b.defined() ? &bs : nullptr}}};
     if (time_axis > 1) throw index_error(std::string(op) + ": time_axis must be 0 or 1, got " + std::to_string(time_axis));
     k.require(hs.size() == 2 && cs.size() == 2 && cs[0] == hs[0], "h must be (B, H_out) and the state (B, H)");
     const std::size_t batch = cs[0], hidden = cs[1], g = gates * hidden;
-    const std::string gh = std::to_string(gates) + "H";
+    const char* gh = gates == 4 ? "4H" : "3H";
     k.require(xsh.size() == 3 && xsh[1 - time_axis] == batch && xsh[2] == g,
-              std::string("xs must be ") + (time_axis == 0 ? "(T, B, " : "(B, T, ") + gh + ")");
-    k.require(ws == Shape{g, hs[1]}, "w_hh must be (" + gh + ", H_out)");
-    k.require(!b.defined() || bs == Shape{g}, "b_hh must be (" + gh + ",)");
+              "xs must be ", time_axis == 0 ? "(T, B, " : "(B, T, ", gh, ")");
+    k.require(ws == Shape{g, hs[1]}, "w_hh must be (", gh, ", H_out)");
+    k.require(!b.defined() || bs == Shape{g}, "b_hh must be (", gh, ",)");
     if (step >= xsh[time_axis])
         throw index_error(std::string(op) + ": step " + std::to_string(step) + " is out of range for " +
                           std::to_string(xsh[time_axis]) + " time steps");
@@ -304,19 +309,19 @@ void lstm_output_backward(Tape<T>& t, std::uint32_t o) {
 
 // Pushes S and O over `inputs`; `pre(act)` writes the pre-activations (B, 4H) into act.
 template <class T, class Pre>
-LSTMPointwise<T> lstm_nodes(const char* op, Tape<T>& t, const std::vector<std::uint32_t>& inputs,
+LSTMPointwise<T> lstm_nodes(const char* op, Tape<T>& t, const std::uint32_t* inputs, std::size_t count,
                             std::array<std::int64_t, 4> iargs, std::size_t batch, std::size_t hidden, Pre pre) {
     const std::size_t width = 4 * hidden;
-    const std::uint32_t s = t.push(op, inputs, &lstm_state_backward<T>);
+    const std::uint32_t s = t.push(op, inputs, count, &lstm_state_backward<T>);
     {
         auto& n = t.node(s);
         n.iargs = iargs;
         n.saved.resize({batch, width});
         n.value.resize({batch, hidden});
     }
-    std::vector<std::uint32_t> o_inputs{s};
-    o_inputs.insert(o_inputs.end(), inputs.begin(), inputs.end());
-    const std::uint32_t o = t.push(op, o_inputs, &lstm_output_backward<T>);
+    std::array<std::uint32_t, 6> o_inputs{s};
+    std::copy(inputs, inputs + count, o_inputs.begin() + 1);
+    const std::uint32_t o = t.push(op, o_inputs.data(), count + 1, &lstm_output_backward<T>);
     t.node(o).value.resize({batch, hidden});
     auto& sn = t.node(s);
     T* act = sn.saved.data();
@@ -397,7 +402,8 @@ LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>
     Tape<T>& t = detail::tape_of("lstm_pointwise", xg, hg, c);
     const auto [batch, hidden] = check_pointwise("lstm_pointwise", 4, xg, hg, c);
     const std::uint32_t x = xg.index(), y = hg.index();
-    return lstm_nodes("lstm_pointwise", t, {x, y, c.index()}, {0, 0, 0, 0}, batch, hidden, [&](T* act) {
+    const std::array<std::uint32_t, 3> in{x, y, c.index()};
+    return lstm_nodes("lstm_pointwise", t, in.data(), in.size(), {0, 0, 0, 0}, batch, hidden, [&](T* act) {
         const T *xv = t.value(x).data(), *hv = t.value(y).data();
         for (std::size_t k = 0; k < batch * 4 * hidden; ++k) act[k] = xv[k] + hv[k];
     });
@@ -409,12 +415,12 @@ LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
     Tape<T>& t = b_hh.defined() ? detail::tape_of("lstm_step", xs, h, c, w_hh, b_hh)
                                 : detail::tape_of("lstm_step", xs, h, c, w_hh);
     const auto [batch, hidden] = check_step("lstm_step", 4, xs, time_axis, step, h, c, w_hh, b_hh);
-    std::vector<std::uint32_t> in{xs.index(), h.index(), c.index(), w_hh.index()};
-    if (b_hh.defined()) in.push_back(b_hh.index());
+    const std::array<std::uint32_t, 5> in{xs.index(), h.index(), c.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
+    const std::size_t count = b_hh.defined() ? 5 : 4;
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
-    return lstm_nodes("lstm_step", t, in, {1, axis, k, 0}, batch, hidden, [&](T* act) {
+    return lstm_nodes("lstm_step", t, in.data(), count, {1, axis, k, 0}, batch, hidden, [&](T* act) {
         const GateRows rows = sequence_rows(t, in[0], axis, k);
-        recurrent_forward(t, rows, in[1], in[3], in.size() == 5 ? &in[4] : nullptr, act, batch, 4 * hidden);
+        recurrent_forward(t, rows, in[1], in[3], count == 5 ? &in[4] : nullptr, act, batch, 4 * hidden);
     });
 }
 
@@ -444,9 +450,9 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
     Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_step", xs, h, w_hh, b_hh) : detail::tape_of("gru_step", xs, h, w_hh);
     const auto [batch, hidden] = check_step("gru_step", 3, xs, time_axis, step, h, h, w_hh, b_hh);
     const std::size_t width = 3 * hidden;
-    std::vector<std::uint32_t> in{xs.index(), h.index(), w_hh.index()};
-    if (b_hh.defined()) in.push_back(b_hh.index());
-    const std::uint32_t out = t.push("gru_step", in, &gru_backward<T>);
+    const std::array<std::uint32_t, 4> in{xs.index(), h.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
+    const std::size_t count = b_hh.defined() ? 4 : 3;
+    const std::uint32_t out = t.push("gru_step", in.data(), count, &gru_backward<T>);
     auto& node = t.node(out);
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
     node.iargs = {1, axis, k, 0};
@@ -454,7 +460,7 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
     node.value.resize({batch, hidden});
     // hg = b_hh + h w_hh^T (B, 3H) in scratch; its n part is kept in saved for backward.
     T* hg = scratch<T>(batch * width);
-    const std::uint32_t* bias = in.size() == 4 ? &in[3] : nullptr;
+    const std::uint32_t* bias = count == 4 ? &in[3] : nullptr;
     const auto& bv = bias ? t.value(*bias) : t.value(in[0]);
     for (std::size_t r = 0; r < batch; ++r) {
         if (bias) std::copy(bv.data(), bv.data() + width, hg + r * width);

@@ -173,6 +173,8 @@ public:
     /// A leaf without gradient.
     Var<T> constant(xt::xarray<T>&& value);
     Var<T> constant(const xt::xarray<T>& value);
+    /// A constant of zeros of `shape`, in the slot's kept buffer (no allocation once warm).
+    Var<T> zeros(const Shape& shape);
     /// A constant that reads `array` in place, without a copy. `array` must stay alive and
     /// unchanged until the tape is cleared or destroyed (backward may read it).
     Var<T> view(const xt::xarray<T>& array);
@@ -213,6 +215,7 @@ public:
     /// kept, and the inputs are pinned for backward.
     std::uint32_t push(const char* op, std::initializer_list<std::uint32_t> inputs, detail::BackwardFn<T> backward);
     std::uint32_t push(const char* op, const std::vector<std::uint32_t>& inputs, detail::BackwardFn<T> backward);
+    std::uint32_t push(const char* op, const std::uint32_t* inputs, std::size_t count, detail::BackwardFn<T> backward);
     /// A new handle to node i.
     Var<T> handle(std::uint32_t i);
 

@@ -92,7 +92,7 @@ Sequence<typename Cell::value_type> unroll(Cell& cell, const Var<typename Cell::
     state.resize(sizes.size());
     for (std::size_t k = 0; k < sizes.size(); ++k) {
         if (!state[k].defined()) {
-            state[k] = tape.constant(xt::zeros<T>({batch, sizes[k]}));
+            state[k] = tape.zeros({batch, sizes[k]});
         } else if (state[k].shape() != Shape{batch, sizes[k]}) {
             throw shape_error("unroll: initial state " + std::to_string(k) + " must be (" + std::to_string(batch) +
                               ", " + std::to_string(sizes[k]) + "), got " + shape_str(state[k].shape()));
@@ -127,7 +127,7 @@ Sequence<typename Cell::value_type> unroll(Cell& cell, const Var<typename Cell::
                 all_active = all_active && active;
             }
             if (!all_active) {
-                if (!zeros.defined()) zeros = tape.constant(xt::zeros<T>({batch, sizes[0]}));
+                if (!zeros.defined()) zeros = tape.zeros({batch, sizes[0]});
                 outputs[t] = recur::where(mask, next[0], zeros);
                 for (std::size_t k = 0; k < next.size(); ++k) next[k] = recur::where(mask, next[k], state[k]);
             }
