@@ -50,14 +50,12 @@
 
 namespace recur {
 
-/// Threads one op may use: OpenMP threads of recur's own kernels (omp_set_num_threads, for
-/// the calling thread) and OpenBLAS threads of each GEMM (openblas_set_num_threads). The
-/// defaults come from OMP_NUM_THREADS and OPENBLAS_NUM_THREADS (all cores when unset).
-/// value_error naming set_num_threads and n unless n >= 1.
-/// Measured on 2 cores (examples/parallel_training, an LSTM at B 64, T 100, I = H = 256):
-/// one tape with n = 2 ran 2x slower than with n = 1 under libgomp's default wait policy
-/// (its idle workers spin on the cores OpenBLAS's threads need), 1.6x faster with
-/// OMP_WAIT_POLICY=passive; data-parallel training with 2 threads ran 1.9x faster either way.
+/// Threads one op may use (omp_set_num_threads, for the calling thread; the default comes
+/// from OMP_NUM_THREADS, all cores when unset). recur's own kernels run on them above a grain
+/// size, and a large matrix product is cut into blocks of its output, one per thread, each an
+/// OpenBLAS call on one thread: recur sets OpenBLAS to one thread for the process, so one
+/// pool of threads serves everything and OpenBLAS's and OpenMP's threads never compete for
+/// the cores. value_error naming set_num_threads and n unless n >= 1.
 void set_num_threads(int n);
 /// The OpenMP thread count set_num_threads() last set for the calling thread
 /// (omp_get_max_threads()).

@@ -15,8 +15,7 @@ namespace recur {
 
 void set_num_threads(int n) {
     if (n < 1) throw value_error("set_num_threads: the thread count must be >= 1, got " + std::to_string(n));
-    omp_set_num_threads(n);
-    detail::set_blas_threads(n);
+    omp_set_num_threads(n);  // OpenBLAS stays on one thread: recur splits large products itself
 }
 
 int num_threads() { return omp_get_max_threads(); }
