@@ -70,6 +70,7 @@ template <class T>
 const xt::xarray<T>& Var<T>::grad() const {
     check("Var::grad");
     auto& n = tape_->node(index_);
+    if (n.partial) tape_->finish_partial(n);
     if (!tape_->retains_grads() && n.backward != nullptr)
         throw tape_error("Var::grad: this tape does not keep the gradients of intermediate results "
                          "(TapeOptions::retain_grads = false); read it from a tape that does");
@@ -162,6 +163,7 @@ std::uint32_t Tape<T>::new_slot(bool requires_grad) {
     n.requires_grad = requires_grad;
     n.pinned = false;
     n.has_grad = false;
+    n.partial = false;
     n.live = true;
     return i;
 }
@@ -372,13 +374,47 @@ void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape) {
 }
 
 template <class T>
+T* Tape<T>::slice_grad(std::uint32_t i, const SliceLayout& layout, std::size_t slice, bool& fresh) {
+    auto& n = nodes_[i];
+    const bool same_layout = n.written.size() == layout.slices && n.slice_step == layout.slice_step &&
+                             n.row_stride == layout.row_stride && n.rows == layout.rows && n.width == layout.width;
+    if (n.partial && !same_layout) finish_partial(n);  // another layout: the gradient becomes whole
+    if (!n.has_grad) {
+        prepare_grad(n, value(i).shape());  // no zero fill: every slice starts unwritten
+        n.partial = true;
+        n.written.assign(layout.slices, 0);
+        n.slice_step = layout.slice_step;
+        n.row_stride = layout.row_stride;
+        n.rows = layout.rows;
+        n.width = layout.width;
+    }
+    fresh = n.partial && !n.written[slice];
+    if (n.partial) n.written[slice] = 1;
+    return n.grad.data();
+}
+
+template <class T>
+void Tape<T>::finish_partial(detail::Node<T>& n) {
+    T* g = n.grad.data();
+    for (std::size_t t = 0; t < n.written.size(); ++t) {
+        if (n.written[t]) continue;
+        for (std::size_t r = 0; r < n.rows; ++r) {
+            T* row = g + t * n.slice_step + r * n.row_stride;
+            std::fill(row, row + n.width, T(0));
+        }
+    }
+    n.partial = false;
+}
+
+template <class T>
 void Tape<T>::sweep(std::uint32_t root) {
-    for (std::uint32_t k = 0; k < top_; ++k) nodes_[k].has_grad = false;
+    for (std::uint32_t k = 0; k < top_; ++k) nodes_[k].has_grad = nodes_[k].partial = false;
     nodes_[root].has_grad = true;
     // Creation order is topological: every input of node k has an index below k.
     for (std::uint32_t k = root + 1; k-- > 0;) {
         auto& n = nodes_[k];
         if (!n.has_grad || n.backward == nullptr) continue;
+        if (n.partial) finish_partial(n);
         n.backward(*this, k);
         // Its inputs have their shares now: the buffer can serve a node further down.
         if (!retain_grads_ && k != root && n.grad.storage().size() != 0) {
@@ -386,6 +422,8 @@ void Tape<T>::sweep(std::uint32_t root) {
             n.has_grad = false;
         }
     }
+    for (std::uint32_t k = 0; k < top_; ++k)  // leaves written slice by slice
+        if (nodes_[k].partial) finish_partial(nodes_[k]);
     if (!accumulate_parameter_grads_) return;
     for (std::uint32_t k : bound_order_) {
         auto& n = nodes_[k];

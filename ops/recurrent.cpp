@@ -3,10 +3,10 @@
 //   *_step:      a whole step: the recurrent GEMM h W_hh^T + b_hh, the input part read in place
 //                from step t of the hoisted projection (T, B, G) / (B, T, G), and the gate math.
 // Each is one node (two for the LSTM, whose step has two outputs) instead of ~12 composed
-// primitives. A step keeps only the gate activations (node.saved) for backward, which needs
-// no transcendental function; the gates' gradient lives in per-thread scratch, never per step.
-// Rows run in parallel (OpenMP) above a grain size; each element is computed the same way
-// whatever the thread count, so results do not depend on it.
+// primitives. A step keeps only the gate activations (node.saved) for backward, which then
+// evaluates one tanh (of c', LSTM) and no other transcendental function; the gates' gradient
+// lives in per-thread scratch, never per step. Rows run in parallel (OpenMP) above a grain
+// size; each element of the gate math is computed the same way whatever the thread count.
 #include <algorithm>
 #include <array>
 #include <vector>
@@ -25,6 +25,8 @@ struct GateRows {
     std::uint32_t node;
     std::size_t offset = 0;  // of row 0, in elements
     std::size_t stride = 0;  // between rows b and b + 1
+    std::size_t step = 0;    // which time step (slice) of the sequence
+    SliceLayout layout{};  // the sequence as slices (for its gradient)
 };
 
 // Step `step` of a projected sequence (T, B, G) for time axis 0 or (B, T, G) for 1.
@@ -33,7 +35,8 @@ GateRows sequence_rows(const Tape<T>& t, std::uint32_t xs, std::int64_t time_axi
     const auto& s = t.value(xs).shape();
     const std::size_t g = s[2], steps = s[time_axis], batch = s[1 - time_axis];
     const auto k = static_cast<std::size_t>(step);
-    return time_axis == 0 ? GateRows{xs, k * batch * g, g} : GateRows{xs, k * g, steps * g};
+    const std::size_t slice_step = time_axis == 0 ? batch * g : g, row_stride = time_axis == 0 ? g : steps * g;
+    return {xs, k * slice_step, row_stride, k, {steps, slice_step, row_stride, batch, g}};
 }
 
 // shape_error naming `op` and every input shape unless `ok` (the message is built only then).
@@ -140,18 +143,20 @@ void add_row(T* dst, const T* src, std::size_t n, bool assign) {
 }
 
 // Adds g (B, width), row by row, into the gradient of node i: a (B, width) Var (rows = null)
-// or the rows of one step of a sequence.
+// or the rows of one step of a sequence (a slice of its gradient: written, not added, when no
+// other step wrote it yet, so the sequence's gradient is never zero-filled first).
 template <class T>
 void add_gate_grad(Tape<T>& t, std::uint32_t i, const GateRows* rows, const T* g, std::size_t batch, std::size_t width) {
     if (!t.needs_grad(i)) return;
-    auto r = t.grad_ref(i);
     if (rows == nullptr) {
+        auto r = t.grad_ref(i);
         const bool assign = r.beta() == T(0);
         add_row(r.buffer().data(), g, batch * width, assign);
         return;
     }
-    T* d = r.zeroed().data() + rows->offset;
-    for (std::size_t b = 0; b < batch; ++b) add_row(d + b * rows->stride, g + b * width, width, false);
+    bool fresh = false;
+    T* d = t.slice_grad(i, rows->layout, rows->step, fresh) + rows->offset;
+    for (std::size_t b = 0; b < batch; ++b) add_row(d + b * rows->stride, g + b * width, width, fresh);
 }
 
 // The recurrent product's forward and backward, for a step form:

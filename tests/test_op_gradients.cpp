@@ -615,6 +615,20 @@ Cases gradient_cases<Op::lstm_step>() {
          {rnd({b, 3, g}, 755), rnd({b, h}, 756), rnd({b, h}, 757), rnd({g, h}, 758)}},
         {"c' only, projected h (B, 2)", [](Tape<double>&, const Vars& x) { return lstm_step(x[0], 0, 1, x[1], x[2], x[3], x[4]).c; },
          {rnd({2, b, g}, 759), rnd({b, 2}, 760), rnd({b, h}, 761), rnd({g, 2}, 762), rnd({g}, 763)}},
+        // xs read elsewhere too: before the steps (backward meets the steps first, writing
+        // slices, then a whole-gradient add) and after them (a whole gradient first).
+        {"xs also read before the steps", [both](Tape<double>&, const Vars& x) {
+             Var<double> before = sum(x[0] * x[0]);
+             auto s1 = lstm_step(x[0], 0, 1, x[1], x[2], x[3], x[4]);
+             return both(lstm_step(x[0], 0, 2, s1.h, s1.c, x[3], x[4])) + before;
+         },
+         {rnd({4, b, g}, 790), rnd({b, h}, 791), rnd({b, h}, 792), rnd({g, h}, 793), rnd({g}, 794)}},
+        {"xs also read after the steps", [both](Tape<double>&, const Vars& x) {
+             auto s1 = lstm_step(x[0], 1, 1, x[1], x[2], x[3], x[4]);
+             auto s2 = lstm_step(x[0], 1, 2, s1.h, s1.c, x[3], x[4]);
+             return both(s2) + sum(tanh(x[0]));
+         },
+         {rnd({b, 4, g}, 795), rnd({b, h}, 796), rnd({b, h}, 797), rnd({g, h}, 798), rnd({g}, 799)}},
         {"two chained steps, large pre-activations", [both](Tape<double>&, const Vars& x) {
              auto s0 = lstm_step(x[0], 1, 0, x[1], x[2], x[3], x[4]);
              return both(lstm_step(x[0], 1, 1, s0.h, s0.c, x[3], x[4])) + s0.h;

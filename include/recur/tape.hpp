@@ -64,9 +64,20 @@ struct Node {
     bool pinned = false;            // backward may need it: never released before clear()
     bool has_grad = false;
     bool live = false;
+    // A gradient being written slice by slice (Tape::slice_grad): written[t] once slice t
+    // holds data; the other slices are zero-filled before anything reads the whole gradient.
+    bool partial = false;
+    std::vector<std::uint8_t> written;
+    std::size_t slice_step = 0, row_stride = 0, rows = 0, width = 0;  // slice t, row r: t*slice_step + r*row_stride
 };
 
 }  // namespace detail
+
+/// A gradient seen as `slices` equal slices, slice t being `rows` rows of `width` elements at
+/// t * slice_step + r * row_stride (e.g. the time steps of a (T, B, G) or (B, T, G) sequence).
+struct SliceLayout {
+    std::size_t slices = 0, slice_step = 0, row_stride = 0, rows = 0, width = 0;
+};
 
 /// Options of a tape. `record = false` makes an inference tape: nothing is kept for
 /// backward, and intermediates die with their last Var.
@@ -265,7 +276,18 @@ public:
         detail::Node<T>& n_;
         const Shape& shape_;
     };
-    GradRef grad_ref(std::uint32_t i) { return GradRef(*this, nodes_[i], value(i).shape()); }
+    GradRef grad_ref(std::uint32_t i) {
+        if (nodes_[i].partial) finish_partial(nodes_[i]);
+        return GradRef(*this, nodes_[i], value(i).shape());
+    }
+
+    /// For an op that writes whole slices of node i's gradient (see SliceLayout): the buffer,
+    /// and whether the slice is fresh (write it) or already holds data (add to it). The
+    /// slices nobody wrote are zero-filled before the gradient is read as a whole, so a
+    /// sequence written step by step is never zero-filled first.
+    T* slice_grad(std::uint32_t i, const SliceLayout& layout, std::size_t slice, bool& fresh);
+    /// Zero-fills the slices of a slice-by-slice gradient that nobody wrote; it is whole then.
+    void finish_partial(detail::Node<T>& n);
 
     // Used by Var; not for ops.
     const detail::Cell* cell() const { return cell_; }
