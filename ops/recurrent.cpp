@@ -71,13 +71,12 @@ std::pair<std::size_t, std::size_t> check_pointwise(const char* op, std::size_t 
 template <class T>
 std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates, const Var<T>& xs,
                                                std::size_t time_axis, std::size_t step, const Var<T>& h,
-                                               const Var<T>& c, const Var<T>& w, const Var<T>& b,
-                                               const Var<T>& b_ih) {
+                                               const Var<T>& c, const Var<T>& w, const Var<T>& b) {
     const Shape xsh = xs.shape(), hs = h.shape(), cs = c.shape(), ws = w.shape();
-    const Shape bs = b.defined() ? b.shape() : Shape{}, bis = b_ih.defined() ? b_ih.shape() : Shape{};
+    const Shape bs = b.defined() ? b.shape() : Shape{};
     const bool lstm = &c != &h;  // the GRU passes h as its state
     const ShapeCheck k{op, {{"xs", &xsh}, {"h", &hs}, {"c", lstm ? &cs : nullptr}, {"w_hh", &ws},
-                            {"b_hh", b.defined() ? &bs : nullptr}, {"b_ih", b_ih.defined() ? &bis : nullptr}}};
+                            {"b_hh", b.defined() ? &bs : nullptr}}};
     if (time_axis > 1) throw index_error(std::string(op) + ": time_axis must be 0 or 1, got " + std::to_string(time_axis));
     k.require(hs.size() == 2 && cs.size() == 2 && cs[0] == hs[0], "h must be (B, H_out) and the state (B, H)");
     const std::size_t batch = cs[0], hidden = cs[1], g = gates * hidden;
@@ -86,7 +85,6 @@ std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates
               "xs must be ", time_axis == 0 ? "(T, B, " : "(B, T, ", gh, ")");
     k.require(ws == Shape{g, hs[1]}, "w_hh must be (", gh, ", H_out)");
     k.require(!b.defined() || bs == Shape{g}, "b_hh must be (", gh, ",)");
-    k.require(!b_ih.defined() || bis == Shape{g}, "b_ih must be (", gh, ",)");
     if (step >= xsh[time_axis])
         throw index_error(std::string(op) + ": step " + std::to_string(step) + " is out of range for " +
                           std::to_string(xsh[time_axis]) + " time steps");
@@ -164,17 +162,15 @@ void add_gate_grad(Tape<T>& t, std::uint32_t i, const GateRows* rows, const T* g
 // The recurrent product's forward and backward, for a step form:
 //   pre (B, G) = [x rows] + b + h w^T;  dh += dpre w;  dw += dpre^T h;  db += column sums of dpre
 template <class T>
-void recurrent_forward(const Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b_hh,
-                       const std::uint32_t* b_ih, T* pre, std::size_t batch, std::size_t g) {
+void recurrent_forward(const Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b,
+                       T* pre, std::size_t batch, std::size_t g) {
     const T* xv = t.value(x.node).data() + x.offset;
-    const T* bh = b_hh ? t.value(*b_hh).data() : nullptr;
-    const T* bi = b_ih ? t.value(*b_ih).data() : nullptr;
+    const T* bv = b ? t.value(*b).data() : nullptr;
     for (std::size_t r = 0; r < batch; ++r) {
         const T* xr = xv + r * x.stride;
         T* p = pre + r * g;
-        std::copy(xr, xr + g, p);
-        if (bh) add_row(p, bh, g, false);
-        if (bi) add_row(p, bi, g, false);
+        if (bv) for (std::size_t j = 0; j < g; ++j) p[j] = xr[j] + bv[j];
+        else std::copy(xr, xr + g, p);
     }
     const auto& hv = t.value(h);
     const std::size_t hout = hv.shape()[1];
@@ -202,29 +198,10 @@ void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std:
     }
 }
 
-// A step node's form, iargs[0]: 0 pointwise; else step | (b_hh present) | (b_ih present).
-constexpr std::int64_t step_form = 1, with_b_hh = 2, with_b_ih = 4;
-
-// The step form's bias inputs, which follow w_hh (input w): b_hh, then b_ih, each if present.
-struct StepBiases {
-    std::uint32_t b_hh = 0, b_ih = 0;
-    bool has_hh = false, has_ih = false;
-};
-template <class T>
-StepBiases step_biases(const Tape<T>& t, std::uint32_t i, std::uint32_t w) {
-    const std::int64_t form = t.node(i).iargs[0];
-    StepBiases b;
-    b.has_hh = form & with_b_hh;
-    b.has_ih = form & with_b_ih;
-    if (b.has_hh) b.b_hh = t.input(i, w + 1);
-    if (b.has_ih) b.b_ih = t.input(i, w + 1 + (b.has_hh ? 1 : 0));
-    return b;
-}
-
 // Sends a fused node's gate gradients dx (input part) and dhg (recurrent part), each (B, width),
-// on to its inputs. Pointwise form: inputs 0 and 1 are xg and hg. Step form: input 0 is the
-// sequence xs (the step's rows get dx; b_ih, if present, the column sums of dx), input 1 is h,
-// input w is w_hh, and b_hh (if present) gets dhg through the recurrent product.
+// on to its inputs. Pointwise form (iargs[0] = 0): inputs 0 and 1 are xg and hg. Step form:
+// input 0 is the sequence xs (the step's rows get dx), input 1 is h, input w is w_hh and
+// input w + 1, if present, b_hh (they get dhg through the recurrent product).
 template <class T>
 void send_gate_grads(Tape<T>& t, std::uint32_t i, const T* dx, const T* dhg, std::size_t batch, std::size_t width,
                      std::uint32_t w) {
@@ -236,12 +213,9 @@ void send_gate_grads(Tape<T>& t, std::uint32_t i, const T* dx, const T* dhg, std
     }
     const GateRows rows = sequence_rows(t, t.input(i, 0), node.iargs[1], node.iargs[2]);
     add_gate_grad(t, rows.node, &rows, dx, batch, width);
-    const StepBiases b = step_biases(t, i, w);
-    if (b.has_ih && t.needs_grad(b.b_ih)) {
-        T* db = t.grad_ref(b.b_ih).zeroed().data();
-        for (std::size_t r = 0; r < batch; ++r) add_row(db, dx + r * width, width, false);
-    }
-    recurrent_backward(t, t.input(i, 1), t.input(i, w), b.has_hh ? &b.b_hh : nullptr, dhg, batch, width);
+    const bool has_bias = node.num_inputs == w + 2;
+    const std::uint32_t bias = has_bias ? t.input(i, w + 1) : 0;
+    recurrent_backward(t, t.input(i, 1), t.input(i, w), has_bias ? &bias : nullptr, dhg, batch, width);
 }
 
 // ---- LSTM rows -------------------------------------------------------------------------------
@@ -401,7 +375,7 @@ void gru_backward_row(const T* a, const T* hg_n, const T* hp, const T* dy, T* dx
 template <class T>
 void gru_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
-    const bool step = node.iargs[0] & step_form;
+    const bool step = node.iargs[0] == 1;
     const std::uint32_t h = t.input(i, step ? 1 : 2);
     const auto& hv = t.value(h);
     const std::size_t batch = hv.shape()[0], hidden = hv.shape()[1], width = 3 * hidden;
@@ -440,40 +414,18 @@ LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>
     });
 }
 
-// The inputs of a step node: xs, h, [c], w_hh, then the biases that are defined; and its form.
-template <class T>
-std::pair<std::array<std::uint32_t, 6>, std::size_t> step_inputs(std::initializer_list<std::uint32_t> fixed, const Var<T>& b_hh,
-                                                                 const Var<T>& b_ih, std::int64_t& form) {
-    std::array<std::uint32_t, 6> in{};
-    std::size_t n = 0;
-    for (auto k : fixed) in[n++] = k;
-    form = step_form;
-    if (b_hh.defined()) {
-        in[n++] = b_hh.index();
-        form |= with_b_hh;
-    }
-    if (b_ih.defined()) {
-        in[n++] = b_ih.index();
-        form |= with_b_ih;
-    }
-    return {in, n};
-}
-
 template <class T>
 LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
-                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh, const Var<T>& b_ih) {
-    Tape<T>& t = detail::tape_of("lstm_step", xs, h, c, w_hh);
-    for (const Var<T>* b : {&b_hh, &b_ih})
-        if (b->defined()) detail::tape_of("lstm_step", xs, *b);
-    const auto [batch, hidden] = check_step("lstm_step", 4, xs, time_axis, step, h, c, w_hh, b_hh, b_ih);
-    std::int64_t form = 0;
-    const auto [in, count] = step_inputs({xs.index(), h.index(), c.index(), w_hh.index()}, b_hh, b_ih, form);
+                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh) {
+    Tape<T>& t = b_hh.defined() ? detail::tape_of("lstm_step", xs, h, c, w_hh, b_hh)
+                                : detail::tape_of("lstm_step", xs, h, c, w_hh);
+    const auto [batch, hidden] = check_step("lstm_step", 4, xs, time_axis, step, h, c, w_hh, b_hh);
+    const std::array<std::uint32_t, 5> in{xs.index(), h.index(), c.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
+    const std::size_t count = b_hh.defined() ? 5 : 4;
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
-    return lstm_nodes("lstm_step", t, in.data(), count, {form, axis, k, 0}, batch, hidden, [&](T* act) {
+    return lstm_nodes("lstm_step", t, in.data(), count, {1, axis, k, 0}, batch, hidden, [&](T* act) {
         const GateRows rows = sequence_rows(t, in[0], axis, k);
-        const std::uint32_t bh = b_hh.defined() ? b_hh.index() : 0, bi = b_ih.defined() ? b_ih.index() : 0;
-        recurrent_forward(t, rows, in[1], in[3], b_hh.defined() ? &bh : nullptr, b_ih.defined() ? &bi : nullptr, act,
-                          batch, 4 * hidden);
+        recurrent_forward(t, rows, in[1], in[3], count == 5 ? &in[4] : nullptr, act, batch, 4 * hidden);
     });
 }
 
@@ -499,27 +451,24 @@ Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h) {
 
 template <class T>
 Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& w_hh,
-                const Var<T>& b_hh, const Var<T>& b_ih) {
-    Tape<T>& t = detail::tape_of("gru_step", xs, h, w_hh);
-    for (const Var<T>* b : {&b_hh, &b_ih})
-        if (b->defined()) detail::tape_of("gru_step", xs, *b);
-    const auto [batch, hidden] = check_step("gru_step", 3, xs, time_axis, step, h, h, w_hh, b_hh, b_ih);
+                const Var<T>& b_hh) {
+    Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_step", xs, h, w_hh, b_hh) : detail::tape_of("gru_step", xs, h, w_hh);
+    const auto [batch, hidden] = check_step("gru_step", 3, xs, time_axis, step, h, h, w_hh, b_hh);
     const std::size_t width = 3 * hidden;
-    std::int64_t form = 0;
-    const auto [in, count] = step_inputs({xs.index(), h.index(), w_hh.index()}, b_hh, b_ih, form);
+    const std::array<std::uint32_t, 4> in{xs.index(), h.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
+    const std::size_t count = b_hh.defined() ? 4 : 3;
     const std::uint32_t out = t.push("gru_step", in.data(), count, &gru_backward<T>);
     auto& node = t.node(out);
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
-    node.iargs = {form, axis, k, 0};
+    node.iargs = {1, axis, k, 0};
     node.saved.resize({batch, 4 * hidden});
     node.value.resize({batch, hidden});
-    // Scratch: hg = b_hh + h w_hh^T (B, 3H), whose n part is kept in saved for backward; and,
-    // with b_ih, xg = xs[step] + b_ih (B, 3H) (otherwise xg is read in place).
-    T* hg = scratch<T>(2 * batch * width);
-    T* xg = hg + batch * width;
-    const T* bh = b_hh.defined() ? t.value(b_hh.index()).data() : nullptr;
+    // hg = b_hh + h w_hh^T (B, 3H) in scratch; its n part is kept in saved for backward.
+    T* hg = scratch<T>(batch * width);
+    const std::uint32_t* bias = count == 4 ? &in[3] : nullptr;
+    const auto& bv = bias ? t.value(*bias) : t.value(in[0]);
     for (std::size_t r = 0; r < batch; ++r) {
-        if (bh) std::copy(bh, bh + width, hg + r * width);
+        if (bias) std::copy(bv.data(), bv.data() + width, hg + r * width);
         else std::fill(hg + r * width, hg + (r + 1) * width, T(0));
     }
     const auto& hv = t.value(in[1]);
@@ -527,22 +476,12 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
                     width);
     const GateRows rows = sequence_rows(t, in[0], axis, k);
     const T* x = t.value(in[0]).data() + rows.offset;
-    std::size_t x_stride = rows.stride;
-    if (b_ih.defined()) {
-        const T* bi = t.value(b_ih.index()).data();
-        for (std::size_t r = 0; r < batch; ++r) {
-            std::copy(x + r * rows.stride, x + r * rows.stride + width, xg + r * width);
-            add_row(xg + r * width, bi, width, false);
-        }
-        x = xg;
-        x_stride = width;
-    }
     T *act = node.saved.data(), *y = node.value.data();
     const T* hp = hv.data();
     for_rows(batch, width, [&](std::size_t b) {
         T* a = act + b * 4 * hidden;
         const T* hgr = hg + b * width;
-        gru_forward_row(x + b * x_stride, hgr, hp + b * hidden, a, y + b * hidden, hidden);
+        gru_forward_row(x + b * rows.stride, hgr, hp + b * hidden, a, y + b * hidden, hidden);
         std::copy(hgr + 2 * hidden, hgr + width, a + width);
     });
     return t.handle(out);
@@ -551,10 +490,9 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
 #define RECUR_RECURRENT(T)                                                                                      \
     template LSTMPointwise<T> lstm_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                      \
     template LSTMPointwise<T> lstm_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&,  \
-                                        const Var<T>&, const Var<T>&, const Var<T>&);                            \
+                                        const Var<T>&, const Var<T>&);                                           \
     template Var<T> gru_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                                 \
-    template Var<T> gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, const Var<T>&, \
-                             const Var<T>&);
+    template Var<T> gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, const Var<T>&);
 RECUR_INSTANTIATE_FOR(RECUR_RECURRENT)
 
 }  // namespace recur

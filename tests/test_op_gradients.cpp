@@ -629,15 +629,6 @@ Cases gradient_cases<Op::lstm_step>() {
              return both(s2) + sum(tanh(x[0]));
          },
          {rnd({b, 4, g}, 795), rnd({b, h}, 796), rnd({b, h}, 797), rnd({g, h}, 798), rnd({g}, 799)}},
-        {"b_ih too, two chained steps", [both](Tape<double>&, const Vars& x) {
-             auto s0 = lstm_step(x[0], 0, 0, x[1], x[2], x[3], x[4], x[5]);
-             return both(lstm_step(x[0], 0, 1, s0.h, s0.c, x[3], x[4], x[5])) + s0.h;
-         },
-         {rnd({2, b, g}, 800), rnd({b, h}, 801), rnd({b, h}, 802), rnd({g, h}, 803), rnd({g}, 804), rnd({g}, 805)}},
-        {"b_ih without b_hh", [both](Tape<double>&, const Vars& x) {
-             return both(lstm_step(x[0], 1, 1, x[1], x[2], x[3], Var<double>(), x[4]));
-         },
-         {rnd({b, 2, g}, 806), rnd({b, h}, 807), rnd({b, h}, 808), rnd({g, h}, 809), rnd({g}, 810)}},
         {"two chained steps, large pre-activations", [both](Tape<double>&, const Vars& x) {
              auto s0 = lstm_step(x[0], 1, 0, x[1], x[2], x[3], x[4]);
              return both(lstm_step(x[0], 1, 1, s0.h, s0.c, x[3], x[4])) + s0.h;
@@ -668,13 +659,6 @@ Cases gradient_cases<Op::gru_step>() {
          {rnd({3, b, g}, 770), rnd({b, h}, 771), rnd({g, h}, 772), rnd({g}, 773)}},
         {"(B, T, 3H), step 2, no bias", [](Tape<double>&, const Vars& x) { return gru_step(x[0], 1, 2, x[1], x[2]); },
          {rnd({b, 3, g}, 774), rnd({b, h}, 775), rnd({g, h}, 776)}},
-        {"b_ih too, two chained steps", [](Tape<double>&, const Vars& x) {
-             Var<double> h1 = gru_step(x[0], 1, 0, x[1], x[2], x[3], x[4]);
-             return gru_step(x[0], 1, 1, h1, x[2], x[3], x[4]) * 2.0 + h1;
-         },
-         {rnd({b, 2, g}, 811), rnd({b, h}, 812), rnd({g, h}, 813), rnd({g}, 814), rnd({g}, 815)}},
-        {"b_ih without b_hh", [](Tape<double>&, const Vars& x) { return gru_step(x[0], 0, 1, x[1], x[2], Var<double>(), x[3]); },
-         {rnd({3, b, g}, 816), rnd({b, h}, 817), rnd({g, h}, 818), rnd({g}, 819)}},
         {"two chained steps, large pre-activations", [](Tape<double>&, const Vars& x) {
              Var<double> h1 = gru_step(x[0], 0, 0, x[1], x[2], x[3]);
              return gru_step(x[0], 0, 1, h1, x[2], x[3]) * 2.0 + h1;

@@ -101,20 +101,18 @@ template <class T> LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T
 /// hoisted input projection W_ih x + b_ih of every step, (T, B, 4H) for time_axis 0 or
 /// (B, T, 4H) for 1, read in place; h (B, H_out), c (B, H), w_hh (4H, H_out), b_hh (4H) or
 /// undefined (no bias). Keeps only the gate activations for backward.
-/// b_ih (4H), if defined, is added to the input part here: the projection W_ih x can then be
-/// one GEMM without a bias pass over the whole sequence.
 template <class T>
 LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
-                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh = {}, const Var<T>& b_ih = {});
+                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh = {});
 /// GRU gate math with PyTorch's b_hn inside the reset product. xg = W_i x + b_i and
 /// hg = W_h h + b_h (B, 3H) in order [r | z | n]:
 ///   r = σ(xg_r + hg_r), z = σ(xg_z + hg_z), n = tanh(xg_n + r hg_n),  h' = (1 - z) n + z h.
 template <class T> Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h);
-/// A whole GRU step: hg = h w_hh^T + b_hh, xg = xs[step] + b_ih (read in place, as lstm_step),
-/// then the gate math above. h (B, H), w_hh (3H, H), b_hh and b_ih (3H) or undefined.
+/// A whole GRU step: hg = h w_hh^T + b_hh, xg = xs[step] (read in place, as lstm_step), then the
+/// gate math above. h (B, H), w_hh (3H, H), b_hh (3H) or undefined.
 template <class T>
 Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& w_hh,
-                const Var<T>& b_hh = {}, const Var<T>& b_ih = {});
+                const Var<T>& b_hh = {});
 
 // ---- Graph --------------------------------------------------------------------------------
 /// The same value with the gradient stopped (the result does not require grad).

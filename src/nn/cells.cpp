@@ -39,11 +39,6 @@ Var<T> GatedCell<T>::project_input(const Var<T>& x) {
 }
 
 template <class T>
-Var<T> GatedCell<T>::project_sequence(const Var<T>& x) {
-    return linear(x, x.tape().bind(*weight_ih_));
-}
-
-template <class T>
 Var<T> GatedCell<T>::project_hidden(const Var<T>& h) {
     Tape<T>& t = h.tape();
     return bias_hh_ ? linear(h, t.bind(*weight_hh_), t.bind(*bias_hh_)) : linear(h, t.bind(*weight_hh_));
@@ -92,9 +87,8 @@ CellState<T> LSTMCell<T>::step_projected(const Var<T>& xp, const CellState<T>& s
 template <class T>
 CellState<T> LSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
     Tape<T>& tape = xs.tape();
-    auto bias = [&](Parameter<T>* b) { return b ? tape.bind(*b) : Var<T>(); };
-    return finish(lstm_step(xs, time_axis, t, state[0], state[1], tape.bind(this->weight_hh()), bias(this->bias_hh()),
-                            bias(this->bias_ih())),
+    return finish(lstm_step(xs, time_axis, t, state[0], state[1], tape.bind(this->weight_hh()),
+                            this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>()),
                   tape);
 }
 
@@ -128,9 +122,8 @@ CellState<T> GRUCell<T>::step_projected(const Var<T>& xp, const CellState<T>& st
 template <class T>
 CellState<T> GRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
     Tape<T>& tape = xs.tape();
-    auto bias = [&](Parameter<T>* b) { return b ? tape.bind(*b) : Var<T>(); };
-    return {gru_step(xs, time_axis, t, state[0], tape.bind(this->weight_hh()), bias(this->bias_hh()),
-                     bias(this->bias_ih()))};
+    return {gru_step(xs, time_axis, t, state[0], tape.bind(this->weight_hh()),
+                     this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>())};
 }
 
 template <class T>

@@ -42,9 +42,6 @@ public:
 
     /// W_ih x + b_ih for x (..., I) -> (..., G*H): one GEMM for every time step.
     Var<T> project_input(const Var<T>& x);
-    /// W_ih x without the bias, for the fused steps (step_at), which add b_ih themselves: one
-    /// GEMM with no bias pass over the whole sequence.
-    Var<T> project_sequence(const Var<T>& x);
     /// W_hh h + b_hh for h (B, H_out) -> (B, G*H).
     Var<T> project_hidden(const Var<T>& h);
 
@@ -91,8 +88,8 @@ public:
     CellState<T> step(const Var<T>& x, const CellState<T>& state);
     /// One step from xp (B, 4H): the fused gate math (lstm_pointwise).
     CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);
-    /// One step reading step t of xs = project_sequence(x), (T, B, 4H) / (B, T, 4H), in place;
-    /// recurrent GEMM and both biases included (lstm_step).
+    /// One step reading step t of the projected sequence xs (T, B, 4H) / (B, T, 4H) in place,
+    /// recurrent GEMM included (lstm_step).
     CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
     /// The reference: the same step composed from primitives (tested equal to the fused one).
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
@@ -116,8 +113,8 @@ public:
     CellState<T> step(const Var<T>& x, const CellState<T>& state);
     /// One step from xp (B, 3H): the fused gate math (gru_pointwise).
     CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);
-    /// One step reading step t of xs = project_sequence(x), (T, B, 3H) / (B, T, 3H), in place;
-    /// recurrent GEMM and both biases included (gru_step).
+    /// One step reading step t of the projected sequence xs (T, B, 3H) / (B, T, 3H) in place,
+    /// recurrent GEMM included (gru_step).
     CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
     /// The reference: the same step composed from primitives (tested equal to the fused one).
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);

@@ -45,13 +45,11 @@ concept HoistedCell = RecurrentCell<C> &&
         { c.step_projected(x, s) } -> std::same_as<CellState<typename C::value_type>>;
     };
 
-/// A hoisted cell with a fused step that reads step t of its projected sequence in place:
-/// xs = project_sequence(x) (its own projection, e.g. without the bias it adds per step), then
+/// A hoisted cell that reads step t of the projected sequence in place:
 /// step_at(xs, time_axis, t, state), xs (T, B, G) for time_axis 0 or (B, T, G) for 1.
 template <class C>
 concept SequenceCell = HoistedCell<C> &&
     requires(C& c, const Var<typename C::value_type>& x, const CellState<typename C::value_type>& s, std::size_t k) {
-        { c.project_sequence(x) } -> std::same_as<Var<typename C::value_type>>;
         { c.step_at(x, k, k, s) } -> std::same_as<CellState<typename C::value_type>>;
     };
 
@@ -102,8 +100,7 @@ Sequence<typename Cell::value_type> unroll(Cell& cell, const Var<typename Cell::
     }
 
     Var<T> source = x;
-    if constexpr (SequenceCell<Cell>) source = cell.project_sequence(x);  // (.., G) for all steps at once
-    else if constexpr (HoistedCell<Cell>) source = cell.project_input(x);
+    if constexpr (HoistedCell<Cell>) source = cell.project_input(x);  // (.., G) for all steps at once
 
     Var<T> zeros;  // output rows past a sequence's end
     std::vector<Var<T>> outputs(steps);
