@@ -8,14 +8,9 @@
 #include <mutex>
 #include <string>
 
+#include <xtensor/xstrides.hpp>
+
 namespace recur {
-namespace {
-std::size_t detail_numel(const Shape& s) {
-    std::size_t n = 1;
-    for (auto d : s) n *= d;
-    return n;
-}
-}  // namespace
 namespace detail {
 
 namespace {
@@ -189,11 +184,7 @@ std::uint32_t Tape<T>::finish_push(std::uint32_t i, const char* op, const std::u
 template <class T>
 std::uint32_t Tape<T>::push(const char* op, std::initializer_list<std::uint32_t> inputs,
                             detail::BackwardFn<T> backward) {
-    bool rg = false;
-    if (record_)
-        for (auto k : inputs) rg = rg || nodes_[k].requires_grad;
-    const std::uint32_t i = new_slot(rg);
-    return finish_push(i, op, inputs.begin(), inputs.size(), backward);
+    return push(op, inputs.begin(), inputs.size(), backward);
 }
 
 template <class T>
@@ -353,7 +344,7 @@ void Tape<T>::backward(const Var<T>& output, const xt::xarray<T>& seed) {
 
 template <class T>
 void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape) {
-    const std::size_t size = detail_numel(shape);
+    const std::size_t size = xt::compute_size(shape);
     if (n.grad.storage().size() != size) {
         // Most recently released first: the buffer of a node of the same kind one step later.
         for (std::size_t k = grad_pool_.size(); k-- > 0;) {

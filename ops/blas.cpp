@@ -39,11 +39,11 @@ constexpr std::size_t split_align = 16;  // block edges on multiples of the kern
 template <class T, class Call>
 void split_product(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, const T* a,
                    std::size_t lda, const T* b, std::size_t ldb, T* c, std::size_t ldc, Call call) {
-    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const int threads = threads_for(2.0 * double(m) * double(n) * double(k), split_flops);
     const bool by_rows = m >= n;
     const std::size_t extent = by_rows ? m : n;
     const std::size_t blocks = extent / split_align;
-    if (threads < 2 || blocks < 2 || 2.0 * double(m) * double(n) * double(k) < split_flops) {
+    if (threads < 2 || blocks < 2) {
         call(m, n, a, b, c);
         return;
     }
@@ -61,38 +61,35 @@ void split_product(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std
 }
 }  // namespace
 
-template <>
-void gemm<float>(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
-                 const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
-                 std::size_t ldc) {
+// The checks, then split_product over `blas_gemm` (cblas_sgemm or cblas_dgemm).
+template <class T, class BlasGemm>
+void gemm_with(BlasGemm blas_gemm, bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
+               const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
     if (m == 0 || n == 0) return;
     blas_on_one_thread();
     const blasint K = to_blas(k), LDA = to_blas(std::max<std::size_t>(lda, 1)), LDB = to_blas(std::max<std::size_t>(ldb, 1)),
                   LDC = to_blas(std::max<std::size_t>(ldc, 1));
     to_blas(m), to_blas(n);  // checked here: nothing may throw inside the parallel region
+    const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
     split_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc,
-                  [&](std::size_t rows, std::size_t cols, const float* pa, const float* pb, float* pc) {
-                      cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                                  static_cast<blasint>(rows), static_cast<blasint>(cols), K, alpha, pa, LDA, pb, LDB,
-                                  beta, pc, LDC);
+                  [&](std::size_t rows, std::size_t cols, const T* pa, const T* pb, T* pc) {
+                      blas_gemm(CblasRowMajor, ta, tb, static_cast<blasint>(rows), static_cast<blasint>(cols), K, alpha,
+                                pa, LDA, pb, LDB, beta, pc, LDC);
                   });
+}
+
+template <>
+void gemm<float>(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
+                 const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
+                 std::size_t ldc) {
+    gemm_with(cblas_sgemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 template <>
 void gemm<double>(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
                   const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta, double* c,
                   std::size_t ldc) {
-    if (m == 0 || n == 0) return;
-    blas_on_one_thread();
-    const blasint K = to_blas(k), LDA = to_blas(std::max<std::size_t>(lda, 1)), LDB = to_blas(std::max<std::size_t>(ldb, 1)),
-                  LDC = to_blas(std::max<std::size_t>(ldc, 1));
-    to_blas(m), to_blas(n);
-    split_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc,
-                  [&](std::size_t rows, std::size_t cols, const double* pa, const double* pb, double* pc) {
-                      cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                                  static_cast<blasint>(rows), static_cast<blasint>(cols), K, alpha, pa, LDA, pb, LDB,
-                                  beta, pc, LDC);
-                  });
+    gemm_with(cblas_dgemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 int blas_threads() { return openblas_get_num_threads(); }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
 #include <xtensor/xarray.hpp>
 
 #include "recur/ops.hpp"
@@ -79,6 +80,15 @@ inline std::size_t numel(const Shape& s) {
     std::size_t n = 1;
     for (auto d : s) n *= d;
     return n;
+}
+
+/// OpenMP threads worth waking for `work` units when `grain` units pay for one region: 1
+/// below the grain or inside a parallel region, else recur's thread count. Decided here, not
+/// with an OpenMP `if` clause: libgomp enters a region (~2 us, a futex call) even when the
+/// clause is false, which would dominate small steps.
+inline int threads_for(double work, double grain) {
+    if (work < grain || omp_in_parallel()) return 1;
+    return omp_get_max_threads();
 }
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when the flag is set.

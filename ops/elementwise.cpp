@@ -23,13 +23,12 @@ constexpr std::size_t parallel_grain = std::size_t(1) << 16;  // elements
 // SIMD or scalar code whatever the thread count: results do not depend on it.
 constexpr std::size_t chunk_align = 64;
 
-// y = f(in...) for contiguous arrays of y's size: in chunks on OpenMP threads when large (the
-// test is ours: libgomp enters a region even for a false `if` clause, ~2 us, a futex call).
+// y = f(in...) for contiguous arrays of y's size: in chunks on OpenMP threads when large.
 template <class T, class F, class... In>
 void map(xt::xarray<T>& y, F f, const In&... in) {
     const std::size_t n = y.size();
-    const int threads = omp_get_max_threads();
-    if (n < parallel_grain || threads < 2) {
+    const int threads = detail::threads_for(double(n), parallel_grain);
+    if (threads < 2) {
         xt::noalias(y) = f(in...);
         return;
     }

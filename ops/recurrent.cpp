@@ -11,7 +11,6 @@
 #include <array>
 #include <vector>
 
-#include <omp.h>
 #include <xsimd/xsimd.hpp>
 
 #include "common.hpp"
@@ -91,14 +90,12 @@ std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates
     return {batch, hidden};
 }
 
-// Rows in parallel when the work is large enough to pay for waking the threads. The test is
-// ours, not an OpenMP `if` clause: libgomp enters a region (~2 us, a futex call) even when the
-// clause is false, which would dominate small steps.
+// Rows in parallel when the work is large enough to pay for waking the threads.
 constexpr std::size_t parallel_grain = 1 << 15;  // elements
 
 template <class F>
 void for_rows(std::size_t rows, std::size_t row_elements, F f) {
-    if (rows < 2 || rows * row_elements < parallel_grain || omp_get_max_threads() < 2) {
+    if (rows < 2 || detail::threads_for(double(rows * row_elements), parallel_grain) < 2) {
         for (std::size_t b = 0; b < rows; ++b) f(b);
         return;
     }
