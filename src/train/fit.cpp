@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "progress.hpp"
+#include "seeds.hpp"
 #include "recur/data.hpp"
 #include "recur/io.hpp"
 #include "recur/metrics.hpp"
@@ -76,10 +77,7 @@ namespace {
 
 // A seed for batch b of epoch e (splitmix64 of the three).
 std::uint64_t mix(std::uint64_t seed, std::uint64_t epoch, std::uint64_t batch) {
-    std::uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (epoch + 1) + 0xbf58476d1ce4e5b9ULL * (batch + 1);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return detail::splitmix64(seed + detail::seed_weight_1 * (epoch + 1) + detail::seed_weight_2 * (batch + 1));
 }
 
 template <class T>

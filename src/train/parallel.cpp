@@ -10,6 +10,7 @@
 #include <string>
 
 #include "ops/blas_threads.hpp"
+#include "seeds.hpp"
 
 namespace recur {
 
@@ -31,11 +32,11 @@ namespace {
 // OpenBLAS on one thread for a scope (the shards' threads are the parallelism), then back.
 class SingleThreadedBlas {
 public:
-    SingleThreadedBlas() : previous_(detail::blas_threads()) {
-        if (previous_ != 1) detail::set_blas_threads(1);
+    SingleThreadedBlas() : previous_(recur::detail::blas_threads()) {
+        if (previous_ != 1) recur::detail::set_blas_threads(1);
     }
     ~SingleThreadedBlas() {
-        if (previous_ != 1) detail::set_blas_threads(previous_);
+        if (previous_ != 1) recur::detail::set_blas_threads(previous_);
     }
     SingleThreadedBlas(const SingleThreadedBlas&) = delete;
     SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
@@ -44,15 +45,15 @@ private:
     int previous_;
 };
 
-// Rows [begin, end) of a (B, ...) array: contiguous in row-major storage.
+// out = rows [begin, end) of a (B, ...) array (contiguous in row-major storage), in out's
+// kept buffer: no allocation once the shard has seen a batch of this size.
 template <class T>
-xt::xarray<T> rows(const xt::xarray<T>& a, std::size_t begin, std::size_t end) {
+void copy_rows(const xt::xarray<T>& a, std::size_t begin, std::size_t end, xt::xarray<T>& out) {
     Shape s = a.shape();
     const std::size_t per = a.shape()[0] == 0 ? 0 : a.size() / a.shape()[0];
     s[0] = end - begin;
-    xt::xarray<T> out = xt::xarray<T>::from_shape(s);
+    out.resize(s);
     std::copy(a.data() + begin * per, a.data() + end * per, out.data());
-    return out;
 }
 
 // Below this many parameter elements the reduction runs on the calling thread.
@@ -63,6 +64,7 @@ constexpr std::size_t reduce_grain = std::size_t(1) << 15;
 template <class T>
 struct DataParallel<T>::Shard {
     Tape<T> tape{TapeOptions{.accumulate_parameter_grads = false, .retain_grads = false}};
+    xt::xarray<T> x, y;  // the shard's rows of the batch, which its tape reads in place
     Var<T> prediction;
     Var<T> target;
     std::vector<std::int64_t> lengths;
@@ -95,10 +97,7 @@ std::vector<std::pair<std::size_t, std::size_t>> DataParallel<T>::split(std::siz
 
 template <class T>
 std::uint64_t DataParallel<T>::shard_seed(std::uint64_t seed, std::size_t k) {
-    std::uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (static_cast<std::uint64_t>(k) + 1);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return detail::splitmix64(seed + detail::seed_weight_1 * (static_cast<std::uint64_t>(k) + 1));
 }
 
 template <class T>
@@ -140,8 +139,10 @@ void DataParallel<T>::run_shard(std::size_t k, const xt::xarray<T>& x, const xt:
         s.lengths.clear();
         if (!lengths.empty()) s.lengths.assign(lengths.begin() + static_cast<std::ptrdiff_t>(begin),
                                                lengths.begin() + static_cast<std::ptrdiff_t>(end));
-        s.prediction = model_(s.tape.constant(rows(x, begin, end)), s.lengths);
-        s.target = s.tape.constant(rows(y, begin, end));
+        copy_rows(x, begin, end, s.x);
+        copy_rows(y, begin, end, s.y);
+        s.prediction = model_(s.tape.view(s.x), s.lengths);
+        s.target = s.tape.view(s.y);
         Var<T> l = loss_(s.prediction, s.target);
         if (l.size() != 1)
             throw shape_error("DataParallel::step: the loss must have one element, got shape " + shape_str(l.shape()));
