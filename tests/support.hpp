@@ -5,7 +5,10 @@
 
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#include "recur/error.hpp"
 
 namespace recur::testing {
 
@@ -25,6 +28,39 @@ bool throws_with(const std::function<void()>& f, const std::vector<std::string>&
         return true;
     }
     return false;
+}
+
+/// Predicate for BOOST_CHECK_EXCEPTION: an E (any recur::error when E is error) whose message
+/// holds every part; a mismatch is logged.
+template <class E>
+struct Raises {
+    std::vector<std::string> parts;
+    bool operator()(const error& e) const {
+        const std::string message = e.what();
+        if constexpr (!std::is_same_v<E, error>) {
+            if (dynamic_cast<const E*>(&e) == nullptr) {
+                BOOST_TEST_MESSAGE("wrong exception type for: " << message);
+                return false;
+            }
+        }
+        for (const auto& p : parts)
+            if (message.find(p) == std::string::npos) {
+                BOOST_TEST_MESSAGE("message \"" << message << "\" does not contain \"" << p << "\"");
+                return false;
+            }
+        return true;
+    }
+};
+
+/// raises<shape_error>({"mse_loss", "(2, 3)"}) or raises<shape_error>("mse_loss", "(2, 3)")
+/// (parentheses, so the commas survive the macro).
+template <class E>
+Raises<E> raises(std::vector<std::string> parts) {
+    return Raises<E>{std::move(parts)};
+}
+template <class E, class... Parts>
+Raises<E> raises(const Parts&... parts) {
+    return Raises<E>{{std::string(parts)...}};
 }
 
 }  // namespace recur::testing

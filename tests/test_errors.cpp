@@ -16,6 +16,8 @@
 #include "recur/ops.hpp"
 #include "recur/tape.hpp"
 
+#include "support.hpp"
+
 namespace recur_error_tests {
 
 using namespace recur;
@@ -37,31 +39,7 @@ xt::xarray<double> rnd(const Dims& shape, std::uint64_t seed) {
     return a;
 }
 
-/// Predicate for BOOST_CHECK_EXCEPTION: the exception is an E and its message contains every
-/// one of `parts` (the op's name, shapes such as "(2, 3)").
-template <class E>
-struct Raises {
-    std::vector<std::string> parts;
-    bool operator()(const error& e) const {
-        const std::string message = e.what();
-        if constexpr (!std::is_same_v<E, error>) {
-            if (dynamic_cast<const E*>(&e) == nullptr) {
-                BOOST_TEST_MESSAGE("wrong exception type for: " << message);
-                return false;
-            }
-        }
-        for (const auto& p : parts)
-            if (message.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message \"" << message << "\" does not contain \"" << p << "\"");
-                return false;
-            }
-        return true;
-    }
-};
-template <class E>
-Raises<E> raises(std::vector<std::string> parts) {
-    return Raises<E>{std::move(parts)};
-}
+using recur::testing::raises;
 
 }  // namespace recur_error_tests
 

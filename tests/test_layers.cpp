@@ -16,6 +16,8 @@
 #include <recur/nn/layers.hpp>
 #include <recur/recur.hpp>
 
+#include "support.hpp"
+
 namespace recur_layers_tests {
 
 using namespace recur;
@@ -38,30 +40,8 @@ void check(const std::string& what, const std::vector<xt::xarray<double>>& input
     BOOST_TEST(rep.parameters >= min_parameters);
 }
 
-/// Predicate for BOOST_CHECK_EXCEPTION: an E whose message holds every part.
-template <class E>
-struct Raises {
-    std::vector<std::string> parts;
-    bool operator()(const error& e) const {
-        const std::string message = e.what();
-        if (dynamic_cast<const E*>(&e) == nullptr) {
-            BOOST_TEST_MESSAGE("wrong exception type for: " << message);
-            return false;
-        }
-        for (const auto& p : parts)
-            if (message.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message \"" << message << "\" does not contain \"" << p << "\"");
-                return false;
-            }
-        return true;
-    }
-};
 
-/// raises<shape_error>("mse_loss", "(2, 3)"): parentheses, so the commas survive the macro.
-template <class E, class... Parts>
-Raises<E> raises(const Parts&... parts) {
-    return Raises<E>{{std::string(parts)...}};
-}
+using recur::testing::raises;
 
 constexpr std::size_t B = 3, T = 5, I = 3, H = 4;
 const std::vector<std::int64_t> kLengths = {3, 5, 1};

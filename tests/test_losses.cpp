@@ -16,6 +16,8 @@
 #include <recur/nn/losses.hpp>
 #include <recur/recur.hpp>
 
+#include "support.hpp"
+
 namespace recur_losses_tests {
 
 using namespace recur;
@@ -50,29 +52,8 @@ void expect_values(const xt::xarray<double>& got, const std::vector<double>& wan
     }
 }
 
-template <class E>
-struct Raises {
-    std::vector<std::string> parts;
-    bool operator()(const error& e) const {
-        const std::string message = e.what();
-        if (dynamic_cast<const E*>(&e) == nullptr) {
-            BOOST_TEST_MESSAGE("wrong exception type for: " << message);
-            return false;
-        }
-        for (const auto& p : parts)
-            if (message.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message \"" << message << "\" does not contain \"" << p << "\"");
-                return false;
-            }
-        return true;
-    }
-};
 
-/// raises<shape_error>("mse_loss", "(2, 3)"): parentheses, so the commas survive the macro.
-template <class E, class... Parts>
-Raises<E> raises(const Parts&... parts) {
-    return Raises<E>{{std::string(parts)...}};
-}
+using recur::testing::raises;
 
 using LossFn = std::function<Var<double>(const Vars&, Reduction)>;
 
