@@ -102,6 +102,19 @@ std::size_t check_fit(const xt::xarray<T>& a, const std::string& where) {
     return F;
 }
 
+// Checks that a scaler is fitted and that `a` has the features it was fitted on, naming
+// "<scaler>::<fn>".
+template <class T>
+void check_fitted_input(const char* scaler, const char* fn, bool fitted, std::size_t n_features, const xt::xarray<T>& a) {
+    const std::string where = std::string(scaler) + "::" + fn;
+    if (!fitted) throw value_error(where + ": the scaler is not fitted; call fit or fit_transform first");
+    const std::size_t F = features_of(a, where);
+    if (F != n_features)
+        throw shape_error(where + ": array of shape " + shape_str(a.shape()) + " has " + std::to_string(F) +
+                          " feature" + (F == 1 ? "" : "s") + ", the scaler was fitted on " + std::to_string(n_features));
+    check_finite(a, where);
+}
+
 }  // namespace
 
 // ---- MinMaxScaler -------------------------------------------------------------------------
@@ -116,14 +129,7 @@ MinMaxScaler<T>::MinMaxScaler(T range_min, T range_max) : range_min_(range_min),
 // Checks that the scaler is fitted and fits the array given to `fn`.
 template <class T>
 void MinMaxScaler<T>::check(const xt::xarray<T>& a, const char* fn) const {
-    const std::string where = std::string("MinMaxScaler::") + fn;
-    if (!fitted()) throw value_error(where + ": the scaler is not fitted; call fit or fit_transform first");
-    const std::size_t F = features_of(a, where);
-    if (F != n_features_)
-        throw shape_error(where + ": array of shape " + shape_str(a.shape()) + " has " + std::to_string(F) +
-                          " feature" + (F == 1 ? "" : "s") + ", the scaler was fitted on " +
-                          std::to_string(n_features_));
-    check_finite(a, where);
+    check_fitted_input("MinMaxScaler", fn, fitted(), n_features_, a);
 }
 
 template <class T>
@@ -245,14 +251,7 @@ StandardScaler<T>::StandardScaler(bool with_mean, bool with_std) : with_mean_(wi
 
 template <class T>
 void StandardScaler<T>::check(const xt::xarray<T>& a, const char* fn) const {
-    const std::string where = std::string("StandardScaler::") + fn;
-    if (!fitted()) throw value_error(where + ": the scaler is not fitted; call fit or fit_transform first");
-    const std::size_t F = features_of(a, where);
-    if (F != n_features_)
-        throw shape_error(where + ": array of shape " + shape_str(a.shape()) + " has " + std::to_string(F) +
-                          " feature" + (F == 1 ? "" : "s") + ", the scaler was fitted on " +
-                          std::to_string(n_features_));
-    check_finite(a, where);
+    check_fitted_input("StandardScaler", fn, fitted(), n_features_, a);
 }
 
 // Two passes in double: mean, then the mean of squared deviations (population variance).
