@@ -398,12 +398,30 @@ void Tape<T>::finish_partial(detail::Node<T>& n) {
 }
 
 template <class T>
+void Tape<T>::parameter_done(detail::Node<T>& n) {
+    if (n.has_grad && n.partial) finish_partial(n);
+    if (n.has_grad && accumulate_parameter_grads_) {
+        auto& g = n.param->grad();
+        if (g.shape() != n.param->value().shape()) g = xt::zeros<T>(n.param->value().shape());
+        xt::noalias(g) += n.grad;
+    }
+    if (grad_final_) grad_final_(*n.param, n.has_grad ? &n.grad : nullptr);
+}
+
+template <class T>
 void Tape<T>::sweep(std::uint32_t root) {
     for (std::uint32_t k = 0; k < top_; ++k) nodes_[k].has_grad = nodes_[k].partial = false;
     nodes_[root].has_grad = true;
+    // Parameters bound after the root cannot reach it: final (and untouched) at once.
+    for (std::size_t j = bound_order_.size(); j-- > 0;)
+        if (bound_order_[j] > root) parameter_done(nodes_[bound_order_[j]]);
     // Creation order is topological: every input of node k has an index below k.
     for (std::uint32_t k = root + 1; k-- > 0;) {
         auto& n = nodes_[k];
+        if (n.param != nullptr) {  // every reader of the parameter has run: its gradient is final
+            parameter_done(n);
+            continue;
+        }
         if (!n.has_grad || n.backward == nullptr) continue;
         if (n.partial) finish_partial(n);
         n.backward(*this, k);
@@ -415,14 +433,6 @@ void Tape<T>::sweep(std::uint32_t root) {
     }
     for (std::uint32_t k = 0; k < top_; ++k)  // leaves written slice by slice
         if (nodes_[k].partial) finish_partial(nodes_[k]);
-    if (!accumulate_parameter_grads_) return;
-    for (std::uint32_t k : bound_order_) {
-        auto& n = nodes_[k];
-        if (!n.has_grad) continue;
-        auto& g = n.param->grad();
-        if (g.shape() != n.param->value().shape()) g = xt::zeros<T>(n.param->value().shape());
-        xt::noalias(g) += n.grad;
-    }
 }
 
 template class Var<float>;

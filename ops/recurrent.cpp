@@ -402,7 +402,8 @@ void gru_backward(Tape<T>& t, std::uint32_t i) {
 template <class T>
 LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& c) {
     Tape<T>& t = detail::tape_of("lstm_pointwise", xg, hg, c);
-    const auto [batch, hidden] = check_pointwise("lstm_pointwise", 4, xg, hg, c);
+    const auto dims = check_pointwise("lstm_pointwise", 4, xg, hg, c);
+    const std::size_t batch = dims.first, hidden = dims.second;
     const std::uint32_t x = xg.index(), y = hg.index();
     const std::array<std::uint32_t, 3> in{x, y, c.index()};
     return lstm_nodes("lstm_pointwise", t, in.data(), in.size(), {0, 0, 0, 0}, batch, hidden, [&](T* act) {
@@ -416,7 +417,8 @@ LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
                            const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("lstm_step", xs, h, c, w_hh, b_hh)
                                 : detail::tape_of("lstm_step", xs, h, c, w_hh);
-    const auto [batch, hidden] = check_step("lstm_step", 4, xs, time_axis, step, h, c, w_hh, b_hh);
+    const auto dims = check_step("lstm_step", 4, xs, time_axis, step, h, c, w_hh, b_hh);
+    const std::size_t batch = dims.first, hidden = dims.second;
     const std::array<std::uint32_t, 5> in{xs.index(), h.index(), c.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
     const std::size_t count = b_hh.defined() ? 5 : 4;
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
@@ -431,7 +433,8 @@ LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
 template <class T>
 Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h) {
     Tape<T>& t = detail::tape_of("gru_pointwise", xg, hg, h);
-    const auto [batch, hidden] = check_pointwise("gru_pointwise", 3, xg, hg, h);
+    const auto dims = check_pointwise("gru_pointwise", 3, xg, hg, h);
+    const std::size_t batch = dims.first, hidden = dims.second;
     const std::size_t width = 3 * hidden;
     const std::uint32_t out = t.push("gru_pointwise", {xg.index(), hg.index(), h.index()}, &gru_backward<T>);
     auto& node = t.node(out);
@@ -450,7 +453,8 @@ template <class T>
 Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& w_hh,
                 const Var<T>& b_hh) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_step", xs, h, w_hh, b_hh) : detail::tape_of("gru_step", xs, h, w_hh);
-    const auto [batch, hidden] = check_step("gru_step", 3, xs, time_axis, step, h, h, w_hh, b_hh);
+    const auto dims = check_step("gru_step", 3, xs, time_axis, step, h, h, w_hh, b_hh);
+    const std::size_t batch = dims.first, hidden = dims.second;
     const std::size_t width = 3 * hidden;
     const std::array<std::uint32_t, 4> in{xs.index(), h.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
     const std::size_t count = b_hh.defined() ? 4 : 3;

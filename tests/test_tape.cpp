@@ -275,6 +275,38 @@ BOOST_AUTO_TEST_CASE(binding_a_parameter_twice_gives_the_same_node) {
     BOOST_TEST(a.value()(0) == 42.0);
 }
 
+BOOST_AUTO_TEST_CASE(grad_final_hook_fires_once_per_parameter_when_its_gradient_is_final) {
+    // p1 feeds the first layer, p2 the second: the sweep finishes p2 before it reaches p1's
+    // readers, so p2 is reported first, with its gradient complete; p3 is bound but unused.
+    Parameter<double> p1(rnd({3, 3}, 31)), p2(rnd({3, 3}, 32)), p3(rnd({2}, 33));
+    Tape<double> t;
+    std::vector<std::pair<Parameter<double>*, bool>> seen;
+    std::vector<std::size_t> nodes_left;  // how many nodes' backward had not run yet when fired
+    t.on_grad_final([&](Parameter<double>& p, const xt::xarray<double>* g) {
+        seen.emplace_back(&p, g != nullptr);
+        if (g) BOOST_TEST(close(*g, p.grad(), 0.0));  // already added into p.grad()
+    });
+    auto x = t.constant(rnd({2, 3}, 34));
+    auto h = tanh(matmul(x, t.bind(p1)));
+    auto y = matmul(h, t.bind(p2));
+    t.bind(p3);
+    t.backward(sum(y * y));
+    BOOST_TEST_REQUIRE(seen.size() == 3u);
+    BOOST_TEST((seen[0].first == &p3 && !seen[0].second));
+    BOOST_TEST((seen[1].first == &p2 && seen[1].second));
+    BOOST_TEST((seen[2].first == &p1 && seen[2].second));
+    // Kept across clear(); removed by an empty function.
+    t.clear();
+    seen.clear();
+    p2.zero_grad();
+    t.backward(sum(matmul(t.constant(rnd({1, 3}, 35)), t.bind(p2))));
+    BOOST_TEST(seen.size() == 1u);
+    t.on_grad_final({});
+    t.clear();
+    t.backward(sum(matmul(t.constant(rnd({1, 3}, 35)), t.bind(p2))));
+    BOOST_TEST(seen.size() == 1u);
+}
+
 BOOST_AUTO_TEST_CASE(detach_stops_the_gradient) {
     Tape<double> t;
     const xt::xarray<double> xv = rnd({2, 2}, 15);

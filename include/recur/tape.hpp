@@ -15,6 +15,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -215,6 +216,16 @@ public:
     std::mt19937_64& generator() { return rng_; }
     void seed(std::uint64_t s) { rng_.seed(s); }
 
+    /// Called during backward once a bound Parameter's gradient on this tape is final: when
+    /// the reverse sweep passes the Parameter's node, every node that reads it has run. `grad`
+    /// is this tape's gradient of p (already added into p.grad() when the tape accumulates
+    /// parameter gradients), or nullptr when the sweep did not reach p. Called once per bound
+    /// Parameter per backward, in reverse binding order. Gradient reducers (distributed
+    /// training) start communicating here while the rest of the sweep runs. Kept across
+    /// clear(); an empty function removes it.
+    using GradFinalHook = std::function<void(Parameter<T>& p, const xt::xarray<T>* grad)>;
+    void on_grad_final(GradFinalHook hook) { grad_final_ = std::move(hook); }
+
     // ---- Op-author interface (ops/ uses it; user-defined primitives may too) --------------
     //
     // An op calls push() first, then reads its inputs' values and writes the new node's
@@ -324,6 +335,8 @@ private:
     bool retain_grads_;
     std::vector<xt::xarray<T>> grad_pool_;  // released gradient buffers (retain_grads = false)
     std::mt19937_64 rng_;
+    GradFinalHook grad_final_;
+    void parameter_done(detail::Node<T>& n);  // adds into Parameter::grad, calls grad_final_
 };
 
 /// Turns recording off on a tape for a scope (inference inside a training tape).
