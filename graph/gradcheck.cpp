@@ -36,14 +36,19 @@ xt::xarray<double> evaluate(const GradcheckFn& f, Tape<double>& tape, const std:
 
 // dL/dv for L = sum(f * s) by central differences. The outputs are differenced element by
 // element before they are weighted, so outputs that do not depend on v add no rounding noise.
+// v is an element of `owner`'s value when it is a Parameter's (each write marks it changed).
 double numeric(const GradcheckFn& f, Tape<double>& tape, const std::vector<xt::xarray<double>>& inputs, double& v,
-               const xt::xarray<double>& seed, const GradcheckOptions& o) {
+               const xt::xarray<double>& seed, const GradcheckOptions& o, Parameter<double>* owner = nullptr) {
     const double keep = v;
-    v = keep + o.eps;
+    auto set = [&](double x) {
+        v = x;
+        if (owner) (void)owner->value();  // a new version: copies derived from it are remade
+    };
+    set(keep + o.eps);
     const xt::xarray<double> up = evaluate(f, tape, inputs, seed, o.tape_seed);
-    v = keep - o.eps;
+    set(keep - o.eps);
     const xt::xarray<double> down = evaluate(f, tape, inputs, seed, o.tape_seed);
-    v = keep;
+    set(keep);
     double d = 0;
     for (std::size_t k = 0; k < seed.size(); ++k) d += seed.data()[k] * (up.data()[k] - down.data()[k]);
     return d / (2 * o.eps);
@@ -139,7 +144,7 @@ GradcheckReport gradcheck(const GradcheckFn& f, const std::vector<xt::xarray<dou
         for (std::size_t p = 0; p < first.params.size(); ++p) {
             auto& value = first.params[p]->value();
             for (std::size_t e = 0; e < value.size(); ++e)
-                compare(first.param_grads[p].data()[e], numeric(f, tape, xs, value.data()[e], first.seed, o),
+                compare(first.param_grads[p].data()[e], numeric(f, tape, xs, value.data()[e], first.seed, o, first.params[p]),
                         "parameter " + std::to_string(p) + " " + shape_str(value.shape()) + " flat " + std::to_string(e));
         }
     rep.passed = rep.deterministic && !std::isnan(rep.max_rel_error) && rep.max_rel_error <= o.rtol;

@@ -42,6 +42,11 @@ void release_cell(Cell* cell) {
     pool().free.push_back(cell);
 }
 
+std::uint64_t next_version() {
+    static std::atomic<std::uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 std::uint64_t next_tape_id() {
     static std::atomic<std::uint64_t> next{1};
     return next.fetch_add(1, std::memory_order_relaxed);
@@ -223,6 +228,7 @@ void Tape<T>::clear() {
     edges_.clear();
     bound_order_.clear();
     partials_used_ = 0;
+    transposed_used_ = 0;
     ++serial_;
     cell_->store(serial_, std::memory_order_relaxed);
     user_.store(std::thread::id{}, std::memory_order_relaxed);
@@ -413,6 +419,49 @@ const xt::xarray<T>* Tape<T>::parameter_grad(const Parameter<T>& p) const {
     for (std::uint32_t k : bound_order_)
         if (nodes_[k].param == &p) return nodes_[k].has_grad ? &nodes_[k].grad : nullptr;
     return nullptr;
+}
+
+namespace {
+// The transposed copy a node keeps (Tape::transposed) and what it was made from.
+template <class T>
+struct TransposedCopy {
+    xt::xarray<T> value;
+    const void* source = nullptr;  // the array transposed
+    std::uint64_t version = 0;     // the Parameter's version, or the tape epoch's serial
+};
+}  // namespace
+
+template <class T>
+const xt::xarray<T>& Tape<T>::transposed(std::uint32_t i) {
+    auto& n = nodes_[i];
+    const auto& v = value(i);
+    if (v.dimension() != 2) throw shape_error(std::string("transposed: needs a 2-D value, got ") + shape_str(v.shape()));
+    const std::size_t rows = v.shape()[0], cols = v.shape()[1];
+    auto transpose_into = [&](xt::xarray<T>& out) -> const xt::xarray<T>& {
+        out.resize({cols, rows});
+        const T* src = v.data();
+        T* dst = out.data();
+        for (std::size_t r = 0; r < rows; ++r)
+            for (std::size_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+        return out;
+    };
+    if (n.param == nullptr) {  // the node's state is its op's: the copy lives in the tape, for this epoch
+        for (std::size_t k = 0; k < transposed_used_; ++k)
+            if (transposed_[k].first == i) return transposed_[k].second;
+        if (transposed_used_ == transposed_.size()) transposed_.emplace_back();
+        auto& entry = transposed_[transposed_used_++];
+        entry.first = i;
+        return transpose_into(entry.second);
+    }
+    // A bound Parameter's node has no op: its state keeps the copy across epochs, remade only
+    // when the Parameter's value may have changed.
+    auto& copy = n.state.template get<TransposedCopy<T>>();
+    if (copy.source == &v && copy.version == n.param->version() && copy.value.storage().size() == v.size())
+        return copy.value;
+    transpose_into(copy.value);
+    copy.source = &v;
+    copy.version = n.param->version();
+    return copy.value;
 }
 
 template <class T>

@@ -169,8 +169,10 @@ void add_gate_grad(Tape<T>& t, std::uint32_t i, const GateRows* rows, const T* g
 
 // The recurrent product's forward and backward, for a step form:
 //   pre (B, G) = [x rows] + b + h w^T;  dh += dpre w;  dw += dpre^T h;  db += column sums of dpre
+// The forward multiplies by w^T (H_out, G), transposed once per weight update (Tape::transposed),
+// not once per step: a row-major right operand that the small-product kernel streams.
 template <class T>
-void recurrent_forward(const Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b,
+void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b,
                        T* pre, std::size_t batch, std::size_t g) {
     const T* xv = t.value(x.node).data() + x.offset;
     const T* bv = b ? t.value(*b).data() : nullptr;
@@ -182,7 +184,7 @@ void recurrent_forward(const Tape<T>& t, const GateRows& x, std::uint32_t h, std
     }
     const auto& hv = t.value(h);
     const std::size_t hout = hv.shape()[1];
-    detail::gemm<T>(false, true, batch, g, hout, T(1), hv.data(), hout, t.value(w).data(), hout, T(1), pre, g);
+    detail::gemm<T>(false, false, batch, g, hout, T(1), hv.data(), hout, t.transposed(w).data(), g, T(1), pre, g);
 }
 
 template <class T>
@@ -481,8 +483,8 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
         else std::fill(hg + r * width, hg + (r + 1) * width, T(0));
     }
     const auto& hv = t.value(in[1]);
-    detail::gemm<T>(false, true, batch, width, hidden, T(1), hv.data(), hidden, t.value(in[2]).data(), hidden, T(1), hg,
-                    width);
+    detail::gemm<T>(false, false, batch, width, hidden, T(1), hv.data(), hidden, t.transposed(in[2]).data(), width, T(1),
+                    hg, width);
     const GateRows rows = sequence_rows(t, in[0], axis, k);
     const T* x = t.value(in[0]).data() + rows.offset;
     T* y = node.value.data();

@@ -41,6 +41,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
@@ -66,6 +67,7 @@ using Cell = std::atomic<std::uint64_t>;
 Cell* acquire_cell();
 void release_cell(Cell* cell);
 std::uint64_t next_tape_id();
+std::uint64_t next_version();  // a process-wide counter for Parameter::version
 
 template <class T>
 using BackwardFn = void (*)(Tape<T>& tape, std::uint32_t node);
@@ -243,7 +245,16 @@ public:
 
     const xt::xarray<T>& value() const { return value_; }
     /// Mutable access for optimizers and initialisers; keep the shape (use assign to change it).
-    xt::xarray<T>& value() { return value_; }
+    /// Each call marks the value changed (version()): write through the reference it returns
+    /// before the next forward, not through one kept from earlier.
+    xt::xarray<T>& value() {
+        version_ = detail::next_version();
+        return value_;
+    }
+    /// Changes with every call that could change the value (value(), assign), and is never
+    /// shared by two values of any Parameters: what the engine keys weights derived from it on
+    /// (a transposed copy made once per optimizer update).
+    std::uint64_t version() const { return version_; }
     const xt::xarray<T>& grad() const { return grad_; }
     xt::xarray<T>& grad() { return grad_; }
     const Shape& shape() const { return value_.shape(); }
@@ -256,6 +267,7 @@ public:
 private:
     xt::xarray<T> value_;
     xt::xarray<T> grad_;
+    std::uint64_t version_ = detail::next_version();
 };
 
 /// The recording of one computation. Not copyable or movable: Vars point at it.
@@ -350,12 +362,17 @@ public:
     S& state(std::uint32_t i) { return nodes_[i].state.template get<S>(); }
     template <class S>
     S& saved_state(std::uint32_t i) { return nodes_[i].state.template as<S>(nodes_[i].op); }
+    /// The transpose (C, R) of node i's 2-D value (R, C), row-major, made once and kept: for a
+    /// bound Parameter until its value changes (once per optimizer update, however many tapes
+    /// and time steps read it), for any other node for this epoch. For an op that multiplies
+    /// by W^T at every time step.
+    const xt::xarray<T>& transposed(std::uint32_t i);
 
     detail::Node<T>& node(std::uint32_t i) { return nodes_[i]; }
     const detail::Node<T>& node(std::uint32_t i) const { return nodes_[i]; }
     const xt::xarray<T>& value(std::uint32_t i) const {
         const auto& n = nodes_[i];
-        return n.param ? n.param->value() : n.external ? *n.external : n.value;
+        return n.param ? std::as_const(*n.param).value() : n.external ? *n.external : n.value;
     }
     /// Index of the k-th input of node i.
     std::uint32_t input(std::uint32_t i, std::uint32_t k) const { return edges_[nodes_[i].first_input + k]; }
@@ -456,6 +473,9 @@ private:
     std::vector<xt::xarray<T>> grad_pool_;  // released gradient buffers (retain_grads = false)
     std::vector<detail::PartialGrad> partials_;  // slice-by-slice records; [0, partials_used_) this sweep
     std::vector<xt::xarray<T>> value_pool_;      // values of released nodes (inference), reused by size
+    // Transposed copies of non-Parameter nodes (transposed()); [0, transposed_used_) this epoch.
+    std::vector<std::pair<std::uint32_t, xt::xarray<T>>> transposed_;
+    std::size_t transposed_used_ = 0;
     std::size_t partials_used_ = 0;
     std::mt19937_64 rng_;
     GradFinalHook grad_final_;
