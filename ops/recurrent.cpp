@@ -498,12 +498,153 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
     return t.handle(out);
 }
 
+// ---- Whole layers for inference ---------------------------------------------------------------
+// Per step t (in order, or reversed): pre (B, G) = xs[t] rows + b_hh + h w_hh^T (one product on
+// the transposed weight), then each row's gate math into the next state; rows past their
+// length keep their state and output 0. State lives in two per-call buffers (no node per step).
+
+namespace {
+
+// The run's checks and output nodes: one node, outputs (sequence, h[, c]), none recorded.
+template <class T>
+std::uint32_t sequence_node(const char* op, Tape<T>& t, const Var<T>& xs, std::size_t time_axis, std::size_t batch,
+                            std::size_t hidden, std::size_t outputs, const std::vector<std::int64_t>& lengths) {
+    if (t.recording())
+        throw tape_error(std::string(op) + ": inference only, for a tape that is not recording (TapeOptions::record "
+                                           "= false or a NoGradGuard); use the step ops to train");
+    const Shape xsh = xs.shape();
+    const std::size_t steps = xsh[time_axis];
+    if (!lengths.empty()) {
+        if (lengths.size() != batch)
+            throw index_error(std::string(op) + ": " + std::to_string(lengths.size()) + " lengths for a batch of " +
+                              std::to_string(batch));
+        for (auto len : lengths)
+            if (len < 1 || static_cast<std::size_t>(len) > steps)
+                throw index_error(std::string(op) + ": length " + std::to_string(len) + " is outside [1, " +
+                                  std::to_string(steps) + "]");
+    }
+    const std::uint32_t in = xs.index();
+    const std::uint32_t i = t.push(op, &in, 1, nullptr, outputs);
+    Shape ys = xsh;
+    ys[2] = hidden;
+    t.output_value(i, ys, 0);
+    for (std::size_t k = 1; k < outputs; ++k) t.output_value(i, {batch, hidden}, k);
+    return i;
+}
+
+template <class T>
+bool row_active(const std::vector<std::int64_t>& lengths, std::size_t b, std::size_t step) {
+    return lengths.empty() || static_cast<std::int64_t>(step) < lengths[b];
+}
+
+}  // namespace
+
+template <class T>
+SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0, const Var<T>& c0,
+                             const Var<T>& w_hh, const Var<T>& b_hh, const std::vector<std::int64_t>& lengths) {
+    Tape<T>& t = b_hh.defined() ? detail::tape_of("lstm_sequence", xs, h0, c0, w_hh, b_hh)
+                                : detail::tape_of("lstm_sequence", xs, h0, c0, w_hh);
+    const auto dims = check_step("lstm_sequence", 4, xs, time_axis, 0, h0, c0, w_hh, b_hh);
+    const std::size_t batch = dims.first, hidden = dims.second, width = 4 * hidden;
+    if (h0.shape()[1] != hidden)
+        throw shape_error("lstm_sequence: h0 must be (B, H) (no projection), got " + shape_str(h0.shape()));
+    const std::uint32_t i = sequence_node("lstm_sequence", t, xs, time_axis, batch, hidden, 3, lengths);
+    const std::size_t steps = t.value(xs.index()).shape()[time_axis];
+    T* y = t.node(i).value.data();
+    T* h = t.node(t.output(i, 1)).value.data();
+    T* c = t.node(t.output(i, 2)).value.data();
+    std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
+    std::copy(c0.value().data(), c0.value().data() + batch * hidden, c);
+    const T* wt = t.transposed(w_hh.index()).data();
+    const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
+    // act (B, 4H) | h' (B, H) | c' (B, H) in scratch
+    T* act = scratch<T>(batch * (width + 2 * hidden));
+    T* hn = act + batch * width;
+    T* cn = hn + batch * hidden;
+    for (std::size_t s = 0; s < steps; ++s) {
+        const std::size_t step = reverse ? steps - 1 - s : s;
+        const GateRows rows = sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
+        const T* xv = t.value(xs.index()).data() + rows.offset;
+        for (std::size_t b = 0; b < batch; ++b) {
+            const T* xr = xv + b * rows.stride;
+            T* p = act + b * width;
+            if (bias) for (std::size_t j = 0; j < width; ++j) p[j] = xr[j] + bias[j];
+            else std::copy(xr, xr + width, p);
+        }
+        detail::gemm<T>(false, false, batch, width, hidden, T(1), h, hidden, wt, width, T(1), act, width);
+        for_rows(batch, width, [&](std::size_t b) {
+            const std::size_t k = b * hidden;
+            lstm_forward_row(act + b * width, c + k, cn + k, hn + k, hidden);
+        });
+        for (std::size_t b = 0; b < batch; ++b) {
+            const std::size_t k = b * hidden;
+            T* out = y + (time_axis == 0 ? (step * batch + b) : (b * steps + step)) * hidden;
+            if (row_active<T>(lengths, b, step)) {
+                std::copy(hn + k, hn + k + hidden, h + k);
+                std::copy(cn + k, cn + k + hidden, c + k);
+                std::copy(hn + k, hn + k + hidden, out);
+            } else {
+                std::fill(out, out + hidden, T(0));
+            }
+        }
+    }
+    return {t.handle(i, 0), t.handle(i, 1), t.handle(i, 2)};
+}
+
+template <class T>
+SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0,
+                            const Var<T>& w_hh, const Var<T>& b_hh, const std::vector<std::int64_t>& lengths) {
+    Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_sequence", xs, h0, w_hh, b_hh)
+                                : detail::tape_of("gru_sequence", xs, h0, w_hh);
+    const auto dims = check_step("gru_sequence", 3, xs, time_axis, 0, h0, h0, w_hh, b_hh);
+    const std::size_t batch = dims.first, hidden = dims.second, width = 3 * hidden;
+    const std::uint32_t i = sequence_node("gru_sequence", t, xs, time_axis, batch, hidden, 2, lengths);
+    const std::size_t steps = t.value(xs.index()).shape()[time_axis];
+    T* y = t.node(i).value.data();
+    T* h = t.node(t.output(i, 1)).value.data();
+    std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
+    const T* wt = t.transposed(w_hh.index()).data();
+    const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
+    // hg (B, 3H) | act (B, 3H) | h' (B, H) in scratch
+    T* hg = scratch<T>(batch * (2 * width + hidden));
+    T* act = hg + batch * width;
+    T* hn = act + batch * width;
+    for (std::size_t s = 0; s < steps; ++s) {
+        const std::size_t step = reverse ? steps - 1 - s : s;
+        const GateRows rows = sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
+        const T* xv = t.value(xs.index()).data() + rows.offset;
+        for (std::size_t b = 0; b < batch; ++b) {
+            if (bias) std::copy(bias, bias + width, hg + b * width);
+            else std::fill(hg + b * width, hg + (b + 1) * width, T(0));
+        }
+        detail::gemm<T>(false, false, batch, width, hidden, T(1), h, hidden, wt, width, T(1), hg, width);
+        for_rows(batch, width, [&](std::size_t b) {
+            gru_forward_row(xv + b * rows.stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden, hidden);
+        });
+        for (std::size_t b = 0; b < batch; ++b) {
+            const std::size_t k = b * hidden;
+            T* out = y + (time_axis == 0 ? (step * batch + b) : (b * steps + step)) * hidden;
+            if (row_active<T>(lengths, b, step)) {
+                std::copy(hn + k, hn + k + hidden, h + k);
+                std::copy(hn + k, hn + k + hidden, out);
+            } else {
+                std::fill(out, out + hidden, T(0));
+            }
+        }
+    }
+    return {t.handle(i, 0), t.handle(i, 1), Var<T>()};
+}
+
 #define RECUR_RECURRENT(T)                                                                                      \
     template LSTMPointwise<T> lstm_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                      \
     template LSTMPointwise<T> lstm_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&,  \
                                         const Var<T>&, const Var<T>&);                                           \
     template Var<T> gru_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                                 \
-    template Var<T> gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, const Var<T>&);
+    template Var<T> gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, const Var<T>&); \
+    template SequenceRun<T> lstm_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,         \
+                                          const Var<T>&, const Var<T>&, const std::vector<std::int64_t>&);       \
+    template SequenceRun<T> gru_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,          \
+                                         const Var<T>&, const std::vector<std::int64_t>&);
 RECUR_INSTANTIATE_FOR(RECUR_RECURRENT)
 
 }  // namespace recur

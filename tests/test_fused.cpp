@@ -191,6 +191,81 @@ BOOST_AUTO_TEST_CASE(threaded_steps_agree_with_one_thread_and_repeat_exactly) {
     }
 }
 
+// Live nodes of a per-step op (lstm_step, gru_step) on a tape.
+template <class T>
+std::size_t step_nodes(Tape<T>& t) {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < t.capacity(); ++i) {
+        const auto& node = t.node(static_cast<std::uint32_t>(i));
+        const std::string op = node.op;
+        n += node.live && node.owner == recur::detail::no_node && (op == "lstm_step" || op == "gru_step");
+    }
+    return n;
+}
+
+// Inference runs a whole layer in one node (lstm_sequence / gru_sequence) instead of a node per
+// step: the same results as a recorded forward, for stacks, both directions, lengths, both
+// layouts, in double and float.
+template <class T, class Module>
+void inference_equals_recorded(Module& m, bool batch_first, double tol) {
+    const std::size_t batch = 3, steps = 7;
+    const Shape xs = batch_first ? Shape{batch, steps, 5} : Shape{steps, batch, 5};
+    const xt::xarray<T> x = random_array<T>(xs, 71);
+    const std::vector<std::int64_t> lengths{7, 2, 5};
+    for (const auto& lens : {std::vector<std::int64_t>{}, lengths}) {
+        release_cached_tape_memory();  // each tape starts empty: its nodes are all this forward's
+        Tape<T> recorded;
+        auto a = m.forward(recorded.constant(x), {}, lens);
+        release_cached_tape_memory();
+        Tape<T> inference({.record = false});
+        auto b = m.forward(inference.constant(x), {}, lens);
+        BOOST_TEST(max_rel_diff<T>(a.output.value(), b.output.value()) <= tol);
+        BOOST_TEST_REQUIRE(a.state.size() == b.state.size());
+        for (std::size_t k = 0; k < a.state.size(); ++k) BOOST_TEST(max_rel_diff<T>(a.state[k].value(), b.state[k].value()) <= tol);
+        BOOST_TEST(step_nodes(recorded) == steps * (m.named_parameters().size() / 4));  // a node per step and cell
+        BOOST_TEST(step_nodes(inference) == 0);  // no node per step
+    }
+}
+
+BOOST_AUTO_TEST_CASE(inference_runs_whole_layers_with_the_recorded_results) {
+    for (bool bf : {false, true}) {
+        LSTM<double> lstm({.input_size = 5, .hidden_size = 4, .num_layers = 2, .batch_first = bf, .bidirectional = true});
+        GRU<double> gru({.input_size = 5, .hidden_size = 4, .num_layers = 2, .batch_first = bf, .bidirectional = true});
+        inference_equals_recorded<double>(lstm, bf, 1e-14);
+        inference_equals_recorded<double>(gru, bf, 1e-14);
+        LSTM<float> lstm_f({.input_size = 5, .hidden_size = 20, .batch_first = bf, .bidirectional = true});
+        GRU<float> gru_f({.input_size = 5, .hidden_size = 20, .batch_first = bf});
+        inference_equals_recorded<float>(lstm_f, bf, 1e-6);
+        inference_equals_recorded<float>(gru_f, bf, 1e-6);
+    }
+    // With a projection the LSTM steps (no whole-layer kernel), with the same results.
+    LSTM<double> projected({.input_size = 5, .hidden_size = 4, .proj_size = 3});
+    {
+        const xt::xarray<double> x = random_array<double>({7, 3, 5}, 72);
+        Tape<double> recorded;
+        Tape<double> inference({.record = false});
+        BOOST_TEST(max_rel_diff<double>(projected(recorded.constant(x)).output.value(),
+                                        projected(inference.constant(x)).output.value()) <= 1e-14);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(whole_layer_kernels_are_inference_only_and_check_their_input) {
+    Tape<double> t;
+    auto xs = t.constant(random_array<double>({4, 2, 12}, 73));
+    auto h = t.zeros({2, 3}), c = t.zeros({2, 3});
+    auto w = t.variable(random_array<double>({12, 3}, 74));
+    BOOST_TEST(recur::testing::throws_with<tape_error>([&] { (void)lstm_sequence(xs, 0, false, h, c, w, Var<double>()); },
+                                                       {"lstm_sequence", "inference only"}));
+    Tape<double> inference({.record = false});
+    auto xi = inference.constant(random_array<double>({4, 2, 9}, 75));
+    auto hi = inference.zeros({2, 3});
+    auto wi = inference.constant(random_array<double>({9, 3}, 76));
+    BOOST_TEST(recur::testing::throws_with<index_error>(
+        [&] { (void)gru_sequence(xi, 0, false, hi, wi, Var<double>(), {1, 5}); }, {"gru_sequence", "length 5"}));
+    BOOST_TEST(recur::testing::throws_with<shape_error>(
+        [&] { (void)gru_sequence(xi, 1, false, hi, wi, Var<double>()); }, {"gru_sequence", "xs must be"}));
+}
+
 BOOST_AUTO_TEST_CASE(saturated_gates_stay_finite) {
     Tape<float> t;
     const std::size_t b = 2, h = 20;

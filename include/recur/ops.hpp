@@ -114,6 +114,26 @@ template <class T>
 Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& w_hh,
                 const Var<T>& b_hh = {});
 
+// ---- Inference: a whole recurrent layer in one call (no gradient) ----------------------------
+/// A run of lstm_step / gru_step over every step of xs, without a node per step: for a tape
+/// that is not recording (inference); tape_error on a recording one. Outputs and final states
+/// equal the steps' (same kernels). lengths (B values in [1, T], or empty) as in nn::unroll:
+/// a row's state stops at its own last step, its outputs past it are 0, and reverse starts
+/// there. output (T, B, H) or (B, T, H) like xs; h, c (B, H) (c undefined for the GRU).
+template <class T>
+struct SequenceRun {
+    Var<T> output;
+    Var<T> h;
+    Var<T> c;
+};
+template <class T>
+SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0,
+                             const Var<T>& c0, const Var<T>& w_hh, const Var<T>& b_hh,
+                             const std::vector<std::int64_t>& lengths = {});
+template <class T>
+SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0,
+                            const Var<T>& w_hh, const Var<T>& b_hh, const std::vector<std::int64_t>& lengths = {});
+
 // ---- Graph --------------------------------------------------------------------------------
 /// The same value with the gradient stopped (the result does not require grad).
 template <class T> Var<T> detach(const Var<T>& x);

@@ -93,6 +93,16 @@ CellState<T> LSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::
 }
 
 template <class T>
+std::pair<Var<T>, CellState<T>> LSTMCell<T>::run_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse,
+                                                          const CellState<T>& state,
+                                                          const std::vector<std::int64_t>& lengths) {
+    Tape<T>& tape = xs.tape();
+    SequenceRun<T> run = lstm_sequence(xs, time_axis, reverse, state[0], state[1], tape.bind(this->weight_hh()),
+                                       this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), lengths);
+    return {std::move(run.output), {std::move(run.h), std::move(run.c)}};
+}
+
+template <class T>
 CellState<T> LSTMCell<T>::step_composed(const Var<T>& xp, const CellState<T>& state) {
     // gates (B, 4H) = [i | f | g | o]
     const auto gates = chunk(xp + this->project_hidden(state[0]), 4, 1);
@@ -124,6 +134,16 @@ CellState<T> GRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::s
     Tape<T>& tape = xs.tape();
     return {gru_step(xs, time_axis, t, state[0], tape.bind(this->weight_hh()),
                      this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>())};
+}
+
+template <class T>
+std::pair<Var<T>, CellState<T>> GRUCell<T>::run_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse,
+                                                         const CellState<T>& state,
+                                                         const std::vector<std::int64_t>& lengths) {
+    Tape<T>& tape = xs.tape();
+    SequenceRun<T> run = gru_sequence(xs, time_axis, reverse, state[0], tape.bind(this->weight_hh()),
+                                      this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), lengths);
+    return {std::move(run.output), {std::move(run.h)}};
 }
 
 template <class T>

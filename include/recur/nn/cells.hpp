@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "recur/nn/module.hpp"
@@ -93,6 +94,10 @@ public:
     CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
     /// The reference: the same step composed from primitives (tested equal to the fused one).
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
+    /// Inference: every step of xs in one call (lstm_sequence); not with proj_size.
+    bool runs_whole_sequences() const { return proj_size_ == 0; }
+    std::pair<Var<T>, CellState<T>> run_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse,
+                                                 const CellState<T>& state, const std::vector<std::int64_t>& lengths);
     Parameter<T>* weight_hr() { return weight_hr_; }
 
 private:
@@ -118,6 +123,10 @@ public:
     CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
     /// The reference: the same step composed from primitives (tested equal to the fused one).
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
+    /// Inference: every step of xs in one call (gru_sequence).
+    bool runs_whole_sequences() const { return true; }
+    std::pair<Var<T>, CellState<T>> run_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse,
+                                                 const CellState<T>& state, const std::vector<std::int64_t>& lengths);
 };
 
 extern template class GatedCell<float>;

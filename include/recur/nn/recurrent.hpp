@@ -53,6 +53,17 @@ concept SequenceCell = HoistedCell<C> &&
         { c.step_at(x, k, k, s) } -> std::same_as<CellState<typename C::value_type>>;
     };
 
+/// A sequence cell that can also run a whole projected sequence in one call when nothing is
+/// recorded (inference): run_sequence(xs, time_axis, reverse, state, lengths), where it returns
+/// false from runs_whole_sequences() for a configuration it cannot (then unroll steps).
+template <class C>
+concept WholeSequenceCell = SequenceCell<C> &&
+    requires(C& c, const Var<typename C::value_type>& x, const CellState<typename C::value_type>& s, std::size_t k,
+             const std::vector<std::int64_t>& lengths) {
+        { c.runs_whole_sequences() } -> std::same_as<bool>;
+        { c.run_sequence(x, k, true, s, lengths) } -> std::same_as<std::pair<Var<typename C::value_type>, CellState<typename C::value_type>>>;
+    };
+
 struct UnrollOptions {
     bool reverse = false;
     bool batch_first = false;
@@ -101,6 +112,12 @@ Sequence<typename Cell::value_type> unroll(Cell& cell, const Var<typename Cell::
 
     Var<T> source = x;
     if constexpr (HoistedCell<Cell>) source = cell.project_input(x);  // (.., G) for all steps at once
+    if constexpr (WholeSequenceCell<Cell>) {
+        if (!tape.recording() && cell.runs_whole_sequences()) {  // inference: no node per step
+            auto [output, final_state] = cell.run_sequence(source, time_axis, o.reverse, state, lengths);
+            return {std::move(output), std::move(final_state)};
+        }
+    }
 
     Var<T> zeros;  // output rows past a sequence's end
     std::vector<Var<T>> outputs(steps);
