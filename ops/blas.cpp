@@ -162,9 +162,10 @@ void small_gemm(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a
 }
 
 // Products up to this many multiply-adds with B not transposed take the small kernel: where a
-// library call's fixed cost and packing are a large share (measured: benchmarks/bench_engine
-// SmallGemm).
-constexpr double small_product = 1 << 19;
+// library call's fixed cost (~190 ns for dnnl_sgemm) is a large share. Measured one thread:
+// 1 x 64 x 16 (an XS step) 65 ns against 186 for dnnl_sgemm; at S's 16 x 256 x 64 they are
+// close and at S's backward shapes oneDNN's packed kernels win (4-5 us against 15-18).
+constexpr double small_product = 1 << 16;
 
 void check_dnnl(dnnl_status_t status) {
     if (status != dnnl_success) throw shape_error("gemm: oneDNN's sgemm failed with status " + std::to_string(int(status)));
