@@ -68,68 +68,63 @@ void count_nodes(benchmark::State& state, const Tape<float>& tape, std::size_t w
     state.counters["grown"] = static_cast<double>(tape.capacity() - warm_nodes);
 }
 
+/// Times step(layer, x) on the layer and input of the benchmark's sizes, after one untimed
+/// warm-up step (on a reused tape it sizes the node buffers); `forwards`: the step's FLOP in
+/// forwards (3 for a training step, 1 for inference); `tape`: the reused tape, if any, whose
+/// nodes are counted.
+template <Kind K, class Step>
+void time_steps(benchmark::State& state, double forwards, const Tape<float>* tape, Step step) {
+    const LayerSizes z = sizes_of(state);
+    Layer<K> layer = make_layer<K>(z);
+    const xt::xarray<float> x = recur::bench::layer_input(z);
+    step(layer, x);
+    const std::size_t warm_nodes = tape ? tape->capacity() : 0;
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(step(layer, x));
+        benchmark::ClobberMemory();
+    }
+    count_flops(state, forwards * z.forward_flops(K));
+    if (tape) count_nodes(state, *tape, warm_nodes);
+}
+
+/// The first parameter's gradient (what a training step writes).
+template <Kind K>
+const float* first_grad(Layer<K>& layer) {
+    return layer.m.parameters().front()->grad().data();
+}
+
 // ---- 1. Training step (layer_step.hpp) -------------------------------------------------------
 
 template <Kind K>
 void BM_TrainNatural(benchmark::State& state) {
-    const LayerSizes z = sizes_of(state);
-    Layer<K> layer = make_layer<K>(z);
-    const xt::xarray<float> x = recur::bench::layer_input(z);
-    natural_train_step(layer, x);  // warm-up
-    for (auto _ : state) {
+    time_steps<K>(state, 3.0, nullptr, [](Layer<K>& layer, const xt::xarray<float>& x) {
         natural_train_step(layer, x);
-        benchmark::DoNotOptimize(layer.m.parameters().front()->grad().data());
-        benchmark::ClobberMemory();
-    }
-    count_flops(state, 3.0 * z.forward_flops(K));
+        return first_grad(layer);
+    });
 }
 
 template <Kind K>
 void BM_TrainTuned(benchmark::State& state) {
-    const LayerSizes z = sizes_of(state);
-    Layer<K> layer = make_layer<K>(z);
-    const xt::xarray<float> x = recur::bench::layer_input(z);
     Tape<float> tape(recur::bench::training_tape());
-    tuned_train_step(layer, tape, x);  // warm-up: the first step sizes the node buffers
-    const std::size_t warm_nodes = tape.capacity();
-    for (auto _ : state) {
+    time_steps<K>(state, 3.0, &tape, [&tape](Layer<K>& layer, const xt::xarray<float>& x) {
         tuned_train_step(layer, tape, x);
-        benchmark::DoNotOptimize(layer.m.parameters().front()->grad().data());
-        benchmark::ClobberMemory();
-    }
-    count_flops(state, 3.0 * z.forward_flops(K));
-    count_nodes(state, tape, warm_nodes);
+        return first_grad(layer);
+    });
 }
 
 // ---- 2. Inference forward -------------------------------------------------------------------
 
 template <Kind K>
 void BM_InferNatural(benchmark::State& state) {
-    const LayerSizes z = sizes_of(state);
-    Layer<K> layer = make_layer<K>(z);
-    const xt::xarray<float> x = recur::bench::layer_input(z);
-    natural_infer_step(layer, x);  // warm-up
-    for (auto _ : state) {
-        benchmark::DoNotOptimize(natural_infer_step(layer, x));
-        benchmark::ClobberMemory();
-    }
-    count_flops(state, z.forward_flops(K));
+    time_steps<K>(state, 1.0, nullptr,
+                  [](Layer<K>& layer, const xt::xarray<float>& x) { return natural_infer_step(layer, x); });
 }
 
 template <Kind K>
 void BM_InferTuned(benchmark::State& state) {
-    const LayerSizes z = sizes_of(state);
-    Layer<K> layer = make_layer<K>(z);
-    const xt::xarray<float> x = recur::bench::layer_input(z);
     Tape<float> tape(recur::bench::inference_tape());
-    tuned_infer_step(layer, tape, x);  // warm-up
-    const std::size_t warm_nodes = tape.capacity();
-    for (auto _ : state) {
-        benchmark::DoNotOptimize(tuned_infer_step(layer, tape, x));
-        benchmark::ClobberMemory();
-    }
-    count_flops(state, z.forward_flops(K));
-    count_nodes(state, tape, warm_nodes);
+    time_steps<K>(state, 1.0, &tape,
+                  [&tape](Layer<K>& layer, const xt::xarray<float>& x) { return tuned_infer_step(layer, tape, x); });
 }
 
 // ---- 3. The sgemm reference --------------------------------------------------------------

@@ -28,7 +28,8 @@
 # warm-up steps), MIN_TIME (Google Benchmark seconds per repetition, default 0.2), MEMORY_STEPS
 # (training steps of each memory case, default 3), NO_BUILD=1 (run the existing binaries as they
 # are), PYTHON (an interpreter with torch, default /usr/bin/python3), MD_OUT (write the tables as
-# Markdown there). Times are CPU time (the machine may be shared: CPU time does not count time
+# Markdown there), OPENBLAS_CORETYPE (passed on: OpenBLAS's kernel set, e.g. SkylakeX, for recur
+# and PyTorch alike; the header shows the one in use). Times are CPU time (the machine may be shared: CPU time does not count time
 # spent descheduled); the wall/CPU ratio is printed as a load gauge.
 set -euo pipefail
 
@@ -48,7 +49,7 @@ memory_size=(64 100 256 256)  # M
 
 # The command as given, with the knobs set in the environment.
 command=""
-for knob in BUILD_DIR BUILD_JOBS CPU ROUNDS REPETITIONS STEPS MIN_TIME MEMORY_STEPS NO_BUILD PYTHON MD_OUT; do
+for knob in BUILD_DIR BUILD_JOBS CPU ROUNDS REPETITIONS STEPS MIN_TIME MEMORY_STEPS NO_BUILD PYTHON MD_OUT OPENBLAS_CORETYPE; do
   if [[ -n ${!knob+set} ]]; then command+="$knob=$(printf '%q' "${!knob}") "; fi
 done
 command+="$0"
@@ -106,6 +107,9 @@ cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 logical=$(grep -c '^processor' /proc/cpuinfo)
 flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2-) "
 case $flags in *" avx512f "*) isa=", AVX-512" ;; *" avx2 "*) isa=", AVX2" ;; *) isa="" ;; esac
+# The kernel set OpenBLAS picked (recur and PyTorch both call it): its DYNAMIC_ARCH build falls
+# back to generic Prescott kernels on CPUs it does not know; OPENBLAS_CORETYPE overrides that.
+openblas_core=$("$python" -c 'import ctypes; b = ctypes.CDLL("libopenblas.so.0"); b.openblas_get_corename.restype = ctypes.c_char_p; b.openblas_get_config.restype = ctypes.c_char_p; print(b.openblas_get_corename().decode(), "kernels,", b.openblas_get_config().decode().split(" NO_")[0])' 2>/dev/null || echo "?")
 dnnl_version=$(dpkg-query -W -f '${Version}' libdnnl-dev 2>/dev/null || echo "?")
 revision=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "?")
 git -C "$root" diff --quiet HEAD 2>/dev/null || revision+=" with uncommitted changes"
@@ -115,6 +119,7 @@ report=(
   --header "Command: $command"
   --header "recur: ${pin[*]} ${bench#"$root"/} --benchmark_repetitions=$reps --benchmark_min_time=$min_time; ${step_memory#"$root"/} KIND ${memory_size[*]} $memory_steps natural|tuned"
   --header "oneDNN $dnnl_version: ${pin[*]} ${onednn#"$root"/} --benchmark_repetitions=$reps --benchmark_min_time=$min_time"
+  --header "OpenBLAS (recur's and PyTorch's BLAS): $openblas_core (OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE-unset})"
   --header "PyTorch: ${pin[*]} $python benchmarks/torch_layers.py --steps $steps; --memory KIND --memory-steps $memory_steps"
 )
 while IFS= read -r check; do report+=(--header "${check#onednn_layers }"); done < <(grep '^onednn_layers check' "$out/onednn.1.err")

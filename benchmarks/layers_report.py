@@ -193,7 +193,7 @@ def main():
         speed.add(size_label(size), kind.upper(), mode, fmt(natural), fmt(tuned), fmt(dnnl), fmt(pt),
                   fmt(r_dnnl, 2), fmt(r_pt, 2), fmt(r_nt, 2), verdict,
                   "/".join("-" if x is None else f"{x:.0f}" for x in spreads))
-    n_of = lambda k: "/".join(sorted({str(c[k]) for c in counts})) or "0"
+    n_of = lambda k: "/".join(sorted({str(c[k]) for c in counts if c[k]})) or "0"
     load = f"{min(wall_cpu):.2f} to {max(wall_cpu):.2f}" if wall_cpu else "-"
     sections.append((f"Step time, one core, float32 (oneDNN f32, PyTorch {torch_version})", speed, [
         "ms: median CPU time of one step over all rounds. Ratios: oneDNN ms / recur natural ms and PyTorch ms / "
