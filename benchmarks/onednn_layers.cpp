@@ -76,11 +76,12 @@ struct PlainParams {
     std::vector<float> w_ih, w_hh, b_ih, b_hh;
 };
 
+/// The layer's parameter values, or their gradients.
 template <Kind K>
-PlainParams params_of(recur::bench::Layer<K>& layer) {
+PlainParams params_of(recur::bench::Layer<K>& layer, bool gradients = false) {
     PlainParams p;
     for (auto& [name, param] : layer.m.named_parameters()) {
-        const xt::xarray<float>& v = param->value();
+        const xt::xarray<float>& v = gradients ? param->grad() : param->value();
         std::vector<float> flat(v.begin(), v.end());
         if (name == "weight_ih_l0") p.w_ih = flat;
         else if (name == "weight_hh_l0") p.w_hh = flat;
@@ -101,19 +102,19 @@ std::vector<float> to_ldgoi(Kind k, const std::vector<float>& w, std::size_t h, 
     return out;
 }
 
-/// oneDNN's bias (ldgo): LSTM b_ih + b_hh; lbr_gru b_z, b_r (sums), b_in, b_hn.
-std::vector<float> to_bias(Kind k, const PlainParams& p, std::size_t h) {
+/// oneDNN's bias (ldgo) from PyTorch's two: oneDNN's gate g < G has one bias where PyTorch has
+/// b_ih + b_hh (LSTM's four, GRU's z and r), b_in alone for GRU's n, and lbr_gru's 4th is b_hn.
+/// gradient: the bias gradients instead (a sum's gradient is either addend's: b_ih's).
+std::vector<float> to_bias(Kind k, const PlainParams& p, std::size_t h, bool gradient = false) {
     std::vector<float> out(static_cast<std::size_t>(bias_gates(k)) * h);
-    for (int g = 0; g < bias_gates(k); ++g)
-        for (std::size_t o = 0; o < h; ++o) {
-            const std::size_t at = static_cast<std::size_t>(g) * h + o;
-            if (k == Kind::lstm) out[at] = p.b_ih[at] + p.b_hh[at];
-            else if (g < 2) {
-                const std::size_t src = static_cast<std::size_t>(pytorch_gate(k, g)) * h + o;
-                out[at] = p.b_ih[src] + p.b_hh[src];
-            } else if (g == 2) out[at] = p.b_ih[2 * h + o];
-            else out[at] = p.b_hh[2 * h + o];
-        }
+    for (int g = 0; g < bias_gates(k); ++g) {
+        const std::size_t from = static_cast<std::size_t>(pytorch_gate(k, g)) * h;
+        const bool paired = k == Kind::lstm || g < 2;
+        for (std::size_t o = 0; o < h; ++o)
+            out[static_cast<std::size_t>(g) * h + o] =
+                g == weight_gates(k) ? p.b_hh[2 * h + o]  // lbr_gru's b_hn
+                                     : p.b_ih[from + o] + (paired && !gradient ? p.b_hh[from + o] : 0.0f);
+    }
     return out;
 }
 
@@ -344,25 +345,12 @@ void check_against_recur(const char* name) {
     recur::Var<float> y = layer(tape.constant(x));
     const std::vector<float> want_y(y.value().begin(), y.value().end());
     tape.backward(recur::sum(y));
-    PlainParams grads;
-    for (auto& [pname, param] : layer.m.named_parameters()) {
-        std::vector<float> g(param->grad().begin(), param->grad().end());
-        if (pname == "weight_ih_l0") grads.w_ih = g;
-        else if (pname == "weight_hh_l0") grads.w_hh = g;
-        else if (pname == "bias_ih_l0") grads.b_ih = g;
-        else if (pname == "bias_hh_l0") grads.b_hh = g;
-    }
-    const PlainParams p = params_of(layer);
+    const PlainParams p = params_of(layer), grads = params_of(layer, true);
     Peer train(K, z, true, dt::f32, p, x), infer(K, z, false, dt::f32, p, x);
     train.train_step();
     train.train_step();  // twice: the gradients must not accumulate across steps
     infer.infer_step();
-    // recur's bias gradients in oneDNN's ldgo: the gradient of b_ih + b_hh is either one's.
-    std::vector<float> want_bias = to_bias(K, PlainParams{{}, {}, grads.b_ih, grads.b_hh}, z.h);
-    if (K == Kind::lstm)
-        for (std::size_t k = 0; k < want_bias.size(); ++k) want_bias[k] = grads.b_ih[k];
-    else
-        for (std::size_t k = 0; k < 3 * z.h; ++k) want_bias[k] = grads.b_ih[static_cast<std::size_t>(pytorch_gate(K, static_cast<int>(k / z.h))) * z.h + k % z.h];
+    const std::vector<float> want_bias = to_bias(K, grads, z.h, true);
     const double errors[] = {max_abs_diff(train.output(), want_y), max_abs_diff(infer.output(), want_y),
                              max_abs_diff(train.weight_grad(0), grads.w_ih), max_abs_diff(train.weight_grad(1), grads.w_hh),
                              max_abs_diff(train.bias_grad(), want_bias)};
