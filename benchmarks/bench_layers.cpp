@@ -1,26 +1,31 @@
-// bench_layers — training steps of the recurrent layers, and the sgemm they are measured
-// against (Google Benchmark).
+// bench_layers — training steps and inference forwards of the recurrent layers, and the sgemm
+// they are measured against (Google Benchmark).
 //
-// One-layer RNN (tanh), LSTM and GRU in float, batch_first, input (B, T, I):
+// One-layer RNN (tanh), LSTM and GRU in float, batch_first, input (B, T, I), each timed in two
+// loops (layer_step.hpp):
+//   natural: the shortest user code: a fresh Tape<float> each step, default options, the input
+//            through tape.constant (one copy of B*T*I floats, as data from a loader would be);
+//   tuned:   the README's loop: one Tape reused and clear()ed each step, retain_grads = false,
+//            the input read in place through tape.view.
 //   1. Train: one training step = zero the parameter grads, forward through all T steps,
-//      loss = sum(output), backward through time into the Parameters' grads, tape.clear().
-//   2. Infer: the forward alone on an inference tape (TapeOptions{.record = false}).
+//      loss = sum(output), backward through time into the Parameters' grads.
+//   2. Infer: the forward alone on a tape that does not record (TapeOptions{.record = false}),
+//      fresh each step (natural) or reused (tuned).
 //   3. Sgemm: one direct cblas_sgemm C (64, 512) = A (64, 2048) B (2048, 512) into a
 //      preallocated C: the rate a training step's GEMMs can at best reach on this core.
 // Sizes (B, T, I, H) of the performance targets: XS (1, 1000, 16, 16) and S (16, 200, 64, 64)
 // (per-node overhead bound), M (64, 100, 256, 256) and L (64, 50, 512, 512) (GEMM bound). LSTM
-// and GRU train at all four, RNN at XS and M; Infer at M. The input is handed to the tape as a
-// constant each step (one copy of B*T*I floats, as data from a loader would be); it does not
-// require grad.
+// and GRU train and infer at all four, RNN trains at XS and M and infers at M. The input does
+// not require grad.
 //
 // Counters: time per step in ms, and FLOPS by the usual count of one step's multiply-adds:
 // training 24 B T H (I + H) for LSTM, 18 for GRU, 6 for RNN (forward, dW and dX GEMMs);
-// forward alone a third of that. Elementwise work is not counted. nodes: the tape's node
-// objects (high-water mark); grown: how many of them appeared after the warm-up step.
+// forward alone a third of that. Elementwise work is not counted. Tuned loops also count
+// nodes: the tape's node objects (high-water mark); grown: how many of them appeared after the
+// warm-up step (0 when steps reuse the nodes as they should).
 //
-// One Tape is reused across iterations and clear()ed each step, as a training loop does, and
-// one untimed warm-up step runs first (the first step on a tape allocates its node buffers).
-// Run pinned and single-threaded next to PyTorch: benchmarks/compare_layers.sh.
+// One untimed warm-up step runs first (on a tuned loop's tape it sizes the node buffers).
+// Run pinned and single-threaded next to oneDNN and PyTorch: benchmarks/compare_layers.sh.
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
@@ -35,13 +40,14 @@
 namespace {
 
 using recur::Tape;
-using recur::TapeOptions;
-using recur::Var;
 using recur::bench::Kind;
 using recur::bench::Layer;
 using recur::bench::LayerSizes;
 using recur::bench::make_layer;
-using recur::bench::train_step;
+using recur::bench::natural_infer_step;
+using recur::bench::natural_train_step;
+using recur::bench::tuned_infer_step;
+using recur::bench::tuned_train_step;
 using recur::bench::uniform;
 
 /// The benchmark's arguments (B, T, I, H).
@@ -62,49 +68,63 @@ void count_nodes(benchmark::State& state, const Tape<float>& tape, std::size_t w
     state.counters["grown"] = static_cast<double>(tape.capacity() - warm_nodes);
 }
 
-// ---- 1. Training step (layer_step.hpp) -------------------------------------------------------
-
-template <Kind K>
-void BM_Train(benchmark::State& state) {
+/// Times step(layer, x) on the layer and input of the benchmark's sizes, after one untimed
+/// warm-up step (on a reused tape it sizes the node buffers); `forwards`: the step's FLOP in
+/// forwards (3 for a training step, 1 for inference); `tape`: the reused tape, if any, whose
+/// nodes are counted.
+template <Kind K, class Step>
+void time_steps(benchmark::State& state, double forwards, const Tape<float>* tape, Step step) {
     const LayerSizes z = sizes_of(state);
     Layer<K> layer = make_layer<K>(z);
     const xt::xarray<float> x = recur::bench::layer_input(z);
-    Tape<float> tape(recur::bench::training_tape());
-    train_step(layer, tape, x);  // warm-up: the first step sizes the node buffers
-    const std::size_t warm_nodes = tape.capacity();
+    step(layer, x);
+    const std::size_t warm_nodes = tape ? tape->capacity() : 0;
     for (auto _ : state) {
-        train_step(layer, tape, x);
-        benchmark::DoNotOptimize(layer.m.parameters().front()->grad().data());
+        benchmark::DoNotOptimize(step(layer, x));
         benchmark::ClobberMemory();
     }
-    count_flops(state, 3.0 * z.forward_flops(K));
-    count_nodes(state, tape, warm_nodes);
+    count_flops(state, forwards * z.forward_flops(K));
+    if (tape) count_nodes(state, *tape, warm_nodes);
+}
+
+/// The first parameter's gradient (what a training step writes).
+template <Kind K>
+const float* first_grad(Layer<K>& layer) {
+    return layer.m.parameters().front()->grad().data();
+}
+
+// ---- 1. Training step (layer_step.hpp) -------------------------------------------------------
+
+template <Kind K>
+void BM_TrainNatural(benchmark::State& state) {
+    time_steps<K>(state, 3.0, nullptr, [](Layer<K>& layer, const xt::xarray<float>& x) {
+        natural_train_step(layer, x);
+        return first_grad(layer);
+    });
+}
+
+template <Kind K>
+void BM_TrainTuned(benchmark::State& state) {
+    Tape<float> tape(recur::bench::training_tape());
+    time_steps<K>(state, 3.0, &tape, [&tape](Layer<K>& layer, const xt::xarray<float>& x) {
+        tuned_train_step(layer, tape, x);
+        return first_grad(layer);
+    });
 }
 
 // ---- 2. Inference forward -------------------------------------------------------------------
 
-/// The output on a no-grad tape, then clear().
 template <Kind K>
-void infer_step(Layer<K>& layer, Tape<float>& tape, const xt::xarray<float>& x) {
-    {
-        Var<float> y = layer(tape.view(x));
-        benchmark::DoNotOptimize(y.value().data());
-        benchmark::ClobberMemory();
-    }
-    tape.clear();
+void BM_InferNatural(benchmark::State& state) {
+    time_steps<K>(state, 1.0, nullptr,
+                  [](Layer<K>& layer, const xt::xarray<float>& x) { return natural_infer_step(layer, x); });
 }
 
 template <Kind K>
-void BM_Infer(benchmark::State& state) {
-    const LayerSizes z = sizes_of(state);
-    Layer<K> layer = make_layer<K>(z);
-    const xt::xarray<float> x = recur::bench::layer_input(z);
-    Tape<float> tape(TapeOptions{.record = false});
-    infer_step(layer, tape, x);  // warm-up
-    const std::size_t warm_nodes = tape.capacity();
-    for (auto _ : state) infer_step(layer, tape, x);
-    count_flops(state, z.forward_flops(K));
-    count_nodes(state, tape, warm_nodes);
+void BM_InferTuned(benchmark::State& state) {
+    Tape<float> tape(recur::bench::inference_tape());
+    time_steps<K>(state, 1.0, &tape,
+                  [&tape](Layer<K>& layer, const xt::xarray<float>& x) { return tuned_infer_step(layer, tape, x); });
 }
 
 // ---- 3. The sgemm reference --------------------------------------------------------------
@@ -153,12 +173,18 @@ void m_only(benchmark::internal::Benchmark* b) {
     size_m(b);
 }
 
-BENCHMARK(BM_Train<Kind::lstm>)->Name("BM_Train/lstm")->Apply(all_sizes);
-BENCHMARK(BM_Train<Kind::gru>)->Name("BM_Train/gru")->Apply(all_sizes);
-BENCHMARK(BM_Train<Kind::rnn>)->Name("BM_Train/rnn")->Apply(xs_and_m);
-BENCHMARK(BM_Infer<Kind::lstm>)->Name("BM_Infer/lstm")->Apply(m_only);
-BENCHMARK(BM_Infer<Kind::gru>)->Name("BM_Infer/gru")->Apply(m_only);
-BENCHMARK(BM_Infer<Kind::rnn>)->Name("BM_Infer/rnn")->Apply(m_only);
+BENCHMARK(BM_TrainNatural<Kind::lstm>)->Name("BM_Train/lstm/natural")->Apply(all_sizes);
+BENCHMARK(BM_TrainTuned<Kind::lstm>)->Name("BM_Train/lstm/tuned")->Apply(all_sizes);
+BENCHMARK(BM_TrainNatural<Kind::gru>)->Name("BM_Train/gru/natural")->Apply(all_sizes);
+BENCHMARK(BM_TrainTuned<Kind::gru>)->Name("BM_Train/gru/tuned")->Apply(all_sizes);
+BENCHMARK(BM_TrainNatural<Kind::rnn>)->Name("BM_Train/rnn/natural")->Apply(xs_and_m);
+BENCHMARK(BM_TrainTuned<Kind::rnn>)->Name("BM_Train/rnn/tuned")->Apply(xs_and_m);
+BENCHMARK(BM_InferNatural<Kind::lstm>)->Name("BM_Infer/lstm/natural")->Apply(all_sizes);
+BENCHMARK(BM_InferTuned<Kind::lstm>)->Name("BM_Infer/lstm/tuned")->Apply(all_sizes);
+BENCHMARK(BM_InferNatural<Kind::gru>)->Name("BM_Infer/gru/natural")->Apply(all_sizes);
+BENCHMARK(BM_InferTuned<Kind::gru>)->Name("BM_Infer/gru/tuned")->Apply(all_sizes);
+BENCHMARK(BM_InferNatural<Kind::rnn>)->Name("BM_Infer/rnn/natural")->Apply(m_only);
+BENCHMARK(BM_InferTuned<Kind::rnn>)->Name("BM_Infer/rnn/tuned")->Apply(m_only);
 BENCHMARK(BM_Sgemm)->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
 
 }  // namespace

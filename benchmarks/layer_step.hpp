@@ -72,20 +72,60 @@ Layer<K> make_layer(const LayerSizes& z) {
     return Layer<K>(z);
 }
 
-/// The tape of a training loop (as fit uses): intermediate gradients are not kept, their
-/// buffers are reused within the sweep.
+// The loops bench_layers times, each one step of it. natural: the shortest user code (a fresh
+// Tape each step, default options, the input through tape.constant, a copy). tuned: the README's
+// loop (one Tape reused and clear()ed, retain_grads = false, the input read in place by
+// tape.view). Inference: a tape that does not record (TapeOptions{.record = false}), fresh each
+// step (natural) or reused (tuned).
+
+/// The tape of the tuned training loop (as fit uses): intermediate gradients are not kept,
+/// their buffers are reused within the sweep.
 inline TapeOptions training_tape() { return TapeOptions{.retain_grads = false}; }
 
-/// One training step: zero_grad, loss = sum(layer(x)) with x a constant (no grad), backward
-/// through time into the Parameters' grads, clear() (the tape keeps its buffers for the next).
+/// One natural training step: zero_grad, a fresh default Tape, loss = sum(layer(x)) with x a
+/// constant (no grad), backward through time into the Parameters' grads.
 template <Kind K>
-void train_step(Layer<K>& layer, Tape<float>& tape, const xt::xarray<float>& x) {
+void natural_train_step(Layer<K>& layer, const xt::xarray<float>& x) {
+    layer.m.zero_grad();
+    Tape<float> tape;
+    Var<float> loss = sum(layer(tape.constant(x)));
+    tape.backward(loss);
+}
+
+/// One tuned training step on `tape` (made with training_tape()): zero_grad, loss =
+/// sum(layer(x)) with x read in place, backward, clear() (the tape keeps its buffers).
+template <Kind K>
+void tuned_train_step(Layer<K>& layer, Tape<float>& tape, const xt::xarray<float>& x) {
     layer.m.zero_grad();
     {
         Var<float> loss = sum(layer(tape.view(x)));  // x read in place, as PyTorch does
         tape.backward(loss);
     }
     tape.clear();
+}
+
+/// The tape of inference.
+inline TapeOptions inference_tape() { return TapeOptions{.record = false}; }
+
+/// One natural inference forward on a fresh non-recording tape; returns the output's first
+/// value (so the work is observable).
+template <Kind K>
+float natural_infer_step(Layer<K>& layer, const xt::xarray<float>& x) {
+    Tape<float> tape(inference_tape());
+    return layer(tape.constant(x)).value().data()[0];
+}
+
+/// One tuned inference forward on `tape` (made with inference_tape()), x read in place, then
+/// clear(); returns the output's first value.
+template <Kind K>
+float tuned_infer_step(Layer<K>& layer, Tape<float>& tape, const xt::xarray<float>& x) {
+    float first = 0;
+    {
+        Var<float> y = layer(tape.view(x));
+        first = y.value().data()[0];
+    }
+    tape.clear();
+    return first;
 }
 
 }  // namespace recur::bench

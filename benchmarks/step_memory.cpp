@@ -1,10 +1,12 @@
 // step_memory — peak memory of recur's training step, for benchmarks/compare_layers.sh.
 //
-//   step_memory lstm|gru|rnn B T I H [steps]
+//   step_memory lstm|gru|rnn B T I H [steps [natural|tuned]]
 //
 // Builds the one-layer module (float, batch_first) and its input (B, T, I) as bench_layers does,
 // reads the resident set size, runs `steps` training steps (default 3; zero_grad, loss =
-// sum(output), backward through time, tape.clear()) on a fresh Tape, and prints one JSON line:
+// sum(output), backward through time) of the natural loop (default: a fresh default Tape each
+// step, the input through tape.constant) or the tuned one (one Tape with retain_grads = false,
+// clear()ed after each step, the input through tape.view), and prints one JSON line:
 // the RSS before the first step, the peak RSS over the steps (VmHWM of /proc/self/status) and
 // their difference, the growth, in KiB. torch_layers.py --memory measures PyTorch the same way.
 //
@@ -55,28 +57,38 @@ bool reset_peak_rss() {
     return static_cast<bool>(clear_refs);
 }
 
+/// `steps` training steps of the natural or the tuned loop.
 template <Kind K>
-void warm_up_code() {
-    const LayerSizes tiny{2, 2, 2, 2};
-    auto layer = recur::bench::make_layer<K>(tiny);
+void train(recur::bench::Layer<K>& layer, const xt::xarray<float>& x, int steps, bool tuned) {
+    if (!tuned) {
+        for (int s = 0; s < steps; ++s) recur::bench::natural_train_step(layer, x);
+        return;
+    }
     Tape<float> tape(recur::bench::training_tape());
-    recur::bench::train_step(layer, tape, recur::bench::layer_input(tiny));
+    for (int s = 0; s < steps; ++s) recur::bench::tuned_train_step(layer, tape, x);
 }
 
 template <Kind K>
-int measure(const char* kind_name, const LayerSizes& z, int steps) {
-    warm_up_code<K>();
+void warm_up_code(bool tuned) {
+    const LayerSizes tiny{2, 2, 2, 2};
+    auto layer = recur::bench::make_layer<K>(tiny);
+    train(layer, recur::bench::layer_input(tiny), 1, tuned);
+}
+
+template <Kind K>
+int measure(const char* kind_name, const LayerSizes& z, int steps, bool tuned) {
+    warm_up_code<K>(tuned);
     auto layer = recur::bench::make_layer<K>(z);
     const xt::xarray<float> x = recur::bench::layer_input(z);
-    Tape<float> tape(recur::bench::training_tape());
     const bool peak_reset = reset_peak_rss();
     const long rss_before = status_kib("VmRSS");
-    for (int s = 0; s < steps; ++s) recur::bench::train_step(layer, tape, x);
+    train(layer, x, steps, tuned);
     const long peak = status_kib("VmHWM");
     std::printf(
-        "{\"kind\": \"%s\", \"size\": [%zu, %zu, %zu, %zu], \"steps\": %d, \"rss_before_kib\": %ld, "
-        "\"peak_kib\": %ld, \"growth_kib\": %ld, \"peak_reset\": %s}\n",
-        kind_name, z.b, z.t, z.i, z.h, steps, rss_before, peak, peak - rss_before, peak_reset ? "true" : "false");
+        "{\"kind\": \"%s\", \"loop\": \"%s\", \"size\": [%zu, %zu, %zu, %zu], \"steps\": %d, "
+        "\"rss_before_kib\": %ld, \"peak_kib\": %ld, \"growth_kib\": %ld, \"peak_reset\": %s}\n",
+        kind_name, tuned ? "tuned" : "natural", z.b, z.t, z.i, z.h, steps, rss_before, peak, peak - rss_before,
+        peak_reset ? "true" : "false");
     return 0;
 }
 
@@ -89,17 +101,23 @@ std::size_t positive(const char* text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 6 && argc != 7) {
-        std::cerr << "usage: step_memory lstm|gru|rnn B T I H [steps]\n";
+    if (argc < 6 || argc > 8) {
+        std::cerr << "usage: step_memory lstm|gru|rnn B T I H [steps [natural|tuned]]\n";
         return 2;
     }
     try {
         const std::string kind = argv[1];
         const LayerSizes z{positive(argv[2]), positive(argv[3]), positive(argv[4]), positive(argv[5])};
-        const int steps = argc == 7 ? static_cast<int>(positive(argv[6])) : 3;
-        if (kind == "lstm") return measure<Kind::lstm>("lstm", z, steps);
-        if (kind == "gru") return measure<Kind::gru>("gru", z, steps);
-        if (kind == "rnn") return measure<Kind::rnn>("rnn", z, steps);
+        const int steps = argc >= 7 ? static_cast<int>(positive(argv[6])) : 3;
+        const std::string loop = argc == 8 ? argv[7] : "natural";
+        if (loop != "natural" && loop != "tuned") {
+            std::cerr << "step_memory: unknown loop " << loop << " (natural or tuned)\n";
+            return 2;
+        }
+        const bool tuned = loop == "tuned";
+        if (kind == "lstm") return measure<Kind::lstm>("lstm", z, steps, tuned);
+        if (kind == "gru") return measure<Kind::gru>("gru", z, steps, tuned);
+        if (kind == "rnn") return measure<Kind::rnn>("rnn", z, steps, tuned);
         std::cerr << "step_memory: unknown module " << kind << " (lstm, gru or rnn)\n";
         return 2;
     } catch (const std::exception& e) {

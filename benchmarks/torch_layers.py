@@ -6,7 +6,8 @@ nn.GRU in float32, batch_first, input (B, T, I) that does not require grad.
   train: zero the grads, out = m(x)[0], out.sum().backward()
   infer: m(x) under torch.no_grad()
 at (B, T, I, H) = XS (1, 1000, 16, 16), S (16, 200, 64, 64), M (64, 100, 256, 256) and
-L (64, 50, 512, 512): LSTM and GRU train at all four, RNN at XS and M; infer at M. Each case runs
+L (64, 50, 512, 512): LSTM and GRU train and infer at all four, RNN trains at XS and M and infers
+at M. Each case runs
 `--warmup` untimed steps, then `--steps` timed ones one by one; the median is printed (and every
 sample is written with --json). Time is process CPU time (as bench_layers reports CPU time), with
 wall time alongside.
@@ -31,7 +32,7 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 SIZES = {"XS": (1, 1000, 16, 16), "S": (16, 200, 64, 64), "M": (64, 100, 256, 256), "L": (64, 50, 512, 512)}
 MODULES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 TRAIN = {"lstm": ["XS", "S", "M", "L"], "gru": ["XS", "S", "M", "L"], "rnn": ["XS", "M"]}
-INFER = {"lstm": ["M"], "gru": ["M"], "rnn": ["M"]}
+INFER = {"lstm": ["XS", "S", "M", "L"], "gru": ["XS", "S", "M", "L"], "rnn": ["M"]}
 
 
 def cases(only=None):
