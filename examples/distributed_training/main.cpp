@@ -1,0 +1,191 @@
+// distributed_training — data-parallel training of an LSTM across processes with MPI.
+//
+//   mpirun -np 2 build/examples/distributed_training        (as root: --allow-run-as-root)
+//
+// Task and model as in parallel_training: x (N, T, I) ~ N(0, 1), y_t = (x_t[0] + x_{t-1}[1]) / 2;
+// LSTM(I -> H, `layers` layers, whole sequence) -> Linear(H -> 1), float32, Adam, MSE.
+// Defaults are the benchmarks' M size: per-rank batch 64, T 100, I = H = 256.
+// Runs, each from the same initial weights, on the same data:
+//   1 rank x 1 thread       rank 0 alone (the others wait without spinning)
+//   N ranks x 1 thread      every rank, train::fit with an MpiCommunicator
+//   1 rank x N threads      rank 0 alone with FitOptions::threads = N (in-process data parallel)
+// Per run: seconds per epoch, samples per second, speed-up over 1 rank, the communication
+// share (time of the gradient allreduce / epoch time), how much of it backward hid
+// (1 - waited / allreduce time), and the final loss. Then one epoch of a training loop of
+// one's own with distributed::GradReducer, the mechanism fit uses. The exit status is 0 when
+// every run's loss fell below 80% of its first epoch's (or, with one epoch, when it ran).
+//
+//   distributed_training [--epochs 3] [--samples 512] [--batch 64] [--steps 100] [--input 256]
+//                        [--hidden 256] [--layers 1] [--lr 0.003] [--bucket 1048576]
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <string>
+
+#include <recur/distributed.hpp>
+#include <recur/recur.hpp>
+
+#include "../common/example.hpp"
+
+using namespace recur;
+
+namespace {
+
+struct Run {
+    std::string label;
+    double seconds_per_epoch = 0, samples_per_second = 0, comm_share = 0, hidden_share = 0;
+    double first_loss = 0, final_loss = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    distributed::MpiCommunicator world;
+    const int rank = world.rank(), size = world.size();
+    const example::Args args(argc, argv);
+    const auto epochs = static_cast<std::size_t>(args.get("epochs", 3));
+    const auto samples = static_cast<std::size_t>(args.get("samples", 512));
+    const auto batch = static_cast<std::size_t>(args.get("batch", 64));
+    const auto steps = static_cast<std::size_t>(args.get("steps", 100));
+    const auto input = static_cast<std::size_t>(args.get("input", 256));
+    const auto hidden = static_cast<std::size_t>(args.get("hidden", 256));
+    const auto layers = static_cast<std::size_t>(args.get("layers", 1));
+    const double lr = args.get_double("lr", 3e-3);
+    const auto bucket = static_cast<std::size_t>(args.get("bucket", 1 << 20));
+    if (epochs == 0 || samples == 0 || batch == 0 || steps == 0 || input < 2 || hidden == 0 || layers == 0) {
+        if (rank == 0) std::cerr << "distributed_training: every setting must be >= 1, input >= 2\n";
+        return 2;
+    }
+    set_num_threads(1);
+
+    // Every rank makes the same data (fit takes each rank's part of every global batch).
+    train::Dataset<float> data{xt::xarray<float>::from_shape({samples, steps, input}),
+                               xt::xarray<float>::from_shape({samples, steps, std::size_t(1)}), {}};
+    std::mt19937_64 rng(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (auto& v : data.x) v = normal(rng);
+    for (std::size_t n = 0; n < samples; ++n)
+        for (std::size_t t = 0; t < steps; ++t)
+            data.y(n, t, 0) = 0.5f * (data.x(n, t, 0) + (t > 0 ? data.x(n, t - 1, 1) : 0.0f));
+
+    auto make_model = [&] {
+        manual_seed(42);  // the same initial weights for every run
+        auto model = std::make_unique<nn::Sequential<float>>();
+        model->add(nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{
+                                           .input_size = input, .hidden_size = hidden, .num_layers = layers,
+                                           .batch_first = true}),
+                                       nn::Return::sequences));
+        model->emplace<nn::Linear<float>>(hidden, 1);
+        return model;
+    };
+    const train::LossFn<float> mse = [](const Var<float>& p, const Var<float>& t) { return nn::mse_loss(p, t); };
+
+    if (rank == 0)
+        std::printf("LSTM(%zu -> %zu, %zu layer%s) -> Linear(%zu -> 1), float32, per-rank batch %zu, T %zu, %zu samples, "
+                    "%zu epochs, %d ranks, %d processors per rank, buckets of %zu bytes\n",
+                    input, hidden, layers, layers > 1 ? "s" : "", hidden, batch, steps, samples, epochs, size,
+                    num_procs(), bucket);
+
+    // Trains on `comm` (every rank of it) with `threads` threads per rank.
+    auto train_on = [&](const std::string& label, distributed::Communicator& comm, std::size_t threads) {
+        auto model = make_model();
+        optim::Adam<float> adam(model->parameters(), {.lr = lr});
+        const auto h = train::fit<float>(*model, mse, adam, data,
+                                         {.epochs = epochs, .batch_size = batch, .verbose = 0, .seed = 1,
+                                          .threads = threads, .communicator = &comm, .bucket_bytes = bucket});
+        Run r{label};
+        double comm_seconds = 0, waited = 0;
+        // The first epoch warms up buffers; average the others when there are.
+        const std::size_t from = h.epochs() > 1 ? 1 : 0;
+        for (std::size_t e = from; e < h.epochs(); ++e) {
+            r.seconds_per_epoch += h["seconds"][e];
+            comm_seconds += h["comm_seconds"][e];
+            waited += h["comm_wait_seconds"][e];
+        }
+        r.comm_share = comm_seconds / r.seconds_per_epoch;
+        r.hidden_share = comm_seconds > 0 ? 1 - waited / comm_seconds : 0;
+        r.seconds_per_epoch /= static_cast<double>(h.epochs() - from);
+        r.samples_per_second = static_cast<double>(samples) / r.seconds_per_epoch;
+        r.first_loss = h["loss"].front();
+        r.final_loss = h["loss"].back();
+        return r;
+    };
+
+    std::vector<Run> runs;
+    if (rank == 0)
+        std::printf("\n%-24s %9s %10s %9s %11s %8s %11s\n", "run", "s/epoch", "samples/s", "speed-up", "comm share",
+                    "hidden", "final loss");
+    auto print = [&](const Run& r) {
+        if (rank != 0) return;
+        std::printf("%-24s %9.3f %10.1f %8.2fx %10.2f%% %7.0f%% %11.5f\n", r.label.c_str(), r.seconds_per_epoch,
+                    r.samples_per_second, r.samples_per_second / runs.front().samples_per_second, 100 * r.comm_share,
+                    100 * r.hidden_share, r.final_loss);
+        std::fflush(stdout);
+    };
+    // Rank 0 alone (the others wait at the barrier, napping).
+    auto alone = [&](const std::string& label, std::size_t threads) {
+        if (rank == 0) {
+            distributed::MpiCommunicator self(MPI_COMM_SELF);
+            runs.push_back(train_on(label, self, threads));
+            print(runs.back());
+        }
+        world.barrier();
+    };
+    const auto n = static_cast<std::size_t>(size);
+    alone("1 rank x 1 thread", 1);
+    if (size > 1) {
+        runs.push_back(train_on(std::to_string(size) + " ranks x 1 thread", world, 1));
+        print(runs.back());
+        alone("1 rank x " + std::to_string(size) + " threads", n);
+    }
+
+    // A loop of one's own: each rank its part of every global batch, GradReducer in between.
+    {
+        auto model = make_model();
+        optim::Adam<float> adam(model->parameters(), {.lr = lr});
+        distributed::GradReducer<float> reducer(world, model->parameters(), {.bucket_bytes = bucket});
+        Tape<float> tape({.retain_grads = false});
+        reducer.attach(tape);
+        const data::BatchIterator batches(samples, batch * n, true, 1);
+        double loss_sum = 0;
+        const auto start = std::chrono::steady_clock::now();
+        for (const auto& global : batches.epoch(0)) {
+            const auto parts = train::DataParallel<float>::split(global.size(), n);  // contiguous, in rank order
+            const bool mine = static_cast<std::size_t>(rank) < parts.size();
+            std::vector<std::size_t> idx;
+            if (mine)
+                idx.assign(global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].first),
+                           global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].second));
+            adam.zero_grad();
+            reducer.begin(mine ? static_cast<double>(idx.size()) / static_cast<double>(global.size()) : 0.0);
+            double weighted_loss = 0;
+            if (mine) {
+                tape.clear();
+                Var<float> loss = mse((*model)(tape.constant(data::gather_batch(data.x, idx)), {}),
+                                      tape.constant(data::gather_batch(data.y, idx)));
+                weighted_loss = static_cast<double>(loss.item()) * static_cast<double>(idx.size());
+                tape.backward(loss);  // buckets are reduced as their gradients become final
+            }
+            reducer.finish();  // every rank: the global batch's mean-loss gradient
+            adam.step();
+            world.allreduce_sum(std::span<double>(&weighted_loss, 1));
+            loss_sum += weighted_loss;
+        }
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (rank == 0)
+            std::printf("\nown loop with GradReducer, %d rank%s, 1 epoch: %.3f s, loss %.5f, allreduce %.1f%% of the time\n",
+                        size, size > 1 ? "s" : "", seconds, loss_sum / static_cast<double>(samples),
+                        100 * reducer.comm_seconds() / seconds);
+    }
+
+    bool learned = true;
+    for (const auto& r : runs) learned = learned && (epochs == 1 || r.final_loss < 0.8 * r.first_loss);
+    double ok = learned ? 1 : 0;
+    world.broadcast(std::span<double>(&ok, 1), 0);
+    if (rank == 0)
+        std::printf("\nthe loss of predicting 0 is 0.5; %s\n",
+                    ok != 0 ? "every run's loss fell" : "some run's loss did not fall below 80% of its first epoch's");
+    return ok != 0 ? 0 : 1;
+}
