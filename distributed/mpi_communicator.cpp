@@ -37,8 +37,9 @@ struct MpiRuntime {
 
 void start_mpi() { static MpiRuntime runtime; }
 
-// Polls this many times before napping between polls.
-constexpr int polls_before_napping = 200;
+// Polls for this long before napping between polls: a short message (a loss, a small
+// bucket) arrives within it, a long transfer then costs a few naps of CPU time only.
+constexpr auto poll_before_napping = std::chrono::microseconds(200);
 constexpr auto nap = std::chrono::microseconds(20);
 
 }  // namespace
@@ -76,11 +77,12 @@ void MpiCommunicator::check(int rc, const char* call) const {
 
 // Polls, then naps between polls (see the top of recur/distributed.hpp).
 void MpiCommunicator::wait(MPI_Request* requests, int count) {
-    for (int polls = 0;; ++polls) {
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
         int done = 0;
         check(MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall");
         if (done) return;
-        if (polls >= polls_before_napping) std::this_thread::sleep_for(nap);
+        if (std::chrono::steady_clock::now() - start > poll_before_napping) std::this_thread::sleep_for(nap);
     }
 }
 

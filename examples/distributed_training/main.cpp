@@ -88,6 +88,11 @@ int main(int argc, char** argv) {
                     input, hidden, layers, layers > 1 ? "s" : "", hidden, batch, steps, samples, epochs, size,
                     num_procs(), bucket);
 
+    if (rank == 0 && size > 1 && num_procs() < size)
+        std::printf("note: each rank may use %d processor(s) (mpirun binds a rank to a core by default); "
+                    "run with --bind-to none for the 1 rank x %d threads comparison\n",
+                    num_procs(), size);
+
     // Trains on `comm` (every rank of it) with `threads` threads per rank.
     auto train_on = [&](const std::string& label, distributed::Communicator& comm, std::size_t threads) {
         auto model = make_model();
@@ -104,7 +109,7 @@ int main(int argc, char** argv) {
             comm_seconds += h["comm_seconds"][e];
             waited += h["comm_wait_seconds"][e];
         }
-        r.comm_share = comm_seconds / r.seconds_per_epoch;
+        r.comm_share = comm.size() > 1 ? comm_seconds / r.seconds_per_epoch : 0;
         r.hidden_share = comm_seconds > 0 ? 1 - waited / comm_seconds : 0;
         r.seconds_per_epoch /= static_cast<double>(h.epochs() - from);
         r.samples_per_second = static_cast<double>(samples) / r.seconds_per_epoch;
@@ -119,9 +124,10 @@ int main(int argc, char** argv) {
                     "hidden", "final loss");
     auto print = [&](const Run& r) {
         if (rank != 0) return;
-        std::printf("%-24s %9.3f %10.1f %8.2fx %10.2f%% %7.0f%% %11.5f\n", r.label.c_str(), r.seconds_per_epoch,
+        const std::string hidden_share = r.comm_share > 0 ? std::to_string(static_cast<int>(100 * r.hidden_share)) + "%" : "-";
+        std::printf("%-24s %9.3f %10.1f %8.2fx %10.2f%% %8s %11.5f\n", r.label.c_str(), r.seconds_per_epoch,
                     r.samples_per_second, r.samples_per_second / runs.front().samples_per_second, 100 * r.comm_share,
-                    100 * r.hidden_share, r.final_loss);
+                    hidden_share.c_str(), r.final_loss);
         std::fflush(stdout);
     };
     // Rank 0 alone (the others wait at the barrier, napping).
