@@ -37,9 +37,10 @@ struct MpiRuntime {
 
 void start_mpi() { static MpiRuntime runtime; }
 
-// Polls for this long before napping between polls: a short message (a loss, a small
-// bucket) arrives within it, a long transfer then costs a few naps of CPU time only.
-constexpr auto poll_before_napping = std::chrono::microseconds(200);
+// Polls for this long before napping between polls: a transfer of a few MB completes within
+// it at full speed (TCP needs a poll for every socket buffer's worth), while a long wait (a
+// rank waiting for a slower one) costs a core for this long only.
+constexpr auto poll_before_napping = std::chrono::microseconds(2000);
 constexpr auto nap = std::chrono::microseconds(20);
 
 }  // namespace
