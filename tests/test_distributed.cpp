@@ -82,6 +82,24 @@ BOOST_AUTO_TEST_CASE(a_bucket_is_reduced_as_soon_as_its_parameters_are_final) {
     BOOST_TEST(comm.allreduces.load() == static_cast<int>(params.size()));
 }
 
+BOOST_AUTO_TEST_CASE(buckets_follow_the_order_backward_finishes_the_parameters) {
+    auto model = lstm_and_head();
+    OneRank comm;
+    const auto params = model->parameters();
+    distributed::GradReducer<double> reducer(comm, params, {.bucket_bytes = 64});
+    BOOST_TEST((reducer.parameter_order() == std::vector<Parameter<double>*>(params.rbegin(), params.rend())));
+    Tape<double> tape;
+    reducer.attach(tape);
+    reducer.begin(1);
+    tape.backward(sum((*model)(tape.constant(inputs()), {})));
+    reducer.finish();
+    // The sweep finishes the parameters in reverse binding order: the LSTM binds weight_hh
+    // at its first step, after the input projection that binds weight_ih.
+    const auto bound = tape.bound_parameters();
+    BOOST_TEST((reducer.parameter_order() == std::vector<Parameter<double>*>(bound.rbegin(), bound.rend())));
+    BOOST_TEST((reducer.parameter_order() != std::vector<Parameter<double>*>(params.rbegin(), params.rend())));
+}
+
 BOOST_AUTO_TEST_CASE(misuse_is_reported) {
     auto model = lstm_and_head();
     OneRank comm;

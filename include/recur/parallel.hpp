@@ -208,10 +208,13 @@ struct GradReducerOptions {
 ///   optimizer.step();
 ///
 /// With the mean loss of n_r local samples and w_r = n_r / sum_r n_r, the result is the
-/// gradient of the mean loss over the global batch. Buckets hold the parameters in reverse
-/// order (the order backward finishes them: a layer bound later is final earlier); bucket k
-/// is reduced on a communication thread as soon as all its parameters are final and buckets
-/// 0..k-1 are done, so every rank reduces the same buckets in the same order. finish() packs
+/// gradient of the mean loss over the global batch. Buckets hold the parameters in the order
+/// backward finishes them: the reverse of the given order for the first step, then the order
+/// rank 0's first backward reported (a parameter bound later on the tape is final earlier;
+/// PyTorch's DDP rebuilds its buckets the same way; this is a collective of the first
+/// finish()). Bucket k is reduced on a communication thread as soon as all its parameters
+/// are final and buckets 0..k-1 are done, so every rank reduces the same buckets in the same
+/// order. finish() packs
 /// the parameters backward did not report (not bound on the tape, or no tape attached), waits
 /// for the last bucket and writes the sums into p.grad(). The tape must add its parameter
 /// gradients into Parameter::grad (TapeOptions::accumulate_parameter_grads, the default).
@@ -236,6 +239,8 @@ public:
     void finish();
 
     std::size_t buckets() const;
+    /// The parameters in bucket order (bucket 0's first).
+    const std::vector<Parameter<T>*>& parameter_order() const;
     /// Seconds since construction or reset_timers(): the communication thread's time in
     /// allreduce, and the time finish() waited for it (the part backward did not hide).
     double comm_seconds() const { return comm_seconds_; }
@@ -246,6 +251,8 @@ public:
 private:
     struct State;
     void communicate();
+    void layout(std::vector<Parameter<T>*> order);
+    void learn_order();
     std::unique_ptr<State> s_;
     double comm_seconds_ = 0, wait_seconds_ = 0;
 };

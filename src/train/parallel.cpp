@@ -275,6 +275,9 @@ struct GradReducer<T>::State {
     std::vector<std::size_t> bucket_of, offset;                   // per position
     std::vector<char> packed;                                     // per position, this step
     std::vector<Bucket> buckets;
+    std::size_t per_bucket = 1;                                   // elements
+    std::vector<std::size_t> observed;  // positions in the order the first step reported them
+    bool learned = false;
     T weight = 1;
     bool active = false;
 
@@ -295,26 +298,66 @@ GradReducer<T>::GradReducer(Communicator& comm, std::vector<Parameter<T>*> param
     if (params.empty()) throw value_error("GradReducer: no parameters to reduce");
     if (o.bucket_bytes == 0) throw value_error("GradReducer: bucket_bytes must be positive");
     State& s = *s_;
-    s.params.assign(params.rbegin(), params.rend());
-    const std::size_t per_bucket = std::max<std::size_t>(1, o.bucket_bytes / sizeof(T));
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        Parameter<T>* p = params[i];
+        if (p == nullptr || !s.index.emplace(p, i).second)
+            throw value_error("GradReducer: parameter " + std::to_string(i) + (p == nullptr ? " is null" : " is listed twice"));
+    }
+    s.per_bucket = std::max<std::size_t>(1, o.bucket_bytes / sizeof(T));
+    layout(std::vector<Parameter<T>*>(params.rbegin(), params.rend()));
+    s.observed.reserve(params.size());
+    s.thread = std::thread([this] { communicate(); });
+}
+
+// Cuts `order` into buckets of about per_bucket elements (whole parameters) and makes their
+// buffers. Only while no step runs.
+template <class T>
+void GradReducer<T>::layout(std::vector<Parameter<T>*> order) {
+    State& s = *s_;
+    s.params = std::move(order);
+    s.index.clear();
+    s.bucket_of.clear();
+    s.offset.clear();
     std::vector<std::size_t> bucket_size;
     for (std::size_t i = 0; i < s.params.size(); ++i) {
-        Parameter<T>* p = s.params[i];
-        if (p == nullptr || !s.index.emplace(p, i).second)
-            throw value_error("GradReducer: parameter " + std::to_string(params.size() - 1 - i) +
-                              (p == nullptr ? " is null" : " is listed twice"));
-        if (bucket_size.empty() || (bucket_size.back() > 0 && bucket_size.back() + p->size() > per_bucket))
+        const Parameter<T>* p = s.params[i];
+        s.index.emplace(p, i);
+        if (bucket_size.empty() || (bucket_size.back() > 0 && bucket_size.back() + p->size() > s.per_bucket))
             bucket_size.push_back(0);
         s.bucket_of.push_back(bucket_size.size() - 1);
         s.offset.push_back(bucket_size.back());
         bucket_size.back() += p->size();
     }
+    std::lock_guard lock(s.m);
+    s.buckets.clear();
     s.buckets.resize(bucket_size.size());
     for (std::size_t b = 0; b < bucket_size.size(); ++b) s.buckets[b].data.assign(bucket_size[b], T(0));
     for (std::size_t b : s.bucket_of) ++s.buckets[b].parameters;
     s.packed.assign(s.params.size(), 0);
     s.next = s.buckets.size();  // idle until begin()
-    s.thread = std::thread([this] { communicate(); });
+}
+
+// After the first step: the buckets follow the order in which backward reported the
+// parameters (rank 0's, so that every rank has the same buckets), then the unreported ones.
+template <class T>
+void GradReducer<T>::learn_order() {
+    State& s = *s_;
+    s.learned = true;
+    std::vector<std::uint64_t> order;
+    std::vector<char> seen(s.params.size(), 0);
+    for (std::size_t i : s.observed) {
+        order.push_back(i);
+        seen[i] = 1;
+    }
+    for (std::size_t i = 0; i < s.params.size(); ++i)
+        if (!seen[i]) order.push_back(i);
+    s.comm.broadcast(std::as_writable_bytes(std::span(order)), 0);
+    bool same = true;
+    for (std::size_t k = 0; k < order.size(); ++k) same = same && order[k] == k;
+    if (same) return;
+    std::vector<Parameter<T>*> params;
+    for (auto k : order) params.push_back(s.params[k]);
+    layout(std::move(params));
 }
 
 template <class T>
@@ -384,6 +427,7 @@ void GradReducer<T>::ready(Parameter<T>& p) {
     if (it == s.index.end() || s.packed[it->second]) return;
     const std::size_t i = it->second;
     s.packed[i] = 1;
+    if (!s.learned) s.observed.push_back(i);
     auto& bucket = s.buckets[s.bucket_of[i]];
     T* dst = bucket.data.data() + s.offset[i];
     if (p.grad().shape() == p.value().shape()) {
@@ -405,8 +449,11 @@ template <class T>
 void GradReducer<T>::finish() {
     State& s = *s_;
     if (!s.active) throw value_error("GradReducer::finish: no step was begun (call begin(weight) first)");
+    const bool learning = !s.learned;
+    const std::size_t reported = s.observed.size();
     for (std::size_t i = 0; i < s.params.size(); ++i)
         if (!s.packed[i]) ready(*s.params[i]);
+    s.observed.resize(reported);  // what finish() packed was not reported by backward
     const auto start = std::chrono::steady_clock::now();
     std::unique_lock lock(s.m);
     s.cv.wait(lock, [&] { return s.next == s.buckets.size(); });
@@ -426,11 +473,17 @@ void GradReducer<T>::finish() {
         const T* src = s.buckets[s.bucket_of[i]].data.data() + s.offset[i];
         std::copy(src, src + p.size(), p.grad().data());
     }
+    if (learning) learn_order();
 }
 
 template <class T>
 std::size_t GradReducer<T>::buckets() const {
     return s_->buckets.size();
+}
+
+template <class T>
+const std::vector<Parameter<T>*>& GradReducer<T>::parameter_order() const {
+    return s_->params;
 }
 
 template <class T>
