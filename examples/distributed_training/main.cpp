@@ -23,11 +23,12 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-#include <random>
 #include <string>
 
 #include <recur/distributed.hpp>
 #include <recur/recur.hpp>
+#include <xtensor/xrandom.hpp>
+#include <xtensor/xview.hpp>
 
 #include "../common/example.hpp"
 
@@ -63,15 +64,13 @@ int main(int argc, char** argv) {
     }
     set_num_threads(1);
 
-    // Every rank makes the same data (fit takes each rank's part of every global batch).
-    train::Dataset<float> data{xt::xarray<float>::from_shape({samples, steps, input}),
-                               xt::xarray<float>::from_shape({samples, steps, std::size_t(1)}), {}};
-    std::mt19937_64 rng(7);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    for (auto& v : data.x) v = normal(rng);
-    for (std::size_t n = 0; n < samples; ++n)
-        for (std::size_t t = 0; t < steps; ++t)
-            data.y(n, t, 0) = 0.5f * (data.x(n, t, 0) + (t > 0 ? data.x(n, t - 1, 1) : 0.0f));
+    // Every rank makes the same data (fit takes each rank's part of every global batch):
+    // x ~ N(0, 1) of shape (N, T, I); y (N, T, 1) = (x[:, t, 0] + x[:, t - 1, 1]) / 2.
+    train::Dataset<float> data;
+    xt::random::default_engine_type engine(7);
+    data.x = xt::random::randn<float>(Shape{samples, steps, input}, 0.0f, 1.0f, engine);
+    data.y = 0.5f * xt::view(data.x, xt::all(), xt::all(), xt::range(0, 1));
+    xt::view(data.y, xt::all(), xt::range(1, steps), 0) += 0.5f * xt::view(data.x, xt::all(), xt::range(0, steps - 1), 1);
 
     auto make_model = [&] {
         manual_seed(42);  // the same initial weights for every run
