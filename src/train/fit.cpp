@@ -1,10 +1,10 @@
 // fit / evaluate / predict and the History they produce.
 #include <array>
 #include <chrono>
-#include <span>
-#include <tuple>
 #include <cmath>
+#include <span>
 #include <sstream>
+#include <tuple>
 
 #include "progress.hpp"
 #include "seeds.hpp"
@@ -207,7 +207,7 @@ std::vector<std::uint64_t> describe(const std::vector<Parameter<T>*>& params, co
 }
 constexpr std::size_t described_options = 9;  // entries of describe() before the shapes
 
-// The parameter shapes listed in a description from `at` on: "(4, 2), (4)".
+// The parameter shapes a description lists after its options.
 std::vector<Shape> described_shapes(const std::vector<std::uint64_t>& d) {
     std::vector<Shape> out;
     for (std::size_t k = described_options; k < d.size(); k += 1 + d[k])
