@@ -267,7 +267,7 @@ struct GradReducer<T>::State {
         std::vector<T> data;          // w * grad of its parameters, back to back
         std::size_t parameters = 0;   // how many parameters it holds
         std::size_t packed = 0;       // how many are in this step
-        bool ready = false, done = false;
+        bool ready = false;           // handed to the communication thread
     };
     Communicator& comm;
     std::vector<Parameter<T>*> params;
@@ -393,7 +393,6 @@ void GradReducer<T>::communicate() {
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         lock.lock();
         s.comm_seconds += seconds;
-        bucket.done = true;
         ++s.next;
         s.cv.notify_all();
     }
@@ -413,7 +412,7 @@ void GradReducer<T>::begin(double weight) {
     std::fill(s.packed.begin(), s.packed.end(), 0);
     for (auto& b : s.buckets) {
         b.packed = 0;
-        b.ready = b.done = false;
+        b.ready = false;
     }
     s.next = 0;
     s.active = true;
