@@ -34,9 +34,9 @@
 // every step and the validation values are reduced the same way, so every rank holds the
 // same History (its "seconds" are rank 0's; "comm_seconds" and "comm_wait_seconds" give the
 // reduction's time and the part of it backward did not hide). Dropout masks of rank r come
-// from (seed, epoch, batch, rank): its tape is seeded with
-// DataParallel::shard_seed(batch seed, r), and with threads > 1 its shards then from
-// (that seed, shard). threads > 1 still works inside each rank (the gradient reduction across
+// from (seed, epoch, batch, rank): with more than one rank its tape is seeded with
+// DataParallel::shard_seed(batch seed, r) (one rank: the batch seed, as without a
+// communicator), and with threads > 1 its shards then from (that seed, shard). threads > 1 still works inside each rank (the gradient reduction across
 // ranks then starts after the threads' reduction). Only rank 0 draws the progress bar and
 // runs ModelCheckpoint callbacks; other callbacks run on every rank and rank 0's decision to
 // stop holds for all. An exception on one rank (bad data, a NaN loss, a failed write) aborts
