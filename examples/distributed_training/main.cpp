@@ -5,7 +5,8 @@
 // Task and model as in parallel_training: x (N, T, I) ~ N(0, 1), y_t = (x_t[0] + x_{t-1}[1]) / 2;
 // LSTM(I -> H, `layers` layers, whole sequence) -> Linear(H -> 1), float32, Adam, MSE.
 // Defaults are the benchmarks' M size: per-rank batch 64, T 100, I = H = 256.
-// Runs, each from the same initial weights, on the same data:
+// First the time of one reduction of the model's gradients: recur's fixed-order ring against
+// MPI_Allreduce. Then runs, each from the same initial weights, on the same data:
 //   1 rank x 1 thread       rank 0 alone (the others wait without spinning)
 //   N ranks x 1 thread      every rank, train::fit with an MpiCommunicator
 //   1 rank x N threads      rank 0 alone with FitOptions::threads = N (in-process data parallel)
@@ -96,6 +97,36 @@ int main(int argc, char** argv) {
         std::printf("note: each rank may use %d processor(s) (mpirun binds a rank to a core by default); "
                     "run with --bind-to none for the 1 rank x %d threads comparison\n",
                     num_procs(), size);
+
+    // The cost of one reduction of the model's gradients: recur's fixed-order ring against
+    // MPI_Allreduce (whose order of additions Open MPI chooses), best and mean of 20.
+    if (size > 1) {
+        std::size_t elements = 0;
+        const auto model = make_model();
+        for (auto* p : model->parameters()) elements += p->size();
+        std::vector<float> gradients(elements, 1.0f);
+        auto time = [&](auto reduce) {
+            double best = 1e30, sum = 0;
+            for (int k = 0; k < 20; ++k) {
+                world.barrier();
+                const auto start = std::chrono::steady_clock::now();
+                reduce();
+                const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                best = std::min(best, s);
+                sum += s / 20;
+            }
+            return std::pair{best, sum};
+        };
+        const auto ring = time([&] { world.allreduce_sum(std::span<float>(gradients)); });
+        const auto mpi = time([&] {
+            MPI_Allreduce(MPI_IN_PLACE, gradients.data(), static_cast<int>(gradients.size()), MPI_FLOAT, MPI_SUM, world.comm());
+        });
+        if (rank == 0)
+            std::printf("allreduce of the %.2f MB of gradients: fixed-order ring %.3f ms (mean %.3f), MPI_Allreduce %.3f ms "
+                        "(mean %.3f)\n",
+                        4e-6 * static_cast<double>(gradients.size()), 1e3 * ring.first, 1e3 * ring.second, 1e3 * mpi.first,
+                        1e3 * mpi.second);
+    }
 
     // Trains on `comm` (every rank of it) with `threads` threads per rank.
     auto train_on = [&](const std::string& label, distributed::Communicator& comm, std::size_t threads) {
