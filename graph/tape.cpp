@@ -66,14 +66,21 @@ const xt::xarray<T>& Var<T>::grad() const {
     check("Var::grad");
     auto& n = tape_->node(index_);
     if (n.partial) tape_->finish_partial(n);
-    if (!tape_->retains_grads() && n.backward != nullptr)
-        throw tape_error("Var::grad: this tape does not keep the gradients of intermediate results "
-                         "(TapeOptions::retain_grads = false); read it from a tape that does");
+    if (!tape_->keeps_grad(index_))
+        throw tape_error(std::string("Var::grad: the gradient of an intermediate result (op '") + n.op +
+                         "') is not kept; call retain_grad() on it before backward, or make the tape with "
+                         "TapeOptions::retain_grads = true");
     if (!n.has_grad) {
         n.grad = xt::zeros<T>(tape_->value(index_).shape());
         n.has_grad = true;
     }
     return n.grad;
+}
+
+template <class T>
+void Var<T>::retain_grad() const {
+    check("Var::retain_grad");
+    tape_->node(index_).retain = true;
 }
 
 template <class T>
@@ -104,6 +111,80 @@ void Parameter<T>::zero_grad() {
 
 // ---- Tape ---------------------------------------------------------------------------------
 
+// ---- Storage handed from a destroyed tape to the next one its thread makes -------------------
+// A fresh tape per training step (the shortest user code) then reuses the previous step's node
+// objects and buffers exactly as a tape reused with clear() does.
+namespace {
+template <class T>
+struct TapeStorage {
+    std::vector<detail::Node<T>> nodes;
+    std::vector<std::uint32_t> edges, free, bound;
+    std::vector<xt::xarray<T>> grad_pool, value_pool;
+    std::vector<detail::PartialGrad> partials;
+};
+// The last destroyed tapes' storage on this thread (two: a training tape and an inference
+// tape alive at once both reuse theirs).
+template <class T>
+struct StorageCache {
+    static constexpr std::size_t slots = 2;
+    std::vector<TapeStorage<T>> kept;
+    ~StorageCache();
+};
+// Set once the thread's cache is destroyed (thread exit, static destruction): tapes destroyed
+// after that free their storage. A plain bool needs no destructor, so it outlives the cache.
+template <class T>
+thread_local bool cache_gone = false;
+template <class T>
+StorageCache<T>::~StorageCache() {
+    cache_gone<T> = true;
+}
+template <class T>
+StorageCache<T>* storage_cache() {
+    if (cache_gone<T>) return nullptr;
+    thread_local StorageCache<T> cache;
+    return &cache;
+}
+}  // namespace
+
+template <class T>
+void Tape<T>::take_storage() {
+    auto* cache = storage_cache<T>();
+    if (cache == nullptr || cache->kept.empty()) return;
+    auto& s = cache->kept.back();
+    nodes_ = std::move(s.nodes);
+    edges_ = std::move(s.edges);
+    free_ = std::move(s.free);
+    bound_order_ = std::move(s.bound);
+    grad_pool_ = std::move(s.grad_pool);
+    value_pool_ = std::move(s.value_pool);
+    partials_ = std::move(s.partials);
+    partials_used_ = 0;
+    cache->kept.pop_back();
+    edges_.clear();
+    free_.clear();
+    bound_order_.clear();
+}
+
+template <class T>
+void Tape<T>::give_storage() {
+    auto* cache = storage_cache<T>();
+    if (cache == nullptr || nodes_.empty()) return;
+    if (cache->kept.size() == StorageCache<T>::slots) {
+        // keep the larger storage: a long graph's buffers are the costly ones to make again
+        auto smallest = std::min_element(cache->kept.begin(), cache->kept.end(),
+                                         [](const auto& a, const auto& b) { return a.nodes.size() < b.nodes.size(); });
+        if (smallest->nodes.size() >= nodes_.size()) return;
+        cache->kept.erase(smallest);
+    }
+    cache->kept.push_back({std::move(nodes_), std::move(edges_), std::move(free_), std::move(bound_order_),
+                           std::move(grad_pool_), std::move(value_pool_), std::move(partials_)});
+}
+
+void release_cached_tape_memory() {
+    if (auto* c = storage_cache<float>()) c->kept.clear();
+    if (auto* c = storage_cache<double>()) c->kept.clear();
+}
+
 template <class T>
 Tape<T>::Tape(TapeOptions options)
     : cell_(detail::acquire_cell()),
@@ -114,11 +195,25 @@ Tape<T>::Tape(TapeOptions options)
       retain_grads_(options.retain_grads),
       rng_(options.seed) {
     cell_->store(serial_, std::memory_order_relaxed);
+    take_storage();
 }
 
 template <class T>
 Tape<T>::~Tape() {
     detail::release_cell(cell_);
+    give_storage();
+}
+
+template <class T>
+void Tape<T>::check_thread([[maybe_unused]] const char* what) {
+#ifndef NDEBUG
+    const std::thread::id me = std::this_thread::get_id();
+    std::thread::id expected{};
+    if (user_.compare_exchange_strong(expected, me, std::memory_order_relaxed) || expected == me) return;
+    throw tape_error(std::string(what) +
+                     ": this Tape is being used by another thread; a Tape is single-threaded (make one "
+                     "tape per thread, or clear() it before another thread takes it over)");
+#endif
 }
 
 template <class T>
@@ -127,8 +222,10 @@ void Tape<T>::clear() {
     free_.clear();
     edges_.clear();
     bound_order_.clear();
+    partials_used_ = 0;
     ++serial_;
     cell_->store(serial_, std::memory_order_relaxed);
+    user_.store(std::thread::id{}, std::memory_order_relaxed);
 }
 
 template <class T>
@@ -145,9 +242,7 @@ std::uint32_t Tape<T>::new_slot(bool requires_grad) {
         i = top_++;
     }
     auto& n = nodes_[i];
-    n.ints.clear();
-    n.iargs = {};
-    n.fargs = {};
+    n.state.reset();
     n.backward = nullptr;
     n.op = "";
     n.param = nullptr;
@@ -155,11 +250,14 @@ std::uint32_t Tape<T>::new_slot(bool requires_grad) {
     n.first_input = 0;
     n.num_inputs = 0;
     n.handles = 0;
+    n.owner = detail::no_node;
+    n.num_outputs = 1;
+    n.partial = 0;
     n.requires_grad = requires_grad;
     n.pinned = false;
     n.has_grad = false;
-    n.partial = false;
     n.live = true;
+    n.retain = false;
     return i;
 }
 
@@ -195,11 +293,26 @@ std::uint32_t Tape<T>::push(const char* op, const std::vector<std::uint32_t>& in
 
 template <class T>
 std::uint32_t Tape<T>::push(const char* op, const std::uint32_t* inputs, std::size_t count,
-                            detail::BackwardFn<T> backward) {
+                            detail::BackwardFn<T> backward, std::size_t outputs) {
+    check_thread(op);
+    if (outputs == 0 || outputs > detail::max_outputs)
+        throw tape_error(std::string(op) + ": an op has 1 to " + std::to_string(detail::max_outputs) + " outputs, not " +
+                         std::to_string(outputs));
     bool rg = false;
     if (record_)
         for (std::size_t k = 0; k < count; ++k) rg = rg || nodes_[inputs[k]].requires_grad;
     const std::uint32_t i = new_slot(rg);
+    // Extra outputs come right after the node when recorded (its backward, which reads their
+    // gradients, then runs after every reader of any output); unrecorded, any free slot does.
+    for (std::size_t k = 1; k < outputs; ++k) {
+        const std::uint32_t o = new_slot(rg);
+        auto& out = nodes_[o];
+        out.owner = i;
+        out.op = op;
+        out.pinned = rg;
+        nodes_[i].outputs[k - 1] = o;
+    }
+    nodes_[i].num_outputs = static_cast<std::uint8_t>(outputs);
     return finish_push(i, op, inputs, count, backward);
 }
 
@@ -211,6 +324,7 @@ Var<T> Tape<T>::handle(std::uint32_t i) {
 
 template <class T>
 std::uint32_t Tape<T>::leaf(xt::xarray<T>&& value, bool requires_grad, const char* op) {
+    check_thread(op);
     const std::uint32_t i = new_slot(requires_grad);
     auto& n = nodes_[i];
     n.value = std::move(value);
@@ -226,9 +340,9 @@ std::uint32_t Tape<T>::leaf(const xt::xarray<T>& value, bool requires_grad, cons
     if (!nodes_.empty() && !before(&value, nodes_.data()) && before(&value, nodes_.data() + nodes_.size()))
         return leaf(xt::xarray<T>(value), requires_grad, op);
     const std::uint32_t i = new_slot(requires_grad);
+    auto& v = output_value(i, value.shape());  // a kept buffer when one has the size
+    std::copy(value.data(), value.data() + value.size(), v.data());
     auto& n = nodes_[i];
-    n.value.resize(value.shape());  // the slot's kept buffer when the size matches
-    std::copy(value.data(), value.data() + value.size(), n.value.data());
     n.op = op;
     n.pinned = requires_grad;
     return i;
@@ -259,9 +373,8 @@ Var<T> Tape<T>::constant(const xt::xarray<T>& value) {
 template <class T>
 Var<T> Tape<T>::zeros(const Shape& shape) {
     const std::uint32_t i = new_slot(false);
+    output_value(i, shape).fill(T(0));
     auto& n = nodes_[i];
-    n.value.resize(shape);
-    n.value.fill(T(0));
     n.op = "zeros";
     return handle(i);
 }
@@ -304,8 +417,43 @@ const xt::xarray<T>* Tape<T>::parameter_grad(const Parameter<T>& p) const {
 
 template <class T>
 void Tape<T>::release(std::uint32_t i) {
-    nodes_[i].live = false;
+    auto& n = nodes_[i];
+    n.live = false;
+    // Bounded by the slot count (a loop whose released sizes are never asked for again must not
+    // grow it): past that, the buffer is freed.
+    if (n.value.storage().size() != 0) {
+        if (value_pool_.size() < nodes_.size()) value_pool_.push_back(std::move(n.value));  // n.value keeps no storage
+        else n.value = xt::xarray<T>();
+    }
     free_.push_back(i);
+}
+
+// Takes a buffer of `size` elements from `pool` into `buffer` (most recently released first),
+// giving the pool buffer's old storage in exchange; false when none has that size.
+template <class T>
+static bool take_from_pool(std::vector<xt::xarray<T>>& pool, xt::xarray<T>& buffer, std::size_t size) {
+    for (std::size_t k = pool.size(); k-- > 0;) {
+        if (pool[k].storage().size() != size) continue;
+        std::swap(buffer, pool[k]);
+        if (pool[k].storage().size() == 0) {  // nothing worth keeping came back
+            pool[k] = std::move(pool.back());
+            pool.pop_back();
+        }
+        return true;
+    }
+    return false;
+}
+
+template <class T>
+xt::xarray<T>& Tape<T>::output_value(std::uint32_t i, const Shape& shape, std::size_t k) {
+    auto& v = nodes_[output(i, k)].value;
+    const std::size_t size = xt::compute_size(shape);
+    if (v.storage().size() != size && !value_pool_.empty()) take_from_pool(value_pool_, v, size);
+    // A buffer given to a pool keeps its shape but not its storage, so resize() alone could
+    // leave it empty: allocate when no buffer of this size was found.
+    if (v.storage().size() == size) v.resize(shape);
+    else v = xt::xarray<T>::from_shape(shape);
+    return v;
 }
 
 template <class T>
@@ -345,18 +493,8 @@ void Tape<T>::backward(const Var<T>& output, const xt::xarray<T>& seed) {
 template <class T>
 void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape) {
     const std::size_t size = xt::compute_size(shape);
-    if (n.grad.storage().size() != size) {
-        // Most recently released first: the buffer of a node of the same kind one step later.
-        for (std::size_t k = grad_pool_.size(); k-- > 0;) {
-            if (grad_pool_[k].storage().size() != size) continue;
-            std::swap(n.grad, grad_pool_[k]);
-            if (grad_pool_[k].storage().size() == 0) {  // nothing worth keeping came back
-                grad_pool_[k] = std::move(grad_pool_.back());
-                grad_pool_.pop_back();
-            }
-            break;
-        }
-    }
+    // Most recently released first: the buffer of a node of the same kind one step later.
+    if (n.grad.storage().size() != size) take_from_pool(grad_pool_, n.grad, size);
     // A buffer given to the pool keeps its shape but not its storage, so resize() alone
     // would leave it empty: allocate when no buffer of this size was found.
     if (n.grad.storage().size() == size) n.grad.resize(shape);
@@ -367,34 +505,45 @@ void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape) {
 template <class T>
 T* Tape<T>::slice_grad(std::uint32_t i, const SliceLayout& layout, std::size_t slice, bool& fresh) {
     auto& n = nodes_[i];
-    const bool same_layout = n.written.size() == layout.slices && n.slice_step == layout.slice_step &&
-                             n.row_stride == layout.row_stride && n.rows == layout.rows && n.width == layout.width;
-    if (n.partial && !same_layout) finish_partial(n);  // another layout: the gradient becomes whole
+    if (n.partial) {
+        const auto& p = partials_[n.partial - 1];
+        const bool same_layout = p.written.size() == layout.slices && p.slice_step == layout.slice_step &&
+                                 p.row_stride == layout.row_stride && p.rows == layout.rows && p.width == layout.width;
+        if (!same_layout) finish_partial(n);  // another layout: the gradient becomes whole
+    }
     if (!n.has_grad) {
         prepare_grad(n, value(i).shape());  // no zero fill: every slice starts unwritten
-        n.partial = true;
-        n.written.assign(layout.slices, 0);
-        n.slice_step = layout.slice_step;
-        n.row_stride = layout.row_stride;
-        n.rows = layout.rows;
-        n.width = layout.width;
+        if (partials_used_ == partials_.size()) partials_.emplace_back();
+        auto& p = partials_[partials_used_++];  // kept across sweeps: no allocation once warm
+        p.written.assign(layout.slices, 0);
+        p.slice_step = layout.slice_step;
+        p.row_stride = layout.row_stride;
+        p.rows = layout.rows;
+        p.width = layout.width;
+        n.partial = static_cast<std::uint32_t>(partials_used_);
     }
-    fresh = n.partial && !n.written[slice];
-    if (n.partial) n.written[slice] = 1;
+    if (!n.partial) {
+        fresh = false;
+        return n.grad.data();
+    }
+    auto& written = partials_[n.partial - 1].written;
+    fresh = !written[slice];
+    written[slice] = 1;
     return n.grad.data();
 }
 
 template <class T>
 void Tape<T>::finish_partial(detail::Node<T>& n) {
+    const auto& p = partials_[n.partial - 1];
     T* g = n.grad.data();
-    for (std::size_t t = 0; t < n.written.size(); ++t) {
-        if (n.written[t]) continue;
-        for (std::size_t r = 0; r < n.rows; ++r) {
-            T* row = g + t * n.slice_step + r * n.row_stride;
-            std::fill(row, row + n.width, T(0));
+    for (std::size_t t = 0; t < p.written.size(); ++t) {
+        if (p.written[t]) continue;
+        for (std::size_t r = 0; r < p.rows; ++r) {
+            T* row = g + t * p.slice_step + r * p.row_stride;
+            std::fill(row, row + p.width, T(0));
         }
     }
-    n.partial = false;
+    n.partial = 0;
 }
 
 template <class T>
@@ -409,27 +558,47 @@ void Tape<T>::parameter_done(detail::Node<T>& n) {
 }
 
 template <class T>
+void Tape<T>::run_backward(std::uint32_t k, std::uint32_t root) {
+    auto& n = nodes_[k];
+    bool reached = n.has_grad;
+    for (std::size_t o = 1; o < n.num_outputs; ++o) reached = reached || nodes_[n.outputs[o - 1]].has_grad;
+    if (!reached) return;
+    for (std::size_t o = 0; o < n.num_outputs; ++o) {
+        auto& out = nodes_[output(k, o)];
+        if (out.has_grad && out.partial) finish_partial(out);
+    }
+    n.backward(*this, k);
+    // Its inputs have their shares now: the buffers can serve nodes further down.
+    for (std::size_t o = 0; o < n.num_outputs; ++o) {
+        const std::uint32_t slot = output(k, o);
+        auto& out = nodes_[slot];
+        if (slot == root || keeps_grad(slot) || out.grad.storage().size() == 0) continue;
+        grad_pool_.push_back(std::move(out.grad));  // leaves out.grad without storage
+        out.has_grad = false;
+    }
+}
+
+template <class T>
 void Tape<T>::sweep(std::uint32_t root) {
-    for (std::uint32_t k = 0; k < top_; ++k) nodes_[k].has_grad = nodes_[k].partial = false;
+    check_thread("backward");
+    for (std::uint32_t k = 0; k < top_; ++k) {
+        nodes_[k].has_grad = false;
+        nodes_[k].partial = 0;
+    }
+    partials_used_ = 0;
     nodes_[root].has_grad = true;
     // Parameters bound after the root cannot reach it: final (and untouched) at once.
     for (std::size_t j = bound_order_.size(); j-- > 0;)
         if (bound_order_[j] > root) parameter_done(nodes_[bound_order_[j]]);
-    // Creation order is topological: every input of node k has an index below k.
+    // Creation order is topological: every input of node k has an index below k (and the node
+    // of an extra output, e.g. a root, is below that output).
     for (std::uint32_t k = root + 1; k-- > 0;) {
         auto& n = nodes_[k];
         if (n.param != nullptr) {  // every reader of the parameter has run: its gradient is final
             parameter_done(n);
             continue;
         }
-        if (!n.has_grad || n.backward == nullptr) continue;
-        if (n.partial) finish_partial(n);
-        n.backward(*this, k);
-        // Its inputs have their shares now: the buffer can serve a node further down.
-        if (!retain_grads_ && k != root && n.grad.storage().size() != 0) {
-            grad_pool_.push_back(std::move(n.grad));  // leaves n.grad without storage
-            n.has_grad = false;
-        }
+        if (n.backward != nullptr) run_backward(k, root);
     }
     for (std::uint32_t k = 0; k < top_; ++k)  // leaves written slice by slice
         if (nodes_[k].partial) finish_partial(nodes_[k]);

@@ -51,8 +51,7 @@ Var<T> binary(const char* op, const Var<T>& a, const Var<T>& b, detail::Backward
     Tape<T>& t = detail::tape_of(op, a, b);
     const Shape shape = detail::broadcast_shapes(op, a.shape(), b.shape());
     const std::uint32_t out = t.push(op, {a.index(), b.index()}, backward);
-    auto& y = t.node(out).value;
-    y.resize(shape);
+    auto& y = t.output_value(out, shape);
     const auto& av = t.value(a.index());
     const auto& bv = t.value(b.index());
     if (av.shape() == bv.shape()) map(y, f, av, bv);
@@ -65,9 +64,8 @@ template <class T, class F>
 Var<T> unary(const char* op, const Var<T>& x, detail::BackwardFn<T> backward, F f) {
     Tape<T>& t = detail::tape_of(op, x);
     const std::uint32_t out = t.push(op, {x.index()}, backward);
-    auto& y = t.node(out).value;
     const auto& xv = t.value(x.index());
-    y.resize(xv.shape());
+    auto& y = t.output_value(out, xv.shape());
     map(y, f, xv);
     return t.handle(out);
 }
@@ -136,14 +134,18 @@ Var<T> neg(const Var<T>& x) {
 
 // ---- affine: y = s * x + c (s, c scalars);  dx += s * g ------------------------------------
 template <class T>
+struct AffineState {
+    T scale;
+};
+template <class T>
 static void affine_backward(Tape<T>& t, std::uint32_t i) {
-    const auto& n = t.node(i);
-    t.grad_ref(t.input(i, 0)).add(static_cast<T>(n.fargs[0]) * n.grad);
+    const T scale = t.template saved_state<AffineState<T>>(i).scale;
+    t.grad_ref(t.input(i, 0)).add(scale * t.node(i).grad);
 }
 template <class T>
 Var<T> affine(const Var<T>& x, Scalar<T> scale, Scalar<T> shift) {
     Var<T> y = unary("affine", x, &affine_backward<T>, [&](const auto& v) { return scale * v + shift; });
-    y.tape().node(y.index()).fargs = {double(scale), double(shift)};
+    y.tape().template state<AffineState<T>>(y.index()).scale = scale;
     return y;
 }
 
@@ -161,16 +163,19 @@ Var<T> rdiv(Scalar<T> s, const Var<T>& x) {
 
 // ---- pow: y = x^p (p scalar);  dx += g * p * x^(p-1) ---------------------------------------
 template <class T>
+struct PowState {
+    T exponent;
+};
+template <class T>
 static void pow_backward(Tape<T>& t, std::uint32_t i) {
-    const auto& n = t.node(i);
     const std::uint32_t x = t.input(i, 0);
-    const T p = static_cast<T>(n.fargs[0]);
-    t.grad_ref(x).add(n.grad * p * xt::pow(t.value(x), p - T(1)));
+    const T p = t.template saved_state<PowState<T>>(i).exponent;
+    t.grad_ref(x).add(t.node(i).grad * p * xt::pow(t.value(x), p - T(1)));
 }
 template <class T>
 Var<T> pow(const Var<T>& x, Scalar<T> p) {
     Var<T> y = unary("pow", x, &pow_backward<T>, [&](const auto& v) { return xt::pow(v, p); });
-    y.tape().node(y.index()).fargs[0] = double(p);
+    y.tape().template state<PowState<T>>(y.index()).exponent = p;
     return y;
 }
 
@@ -246,7 +251,9 @@ template <class T>
 Var<T> detach(const Var<T>& x) {
     Tape<T>& t = detail::tape_of("detach", x);
     const std::uint32_t out = t.push("detach", {}, nullptr);
-    t.node(out).value = t.value(x.index());
+    const auto& xv = t.value(x.index());
+    auto& y = t.output_value(out, xv.shape());
+    std::copy(xv.data(), xv.data() + xv.size(), y.data());
     return t.handle(out);
 }
 

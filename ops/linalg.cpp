@@ -37,8 +37,7 @@ Var<T> matmul(const Var<T>& a, const Var<T>& b) {
     Shape ys = as;
     ys.back() = bs[1];
     const std::uint32_t out = t.push("matmul", {a.index(), b.index()}, &matmul_backward<T>);
-    auto& y = t.node(out).value;
-    y.resize(ys);
+    auto& y = t.output_value(out, ys);
     const auto& av = t.value(a.index());
     const auto& bv = t.value(b.index());
     const std::size_t k = bs[0], n = bs[1], rows = av.size() / k;
@@ -88,8 +87,7 @@ static Var<T> linear_impl(const Var<T>& x, const Var<T>& weight, const Var<T>* b
     ys.back() = ws[0];
     const std::uint32_t out = bias ? t.push("linear", {x.index(), weight.index(), bias->index()}, &linear_backward<T>)
                                    : t.push("linear", {x.index(), weight.index()}, &linear_backward<T>);
-    auto& y = t.node(out).value;
-    y.resize(ys);
+    auto& y = t.output_value(out, ys);
     const auto& xv = t.value(x.index());
     const auto& wv = t.value(weight.index());
     const std::size_t o = ws[0], in = ws[1], rows = detail::numel(ys) / (o == 0 ? 1 : o);

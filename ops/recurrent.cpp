@@ -2,10 +2,11 @@
 //   *_pointwise: the gate math of one step from its two pre-activation parts (xg, hg);
 //   *_step:      a whole step: the recurrent GEMM h W_hh^T + b_hh, the input part read in place
 //                from step t of the hoisted projection (T, B, G) / (B, T, G), and the gate math.
-// Each is one node (two for the LSTM, whose step has two outputs) instead of ~12 composed
-// primitives. A step keeps only the gate activations (node.saved) for backward, which then
-// evaluates one tanh (of c', LSTM) and no other transcendental function; the gates' gradient
-// lives in per-thread scratch, never per step. Rows run in parallel (OpenMP) above a grain
+// Each is one node (the LSTM's with two outputs, h' and c') instead of ~12 composed
+// primitives. A recorded node keeps only the gate activations (FusedState) for backward, which
+// then evaluates one tanh (of c', LSTM) and no other transcendental function; the gates'
+// gradient lives in per-thread scratch, never per step. Unrecorded (inference), the gates live
+// in per-thread scratch too. Rows run in parallel (OpenMP) above a grain
 // size; each element of the gate math is computed the same way whatever the thread count.
 #include <algorithm>
 #include <array>
@@ -18,6 +19,15 @@
 namespace recur {
 
 namespace {
+
+// What a recorded fused node keeps for its backward.
+template <class T>
+struct FusedState {
+    // LSTM (B, 4H) [i f g o]; GRU pointwise (B, 3H) [r z n], GRU step (B, 4H) [r z n hg_n]
+    xt::xarray<T> gates;
+    bool step_form = false;  // *_step (inputs xs, h, [c,] w_hh[, b_hh]) or *_pointwise
+    std::size_t time_axis = 0, step = 0;
+};
 
 // Rows of the gates' input part: row b starts at offset + b * stride (G elements).
 struct GateRows {
@@ -73,7 +83,7 @@ std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates
                                                const Var<T>& c, const Var<T>& w, const Var<T>& b) {
     const Shape xsh = xs.shape(), hs = h.shape(), cs = c.shape(), ws = w.shape();
     const Shape bs = b.defined() ? b.shape() : Shape{};
-    const bool lstm = &c != &h;  // the GRU passes h as its state
+    const bool lstm = gates == 4;  // the GRU passes h as its state
     const ShapeCheck k{op, {{"xs", &xsh}, {"h", &hs}, {"c", lstm ? &cs : nullptr}, {"w_hh", &ws},
                             {"b_hh", b.defined() ? &bs : nullptr}}};
     if (time_axis > 1) throw index_error(std::string(op) + ": time_axis must be 0 or 1, got " + std::to_string(time_axis));
@@ -105,7 +115,8 @@ void for_rows(std::size_t rows, std::size_t row_elements, F f) {
 }
 
 // A per-thread buffer of at least n elements, kept for the thread's lifetime (no allocation
-// once warm). One user at a time: callers finish with it before calling anything that uses it.
+// once warm). One user at a time: callers finish with it before calling anything that uses it
+// (a forward and a backward never overlap on one thread).
 template <class T>
 T* scratch(std::size_t n) {
     thread_local std::vector<T> buffer;
@@ -196,19 +207,20 @@ void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std:
 }
 
 // Sends a fused node's gate gradients dx (input part) and dhg (recurrent part), each (B, width),
-// on to its inputs. Pointwise form (iargs[0] = 0): inputs 0 and 1 are xg and hg. Step form:
-// input 0 is the sequence xs (the step's rows get dx), input 1 is h, input w is w_hh and
-// input w + 1, if present, b_hh (they get dhg through the recurrent product).
+// on to its inputs. Pointwise form: inputs 0 and 1 are xg and hg. Step form: input 0 is the
+// sequence xs (the step's rows get dx), input 1 is h, input w is w_hh and input w + 1, if
+// present, b_hh (they get dhg through the recurrent product).
 template <class T>
-void send_gate_grads(Tape<T>& t, std::uint32_t i, const T* dx, const T* dhg, std::size_t batch, std::size_t width,
-                     std::uint32_t w) {
+void send_gate_grads(Tape<T>& t, std::uint32_t i, const FusedState<T>& state, const T* dx, const T* dhg,
+                     std::size_t batch, std::size_t width, std::uint32_t w) {
     const auto& node = t.node(i);
-    if (node.iargs[0] == 0) {
+    if (!state.step_form) {
         add_gate_grad(t, t.input(i, 0), static_cast<const GateRows*>(nullptr), dx, batch, width);
         add_gate_grad(t, t.input(i, 1), static_cast<const GateRows*>(nullptr), dhg, batch, width);
         return;
     }
-    const GateRows rows = sequence_rows(t, t.input(i, 0), node.iargs[1], node.iargs[2]);
+    const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
+                                        static_cast<std::int64_t>(state.step));
     add_gate_grad(t, rows.node, &rows, dx, batch, width);
     const bool has_bias = node.num_inputs == w + 2;
     const std::uint32_t bias = has_bias ? t.input(i, w + 1) : 0;
@@ -267,22 +279,20 @@ void lstm_backward_row(const T* a, const T* c, const T* cn, const T* dh, const T
     }
 }
 
-// ---- LSTM nodes ------------------------------------------------------------------------------
-// Two nodes: S (value c', saved = the activations) and O (value h'). O's backward does the work
-// for both and marks S done; S does it alone (dh' = 0) when nothing reached h'.
-// S inputs: pointwise form xg, hg, c; step form xs, h, c, w_hh[, b_hh]. O inputs: S, then S's.
-// S iargs: form (0 pointwise, 1 step), time axis, step, done.
-
+// ---- LSTM node --------------------------------------------------------------------------------
+// One node, two outputs: output 0 h' (B, H), output 1 c' (B, H). Inputs: pointwise form xg, hg,
+// c; step form xs, h, c, w_hh[, b_hh]. Its backward reads dh' and dc' (either may be absent).
 template <class T>
-void lstm_backward_both(Tape<T>& t, std::uint32_t s, const T* dh) {
-    const auto& sn = t.node(s);
-    const std::uint32_t c = t.input(s, 2);
+void lstm_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& state = t.template saved_state<FusedState<T>>(i);
+    const std::uint32_t c = t.input(i, 2);
     const auto& cv = t.value(c);
     const std::size_t batch = cv.shape()[0], hidden = cv.shape()[1], width = 4 * hidden;
-    const T* act = sn.saved.data();
+    const T* act = state.gates.data();
     const T* cp = cv.data();
-    const T* cn = sn.value.data();
-    const T* dcn = sn.has_grad ? sn.grad.data() : nullptr;  // dc' from later steps
+    const T* cn = t.value(t.output(i, 1)).data();
+    const T* dh = t.output_grad(i, 0);   // dh' from the step's readers
+    const T* dcn = t.output_grad(i, 1);  // dc' from the next step
     T* dc = t.needs_grad(c) ? t.grad_ref(c).zeroed().data() : nullptr;
     T* dgates = scratch<T>(batch * width);
     for_rows(batch, width, [&](std::size_t b) {
@@ -290,51 +300,36 @@ void lstm_backward_both(Tape<T>& t, std::uint32_t s, const T* dh) {
         lstm_backward_row(act + b * width, cp + k, cn + k, dh ? dh + k : nullptr, dcn ? dcn + k : nullptr,
                           dgates + b * width, dc ? dc + k : nullptr, hidden);
     });
-    send_gate_grads(t, s, dgates, dgates, batch, width, 3);  // dxg = dhg = dgates
-}
-template <class T>
-void lstm_state_backward(Tape<T>& t, std::uint32_t s) {
-    auto& done = t.node(s).iargs[3];
-    if (done) {  // the output node did both
-        done = 0;
-        return;
-    }
-    lstm_backward_both<T>(t, s, nullptr);
-}
-template <class T>
-void lstm_output_backward(Tape<T>& t, std::uint32_t o) {
-    const std::uint32_t s = t.input(o, 0);
-    lstm_backward_both(t, s, t.node(o).grad.data());
-    auto& sn = t.node(s);
-    if (sn.has_grad) sn.iargs[3] = 1;  // S runs next in this sweep and skips (clearing the mark)
+    send_gate_grads(t, i, state, dgates, dgates, batch, width, 3);  // dxg = dhg = dgates
 }
 
-// Pushes S and O over `inputs`; `pre(act)` writes the pre-activations (B, 4H) into act.
+// Pushes the node over `inputs`; `pre(act)` writes the pre-activations (B, 4H) into act.
 template <class T, class Pre>
-LSTMPointwise<T> lstm_nodes(const char* op, Tape<T>& t, const std::uint32_t* inputs, std::size_t count,
-                            std::array<std::int64_t, 4> iargs, std::size_t batch, std::size_t hidden, Pre pre) {
+LSTMPointwise<T> lstm_node(const char* op, Tape<T>& t, const std::uint32_t* inputs, std::size_t count,
+                           bool step_form, std::size_t time_axis, std::size_t step, std::size_t batch,
+                           std::size_t hidden, Pre pre) {
     const std::size_t width = 4 * hidden;
-    const std::uint32_t s = t.push(op, inputs, count, &lstm_state_backward<T>);
-    {
-        auto& n = t.node(s);
-        n.iargs = iargs;
-        n.saved.resize({batch, width});
-        n.value.resize({batch, hidden});
+    const std::uint32_t i = t.push(op, inputs, count, &lstm_backward<T>, 2);
+    T* h = t.output_value(i, {batch, hidden}, 0).data();
+    T* cn = t.output_value(i, {batch, hidden}, 1).data();
+    T* act;
+    if (t.needs_grad(i)) {
+        auto& state = t.template state<FusedState<T>>(i);
+        state.step_form = step_form;
+        state.time_axis = time_axis;
+        state.step = step;
+        state.gates.resize({batch, width});
+        act = state.gates.data();
+    } else {
+        act = scratch<T>(batch * width);
     }
-    std::array<std::uint32_t, 6> o_inputs{s};
-    std::copy(inputs, inputs + count, o_inputs.begin() + 1);
-    const std::uint32_t o = t.push(op, o_inputs.data(), count + 1, &lstm_output_backward<T>);
-    t.node(o).value.resize({batch, hidden});
-    auto& sn = t.node(s);
-    T* act = sn.saved.data();
     pre(act);
     const T* cp = t.value(inputs[2]).data();
-    T *cn = sn.value.data(), *h = t.node(o).value.data();
     for_rows(batch, width, [&](std::size_t b) {
         const std::size_t k = b * hidden;
         lstm_forward_row(act + b * width, cp + k, cn + k, h + k, hidden);
     });
-    return {t.handle(o), t.handle(s)};
+    return {t.handle(i, 0), t.handle(i, 1)};
 }
 
 // ---- GRU rows --------------------------------------------------------------------------------
@@ -367,17 +362,18 @@ void gru_backward_row(const T* a, const T* hg_n, const T* hp, const T* dy, T* dx
 }
 
 // ---- GRU node --------------------------------------------------------------------------------
-// Inputs: pointwise form xg, hg, h (saved [r | z | n], B x 3H); step form xs, h, w_hh[, b_hh]
-// (saved [r | z | n | hg_n], B x 4H). iargs: form, time axis, step.
+// Inputs: pointwise form xg, hg, h (gates [r | z | n], B x 3H); step form xs, h, w_hh[, b_hh]
+// (gates [r | z | n | hg_n], B x 4H).
 template <class T>
 void gru_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
-    const bool step = node.iargs[0] == 1;
+    const auto& state = t.template saved_state<FusedState<T>>(i);
+    const bool step = state.step_form;
     const std::uint32_t h = t.input(i, step ? 1 : 2);
     const auto& hv = t.value(h);
     const std::size_t batch = hv.shape()[0], hidden = hv.shape()[1], width = 3 * hidden;
     const std::size_t saved_width = step ? 4 * hidden : width;
-    const T* act = node.saved.data();
+    const T* act = state.gates.data();
     const T* hg_n = step ? act + width : t.value(t.input(i, 1)).data() + 2 * hidden;  // row 0's hg_n
     const std::size_t hg_n_stride = step ? saved_width : width;
     const T* hp = hv.data();
@@ -392,7 +388,21 @@ void gru_backward(Tape<T>& t, std::uint32_t i) {
         else gru_backward_row<false>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
                                      dhg + b * width, static_cast<T*>(nullptr), hidden);
     });
-    send_gate_grads(t, i, dx, dhg, batch, width, 2);
+    send_gate_grads(t, i, state, dx, dhg, batch, width, 2);
+}
+
+// The gates buffer of a GRU node of `width` columns: kept in its state when recorded, else in
+// per-thread scratch after `scratch_used` elements.
+template <class T>
+T* gru_gates(Tape<T>& t, std::uint32_t i, bool step_form, std::size_t time_axis, std::size_t step, std::size_t batch,
+             std::size_t width, std::size_t scratch_used) {
+    if (!t.needs_grad(i)) return scratch<T>(scratch_used + batch * width) + scratch_used;
+    auto& state = t.template state<FusedState<T>>(i);
+    state.step_form = step_form;
+    state.time_axis = time_axis;
+    state.step = step;
+    state.gates.resize({batch, width});
+    return state.gates.data();
 }
 
 }  // namespace
@@ -406,7 +416,7 @@ LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>
     const std::size_t batch = dims.first, hidden = dims.second;
     const std::uint32_t x = xg.index(), y = hg.index();
     const std::array<std::uint32_t, 3> in{x, y, c.index()};
-    return lstm_nodes("lstm_pointwise", t, in.data(), in.size(), {0, 0, 0, 0}, batch, hidden, [&](T* act) {
+    return lstm_node("lstm_pointwise", t, in.data(), in.size(), false, 0, 0, batch, hidden, [&](T* act) {
         const T *xv = t.value(x).data(), *hv = t.value(y).data();
         for (std::size_t k = 0; k < batch * 4 * hidden; ++k) act[k] = xv[k] + hv[k];
     });
@@ -422,7 +432,7 @@ LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
     const std::array<std::uint32_t, 5> in{xs.index(), h.index(), c.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
     const std::size_t count = b_hh.defined() ? 5 : 4;
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
-    return lstm_nodes("lstm_step", t, in.data(), count, {1, axis, k, 0}, batch, hidden, [&](T* act) {
+    return lstm_node("lstm_step", t, in.data(), count, true, time_axis, step, batch, hidden, [&](T* act) {
         const GateRows rows = sequence_rows(t, in[0], axis, k);
         recurrent_forward(t, rows, in[1], in[3], count == 5 ? &in[4] : nullptr, act, batch, 4 * hidden);
     });
@@ -437,12 +447,11 @@ Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h) {
     const std::size_t batch = dims.first, hidden = dims.second;
     const std::size_t width = 3 * hidden;
     const std::uint32_t out = t.push("gru_pointwise", {xg.index(), hg.index(), h.index()}, &gru_backward<T>);
+    T* act = gru_gates(t, out, false, 0, 0, batch, width, 0);
     auto& node = t.node(out);
-    node.iargs = {0, 0, 0, 0};
-    node.saved.resize({batch, width});
-    node.value.resize({batch, hidden});
+    t.output_value(out, {batch, hidden});
     const T *x = t.value(xg.index()).data(), *hgv = t.value(hg.index()).data(), *hp = t.value(h.index()).data();
-    T *act = node.saved.data(), *y = node.value.data();
+    T* y = node.value.data();
     for_rows(batch, width, [&](std::size_t b) {
         gru_forward_row(x + b * width, hgv + b * width, hp + b * hidden, act + b * width, y + b * hidden, hidden);
     });
@@ -459,13 +468,12 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
     const std::array<std::uint32_t, 4> in{xs.index(), h.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
     const std::size_t count = b_hh.defined() ? 4 : 3;
     const std::uint32_t out = t.push("gru_step", in.data(), count, &gru_backward<T>);
-    auto& node = t.node(out);
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
-    node.iargs = {1, axis, k, 0};
-    node.saved.resize({batch, 4 * hidden});
-    node.value.resize({batch, hidden});
-    // hg = b_hh + h w_hh^T (B, 3H) in scratch; its n part is kept in saved for backward.
+    // hg = b_hh + h w_hh^T (B, 3H) at the start of scratch; its n part is kept with the gates.
+    T* act = gru_gates(t, out, true, time_axis, step, batch, 4 * hidden, batch * width);
     T* hg = scratch<T>(batch * width);
+    auto& node = t.node(out);
+    t.output_value(out, {batch, hidden});
     const std::uint32_t* bias = count == 4 ? &in[3] : nullptr;
     const auto& bv = bias ? t.value(*bias) : t.value(in[0]);
     for (std::size_t r = 0; r < batch; ++r) {
@@ -477,7 +485,7 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
                     width);
     const GateRows rows = sequence_rows(t, in[0], axis, k);
     const T* x = t.value(in[0]).data() + rows.offset;
-    T *act = node.saved.data(), *y = node.value.data();
+    T* y = node.value.data();
     const T* hp = hv.data();
     for_rows(batch, width, [&](std::size_t b) {
         T* a = act + b * 4 * hidden;

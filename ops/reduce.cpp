@@ -10,11 +10,22 @@ namespace recur {
 using detail::around;
 using detail::AxisView;
 
+// What a reduction keeps: the reduced axis and the factor c (1 for sum, 1/n for mean).
+template <class T>
+struct ReduceState {
+    std::size_t axis = 0;
+    T scale = T(1);
+};
+// What softmax and log_softmax keep: the axis.
+struct AxisState {
+    std::size_t axis = 0;
+};
+
 // ---- sum / mean of all elements: y = c * sum(x), c = 1 or 1/numel;  dx += c * g -------------
 template <class T>
 static void reduce_all_backward(Tape<T>& t, std::uint32_t i) {
     const auto& n = t.node(i);
-    const T gc = static_cast<T>(n.fargs[0]) * *n.grad.data();
+    const T gc = t.template saved_state<ReduceState<T>>(i).scale * *n.grad.data();
     auto& dx = t.grad_ref(t.input(i, 0)).zeroed();
     for (T* p = dx.data(), *e = p + dx.size(); p != e; ++p) *p += gc;
 }
@@ -24,9 +35,9 @@ static Var<T> reduce_all(const char* op, const Var<T>& x, bool mean) {
     const std::uint32_t out = t.push(op, {x.index()}, &reduce_all_backward<T>);
     const auto& xv = t.value(x.index());
     const double c = mean ? 1.0 / static_cast<double>(xv.size()) : 1.0;
+    t.template state<ReduceState<T>>(out).scale = static_cast<T>(c);
     auto& node = t.node(out);
-    node.fargs[0] = c;
-    node.value.resize(Shape{});
+    t.output_value(out, Shape{});
     T acc = T(0);
     for (const T* p = xv.data(), *e = p + xv.size(); p != e; ++p) acc += *p;
     *node.value.data() = static_cast<T>(c) * acc;
@@ -47,8 +58,9 @@ template <class T>
 static void reduce_axis_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
     const std::uint32_t x = t.input(i, 0);
-    const AxisView v = around(t.value(x).shape(), static_cast<std::size_t>(node.iargs[0]));
-    const T c = static_cast<T>(node.fargs[0]);
+    const auto& state = t.template saved_state<ReduceState<T>>(i);
+    const AxisView v = around(t.value(x).shape(), state.axis);
+    const T c = state.scale;
     T* dx = t.grad_ref(x).zeroed().data();
     const T* g = node.grad.data();
     for (std::size_t o = 0; o < v.outer; ++o)
@@ -66,12 +78,11 @@ static Var<T> reduce_axis(const char* op, const Var<T>& x, std::ptrdiff_t axis, 
         if (k != ax) ys.push_back(xs[k]);
         else if (keepdim) ys.push_back(1);
     const std::uint32_t out = t.push(op, {x.index()}, &reduce_axis_backward<T>);
+    const T c = mean ? static_cast<T>(1.0 / static_cast<double>(xs[ax])) : T(1);
+    t.template state<ReduceState<T>>(out) = {ax, c};
     auto& node = t.node(out);
-    node.iargs[0] = static_cast<std::int64_t>(ax);
-    node.fargs[0] = mean ? 1.0 / static_cast<double>(xs[ax]) : 1.0;
-    node.value.resize(ys);
+    t.output_value(out, ys);
     const AxisView v = around(xs, ax);
-    const T c = static_cast<T>(node.fargs[0]);
     const T* xp = t.value(x.index()).data();
     T* yp = node.value.data();
     for (std::size_t o = 0; o < v.outer; ++o)
@@ -97,7 +108,7 @@ template <class T>
 static void softmax_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
     const std::uint32_t x = t.input(i, 0);
-    const AxisView v = around(node.value.shape(), static_cast<std::size_t>(node.iargs[0]));
+    const AxisView v = around(node.value.shape(), t.template saved_state<AxisState>(i).axis);
     const T* y = node.value.data();
     const T* g = node.grad.data();
     T* dx = t.grad_ref(x).zeroed().data();
@@ -119,7 +130,7 @@ template <class T>
 static void log_softmax_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
     const std::uint32_t x = t.input(i, 0);
-    const AxisView v = around(node.value.shape(), static_cast<std::size_t>(node.iargs[0]));
+    const AxisView v = around(node.value.shape(), t.template saved_state<AxisState>(i).axis);
     const T* y = node.value.data();
     const T* g = node.grad.data();
     T* dx = t.grad_ref(x).zeroed().data();
@@ -142,9 +153,9 @@ static Var<T> normalise(const char* op, const Var<T>& x, std::ptrdiff_t axis, bo
     const Shape xs = x.shape();
     const std::size_t ax = detail::normalize_axis(op, axis, xs);
     const std::uint32_t out = t.push(op, {x.index()}, backward);
+    t.template state<AxisState>(out).axis = ax;
     auto& node = t.node(out);
-    node.iargs[0] = static_cast<std::int64_t>(ax);
-    node.value.resize(xs);
+    t.output_value(out, xs);
     const AxisView v = around(xs, ax);
     const T* xp = t.value(x.index()).data();
     T* yp = node.value.data();

@@ -78,21 +78,20 @@ Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape) {
         throw shape_error("reshape: cannot reshape " + shape_str(xs) + " (" + std::to_string(total) +
                           " elements) into " + shape_str(ys));
     const std::uint32_t out = t.push("reshape", {x.index()}, &reshape_backward<T>);
-    auto& y = t.node(out).value;
-    y.resize(ys);
+    auto& y = t.output_value(out, ys);
     const T* xp = t.value(x.index()).data();
     std::copy(xp, xp + total, y.data());
     return t.handle(out);
 }
 
 // ---- permute: y = x with axes reordered, y axis k = x axis dims[k];  dx += g permuted back ---
+struct PermuteState {
+    std::vector<std::size_t> inverse;  // x axis k is y axis inverse[k]
+};
 template <class T>
 static void permute_backward(Tape<T>& t, std::uint32_t i) {
-    const auto& node = t.node(i);
-    const std::size_t nd = node.ints.size();
-    std::vector<std::size_t> inverse(nd);
-    for (std::size_t k = 0; k < nd; ++k) inverse[static_cast<std::size_t>(node.ints[k])] = k;
-    t.grad_ref(t.input(i, 0)).add(xt::transpose(node.grad, inverse));
+    const auto& inverse = t.template saved_state<PermuteState>(i).inverse;
+    t.grad_ref(t.input(i, 0)).add(xt::transpose(t.node(i).grad, inverse));
 }
 template <class T>
 Var<T> permute(const Var<T>& x, const std::vector<std::ptrdiff_t>& dims) {
@@ -109,11 +108,13 @@ Var<T> permute(const Var<T>& x, const std::vector<std::ptrdiff_t>& dims) {
         seen[perm[k]] = true;
     }
     const std::uint32_t out = t.push("permute", {x.index()}, &permute_backward<T>);
+    auto& inverse = t.template state<PermuteState>(out).inverse;
+    inverse.resize(perm.size());
+    for (std::size_t k = 0; k < perm.size(); ++k) inverse[perm[k]] = k;
     auto& node = t.node(out);
-    node.ints.assign(perm.begin(), perm.end());
     Shape ys(xs.size());
     for (std::size_t k = 0; k < perm.size(); ++k) ys[k] = xs[perm[k]];
-    node.value.resize(ys);
+    t.output_value(out, ys);
     xt::noalias(node.value) = xt::transpose(t.value(x.index()), perm);
     return t.handle(out);
 }
@@ -129,14 +130,17 @@ Var<T> transpose(const Var<T>& x, std::ptrdiff_t axis0, std::ptrdiff_t axis1) {
 }
 
 // ---- slice / select: y[o, k, j] = x[o, start + k, j];  dx[o, start + k, j] += g[o, k, j] -----
-// select is a slice of one element whose axis is dropped (iargs: axis, start, count).
+// select is a slice of one element whose axis is dropped.
+struct SliceState {
+    std::size_t axis = 0, start = 0, count = 0;
+};
 template <class T>
 static void slice_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
     const std::uint32_t x = t.input(i, 0);
-    const AxisView v = around(t.value(x).shape(), static_cast<std::size_t>(node.iargs[0]));
-    const auto start = static_cast<std::size_t>(node.iargs[1]), count = static_cast<std::size_t>(node.iargs[2]);
-    move_rows(node.grad.data(), count, 0, t.grad_ref(x).zeroed().data(), v.n, start, v.outer, count, v.inner, true);
+    const auto s = t.template saved_state<SliceState>(i);
+    const AxisView v = around(t.value(x).shape(), s.axis);
+    move_rows(node.grad.data(), s.count, 0, t.grad_ref(x).zeroed().data(), v.n, s.start, v.outer, s.count, v.inner, true);
 }
 template <class T>
 static Var<T> take_rows(const char* op, Tape<T>& t, const Var<T>& x, std::size_t axis, std::size_t start,
@@ -147,9 +151,9 @@ static Var<T> take_rows(const char* op, Tape<T>& t, const Var<T>& x, std::size_t
         if (k != axis) ys.push_back(xs[k]);
         else if (!drop_axis) ys.push_back(count);
     const std::uint32_t out = t.push(op, {x.index()}, &slice_backward<T>);
+    t.template state<SliceState>(out) = {axis, start, count};
     auto& node = t.node(out);
-    node.iargs = {static_cast<std::int64_t>(axis), static_cast<std::int64_t>(start), static_cast<std::int64_t>(count), 0};
-    node.value.resize(ys);
+    t.output_value(out, ys);
     const AxisView v = around(xs, axis);
     move_rows(t.value(x.index()).data(), v.n, start, node.value.data(), count, 0, v.outer, count, v.inner, false);
     return t.handle(out);
@@ -189,12 +193,15 @@ std::vector<Var<T>> chunk(const Var<T>& x, std::size_t n, std::ptrdiff_t axis) {
 }
 
 // ---- concat / stack: y[o, off_k + m, j] = x_k[o, m, j];  dx_k[o, m, j] += g[o, off_k + m, j] --
-// stack views each input as (outer, 1, inner) around the new axis (iargs[1] = 1).
+// stack views each input as (outer, 1, inner) around the new axis.
+struct JoinState {
+    std::size_t axis = 0;
+    bool new_axis = false;  // stack
+};
 template <class T>
 static void join_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
-    const auto axis = static_cast<std::size_t>(node.iargs[0]);
-    const bool new_axis = node.iargs[1] != 0;
+    const auto [axis, new_axis] = t.template saved_state<JoinState>(i);
     const AxisView out = around(node.value.shape(), axis);
     std::size_t offset = 0;
     for (std::uint32_t k = 0; k < node.num_inputs; ++k) {
@@ -233,9 +240,9 @@ static Var<T> join(const char* op, const std::vector<Var<T>>& xs, std::ptrdiff_t
         inputs.push_back(x.index());
     }
     const std::uint32_t out = t.push(op, inputs, &join_backward<T>);
+    t.template state<JoinState>(out) = {ax, new_axis};
     auto& node = t.node(out);
-    node.iargs = {static_cast<std::int64_t>(ax), new_axis ? 1 : 0, 0, 0};
-    node.value.resize(ys);
+    t.output_value(out, ys);
     const AxisView v = around(ys, ax);
     std::size_t offset = 0;
     for (const auto& x : xs) {

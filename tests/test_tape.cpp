@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -75,6 +76,39 @@ Var<double> square(const Var<double>& x) {
     y.resize(xv.shape());
     xt::noalias(y) = xv * xv;
     return t.handle(out);
+}
+
+// ---- A user-written op with two outputs and typed state: (r cos x, r sin x) -----------------
+// One node: output 0 is u = r cos x, output 1 is v = r sin x (r a scalar kept in the op's
+// state). Its backward reads both outputs' gradients (either may be absent) and adds
+// dx += -gu v + gv u into the input.
+struct PolarState {
+    double radius;
+};
+void polar_backward(Tape<double>& t, std::uint32_t i) {
+    const std::uint32_t x = t.input(i, 0);
+    const auto& u = t.value(t.output(i, 0));
+    const auto& v = t.value(t.output(i, 1));
+    const double* gu = t.output_grad(i, 0);
+    const double* gv = t.output_grad(i, 1);
+    const double r = t.saved_state<PolarState>(i).radius;
+    BOOST_TEST(r == 1.5);
+    auto& dx = t.grad_ref(x).zeroed();
+    for (std::size_t k = 0; k < dx.size(); ++k)
+        dx.data()[k] += (gu ? -gu[k] * v.data()[k] : 0.0) + (gv ? gv[k] * u.data()[k] : 0.0);
+}
+std::pair<Var<double>, Var<double>> polar(const Var<double>& x, double radius) {
+    x.check("polar");
+    Tape<double>& t = x.tape();
+    const std::uint32_t in = x.index();
+    const std::uint32_t i = t.push("polar", &in, 1, &polar_backward, 2);
+    t.state<PolarState>(i).radius = radius;
+    const auto& xv = t.value(x.index());
+    auto& u = t.output_value(i, xv.shape(), 0);
+    auto& v = t.output_value(i, xv.shape(), 1);
+    xt::noalias(u) = radius * xt::cos(xv);
+    xt::noalias(v) = radius * xt::sin(xv);
+    return {t.handle(i, 0), t.handle(i, 1)};
 }
 
 }  // namespace recur_tape_tests
@@ -228,6 +262,7 @@ BOOST_AUTO_TEST_CASE(backward_twice_same_var_grads_accumulating_parameter_grads)
     BOOST_TEST(same(p.grad(), full({3, 2}, 0.0)));
     auto x = t.variable(rnd({4, 3}, 10));
     auto h = tanh(matmul(x, t.bind(p)));
+    h.retain_grad();
     auto loss = sum(h * h);
 
     t.backward(loss);
@@ -307,6 +342,54 @@ BOOST_AUTO_TEST_CASE(grad_final_hook_fires_once_per_parameter_when_its_gradient_
     BOOST_TEST(seen.size() == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(an_op_with_two_outputs_is_one_node_whose_backward_reads_both) {
+    const xt::xarray<double> xv = rnd({2, 3}, 41), wu = rnd({2, 3}, 42), wv = rnd({2, 3}, 43);
+    // Either output alone, and both, feeding later ops in either order.
+    auto both = [&](Tape<double>& t, const std::vector<Var<double>>& in) {
+        auto [u, v] = polar(in[0], 1.5);
+        return sum(v * t.constant(wv)) + sum(tanh(u) * t.constant(wu));
+    };
+    auto only_u = [&](Tape<double>&, const std::vector<Var<double>>& in) { return sum(polar(in[0], 1.5).first * in[0]); };
+    auto only_v = [&](Tape<double>&, const std::vector<Var<double>>& in) { return sum(polar(in[0], 1.5).second); };
+    for (const auto& f : {GradcheckFn(both), GradcheckFn(only_u), GradcheckFn(only_v)}) {
+        const auto report = gradcheck(f, {xv});
+        BOOST_TEST(report.passed, report.summary());
+    }
+    // The second output is a slot of its own that belongs to the node; a backward from it runs
+    // the node's backward.
+    Tape<double> t;
+    auto x = t.variable(xv);
+    auto [u, v] = polar(x, 1.5);
+    BOOST_TEST(v.index() != u.index());
+    BOOST_TEST(t.output(u.index(), 1) == v.index());
+    t.backward(v, xt::ones_like(xv));
+    BOOST_TEST(close(x.grad(), xt::xarray<double>(u.value())));  // d(sum v)/dx = r cos x = u
+    const std::uint32_t in = x.index();
+    BOOST_TEST(recur::testing::throws_with<recur::tape_error>([&] { (void)t.push("five", &in, 1, &polar_backward, 5); },
+                                                              {"five", "1 to 4 outputs"}));
+}
+
+#ifndef NDEBUG
+BOOST_AUTO_TEST_CASE(a_tape_used_by_a_second_thread_is_a_clear_error) {
+    // Debug and sanitizer builds check the recording thread (release builds do not pay for it).
+    Tape<double> t;
+    auto x = t.variable(rnd({2, 2}, 44));
+    auto y = tanh(x);
+    bool threw = false;
+    std::thread other([&] {
+        threw = recur::testing::throws_with<recur::tape_error>([&] { (void)exp(x); }, {"another thread", "single-threaded"});
+    });
+    other.join();
+    BOOST_TEST(threw);
+    t.clear();  // a cleared tape may be taken over by another thread
+    std::thread next([&] {
+        auto z = t.variable(rnd({2}, 45));
+        t.backward(sum(z));
+    });
+    next.join();
+}
+#endif
+
 BOOST_AUTO_TEST_CASE(detach_stops_the_gradient) {
     Tape<double> t;
     const xt::xarray<double> xv = rnd({2, 2}, 15);
@@ -346,7 +429,12 @@ BOOST_AUTO_TEST_CASE(intermediate_vars_expose_their_gradient) {
     auto h = tanh(matmul(x, w));
     auto unused = exp(x);  // not on the path to the loss
     auto loss = sum(h * h * 0.5);
+    auto other = h * 2.0;  // not retained
+    h.retain_grad();
+    unused.retain_grad();
     t.backward(loss);
+    BOOST_TEST(recur::testing::throws_with<recur::tape_error>([&] { (void)other.grad(); },
+                                                              {"Var::grad", "intermediate result", "retain_grad()"}));
     BOOST_TEST(close(h.grad(), h.value()));  // dL/dh = h
     // dL/dx = (h * (1 - h^2)) w^T, by hand.
     const xt::xarray<double> hv = h.value();
@@ -470,6 +558,7 @@ std::size_t run_loop(Tape<double>& t, int steps, F&& observe) {
 BOOST_AUTO_TEST_CASE(inference_keeps_no_intermediates_alive) {
     const int steps = 10000;
     auto nothing = [](const Var<double>&) {};
+    release_cached_tape_memory();  // the tapes start empty, not with an earlier tape's nodes
 
     Tape<double> off({.record = false});
     const std::size_t peak_off = run_loop(off, steps, nothing);

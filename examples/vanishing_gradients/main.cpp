@@ -63,6 +63,7 @@ std::vector<double> gradient_norms(Cell& cell, const xt::xarray<T>& x, const xt:
     for (std::size_t t = 0; t < steps; ++t) {
         state = cell.step(select(xs, 0, static_cast<std::ptrdiff_t>(t)), state);
         h[t] = state[0];  // keep each step's output: its grad is dLoss/dh_t after backward
+        h[t].retain_grad();  // an intermediate result keeps its gradient only when asked (as in PyTorch)
     }
     Var<T> y = linear(h[steps - 1], tape.constant(head));  // (B, 1), the last output only
     Var<T> err = y - tape.constant(target);

@@ -7,16 +7,40 @@
 // backward adds the node's gradient into the parameter's grad.
 //
 // Memory: clear() keeps every node object and its buffers, so a training loop that records
-// the same graph each step reuses them and allocates nothing after its first step. A node
-// that backward does not need (recording off, or nothing that requires grad flows through
-// it) is released as soon as its last Var handle dies, and its slot is reused.
+// the same graph each step reuses them and allocates nothing after its first step. A tape that
+// is destroyed hands its nodes and buffers to the next tape its thread makes, so a fresh tape
+// per step reuses them too. A node that backward does not need (recording off, or nothing that
+// requires grad flows through it) is released as soon as its last Var handle dies, and its
+// slot is reused. As in PyTorch, backward keeps the gradients of leaves (variables) and
+// Parameters; an intermediate result keeps its gradient only when asked (Var::retain_grad(),
+// or TapeOptions::retain_grads), and the buffers of the others are reused within the sweep.
+//
+// THE ENGINE CONTRACT (every primitive, built-in or user-written, follows it; no exceptions)
+// - An op pushes ONE node. The node has one or more outputs: output 0 is the node's own slot,
+//   output k >= 1 a slot of its own (output(i, k)) that has no backward and belongs to node i.
+// - The node's backward reads only its own outputs' gradients (output_grad(i, k); null for an
+//   output that received none) and its typed state (state<S>(i)), and ADDS each input's share
+//   into that input's gradient (grad_ref(input(i, k)), or slice_grad for part of it). It
+//   never writes anything else: a value may feed many nodes, so gradients accumulate.
+// - Creation order is topological (an op's inputs exist before it), so backward is one reverse
+//   loop; a node runs once every node that reads any of its outputs has run.
+// - What an op keeps for backward is one value of a struct of its own (state<S>): scalars,
+//   axes, saved tensors, index lists. It is kept across clear() and reused in the same slot.
+// - A Parameter's gradient is final when the sweep passes its node (on_grad_final).
+// - A Tape is used by one thread at a time (a debug or sanitizer build checks it).
 #pragma once
 
 #include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <new>
 #include <random>
+#include <string>
+#include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
@@ -46,14 +70,69 @@ std::uint64_t next_tape_id();
 template <class T>
 using BackwardFn = void (*)(Tape<T>& tape, std::uint32_t node);
 
+/// An op's typed state (what it keeps for backward). A small trivially copyable struct lives
+/// inside the node; any other type (one holding tensors or vectors) on the heap, made the
+/// first time the slot holds that type and then kept across clear(), so a training loop that
+/// records the same graph reuses it (and its buffers) without allocating.
+class OpState {
+public:
+    OpState() = default;
+    OpState(OpState&& other) noexcept = default;
+    OpState& operator=(OpState&& other) noexcept = default;
+
+    /// The state as S: value-initialised when the slot does not hold an S yet (inline types are
+    /// value-initialised on every call: set every field), else the S kept from before.
+    template <class S>
+    S& get() {
+        if constexpr (is_inline<S>) {
+            type_ = &tag<S>;
+            return *::new (static_cast<void*>(inline_)) S{};
+        } else {
+            if (heap_type_ != &tag<S>) {
+                heap_ = std::make_unique<Holder<S>>();
+                heap_type_ = &tag<S>;
+            }
+            type_ = &tag<S>;
+            return static_cast<Holder<S>*>(heap_.get())->value;
+        }
+    }
+    /// The state set by get<S>() for this node; tape_error if the node holds another type.
+    template <class S>
+    S& as(const char* op) {
+        if (type_ != &tag<S>) throw tape_error(std::string(op) + ": the node holds another op's state");
+        if constexpr (is_inline<S>) return *std::launder(reinterpret_cast<S*>(inline_));
+        else return static_cast<Holder<S>*>(heap_.get())->value;
+    }
+    void reset() { type_ = nullptr; }
+
+private:
+    static constexpr std::size_t inline_size = 48;
+    template <class S>
+    static constexpr bool is_inline = sizeof(S) <= inline_size && alignof(S) <= alignof(std::max_align_t) &&
+                                      std::is_trivially_copyable_v<S> && std::is_trivially_destructible_v<S>;
+    template <class S>
+    static constexpr char tag = 0;
+    struct HolderBase {
+        virtual ~HolderBase() = default;
+    };
+    template <class S>
+    struct Holder : HolderBase {
+        S value{};
+    };
+    alignas(std::max_align_t) unsigned char inline_[inline_size]{};
+    const void* type_ = nullptr;       // the type this node's op set
+    const void* heap_type_ = nullptr;  // the type heap_ holds
+    std::unique_ptr<HolderBase> heap_;
+};
+
+inline constexpr std::uint32_t no_node = 0xffffffffu;
+inline constexpr std::size_t max_outputs = 4;
+
 template <class T>
 struct Node {
-    xt::xarray<T> value;            // unused for a bound parameter (its value lives there)
+    xt::xarray<T> value;            // output 0 (unused for a bound parameter or a view)
     xt::xarray<T> grad;             // valid only when has_grad
-    xt::xarray<T> saved;            // an op's extra saved tensor (e.g. a dropout mask)
-    std::vector<std::int64_t> ints;  // an op's integer data (e.g. embedding ids, sizes)
-    std::array<std::int64_t, 4> iargs{};  // an op's small integer arguments (axis, ...)
-    std::array<double, 2> fargs{};        // an op's scalar arguments
+    OpState state;                  // what the op keeps for backward (Tape::state)
     BackwardFn<T> backward = nullptr;
     const char* op = "";
     Parameter<T>* param = nullptr;
@@ -61,15 +140,22 @@ struct Node {
     std::uint32_t first_input = 0;  // range [first_input, first_input + num_inputs) in edges
     std::uint32_t num_inputs = 0;
     std::uint32_t handles = 0;      // live Var handles
+    std::uint32_t owner = no_node;  // for output k >= 1 of a node: that node
+    std::array<std::uint32_t, max_outputs - 1> outputs{};  // slots of outputs 1.. (num_outputs - 1)
+    std::uint32_t partial = 0;      // 1 + index of its slice-by-slice record (Tape::slice_grad), or 0
+    std::uint8_t num_outputs = 1;
     bool requires_grad = false;
     bool pinned = false;            // backward may need it: never released before clear()
     bool has_grad = false;
     bool live = false;
-    // A gradient being written slice by slice (Tape::slice_grad): written[t] once slice t
-    // holds data; the other slices are zero-filled before anything reads the whole gradient.
-    bool partial = false;
+    bool retain = false;            // keep its gradient after its backward ran (Var::retain_grad)
+};
+
+// A gradient being written slice by slice: written[t] once slice t holds data; the other
+// slices are zero-filled before anything reads the whole gradient.
+struct PartialGrad {
     std::vector<std::uint8_t> written;
-    std::size_t slice_step = 0, row_stride = 0, rows = 0, width = 0;  // slice t, row r: t*slice_step + r*row_stride
+    std::size_t slice_step = 0, row_stride = 0, rows = 0, width = 0;
 };
 
 }  // namespace detail
@@ -89,11 +175,12 @@ struct TapeOptions {
     /// instead of adding it into Parameter::grad. Data-parallel training uses this: every
     /// thread's tape holds its own share until one fixed-order reduction.
     bool accumulate_parameter_grads = true;
-    /// false: an intermediate node's gradient buffer goes back to the tape's pool as soon as
-    /// its backward has used it, and later nodes of the same sweep reuse it (lower peak
-    /// memory; Var::grad() of an intermediate then throws). Leaves and Parameters keep theirs.
-    /// Training loops (fit, data-parallel) use this; the default keeps every gradient readable.
-    bool retain_grads = true;
+    /// true: every intermediate result keeps its gradient after backward (Var::grad() reads it).
+    /// false (the default, PyTorch's): an intermediate's gradient buffer goes back to the
+    /// tape's pool as soon as its backward has used it, and later nodes of the same sweep reuse
+    /// it (lower peak memory); Var::retain_grad() keeps one result's gradient. Leaves and
+    /// Parameters always keep theirs.
+    bool retain_grads = false;
 };
 
 /// A handle to a node of a tape. Cheap to copy; ops take and return Vars.
@@ -120,7 +207,11 @@ public:
     std::uint32_t index() const { return index_; }
     const xt::xarray<T>& value() const;
     /// Gradient from the tape's last backward; zeros if that backward did not reach this node.
+    /// An intermediate result has one only if retain_grad() was called before backward (or the
+    /// tape retains all gradients); otherwise this throws tape_error.
     const xt::xarray<T>& grad() const;
+    /// Keep this intermediate result's gradient through backward (PyTorch's retain_grad).
+    void retain_grad() const;
     /// A copy: a reference into node storage would dangle once more nodes are recorded.
     Shape shape() const { return value().shape(); }
     std::size_t dim() const { return value().dimension(); }
@@ -232,14 +323,33 @@ public:
     // value (push may move node storage: take references after it). Its backward reads
     // node(i).grad and adds each input's share with grad_ref(input(i, k)).
 
-    /// Appends (or reuses a free slot for) the output node of `op`. The output requires grad
-    /// when the tape records and any input requires grad; then `backward` and the inputs are
-    /// kept, and the inputs are pinned for backward.
+    /// Appends (or reuses a free slot for) the node of `op` with `outputs` outputs (at most
+    /// detail::max_outputs). The node requires grad when the tape records and any input
+    /// requires grad; then `backward` and the inputs are kept, and the inputs are pinned.
     std::uint32_t push(const char* op, std::initializer_list<std::uint32_t> inputs, detail::BackwardFn<T> backward);
     std::uint32_t push(const char* op, const std::vector<std::uint32_t>& inputs, detail::BackwardFn<T> backward);
-    std::uint32_t push(const char* op, const std::uint32_t* inputs, std::size_t count, detail::BackwardFn<T> backward);
-    /// A new handle to node i.
+    std::uint32_t push(const char* op, const std::uint32_t* inputs, std::size_t count, detail::BackwardFn<T> backward,
+                       std::size_t outputs = 1);
+    /// A new handle to node i (output 0), or to output k of node i.
     Var<T> handle(std::uint32_t i);
+    Var<T> handle(std::uint32_t i, std::size_t k) { return handle(output(i, k)); }
+    /// The slot of output k of node i (k = 0: i itself).
+    std::uint32_t output(std::uint32_t i, std::size_t k) const { return k == 0 ? i : nodes_[i].outputs[k - 1]; }
+    /// Output k of node i sized to `shape`, for its forward to write: the slot's own buffer
+    /// when its size matches, else a released node's buffer of that size, else a new one.
+    xt::xarray<T>& output_value(std::uint32_t i, const Shape& shape, std::size_t k = 0);
+    /// During node i's backward: the gradient of its output k, or nullptr when none reached it.
+    const T* output_grad(std::uint32_t i, std::size_t k = 0) {
+        auto& n = nodes_[output(i, k)];
+        return n.has_grad ? n.grad.data() : nullptr;
+    }
+    /// The op state of node i as S (see detail::OpState): set it in the forward, read it in
+    /// the backward with state<S>(i) too (a heap-held S is kept; an inline S must be read
+    /// with saved_state<S>(i), which does not reset it).
+    template <class S>
+    S& state(std::uint32_t i) { return nodes_[i].state.template get<S>(); }
+    template <class S>
+    S& saved_state(std::uint32_t i) { return nodes_[i].state.template as<S>(nodes_[i].op); }
 
     detail::Node<T>& node(std::uint32_t i) { return nodes_[i]; }
     const detail::Node<T>& node(std::uint32_t i) const { return nodes_[i]; }
@@ -291,6 +401,11 @@ public:
         if (nodes_[i].partial) finish_partial(nodes_[i]);
         return GradRef(*this, nodes_[i], value(i).shape());
     }
+    /// Whether node i keeps its gradient after its backward (leaves, Parameters, retained).
+    bool keeps_grad(std::uint32_t i) const {
+        const auto& n = nodes_[i];
+        return retain_grads_ || n.retain || (n.backward == nullptr && n.owner == detail::no_node);
+    }
 
     /// For an op that writes whole slices of node i's gradient (see SliceLayout): the buffer,
     /// and whether the slice is fresh (write it) or already holds data (add to it). The
@@ -299,6 +414,8 @@ public:
     T* slice_grad(std::uint32_t i, const SliceLayout& layout, std::size_t slice, bool& fresh);
     /// Zero-fills the slices of a slice-by-slice gradient that nobody wrote; it is whole then.
     void finish_partial(detail::Node<T>& n);
+    /// Runs node k's backward if any of its outputs has a gradient, then pools what it used.
+    void run_backward(std::uint32_t k, std::uint32_t root);
 
     // Used by Var; not for ops.
     const detail::Cell* cell() const { return cell_; }
@@ -308,6 +425,9 @@ public:
         auto& n = nodes_[i];
         if (--n.handles == 0 && !n.pinned) release(i);
     }
+    /// Debug and sanitizer builds: tape_error unless the calling thread is the one using the
+    /// tape (the first to record on it since it was made or cleared). Free in release builds.
+    void check_thread(const char* what);
 
 private:
     std::uint32_t new_slot(bool requires_grad);
@@ -334,10 +454,20 @@ private:
     bool accumulate_parameter_grads_;
     bool retain_grads_;
     std::vector<xt::xarray<T>> grad_pool_;  // released gradient buffers (retain_grads = false)
+    std::vector<detail::PartialGrad> partials_;  // slice-by-slice records; [0, partials_used_) this sweep
+    std::vector<xt::xarray<T>> value_pool_;      // values of released nodes (inference), reused by size
+    std::size_t partials_used_ = 0;
     std::mt19937_64 rng_;
     GradFinalHook grad_final_;
+    std::atomic<std::thread::id> user_{};  // the thread recording on it (debug builds check)
+    void take_storage();    // from the thread's cache of a destroyed tape's storage
+    void give_storage();    // to that cache
     void parameter_done(detail::Node<T>& n);  // adds into Parameter::grad, calls grad_final_
 };
+
+/// Frees the node storage that destroyed tapes left for the next tape of the calling thread
+/// (a fresh tape per step reuses it instead of allocating again).
+void release_cached_tape_memory();
 
 /// Turns recording off on a tape for a scope (inference inside a training tape).
 template <class T>
