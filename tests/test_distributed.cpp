@@ -35,14 +35,14 @@ xt::xarray<double> inputs() {
 
 }  // namespace
 
-BOOST_AUTO_TEST_SUITE(distributed_core)
+BOOST_AUTO_TEST_SUITE(distributed)
 
 BOOST_AUTO_TEST_CASE(the_reduced_gradient_is_the_weighted_sum_over_ranks) {
     // Two equal ranks (factor 2) with weight 0.25 each: the step's gradient is 0.5 g.
     auto model = lstm_and_head();
     OneRank comm;
     comm.factor = 2;
-    distributed::GradReducer<double> reducer(comm, model->parameters(), {.bucket_bytes = 64});
+    recur::distributed::GradReducer<double> reducer(comm, model->parameters(), {.bucket_bytes = 64});
     BOOST_TEST(reducer.buckets() == 6u);  // every parameter is larger than 64 bytes
     Tape<double> plain;
     plain.backward(sum((*model)(plain.constant(inputs()), {})));
@@ -67,10 +67,10 @@ BOOST_AUTO_TEST_CASE(a_bucket_is_reduced_as_soon_as_its_parameters_are_final) {
     auto model = lstm_and_head();
     OneRank comm;
     const auto params = model->parameters();
-    distributed::GradReducer<double> reducer(comm, params, {.bucket_bytes = 1 << 20});
+    recur::distributed::GradReducer<double> reducer(comm, params, {.bucket_bytes = 1 << 20});
     BOOST_TEST(reducer.buckets() == 1u);
     // Buckets follow the reverse parameter order: with small buckets the head's bias is bucket 0.
-    distributed::GradReducer<double> small(comm, params, {.bucket_bytes = 8});
+    recur::distributed::GradReducer<double> small(comm, params, {.bucket_bytes = 8});
     small.begin(1.0);
     small.ready(*params.back());  // the head's bias: bucket 0 is complete
     for (int k = 0; k < 2000 && comm.allreduces.load() == 0; ++k) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -86,7 +86,7 @@ BOOST_AUTO_TEST_CASE(buckets_follow_the_order_backward_finishes_the_parameters) 
     auto model = lstm_and_head();
     OneRank comm;
     const auto params = model->parameters();
-    distributed::GradReducer<double> reducer(comm, params, {.bucket_bytes = 64});
+    recur::distributed::GradReducer<double> reducer(comm, params, {.bucket_bytes = 64});
     BOOST_TEST((reducer.parameter_order() == std::vector<Parameter<double>*>(params.rbegin(), params.rend())));
     Tape<double> tape;
     reducer.attach(tape);
@@ -103,11 +103,11 @@ BOOST_AUTO_TEST_CASE(buckets_follow_the_order_backward_finishes_the_parameters) 
 BOOST_AUTO_TEST_CASE(misuse_is_reported) {
     auto model = lstm_and_head();
     OneRank comm;
-    BOOST_CHECK_EXCEPTION(distributed::GradReducer<double>(comm, {}), value_error, raises<value_error>("GradReducer", "no parameters"));
+    BOOST_CHECK_EXCEPTION(recur::distributed::GradReducer<double>(comm, {}), value_error, raises<value_error>("GradReducer", "no parameters"));
     auto p = model->parameters();
     p.push_back(p.front());
-    BOOST_CHECK_EXCEPTION(distributed::GradReducer<double>(comm, p), value_error, raises<value_error>("listed twice"));
-    distributed::GradReducer<double> reducer(comm, model->parameters());
+    BOOST_CHECK_EXCEPTION(recur::distributed::GradReducer<double>(comm, p), value_error, raises<value_error>("listed twice"));
+    recur::distributed::GradReducer<double> reducer(comm, model->parameters());
     BOOST_CHECK_EXCEPTION(reducer.finish(), value_error, raises<value_error>("GradReducer::finish"));
     reducer.begin(1);
     BOOST_CHECK_EXCEPTION(reducer.begin(1), value_error, raises<value_error>("GradReducer::begin"));
@@ -118,7 +118,7 @@ BOOST_AUTO_TEST_CASE(fit_over_one_rank_equals_fit_alone) {
     xt::xarray<double> y = xt::xarray<double>::from_shape({5, 2});
     for (std::size_t k = 0; k < y.size(); ++k) y.data()[k] = std::cos(static_cast<double>(k));
     const train::LossFn<double> mse = [](const Var<double>& p, const Var<double>& t) { return nn::mse_loss(p, t); };
-    auto train = [&](distributed::Communicator* comm) {
+    auto train = [&](recur::distributed::Communicator* comm) {
         auto model = lstm_and_head();
         optim::Adam<double> adam(model->parameters(), {.lr = 0.01});
         auto h = train::fit<double>(*model, mse, adam, {x, y, {}},
