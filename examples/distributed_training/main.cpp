@@ -13,7 +13,10 @@
 // Per run: seconds per epoch, samples per second, speed-up over 1 rank, the share of the epoch
 // spent in the gradient allreduce (on the reducer's thread), the share the training thread
 // waited for it after backward (exposed), how much of the allreduce backward hid
-// (1 - exposed / allreduce), and the final loss. Then a training loop of one's own with
+// (1 - exposed / allreduce), the final loss, and the processor seconds per epoch of all the
+// run's ranks and threads (on a busy machine the wall-clock figures measure the others'
+// load; the processor time of equal work does not: 2 ranks can reach at most
+// 2 x (1 rank's) / (2 ranks') of 1 rank's speed). Then a training loop of one's own with
 // distributed::GradReducer, the mechanism fit uses, whose steps alternate between buckets
 // reduced during backward and all after it: the wait after backward of each kind gives the
 // share of the reduction backward hid, free of the ranks' skew that the shares above include. The exit status is 0 when
@@ -22,6 +25,8 @@
 //   distributed_training [--epochs 3] [--samples 512] [--batch 64] [--steps 100] [--input 256]
 //                        [--hidden 256] [--layers 1] [--lr 0.003] [--bucket 1048576]
 #include <algorithm>
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -43,8 +48,17 @@ struct Run {
     std::string label;
     double seconds_per_epoch = 0, samples_per_second = 0;
     double comm_share = 0, exposed_share = 0;  // of the epoch: allreduce time, and the part backward did not hide
+    double cpu_per_epoch = 0;                  // processor seconds of all the run's ranks and threads
     double first_loss = 0, final_loss = 0;
 };
+
+// Processor time of this process so far, all its threads (user + system).
+double cpu_seconds() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+    return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
 
 }  // namespace
 
@@ -132,10 +146,13 @@ int main(int argc, char** argv) {
     auto train_on = [&](const std::string& label, distributed::Communicator& comm, std::size_t threads) {
         auto model = make_model();
         optim::Adam<float> adam(model->parameters(), {.lr = lr});
+        const double cpu_before = cpu_seconds();
         const auto h = train::fit<float>(*model, mse, adam, data,
                                          {.epochs = epochs, .batch_size = batch, .verbose = 0, .seed = 1,
                                           .threads = threads, .communicator = &comm, .bucket_bytes = bucket});
         Run r{label};
+        r.cpu_per_epoch = (cpu_seconds() - cpu_before) / static_cast<double>(h.epochs());
+        comm.allreduce_sum(std::span<double>(&r.cpu_per_epoch, 1));  // over the run's ranks
         double comm_seconds = 0, waited = 0;
         // The first epoch warms up buffers; average the others when there are.
         const std::size_t from = h.epochs() > 1 ? 1 : 0;
@@ -155,17 +172,17 @@ int main(int argc, char** argv) {
 
     std::vector<Run> runs;
     if (rank == 0)
-        std::printf("\n%-24s %9s %10s %9s %10s %8s %7s %11s\n", "run", "s/epoch", "samples/s", "speed-up", "allreduce",
-                    "exposed", "hidden", "final loss");
+        std::printf("\n%-24s %9s %10s %9s %10s %8s %7s %11s %11s\n", "run", "s/epoch", "samples/s", "speed-up",
+                    "allreduce", "exposed", "hidden", "final loss", "cpu s/epoch");
     auto print = [&](const Run& r) {
         if (rank != 0) return;
         // hidden: the share of the allreduce time backward covered (the wait also holds the
         // thread hand-overs, so it can exceed the allreduce time: then nothing was hidden).
         const double hidden = r.comm_share > 0 ? std::max(0.0, 1 - r.exposed_share / r.comm_share) : 0;
         const std::string hidden_text = r.comm_share > 0 ? std::to_string(static_cast<int>(100 * hidden)) + "%" : "-";
-        std::printf("%-24s %9.3f %10.1f %8.2fx %9.2f%% %7.2f%% %7s %11.5f\n", r.label.c_str(), r.seconds_per_epoch,
+        std::printf("%-24s %9.3f %10.1f %8.2fx %9.2f%% %7.2f%% %7s %11.5f %11.3f\n", r.label.c_str(), r.seconds_per_epoch,
                     r.samples_per_second, r.samples_per_second / runs.front().samples_per_second, 100 * r.comm_share,
-                    100 * r.exposed_share, hidden_text.c_str(), r.final_loss);
+                    100 * r.exposed_share, hidden_text.c_str(), r.final_loss, r.cpu_per_epoch);
         std::fflush(stdout);
     };
     // Rank 0 alone (the others wait at the barrier, napping).
