@@ -1,5 +1,6 @@
 # cmake --install: headers, the library, and a CMake package so that an out-of-tree project
-# can find_package(recur) and link recur::recur (tests/install_consumer proves it).
+# can find_package(recur) and link recur::recur, and recur::distributed when it was built
+# (tests/install_consumer proves both).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -15,6 +16,15 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/recur DESTINATION ${CMAKE_INSTAL
 # dependencies as $<LINK_ONLY:...> (BLAS::BLAS, OpenMP::OpenMP_CXX, PkgConfig::LIBZIP),
 # which recurConfig.cmake finds again on the consumer's side.
 install(EXPORT recurTargets NAMESPACE recur:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/recur)
+# recur::distributed in an export of its own: it names MPI::MPI_CXX, and recurConfig.cmake
+# loads it only when MPI is found, so a consumer of recur::recur alone never needs MPI.
+if(RECUR_DISTRIBUTED)
+  install(TARGETS recur_distributed EXPORT recurDistributedTargets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT recurDistributedTargets NAMESPACE recur:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/recur)
+endif()
+set(RECUR_PACKAGE_HAS_DISTRIBUTED ${RECUR_DISTRIBUTED})  # read by recurConfig.cmake.in
 configure_package_config_file(cmake/recurConfig.cmake.in ${PROJECT_BINARY_DIR}/recurConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/recur)
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/recurConfigVersion.cmake COMPATIBILITY SameMinorVersion)

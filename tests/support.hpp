@@ -3,12 +3,15 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
 #include <functional>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "recur/error.hpp"
+#include "recur/parallel.hpp"
 
 namespace recur::testing {
 
@@ -62,5 +65,29 @@ template <class E, class... Parts>
 Raises<E> raises(const Parts&... parts) {
     return Raises<E>{{std::string(parts)...}};
 }
+
+/// A Communicator of one rank for tests without MPI: allreduce_sum multiplies by `factor` (the
+/// sum over `factor` ranks holding the same values) and counts its calls; abort throws.
+class OneRank : public distributed::Communicator {
+public:
+    std::atomic<int> allreduces{0};
+    double factor = 1;
+    int rank() const override { return 0; }
+    int size() const override { return 1; }
+    void allreduce_sum(std::span<float> d) override { scale(d); }
+    void allreduce_sum(std::span<double> d) override { scale(d); }
+    void broadcast(std::span<float>, int) override {}
+    void broadcast(std::span<double>, int) override {}
+    void broadcast(std::span<std::byte>, int) override {}
+    void barrier() override {}
+    [[noreturn]] void abort(const std::string& message, int) override { throw value_error(message); }
+
+private:
+    template <class T>
+    void scale(std::span<T> d) {
+        for (auto& v : d) v = static_cast<T>(static_cast<double>(v) * factor);
+        ++allreduces;
+    }
+};
 
 }  // namespace recur::testing

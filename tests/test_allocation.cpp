@@ -17,6 +17,8 @@
 
 #include <recur/recur.hpp>
 
+#include "support.hpp"
+
 #if defined(__SANITIZE_ADDRESS__)
 #define RECUR_COUNT_ALLOCATIONS 0
 #else
@@ -180,6 +182,36 @@ BOOST_AUTO_TEST_CASE(steady_state_training_steps_allocate_no_tensor) {
     BOOST_TEST(l.tensors == 0, "LSTM step: " << l.tensors << " tensor allocations");
     BOOST_TEST(g.tensors == 0, "GRU step: " << g.tensors << " tensor allocations");
     BOOST_TEST_MESSAGE("small (bookkeeping) allocations per step: LSTM " << l.small << ", GRU " << g.small);
+}
+
+BOOST_AUTO_TEST_CASE(a_gradient_reducer_adds_no_allocation_to_a_step) {
+    if (!RECUR_COUNT_ALLOCATIONS) return;
+    // The same LSTM step with and without distributed::GradReducer (buckets of 16 KiB, reduced
+    // on its thread during backward): the reducer allocates nothing, small or large.
+    nn::LSTM<float> lstm({.input_size = 64, .hidden_size = 64, .batch_first = true});
+    const Counts without = training_step_counts(lstm);
+    recur::testing::OneRank comm;
+    distributed::GradReducer<float> reducer(comm, lstm.parameters(), {.bucket_bytes = 1 << 14});
+    xt::xarray<float> x = xt::xarray<float>::from_shape({16, 20, 64});
+    for (std::size_t k = 0; k < x.size(); ++k) x.data()[k] = static_cast<float>((k * 37 % 101) / 50.0 - 1.0);
+    optim::Adam<float> adam(lstm.parameters(), {.lr = 1e-3});
+    Tape<float> tape({.retain_grads = false});
+    reducer.attach(tape);
+    const Counts with = count_steady_state([&] {
+        lstm.zero_grad();
+        reducer.begin(0.5);
+        {
+            Var<float> loss = sum(lstm(tape.view(x)).output);
+            tape.backward(loss);
+        }
+        reducer.finish();
+        adam.step();
+        tape.clear();
+    });
+    BOOST_TEST(reducer.buckets() > 1u);
+    BOOST_TEST(with.tensors == 0, with.tensors << " tensor allocations per step with the reducer");
+    BOOST_TEST(with.small == without.small, "small allocations per step: " << with.small << " with the reducer, "
+                                                                            << without.small << " without");
 }
 
 BOOST_AUTO_TEST_CASE(the_counter_sees_a_tensor_allocation) {

@@ -19,6 +19,28 @@
 // is bit-identical to another with the same thread count, and resume() works as above.
 // Metrics are computed per shard and weighted by shard size. threads = 1 (the default) is the
 // single-tape loop.
+//
+// Across processes (FitOptions::communicator, e.g. recur::distributed::MpiCommunicator): every
+// rank calls fit with the same data, model architecture and options. batch_size is per rank:
+// every epoch the global order comes from (seed, epoch) exactly as in one process, it is cut
+// into global batches of batch_size * size samples (the last one may be shorter), and rank r
+// takes the r-th of DataParallel::split(global batch, size), contiguous ranges in global
+// order (a rank whose range is empty contributes nothing to that step). Before the first
+// step fit checks that every rank has rank 0's parameter shapes and options (value_error
+// naming both shapes otherwise) and broadcasts rank 0's parameters and optimizer state (so a
+// resumed run continues from rank 0's). Gradients are summed over the ranks with weights
+// n_r / n (distributed::GradReducer, buckets reduced while backward runs), so every step is
+// the step of one process on the whole global batch, up to rounding; the loss and metrics of
+// every step and the validation values are reduced the same way, so every rank holds the
+// same History (its "seconds" are rank 0's; "comm_seconds" and "comm_wait_seconds" give the
+// reduction's time and the part of it backward did not hide). Dropout masks of rank r come
+// from (seed, epoch, batch, rank): with more than one rank its tape is seeded with
+// DataParallel::shard_seed(batch seed, r) (one rank: the batch seed, as without a
+// communicator), and with threads > 1 its shards then from (that seed, shard). threads > 1 still works inside each rank (the gradient reduction across
+// ranks then starts after the threads' reduction). Only rank 0 draws the progress bar and
+// runs ModelCheckpoint callbacks; other callbacks run on every rank and rank 0's decision to
+// stop holds for all. An exception on one rank (bad data, a NaN loss, a failed write) aborts
+// every rank through Communicator::abort with that rank's message, instead of a hang.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +54,10 @@
 
 #include "recur/nn/layers.hpp"
 #include "recur/optim.hpp"
+
+namespace recur::distributed {
+class Communicator;  // recur/parallel.hpp
+}  // namespace recur::distributed
 
 namespace recur::train {
 
@@ -106,6 +132,11 @@ struct FitOptions {
     std::size_t initial_epoch = 0;
     /// Data-parallel threads (see the top of this file); 1 = one tape on the calling thread.
     std::size_t threads = 1;
+    /// Data-parallel training across processes (see "Across processes" at the top of this
+    /// file); nullptr = this process alone. The communicator must outlive fit().
+    distributed::Communicator* communicator = nullptr;
+    /// Bytes per gradient bucket of the reduction across processes (GradReducerOptions).
+    std::size_t bucket_bytes = std::size_t(1) << 20;
 };
 
 /// What callbacks see and may change.

@@ -1,7 +1,10 @@
 // fit / evaluate / predict and the History they produce.
+#include <array>
 #include <chrono>
 #include <cmath>
+#include <span>
 #include <sstream>
+#include <tuple>
 
 #include "progress.hpp"
 #include "seeds.hpp"
@@ -185,11 +188,96 @@ xt::xarray<T> predict(nn::Layer<T>& model, const xt::xarray<T>& x, std::size_t b
     return out;
 }
 
+// ---- Across processes ---------------------------------------------------------------------
+
+namespace {
+
+// What every rank must agree on before training: options, sample counts, scalar type, and
+// the shape of every parameter, as one list of numbers.
+template <class T>
+std::vector<std::uint64_t> describe(const std::vector<Parameter<T>*>& params, const FitOptions<T>& o, std::size_t n_train,
+                                    std::size_t n_val) {
+    std::vector<std::uint64_t> d{sizeof(T), o.epochs, o.batch_size, o.initial_epoch, o.seed, o.shuffle,
+                                 n_train, n_val, params.size()};
+    for (auto* p : params) {
+        d.push_back(p->shape().size());
+        d.insert(d.end(), p->shape().begin(), p->shape().end());
+    }
+    return d;
+}
+constexpr std::size_t described_options = 9;  // entries of describe() before the shapes
+
+// The parameter shapes a description lists after its options.
+std::vector<Shape> described_shapes(const std::vector<std::uint64_t>& d) {
+    std::vector<Shape> out;
+    for (std::size_t k = described_options; k < d.size(); k += 1 + d[k])
+        out.emplace_back(d.begin() + static_cast<std::ptrdiff_t>(k + 1), d.begin() + static_cast<std::ptrdiff_t>(k + 1 + d[k]));
+    return out;
+}
+
+// value_error naming both sides unless this rank's description equals rank 0's.
+template <class T>
+void check_same_as_rank0(distributed::Communicator& comm, nn::Layer<T>& model, const FitOptions<T>& o, std::size_t n_train,
+                         std::size_t n_val) {
+    const auto params = model.named_parameters();
+    std::vector<Parameter<T>*> ps;
+    for (auto& np : params) ps.push_back(np.second);
+    const auto mine = describe(ps, o, n_train, n_val);
+    std::uint64_t length = mine.size();
+    comm.broadcast(std::as_writable_bytes(std::span(&length, 1)), 0);
+    std::vector<std::uint64_t> rank0 = comm.rank() == 0 ? mine : std::vector<std::uint64_t>(length);
+    comm.broadcast(std::as_writable_bytes(std::span(rank0)), 0);
+    if (mine == rank0) return;
+    const std::string who = "fit: rank " + std::to_string(comm.rank());
+    static const char* option_names[described_options] = {"scalar bytes", "epochs", "batch_size", "initial_epoch", "seed",
+                                                          "shuffle", "training samples", "validation samples",
+                                                          "parameter count"};
+    for (std::size_t k = 0; k + 1 < described_options && k < rank0.size(); ++k)
+        if (mine[k] != rank0[k])
+            throw value_error(who + " has " + option_names[k] + " " + std::to_string(mine[k]) + " but rank 0 has " +
+                              std::to_string(rank0[k]) + "; every rank must call fit with the same options and data");
+    const auto a = described_shapes(mine), b = described_shapes(rank0);
+    for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+        if (a[i] != b[i])
+            throw value_error(who + "'s model differs from rank 0's: parameter " + std::to_string(i) + " ('" +
+                              params[i].first + "') has shape " + shape_str(a[i]) + " on rank " +
+                              std::to_string(comm.rank()) + " and " + shape_str(b[i]) + " on rank 0");
+    auto list = [](const std::vector<Shape>& shapes) {
+        std::string s;
+        for (const auto& x : shapes) s += (s.empty() ? "" : ", ") + shape_str(x);
+        return s;
+    };
+    throw value_error(who + "'s model differs from rank 0's: " + std::to_string(a.size()) + " parameters of shapes " +
+                      list(a) + " on rank " + std::to_string(comm.rank()) + ", " + std::to_string(b.size()) +
+                      " of shapes " + list(b) + " on rank 0");
+}
+
+// Rank 0's parameters and optimizer state on every rank.
+template <class T>
+void broadcast_from_rank0(distributed::Communicator& comm, const std::vector<Parameter<T>*>& params,
+                          optim::Optimizer<T>& optimizer) {
+    for (auto* p : params) comm.broadcast(std::span<T>(p->value().data(), p->size()), 0);
+    auto state = optimizer.state();
+    for (auto& [name, a] : state) comm.broadcast(std::span<T>(a.data(), a.size()), 0);
+    optimizer.load_state(state);
+}
+
+// Rank `rank`'s part [first, last) of a global batch of m samples cut for `size` ranks.
+std::pair<std::size_t, std::size_t> rank_part(std::size_t m, int rank, int size) {
+    const auto parts = DataParallel<double>::split(m, static_cast<std::size_t>(size));
+    const auto r = static_cast<std::size_t>(rank);
+    return r < parts.size() ? parts[r] : std::pair<std::size_t, std::size_t>{m, m};
+}
+
+}  // namespace
+
 // ---- fit ----------------------------------------------------------------------------------
 
+namespace {
+
 template <class T>
-History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const Dataset<T>& data,
-            const FitOptions<T>& o) {
+History fit_here(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const Dataset<T>& data,
+                 const FitOptions<T>& o) {
     if (o.batch_size == 0) throw value_error("fit: batch_size must be positive");
     if (o.threads == 0) throw value_error("fit: threads must be >= 1, got 0");
     if (!(o.validation_split >= 0 && o.validation_split < 1))
@@ -207,16 +295,36 @@ History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& opt
     const Dataset<T>* val = o.validation_data ? o.validation_data : (n_val ? &split_val : nullptr);
 
     const auto params = model.parameters();
-    const data::BatchIterator batches(tr.size(), o.batch_size, o.shuffle, o.seed);
+    // Across processes: rank r of size ranks (one process: rank 0 of 1).
+    distributed::Communicator* comm = o.communicator;
+    const int rank = comm ? comm->rank() : 0, size = comm ? comm->size() : 1;
+    std::optional<distributed::GradReducer<T>> reducer;
+    Dataset<T> val_part;  // this rank's contiguous part of the validation data
+    std::size_t val_first = 0, val_last = val ? val->size() : 0;
+    if (comm) {
+        check_same_as_rank0(*comm, model, o, tr.size(), val ? val->size() : 0);
+        broadcast_from_rank0(*comm, params, optimizer);
+        reducer.emplace(*comm, params, distributed::GradReducerOptions{.bucket_bytes = o.bucket_bytes});
+        if (val) {
+            std::tie(val_first, val_last) = rank_part(val->size(), rank, size);
+            if (val_last > val_first) val_part = rows(*val, val_first, val_last);
+        }
+    }
+    // Per step: each rank's n_r * loss, then each metric's sum over the rank's samples.
+    std::vector<double> exchange(static_cast<std::size_t>(size) + o.metrics.size());
+
+    const data::BatchIterator batches(tr.size(), o.batch_size * static_cast<std::size_t>(size), o.shuffle, o.seed);
     History history;
     TrainContext<T> ctx{model, optimizer, history};
-    detail::Progress progress(o.verbose);
+    detail::Progress progress(rank == 0 ? o.verbose : 0);
     Tape<T> tape({.retain_grads = false});  // intermediate gradient buffers are reused within a sweep
     std::optional<DataParallel<T>> parallel;
     if (o.threads > 1) parallel.emplace(model, loss, DataParallelOptions{.threads = o.threads});
+    else if (reducer) reducer->attach(tape);
     for (auto* cb : o.callbacks) cb->on_train_begin(ctx);
     for (std::size_t epoch = o.initial_epoch; epoch < o.epochs; ++epoch) {
         const auto start = std::chrono::steady_clock::now();
+        if (reducer) reducer->reset_timers();
         model.train();
         const auto epoch_batches = batches.epoch(epoch);
         progress.epoch_begin(epoch, o.epochs, epoch_batches.size());
@@ -224,49 +332,75 @@ History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& opt
         std::vector<double> metric_sums(o.metrics.size(), 0.0);
         std::size_t skipped = 0;
         for (std::size_t b = 0; b < epoch_batches.size(); ++b) {
-            const auto& idx = epoch_batches[b];
-            const xt::xarray<T> xb = data::gather_batch(tr.x, idx), yb = data::gather_batch(tr.y, idx);
-            tape.clear();
+            const auto& global = epoch_batches[b];
+            const auto [first, last] = rank_part(global.size(), rank, size);
+            const std::vector<std::size_t> idx(global.begin() + static_cast<std::ptrdiff_t>(first),
+                                               global.begin() + static_cast<std::ptrdiff_t>(last));
+            const std::uint64_t seed = comm && size > 1 ? DataParallel<T>::shard_seed(mix(o.seed, epoch, b), rank)
+                                                        : mix(o.seed, epoch, b);
             Var<T> pred, l;
-            double lv;
-            if (parallel) {
-                optimizer.zero_grad();
-                lv = parallel->step(xb, yb, take<T>(tr.lengths, idx), mix(o.seed, epoch, b));  // adds no grad if not finite
-            } else {
-                tape.seed(mix(o.seed, epoch, b));
-                pred = model(tape.constant(xb), take<T>(tr.lengths, idx));
-                l = loss(pred, tape.constant(yb));
-                lv = static_cast<double>(l.item());
+            xt::xarray<T> yb;
+            double lv = 0;
+            if (!idx.empty()) {
+                const xt::xarray<T> xb = data::gather_batch(tr.x, idx);
+                yb = data::gather_batch(tr.y, idx);
+                tape.clear();
+                if (parallel) {
+                    optimizer.zero_grad();
+                    lv = parallel->step(xb, yb, take<T>(tr.lengths, idx), seed);  // adds no grad if not finite
+                } else {
+                    tape.seed(seed);
+                    pred = model(tape.constant(xb), take<T>(tr.lengths, idx));
+                    l = loss(pred, tape.constant(yb));
+                    lv = static_cast<double>(l.item());
+                }
+            }
+            // Metric sums over this rank's samples.
+            const double n_local = static_cast<double>(idx.size());
+            std::fill(exchange.begin(), exchange.end(), 0.0);
+            for (std::size_t m = 0; m < o.metrics.size() && !idx.empty(); ++m) {
+                double& sum = exchange[static_cast<std::size_t>(size) + m];
+                if (parallel) {
+                    for (std::size_t k = 0; k < parallel->shards().size(); ++k) {
+                        const auto [f, e] = parallel->shards()[k];
+                        sum += static_cast<double>(e - f) * o.metrics[m].fn(parallel->prediction(k), parallel->target(k));
+                    }
+                } else {
+                    sum += n_local * o.metrics[m].fn(pred.value(), yb);
+                }
+            }
+            const double bs = static_cast<double>(global.size());
+            if (comm) {  // the global batch's loss: sum_r n_r L_r / n, added in rank order
+                if (!idx.empty()) exchange[static_cast<std::size_t>(rank)] = n_local * lv;
+                comm->allreduce_sum(std::span<double>(exchange));
+                lv = 0;
+                for (int r = 0; r < size; ++r) lv += exchange[static_cast<std::size_t>(r)];
+                lv /= bs;
             }
             if (!std::isfinite(lv)) {
+                std::string where;
+                for (int r = 0; comm && size > 1 && r < size && where.empty(); ++r)
+                    if (!std::isfinite(exchange[static_cast<std::size_t>(r)])) where = " on rank " + std::to_string(r);
                 if (o.on_non_finite == NonFinite::stop)
-                    throw value_error("fit: the loss is " + std::to_string(lv) + " at epoch " + std::to_string(epoch + 1) +
-                                      ", batch " + std::to_string(b + 1) + " of " + std::to_string(epoch_batches.size()) +
+                    throw value_error("fit: the loss is " + std::to_string(lv) + where + " at epoch " +
+                                      std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) + " of " +
+                                      std::to_string(epoch_batches.size()) +
                                       " (FitOptions::on_non_finite = NonFinite::skip_batch skips such batches)");
                 ++skipped;
                 continue;
             }
-            if (!parallel) {
-                optimizer.zero_grad();
-                tape.backward(l);
-            }
+            if (!parallel) optimizer.zero_grad();
+            if (reducer) reducer->begin(n_local / bs);
+            if (!parallel && !idx.empty()) tape.backward(l);
+            if (reducer) reducer->finish();
             if (o.clip_value) optim::clip_grad_value(params, *o.clip_value);
             if (o.clip_norm) optim::clip_grad_norm(params, *o.clip_norm);
             optimizer.step();
-            const double bs = static_cast<double>(idx.size());
             loss_sum += bs * lv;
             seen += bs;
             detail::Logs running{{"loss", loss_sum / seen}};
             for (std::size_t m = 0; m < o.metrics.size(); ++m) {
-                if (parallel) {
-                    for (std::size_t k = 0; k < parallel->shards().size(); ++k) {
-                        const auto [first, last] = parallel->shards()[k];
-                        metric_sums[m] += static_cast<double>(last - first) *
-                                          o.metrics[m].fn(parallel->prediction(k), parallel->target(k));
-                    }
-                } else {
-                    metric_sums[m] += bs * o.metrics[m].fn(pred.value(), yb);
-                }
+                metric_sums[m] += exchange[static_cast<std::size_t>(size) + m];
                 running.emplace_back(o.metrics[m].name, metric_sums[m] / seen);
             }
             progress.batch_end(b + 1, running);
@@ -274,23 +408,59 @@ History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& opt
         detail::Logs logs{{"loss", seen ? loss_sum / seen : std::nan("")}};
         for (std::size_t m = 0; m < o.metrics.size(); ++m)
             logs.emplace_back(o.metrics[m].name, seen ? metric_sums[m] / seen : std::nan(""));
-        if (val) {
+        if (val && comm) {  // each rank its part; sums weighted by part size, then over the ranks
+            std::vector<double> sums(1 + o.metrics.size(), 0.0);
+            if (val_last > val_first) {
+                const auto v = evaluate(model, loss, val_part, o.batch_size, o.metrics);
+                const double w = static_cast<double>(val_last - val_first);
+                sums[0] = w * v.at("loss");
+                for (std::size_t m = 0; m < o.metrics.size(); ++m) sums[1 + m] = w * v.at(o.metrics[m].name);
+            }
+            comm->allreduce_sum(std::span<double>(sums));
+            const double nv = static_cast<double>(val->size());
+            logs.emplace_back("val_loss", sums[0] / nv);
+            for (std::size_t m = 0; m < o.metrics.size(); ++m) logs.emplace_back("val_" + o.metrics[m].name, sums[1 + m] / nv);
+        } else if (val) {
             const auto v = evaluate(model, loss, *val, o.batch_size, o.metrics);
             logs.emplace_back("val_loss", v.at("loss"));
             for (const auto& m : o.metrics) logs.emplace_back("val_" + m.name, v.at(m.name));
         }
         if (skipped) logs.emplace_back("skipped_batches", static_cast<double>(skipped));
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::array<double, 3> timing{seconds, reducer ? reducer->comm_seconds() : 0.0, reducer ? reducer->wait_seconds() : 0.0};
+        if (comm) comm->broadcast(std::span<double>(timing), 0);  // rank 0's, so that every History is the same
+        seconds = timing[0];
         progress.epoch_end(logs, seconds);
         logs.emplace_back("lr", optimizer.lr());
         logs.emplace_back("seconds", seconds);
+        if (comm) {
+            logs.emplace_back("comm_seconds", timing[1]);
+            logs.emplace_back("comm_wait_seconds", timing[2]);
+        }
         history.append(epoch, logs);
         ctx.epoch = epoch;
         const std::map<std::string, double> log_map(logs.begin(), logs.end());
-        for (auto* cb : o.callbacks) cb->on_epoch_end(ctx, log_map);
+        for (auto* cb : o.callbacks)
+            if (rank == 0 || dynamic_cast<ModelCheckpoint<T>*>(cb) == nullptr) cb->on_epoch_end(ctx, log_map);
+        if (comm) {  // rank 0 decides whether to stop
+            double stop = ctx.stop ? 1 : 0;
+            comm->broadcast(std::span<double>(&stop, 1), 0);
+            ctx.stop = stop != 0;
+        }
         if (ctx.stop) break;
     }
     for (auto* cb : o.callbacks) cb->on_train_end(ctx);
+    return history;
+}
+
+}  // namespace
+
+template <class T>
+History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const Dataset<T>& data,
+            const FitOptions<T>& o) {
+    if (!o.communicator) return fit_here(model, loss, optimizer, data, o);
+    History history;
+    distributed::run_or_abort(*o.communicator, [&] { history = fit_here(model, loss, optimizer, data, o); });
     return history;
 }
 

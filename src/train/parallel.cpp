@@ -5,9 +5,14 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <exception>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <unordered_map>
 
 #include "ops/blas_threads.hpp"
 #include "seeds.hpp"
@@ -251,3 +256,241 @@ template class DataParallel<float>;
 template class DataParallel<double>;
 
 }  // namespace recur::train
+
+namespace recur::distributed {
+
+// The reducer's buffers and its communication thread. Parameters are kept in bucket order
+// (the reverse of the order given: backward finishes the last bound first).
+template <class T>
+struct GradReducer<T>::State {
+    struct Bucket {
+        std::vector<T> data;          // w * grad of its parameters, back to back
+        std::size_t parameters = 0;   // how many parameters it holds
+        std::size_t packed = 0;       // how many are in this step
+        bool ready = false;           // handed to the communication thread
+    };
+    Communicator& comm;
+    std::vector<Parameter<T>*> params;
+    std::unordered_map<const Parameter<T>*, std::size_t> index;  // parameter -> position in params
+    std::vector<std::size_t> bucket_of, offset;                   // per position
+    std::vector<char> packed;                                     // per position, this step
+    std::vector<Bucket> buckets;
+    std::size_t per_bucket = 1;                                   // elements
+    std::vector<std::size_t> observed;  // positions in the order the first step reported them
+    bool learned = false;
+    T weight = 1;
+    bool active = false;
+
+    std::mutex m;
+    std::condition_variable cv;
+    std::size_t next = 0;  // the bucket the thread reduces next
+    bool stop = false;
+    double comm_seconds = 0;
+    std::exception_ptr error;
+    std::thread thread;
+
+    explicit State(Communicator& c) : comm(c) {}
+};
+
+template <class T>
+GradReducer<T>::GradReducer(Communicator& comm, std::vector<Parameter<T>*> params, GradReducerOptions o)
+    : s_(std::make_unique<State>(comm)) {
+    if (params.empty()) throw value_error("GradReducer: no parameters to reduce");
+    if (o.bucket_bytes == 0) throw value_error("GradReducer: bucket_bytes must be positive");
+    State& s = *s_;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        Parameter<T>* p = params[i];
+        if (p == nullptr || !s.index.emplace(p, i).second)
+            throw value_error("GradReducer: parameter " + std::to_string(i) + (p == nullptr ? " is null" : " is listed twice"));
+    }
+    s.per_bucket = std::max<std::size_t>(1, o.bucket_bytes / sizeof(T));
+    layout(std::vector<Parameter<T>*>(params.rbegin(), params.rend()));
+    s.observed.reserve(params.size());
+    s.thread = std::thread([this] { communicate(); });
+}
+
+// Cuts `order` into buckets of about per_bucket elements (whole parameters) and makes their
+// buffers. Only while no step runs.
+template <class T>
+void GradReducer<T>::layout(std::vector<Parameter<T>*> order) {
+    State& s = *s_;
+    s.params = std::move(order);
+    s.index.clear();
+    s.bucket_of.clear();
+    s.offset.clear();
+    std::vector<std::size_t> bucket_size;
+    for (std::size_t i = 0; i < s.params.size(); ++i) {
+        const Parameter<T>* p = s.params[i];
+        s.index.emplace(p, i);
+        if (bucket_size.empty() || (bucket_size.back() > 0 && bucket_size.back() + p->size() > s.per_bucket))
+            bucket_size.push_back(0);
+        s.bucket_of.push_back(bucket_size.size() - 1);
+        s.offset.push_back(bucket_size.back());
+        bucket_size.back() += p->size();
+    }
+    std::lock_guard lock(s.m);
+    s.buckets.clear();
+    s.buckets.resize(bucket_size.size());
+    for (std::size_t b = 0; b < bucket_size.size(); ++b) s.buckets[b].data.assign(bucket_size[b], T(0));
+    for (std::size_t b : s.bucket_of) ++s.buckets[b].parameters;
+    s.packed.assign(s.params.size(), 0);
+    s.next = s.buckets.size();  // idle until begin()
+}
+
+// After the first step: the buckets follow the order in which backward reported the
+// parameters (rank 0's, so that every rank has the same buckets), then the unreported ones.
+template <class T>
+void GradReducer<T>::learn_order() {
+    State& s = *s_;
+    s.learned = true;
+    std::vector<std::uint64_t> order;
+    std::vector<char> seen(s.params.size(), 0);
+    for (std::size_t i : s.observed) {
+        order.push_back(i);
+        seen[i] = 1;
+    }
+    for (std::size_t i = 0; i < s.params.size(); ++i)
+        if (!seen[i]) order.push_back(i);
+    s.comm.broadcast(std::as_writable_bytes(std::span(order)), 0);
+    bool same = true;
+    for (std::size_t k = 0; k < order.size(); ++k) same = same && order[k] == k;
+    if (same) return;
+    std::vector<Parameter<T>*> params;
+    for (auto k : order) params.push_back(s.params[k]);
+    layout(std::move(params));
+}
+
+template <class T>
+GradReducer<T>::~GradReducer() {
+    {
+        std::lock_guard lock(s_->m);
+        s_->stop = true;
+    }
+    s_->cv.notify_all();
+    s_->thread.join();
+}
+
+// The communication thread: reduces bucket `next` once it is ready, in bucket order.
+template <class T>
+void GradReducer<T>::communicate() {
+    State& s = *s_;
+    std::unique_lock lock(s.m);
+    for (;;) {
+        s.cv.wait(lock, [&] { return s.stop || (s.next < s.buckets.size() && s.buckets[s.next].ready); });
+        if (s.stop) return;
+        auto& bucket = s.buckets[s.next];
+        lock.unlock();
+        const auto start = std::chrono::steady_clock::now();
+        try {
+            s.comm.allreduce_sum(std::span<T>(bucket.data));
+        } catch (...) {
+            lock.lock();
+            s.error = std::current_exception();
+            s.next = s.buckets.size();
+            s.cv.notify_all();
+            continue;
+        }
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        lock.lock();
+        s.comm_seconds += seconds;
+        ++s.next;
+        s.cv.notify_all();
+    }
+}
+
+template <class T>
+void GradReducer<T>::attach(Tape<T>& tape) {
+    tape.on_grad_final([this](Parameter<T>& p, const xt::xarray<T>*) { ready(p); });
+}
+
+template <class T>
+void GradReducer<T>::begin(double weight) {
+    State& s = *s_;
+    std::lock_guard lock(s.m);
+    if (s.active) throw value_error("GradReducer::begin: the previous step was not finished (call finish())");
+    s.weight = static_cast<T>(weight);
+    std::fill(s.packed.begin(), s.packed.end(), 0);
+    for (auto& b : s.buckets) {
+        b.packed = 0;
+        b.ready = false;
+    }
+    s.next = 0;
+    s.active = true;
+}
+
+template <class T>
+void GradReducer<T>::ready(Parameter<T>& p) {
+    State& s = *s_;
+    if (!s.active) return;
+    const auto it = s.index.find(&p);
+    if (it == s.index.end() || s.packed[it->second]) return;
+    const std::size_t i = it->second;
+    s.packed[i] = 1;
+    if (!s.learned) s.observed.push_back(i);
+    auto& bucket = s.buckets[s.bucket_of[i]];
+    T* dst = bucket.data.data() + s.offset[i];
+    if (p.grad().shape() == p.value().shape()) {
+        const T* src = p.grad().data();
+        for (std::size_t e = 0; e < p.size(); ++e) dst[e] = s.weight * src[e];
+    } else {  // no gradient yet: zeros
+        std::fill(dst, dst + p.size(), T(0));
+    }
+    if (++bucket.packed == bucket.parameters) {
+        {
+            std::lock_guard lock(s.m);
+            bucket.ready = true;
+        }
+        s.cv.notify_all();
+    }
+}
+
+template <class T>
+void GradReducer<T>::finish() {
+    State& s = *s_;
+    if (!s.active) throw value_error("GradReducer::finish: no step was begun (call begin(weight) first)");
+    const bool learning = !s.learned;
+    const std::size_t reported = s.observed.size();
+    for (std::size_t i = 0; i < s.params.size(); ++i)
+        if (!s.packed[i]) ready(*s.params[i]);
+    s.observed.resize(reported);  // what finish() packed was not reported by backward
+    const auto start = std::chrono::steady_clock::now();
+    std::unique_lock lock(s.m);
+    s.cv.wait(lock, [&] { return s.next == s.buckets.size(); });
+    wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    comm_seconds_ += s.comm_seconds;
+    s.comm_seconds = 0;
+    s.active = false;
+    if (s.error) {
+        auto e = s.error;
+        s.error = nullptr;
+        std::rethrow_exception(e);
+    }
+    lock.unlock();
+    for (std::size_t i = 0; i < s.params.size(); ++i) {
+        Parameter<T>& p = *s.params[i];
+        if (p.grad().shape() != p.value().shape()) p.grad() = xt::zeros<T>(p.value().shape());
+        const T* src = s.buckets[s.bucket_of[i]].data.data() + s.offset[i];
+        std::copy(src, src + p.size(), p.grad().data());
+    }
+    if (learning) learn_order();
+}
+
+template <class T>
+std::size_t GradReducer<T>::buckets() const {
+    return s_->buckets.size();
+}
+
+template <class T>
+const std::vector<Parameter<T>*>& GradReducer<T>::parameter_order() const {
+    return s_->params;
+}
+
+template <class T>
+void GradReducer<T>::reset_timers() {
+    comm_seconds_ = wait_seconds_ = 0;
+}
+
+template class GradReducer<float>;
+template class GradReducer<double>;
+
+}  // namespace recur::distributed

@@ -3,7 +3,9 @@
 #
 #   cmake -DRECUR_BUILD_DIR=... -DRECUR_SOURCE_DIR=... -DWORK_DIR=... -DGENERATOR=... \
 #         -DCXX_COMPILER=... -DBUILD_TYPE=... [-DCONFIG_FLAGS=...] [-DCXX_FLAGS=...] \
-#         [-DLINKER_FLAGS=...] -P run.cmake
+#         [-DLINKER_FLAGS=...] [-DDISTRIBUTED=ON] -P run.cmake
+# DISTRIBUTED=ON: the install has recur::distributed; the consumer also builds and runs a
+# program that links it.
 # CONFIG_FLAGS replaces the consumer's CMAKE_CXX_FLAGS_<BUILD_TYPE>, so it is compiled with
 # the same optimisation flags as the build it installs.
 cmake_minimum_required(VERSION 3.22)
@@ -52,7 +54,7 @@ step("configure the consumer"
   "${CMAKE_COMMAND}" -S "${CMAKE_CURRENT_LIST_DIR}" -B "${consumer_build}" -G "${GENERATOR}"
   "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}" "-DCMAKE_BUILD_TYPE=${BUILD_TYPE}"
   "-DCMAKE_PREFIX_PATH=${prefix}" ${config_args} "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}" "-DCMAKE_EXE_LINKER_FLAGS=${LINKER_FLAGS}"
-  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF "-DRECUR_EXPECT_DISTRIBUTED=${DISTRIBUTED}")
 
 # It must have found this prefix's recur, not another install on the machine.
 file(STRINGS "${consumer_build}/CMakeCache.txt" recur_dir REGEX "^recur_DIR:")
@@ -66,3 +68,6 @@ endif()
 
 step("build the consumer" "${CMAKE_COMMAND}" --build "${consumer_build}")
 step("run the consumer" "${consumer_build}/consumer")
+if(DISTRIBUTED)
+  step("run the recur::distributed consumer" "${consumer_build}/consumer_distributed")
+endif()

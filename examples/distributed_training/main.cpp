@@ -1,0 +1,276 @@
+// distributed_training — data-parallel training of an LSTM across processes with MPI.
+//
+//   mpirun -np 2 build/examples/distributed_training        (as root: --allow-run-as-root)
+//
+// Task and model as in parallel_training: x (N, T, I) ~ N(0, 1), y_t = (x_t[0] + x_{t-1}[1]) / 2;
+// LSTM(I -> H, `layers` layers, whole sequence) -> Linear(H -> 1), float32, Adam, MSE.
+// Defaults are the benchmarks' M size: per-rank batch 64, T 100, I = H = 256.
+// First the time of one reduction of the model's gradients: recur's fixed-order ring against
+// MPI_Allreduce. Then runs, each from the same initial weights, on the same data:
+//   1 rank x 1 thread       rank 0 alone (the others wait without spinning)
+//   N ranks x 1 thread      every rank, train::fit with an MpiCommunicator
+//   1 rank x N threads      rank 0 alone with FitOptions::threads = N (in-process data parallel)
+// Per run: seconds per epoch, samples per second, speed-up over 1 rank, the share of the epoch
+// spent in the gradient allreduce (on the reducer's thread), the share the training thread
+// waited for it after backward (exposed), how much of the allreduce backward hid
+// (1 - exposed / allreduce), the final loss, and the processor seconds per epoch of all the
+// run's ranks and threads (on a busy machine the wall-clock figures measure the others'
+// load; the processor time of equal work does not: 2 ranks can reach at most
+// 2 x (1 rank's) / (2 ranks') of 1 rank's speed). Then a training loop of one's own with
+// distributed::GradReducer, the mechanism fit uses, whose steps alternate between buckets
+// reduced during backward and all after it: the wait after backward of each kind gives the
+// share of the reduction backward hid, free of the ranks' skew that the shares above include. The exit status is 0 when
+// every run's loss fell below 80% of its first epoch's (or, with one epoch, when it ran).
+//
+//   distributed_training [--epochs 3] [--samples 512] [--batch 64] [--steps 100] [--input 256]
+//                        [--hidden 256] [--layers 1] [--lr 0.003] [--bucket 1048576]
+#include <algorithm>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include <recur/distributed.hpp>
+#include <recur/recur.hpp>
+#include <xtensor/xrandom.hpp>
+#include <xtensor/xview.hpp>
+
+#include "../common/example.hpp"
+
+using namespace recur;
+
+namespace {
+
+struct Run {
+    std::string label;
+    double seconds_per_epoch = 0, samples_per_second = 0;
+    double comm_share = 0, exposed_share = 0;  // of the epoch: allreduce time, and the part backward did not hide
+    double cpu_per_epoch = 0;                  // processor seconds of all the run's ranks and threads
+    double first_loss = 0, final_loss = 0;
+};
+
+// Processor time of this process so far, all its threads (user + system).
+double cpu_seconds() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+    return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    distributed::MpiCommunicator world;
+    const int rank = world.rank(), size = world.size();
+    const example::Args args(argc, argv);
+    const auto epochs = static_cast<std::size_t>(args.get("epochs", 3));
+    const auto samples = static_cast<std::size_t>(args.get("samples", 512));
+    const auto batch = static_cast<std::size_t>(args.get("batch", 64));
+    const auto steps = static_cast<std::size_t>(args.get("steps", 100));
+    const auto input = static_cast<std::size_t>(args.get("input", 256));
+    const auto hidden = static_cast<std::size_t>(args.get("hidden", 256));
+    const auto layers = static_cast<std::size_t>(args.get("layers", 1));
+    const double lr = args.get_double("lr", 3e-3);
+    const auto bucket = static_cast<std::size_t>(args.get("bucket", 1 << 20));
+    if (epochs == 0 || samples == 0 || batch == 0 || steps == 0 || input < 2 || hidden == 0 || layers == 0) {
+        if (rank == 0) std::cerr << "distributed_training: every setting must be >= 1, input >= 2\n";
+        return 2;
+    }
+    set_num_threads(1);
+
+    // Every rank makes the same data (fit takes each rank's part of every global batch):
+    // x ~ N(0, 1) of shape (N, T, I); y (N, T, 1) = (x[:, t, 0] + x[:, t - 1, 1]) / 2.
+    train::Dataset<float> data;
+    xt::random::default_engine_type engine(7);
+    data.x = xt::random::randn<float>(Shape{samples, steps, input}, 0.0f, 1.0f, engine);
+    data.y = 0.5f * xt::view(data.x, xt::all(), xt::all(), xt::range(0, 1));
+    xt::view(data.y, xt::all(), xt::range(1, steps), 0) += 0.5f * xt::view(data.x, xt::all(), xt::range(0, steps - 1), 1);
+
+    auto make_model = [&] {
+        manual_seed(42);  // the same initial weights for every run
+        auto model = std::make_unique<nn::Sequential<float>>();
+        model->add(nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{
+                                           .input_size = input, .hidden_size = hidden, .num_layers = layers,
+                                           .batch_first = true}),
+                                       nn::Return::sequences));
+        model->emplace<nn::Linear<float>>(hidden, 1);
+        return model;
+    };
+    const train::LossFn<float> mse = [](const Var<float>& p, const Var<float>& t) { return nn::mse_loss(p, t); };
+
+    if (rank == 0)
+        std::printf("LSTM(%zu -> %zu, %zu layer%s) -> Linear(%zu -> 1), float32, per-rank batch %zu, T %zu, %zu samples, "
+                    "%zu epochs, %d ranks, %d processors per rank, buckets of %zu bytes\n",
+                    input, hidden, layers, layers > 1 ? "s" : "", hidden, batch, steps, samples, epochs, size,
+                    num_procs(), bucket);
+
+    if (rank == 0 && size > 1 && num_procs() < size)
+        std::printf("note: each rank may use %d processor(s) (mpirun binds a rank to a core by default); "
+                    "run with --bind-to none for the 1 rank x %d threads comparison\n",
+                    num_procs(), size);
+
+    // The cost of one reduction of the model's gradients: recur's fixed-order ring against
+    // MPI_Allreduce (whose order of additions Open MPI chooses), best and mean of 20.
+    if (size > 1) {
+        std::size_t elements = 0;
+        const auto model = make_model();
+        for (auto* p : model->parameters()) elements += p->size();
+        std::vector<float> gradients(elements, 1.0f);
+        auto time = [&](auto reduce) {
+            double best = 1e30, sum = 0;
+            for (int k = 0; k < 20; ++k) {
+                world.barrier();
+                const auto start = std::chrono::steady_clock::now();
+                reduce();
+                const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                best = std::min(best, s);
+                sum += s / 20;
+            }
+            return std::pair{best, sum};
+        };
+        const auto ring = time([&] { world.allreduce_sum(std::span<float>(gradients)); });
+        const auto mpi = time([&] {
+            MPI_Allreduce(MPI_IN_PLACE, gradients.data(), static_cast<int>(gradients.size()), MPI_FLOAT, MPI_SUM, world.comm());
+        });
+        if (rank == 0)
+            std::printf("allreduce of the %.2f MB of gradients: fixed-order ring %.3f ms (mean %.3f), MPI_Allreduce %.3f ms "
+                        "(mean %.3f)\n",
+                        4e-6 * static_cast<double>(gradients.size()), 1e3 * ring.first, 1e3 * ring.second, 1e3 * mpi.first,
+                        1e3 * mpi.second);
+    }
+
+    // Trains on `comm` (every rank of it) with `threads` threads per rank.
+    auto train_on = [&](const std::string& label, distributed::Communicator& comm, std::size_t threads) {
+        auto model = make_model();
+        optim::Adam<float> adam(model->parameters(), {.lr = lr});
+        const double cpu_before = cpu_seconds();
+        const auto h = train::fit<float>(*model, mse, adam, data,
+                                         {.epochs = epochs, .batch_size = batch, .verbose = 0, .seed = 1,
+                                          .threads = threads, .communicator = &comm, .bucket_bytes = bucket});
+        Run r{label};
+        r.cpu_per_epoch = (cpu_seconds() - cpu_before) / static_cast<double>(h.epochs());
+        comm.allreduce_sum(std::span<double>(&r.cpu_per_epoch, 1));  // over the run's ranks
+        double comm_seconds = 0, waited = 0;
+        // The first epoch warms up buffers; average the others when there are.
+        const std::size_t from = h.epochs() > 1 ? 1 : 0;
+        for (std::size_t e = from; e < h.epochs(); ++e) {
+            r.seconds_per_epoch += h["seconds"][e];
+            comm_seconds += h["comm_seconds"][e];
+            waited += h["comm_wait_seconds"][e];
+        }
+        r.comm_share = comm.size() > 1 ? comm_seconds / r.seconds_per_epoch : 0;
+        r.exposed_share = comm.size() > 1 ? waited / r.seconds_per_epoch : 0;
+        r.seconds_per_epoch /= static_cast<double>(h.epochs() - from);
+        r.samples_per_second = static_cast<double>(samples) / r.seconds_per_epoch;
+        r.first_loss = h["loss"].front();
+        r.final_loss = h["loss"].back();
+        return r;
+    };
+
+    std::vector<Run> runs;
+    if (rank == 0)
+        std::printf("\n%-24s %9s %10s %9s %10s %8s %7s %11s %11s\n", "run", "s/epoch", "samples/s", "speed-up",
+                    "allreduce", "exposed", "hidden", "final loss", "cpu s/epoch");
+    auto print = [&](const Run& r) {
+        if (rank != 0) return;
+        // hidden: the share of the allreduce time backward covered (the wait also holds the
+        // thread hand-overs, so it can exceed the allreduce time: then nothing was hidden).
+        const double hidden = r.comm_share > 0 ? std::max(0.0, 1 - r.exposed_share / r.comm_share) : 0;
+        const std::string hidden_text = r.comm_share > 0 ? std::to_string(static_cast<int>(100 * hidden)) + "%" : "-";
+        std::printf("%-24s %9.3f %10.1f %8.2fx %9.2f%% %7.2f%% %7s %11.5f %11.3f\n", r.label.c_str(), r.seconds_per_epoch,
+                    r.samples_per_second, r.samples_per_second / runs.front().samples_per_second, 100 * r.comm_share,
+                    100 * r.exposed_share, hidden_text.c_str(), r.final_loss, r.cpu_per_epoch);
+        std::fflush(stdout);
+    };
+    // Rank 0 alone (the others wait at the barrier, napping).
+    auto alone = [&](const std::string& label, std::size_t threads) {
+        if (rank == 0) {
+            distributed::MpiCommunicator self(MPI_COMM_SELF);
+            runs.push_back(train_on(label, self, threads));
+            print(runs.back());
+        }
+        world.barrier();
+    };
+    const auto n = static_cast<std::size_t>(size);
+    alone("1 rank x 1 thread", 1);
+    if (size > 1) {
+        runs.push_back(train_on(std::to_string(size) + " ranks x 1 thread", world, 1));
+        print(runs.back());
+        alone("1 rank x " + std::to_string(size) + " threads", n);
+    }
+
+    // A loop of one's own: each rank its part of every global batch, GradReducer in between.
+    // It also measures the overlap: steps alternate between the reducer attached to the tape
+    // (buckets reduced while backward runs) and detached (every bucket after backward), and
+    // the time finish() waits after backward is summed per kind (the first epoch warms up).
+    {
+        auto model = make_model();
+        optim::Adam<float> adam(model->parameters(), {.lr = lr});
+        distributed::GradReducer<float> reducer(world, model->parameters(), {.bucket_bytes = bucket});
+        Tape<float> tape({.retain_grads = false});
+        const data::BatchIterator batches(samples, batch * n, true, 1);
+        double loss_sum = 0, seconds = 0;
+        double waited[2] = {0, 0}, reduced[2] = {0, 0};  // [detached, attached]
+        std::size_t counted[2] = {0, 0}, step = 0;
+        const std::size_t own_epochs = std::max<std::size_t>(2, epochs);
+        for (std::size_t epoch = 0; epoch < own_epochs; ++epoch) {
+            loss_sum = 0;
+            const auto start = std::chrono::steady_clock::now();
+            for (const auto& global : batches.epoch(epoch)) {
+                const auto parts = train::DataParallel<float>::split(global.size(), n);  // contiguous, in rank order
+                const bool mine = static_cast<std::size_t>(rank) < parts.size();
+                std::vector<std::size_t> idx;
+                if (mine)
+                    idx.assign(global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].first),
+                               global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].second));
+                const bool attached = epoch == 0 || step % 2 == 0;
+                if (attached) reducer.attach(tape);
+                else tape.on_grad_final({});
+                const double wait_before = reducer.wait_seconds(), comm_before = reducer.comm_seconds();
+                adam.zero_grad();
+                reducer.begin(mine ? static_cast<double>(idx.size()) / static_cast<double>(global.size()) : 0.0);
+                double weighted_loss = 0;
+                if (mine) {
+                    tape.clear();
+                    Var<float> loss = mse((*model)(tape.constant(data::gather_batch(data.x, idx)), {}),
+                                          tape.constant(data::gather_batch(data.y, idx)));
+                    weighted_loss = static_cast<double>(loss.item()) * static_cast<double>(idx.size());
+                    tape.backward(loss);  // attached: buckets are reduced as their gradients become final
+                }
+                reducer.finish();  // every rank: the global batch's mean-loss gradient
+                adam.step();
+                if (epoch > 0) {
+                    waited[attached] += reducer.wait_seconds() - wait_before;
+                    reduced[attached] += reducer.comm_seconds() - comm_before;
+                    ++counted[attached];
+                    ++step;
+                }
+                world.allreduce_sum(std::span<double>(&weighted_loss, 1));
+                loss_sum += weighted_loss;
+            }
+            seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        }
+        if (rank == 0) {
+            std::printf("\nown loop with GradReducer, %d rank%s: %.3f s per epoch, last epoch's loss %.5f\n", size,
+                        size > 1 ? "s" : "", seconds, loss_sum / static_cast<double>(samples));
+            auto per_step = [&](int k, const double* v) { return counted[k] ? 1e3 * v[k] / static_cast<double>(counted[k]) : 0.0; };
+            if (size > 1 && counted[0] > 0 && counted[1] > 0)
+                std::printf("per step: allreduce %.2f ms; waited after backward %.2f ms with buckets reduced during "
+                            "backward, %.2f ms with all after it: %.0f%% of the wait hidden (%zu + %zu steps)\n",
+                            per_step(0, reduced), per_step(1, waited), per_step(0, waited),
+                            100 * (1 - per_step(1, waited) / per_step(0, waited)), counted[1], counted[0]);
+        }
+    }
+
+    bool learned = true;
+    for (const auto& r : runs) learned = learned && (epochs == 1 || r.final_loss < 0.8 * r.first_loss);
+    double ok = learned ? 1 : 0;
+    world.broadcast(std::span<double>(&ok, 1), 0);
+    if (rank == 0)
+        std::printf("\nthe loss of predicting 0 is 0.5; %s\n",
+                    ok != 0 ? "every run's loss fell" : "some run's loss did not fall below 80% of its first epoch's");
+    return ok != 0 ? 0 : 1;
+}

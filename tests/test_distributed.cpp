@@ -1,0 +1,141 @@
+// The transport-independent part of distributed training (recur/parallel.hpp): GradReducer
+// and fit over a Communicator, here a one-rank communicator written in the test (the MPI
+// transport is tested through mpiexec in tests/distributed/).
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <recur/recur.hpp>
+
+#include "support.hpp"
+
+using namespace recur;
+using recur::testing::OneRank;
+using recur::testing::raises;
+
+namespace {
+
+std::unique_ptr<nn::Sequential<double>> lstm_and_head() {
+    manual_seed(3);
+    auto model = std::make_unique<nn::Sequential<double>>();
+    model->add(nn::recurrent_layer(
+        std::make_unique<nn::LSTM<double>>(nn::LSTMOptions{.input_size = 3, .hidden_size = 4, .batch_first = true}),
+        nn::Return::last));
+    model->emplace<nn::Linear<double>>(4, 2);
+    return model;
+}
+
+xt::xarray<double> inputs() {
+    xt::xarray<double> x = xt::xarray<double>::from_shape({5, 6, 3});
+    for (std::size_t k = 0; k < x.size(); ++k) x.data()[k] = std::sin(0.7 * static_cast<double>(k));
+    return x;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(distributed)
+
+BOOST_AUTO_TEST_CASE(the_reduced_gradient_is_the_weighted_sum_over_ranks) {
+    // Two equal ranks (factor 2) with weight 0.25 each: the step's gradient is 0.5 g.
+    auto model = lstm_and_head();
+    OneRank comm;
+    comm.factor = 2;
+    recur::distributed::GradReducer<double> reducer(comm, model->parameters(), {.bucket_bytes = 64});
+    BOOST_TEST(reducer.buckets() == 6u);  // every parameter is larger than 64 bytes
+    Tape<double> plain;
+    plain.backward(sum((*model)(plain.constant(inputs()), {})));
+    std::vector<xt::xarray<double>> expected;
+    for (auto* p : model->parameters()) expected.push_back(0.5 * p->grad());
+
+    Tape<double> tape;
+    reducer.attach(tape);
+    for (int step = 0; step < 2; ++step) {
+        model->zero_grad();
+        reducer.begin(0.25);
+        tape.clear();
+        tape.backward(sum((*model)(tape.constant(inputs()), {})));
+        reducer.finish();
+    }
+    const auto params = model->parameters();
+    for (std::size_t i = 0; i < params.size(); ++i) BOOST_TEST(params[i]->grad() == expected[i]);
+    BOOST_TEST(comm.allreduces.load() == 12);
+}
+
+BOOST_AUTO_TEST_CASE(a_bucket_is_reduced_as_soon_as_its_parameters_are_final) {
+    auto model = lstm_and_head();
+    OneRank comm;
+    const auto params = model->parameters();
+    recur::distributed::GradReducer<double> reducer(comm, params, {.bucket_bytes = 1 << 20});
+    BOOST_TEST(reducer.buckets() == 1u);
+    // Buckets follow the reverse parameter order: with small buckets the head's bias is bucket 0.
+    recur::distributed::GradReducer<double> small(comm, params, {.bucket_bytes = 8});
+    small.begin(1.0);
+    small.ready(*params.back());  // the head's bias: bucket 0 is complete
+    for (int k = 0; k < 2000 && comm.allreduces.load() == 0; ++k) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    BOOST_TEST(comm.allreduces.load() == 1, "bucket 0 went to the communicator before finish()");
+    small.ready(*params[0]);  // the last bucket: ready, but bucket 1.. are not, so it waits its turn
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    BOOST_TEST(comm.allreduces.load() == 1);
+    small.finish();
+    BOOST_TEST(comm.allreduces.load() == static_cast<int>(params.size()));
+}
+
+BOOST_AUTO_TEST_CASE(buckets_follow_the_order_backward_finishes_the_parameters) {
+    auto model = lstm_and_head();
+    OneRank comm;
+    const auto params = model->parameters();
+    recur::distributed::GradReducer<double> reducer(comm, params, {.bucket_bytes = 64});
+    BOOST_TEST((reducer.parameter_order() == std::vector<Parameter<double>*>(params.rbegin(), params.rend())));
+    Tape<double> tape;
+    reducer.attach(tape);
+    reducer.begin(1);
+    tape.backward(sum((*model)(tape.constant(inputs()), {})));
+    reducer.finish();
+    // The sweep finishes the parameters in reverse binding order: the LSTM binds weight_hh
+    // at its first step, after the input projection that binds weight_ih.
+    const auto bound = tape.bound_parameters();
+    BOOST_TEST((reducer.parameter_order() == std::vector<Parameter<double>*>(bound.rbegin(), bound.rend())));
+    BOOST_TEST((reducer.parameter_order() != std::vector<Parameter<double>*>(params.rbegin(), params.rend())));
+}
+
+BOOST_AUTO_TEST_CASE(misuse_is_reported) {
+    auto model = lstm_and_head();
+    OneRank comm;
+    BOOST_CHECK_EXCEPTION(recur::distributed::GradReducer<double>(comm, {}), value_error, raises<value_error>("GradReducer", "no parameters"));
+    auto p = model->parameters();
+    p.push_back(p.front());
+    BOOST_CHECK_EXCEPTION(recur::distributed::GradReducer<double>(comm, p), value_error, raises<value_error>("listed twice"));
+    recur::distributed::GradReducer<double> reducer(comm, model->parameters());
+    BOOST_CHECK_EXCEPTION(reducer.finish(), value_error, raises<value_error>("GradReducer::finish"));
+    reducer.begin(1);
+    BOOST_CHECK_EXCEPTION(reducer.begin(1), value_error, raises<value_error>("GradReducer::begin"));
+}
+
+BOOST_AUTO_TEST_CASE(fit_over_one_rank_equals_fit_alone) {
+    const xt::xarray<double> x = inputs();
+    xt::xarray<double> y = xt::xarray<double>::from_shape({5, 2});
+    for (std::size_t k = 0; k < y.size(); ++k) y.data()[k] = std::cos(static_cast<double>(k));
+    const train::LossFn<double> mse = [](const Var<double>& p, const Var<double>& t) { return nn::mse_loss(p, t); };
+    auto train = [&](recur::distributed::Communicator* comm) {
+        auto model = lstm_and_head();
+        optim::Adam<double> adam(model->parameters(), {.lr = 0.01});
+        auto h = train::fit<double>(*model, mse, adam, {x, y, {}},
+                                    {.epochs = 2, .batch_size = 2, .verbose = 0, .communicator = comm});
+        std::vector<xt::xarray<double>> w;
+        for (auto* p : model->parameters()) w.push_back(p->value());
+        return std::pair{w, h};
+    };
+    OneRank comm;
+    const auto [alone, h_alone] = train(nullptr);
+    const auto [over, h_over] = train(&comm);
+    BOOST_TEST((alone == over));
+    BOOST_TEST(h_alone["loss"] == h_over["loss"]);
+    BOOST_TEST(h_over.has("comm_seconds"));
+    BOOST_TEST(h_over.has("comm_wait_seconds"));
+    BOOST_TEST(!h_alone.has("comm_seconds"));
+    BOOST_TEST(comm.allreduces.load() > 0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
