@@ -11,8 +11,10 @@
 //      loss = sum(output), backward through time into the Parameters' grads.
 //   2. Infer: the forward alone on a tape that does not record (TapeOptions{.record = false}),
 //      fresh each step (natural) or reused (tuned).
-//   3. Sgemm: one direct cblas_sgemm C (64, 512) = A (64, 2048) B (2048, 512) into a
-//      preallocated C: the rate a training step's GEMMs can at best reach on this core.
+//   3. Sgemm: one direct sgemm C (64, 512) = A (64, 2048) B (2048, 512) into a preallocated C,
+//      by OpenBLAS's cblas_sgemm and by oneDNN's dnnl_sgemm: the faster of the two is the rate
+//      a training step's GEMMs can at best reach on this core (Debian's OpenBLAS runs generic
+//      SSE3 kernels on CPUs it does not know; oneDNN detects the ISA itself).
 // Sizes (B, T, I, H) of the performance targets: XS (1, 1000, 16, 16) and S (16, 200, 64, 64)
 // (per-node overhead bound), M (64, 100, 256, 256) and L (64, 50, 512, 512) (GEMM bound). LSTM
 // and GRU train and infer at all four, RNN trains at XS and M and infers at M. The input does
@@ -29,6 +31,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
+#include <stdexcept>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
@@ -36,6 +39,8 @@
 #include "layer_step.hpp"
 #include "recur/tape.hpp"
 #include "ref_sgemm.hpp"
+
+#include <oneapi/dnnl/dnnl.h>
 
 namespace {
 
@@ -129,7 +134,19 @@ void BM_InferTuned(benchmark::State& state) {
 
 // ---- 3. The sgemm reference --------------------------------------------------------------
 
-/// C = A B by one direct cblas_sgemm (row-major, no transposes) into a preallocated C.
+/// A row-major sgemm C = alpha op(A) op(B) + beta C (ref_sgemm's arguments).
+using Sgemm = void (*)(bool, bool, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+
+/// oneDNN's dnnl_sgemm with ref_sgemm's arguments (row-major too).
+void onednn_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+                  const float* b, int ldb, float beta, float* c, int ldc) {
+    if (dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) !=
+        dnnl_success)
+        throw std::runtime_error("bench_layers: dnnl_sgemm failed");
+}
+
+/// C = A B by one direct call of `gemm` (no transposes) into a preallocated C.
+template <Sgemm gemm>
 void BM_Sgemm(benchmark::State& state) {
     const int m = static_cast<int>(state.range(0)), k = static_cast<int>(state.range(1)),
               n = static_cast<int>(state.range(2));
@@ -138,9 +155,9 @@ void BM_Sgemm(benchmark::State& state) {
     const xt::xarray<float> a = uniform({rows, inner}, -1.0f, 1.0f, 11);
     const xt::xarray<float> b = uniform({inner, cols}, -1.0f, 1.0f, 12);
     std::vector<float> c(rows * cols);
-    recur::bench::ref_sgemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);  // warm-up
+    gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);  // warm-up
     for (auto _ : state) {
-        recur::bench::ref_sgemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+        gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
         benchmark::DoNotOptimize(c.data());
         benchmark::ClobberMemory();
     }
@@ -185,7 +202,8 @@ BENCHMARK(BM_InferNatural<Kind::gru>)->Name("BM_Infer/gru/natural")->Apply(all_s
 BENCHMARK(BM_InferTuned<Kind::gru>)->Name("BM_Infer/gru/tuned")->Apply(all_sizes);
 BENCHMARK(BM_InferNatural<Kind::rnn>)->Name("BM_Infer/rnn/natural")->Apply(m_only);
 BENCHMARK(BM_InferTuned<Kind::rnn>)->Name("BM_Infer/rnn/tuned")->Apply(m_only);
-BENCHMARK(BM_Sgemm)->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Sgemm<recur::bench::ref_sgemm>)->Name("BM_Sgemm")->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Sgemm<onednn_sgemm>)->Name("BM_SgemmOneDNN")->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -9,7 +9,8 @@
 #      retain_grads = false, tape.view), onednn_layers (oneDNN's lstm / lbr_gru primitives, f32)
 #      and benchmarks/torch_layers.py, in ROUNDS interleaved rounds (the order rotates each
 #      round, so slow drifts in machine load hit all three); medians over all rounds;
-#   2. the raw sgemm rate of a (64 x 2048) (2048 x 512) product (bench_layers' BM_Sgemm) and
+#   2. the raw sgemm rate of a (64 x 2048) (2048 x 512) product (bench_layers' BM_Sgemm, OpenBLAS,
+#      and BM_SgemmOneDNN, oneDNN's dnnl_sgemm; the faster counts) and
 #      the L training steps' nominal FLOP rate as a percentage of it;
 #   3. the peak RSS growth of the M training step: benchmarks/step_memory (natural and tuned
 #      loops) against torch_layers.py --memory, a fresh process per case.
