@@ -23,7 +23,9 @@
 //   module (names, shapes, dtypes) before any parameter changes; on error the module is
 //   unchanged.
 // - Saving is atomic: the file is written to a temporary file in the same directory, flushed
-//   to disk and renamed over the target. A failed save leaves any previous file intact.
+//   to disk and renamed over the target. A failed save leaves any previous file intact; a
+//   process killed mid-save (even by SIGKILL) leaves the previous file or the new one, never
+//   a mix, and its temporary file is removed by the next save of the same path.
 #pragma once
 
 #include <cstdint>
@@ -41,9 +43,11 @@ namespace recur::io {
 
 /// Writes `contents` to `path` atomically: into a temporary file in the same directory,
 /// flushed to disk, then renamed over `path`. On failure the temporary file is removed, any
-/// previous file at `path` is unchanged, and io_error names the path. (Every save below
-/// writes this way; use it for other outputs too, e.g. CSV logs.)
-void write_atomically(const std::string& path, std::string_view contents);
+/// previous file at `path` is unchanged, and io_error "<who> <path>: ..." names the path.
+/// Temporary files left by writers that were killed mid-save are removed by the next save
+/// of the same path. (Every save in recur writes this way: the functions below,
+/// History::write_csv, Vocabulary::save; use it for other outputs too.)
+void write_atomically(const std::string& path, std::string_view contents, std::string_view who = "write");
 
 /// A named array, as stored in an .npz file.
 template <class T>

@@ -9,6 +9,7 @@
 #include "recur/io.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zip.h>
@@ -428,6 +429,25 @@ Dtype accepted_dtype(const Header& h, const std::string& ctx) {
 
 // ---- Reading ------------------------------------------------------------------------------
 
+// The element count of an array of `shape` whose elements take up to `item` bytes (the
+// file's or recur's, whichever is larger), after checking everything that xtensor and the
+// readers compute from the shape: the count, the byte count and every stride (in elements
+// or bytes, as std::ptrdiff_t). A stride of axis d is the product of the extents after d,
+// and a zero extent elsewhere does not bound it: (0, 2**32, 2**32) holds no element, yet its
+// first stride is 2**64. So the bound applies to the product of the extents with zeros
+// counted as ones, which is at least every stride and the count (numpy bounds its arrays
+// the same way). Nothing is allocated or indexed before this passes.
+std::size_t checked_count(const Shape& shape, std::size_t item, const std::string& ctx) {
+    constexpr auto limit = static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max());
+    std::size_t span = item, count = 1;  // span: item * product of max(extent, 1)
+    for (std::size_t d : shape) {
+        if (__builtin_mul_overflow(span, std::max<std::size_t>(d, 1), &span) || span > limit)
+            throw io_error(ctx + ": shape " + shape_str(shape) + " is too large (its byte count or strides overflow)");
+        count *= d;  // <= span / item: cannot overflow
+    }
+    return count;
+}
+
 // S: the file's element type (little-endian in `src`), T: recur's.
 template <class S, class T>
 void convert_rowmajor(const unsigned char* src, T* dst, std::size_t n) {
@@ -507,15 +527,8 @@ xt::xarray<T> read_npy(Source& src, const std::string& ctx) {
     const Header h = HeaderParser(text, ctx).parse();
     const Dtype dtype = accepted_dtype<T>(h, ctx);
 
-    // element count and byte size, with overflow checks
-    std::size_t count = 1;
-    for (std::size_t d : h.shape)
-        if (__builtin_mul_overflow(count, d, &count))
-            throw io_error(ctx + ": shape " + shape_str(h.shape) + " is too large");
-    std::size_t nbytes = 0;
-    if (__builtin_mul_overflow(count, dtype.size, &nbytes) ||
-        nbytes > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max()))
-        throw io_error(ctx + ": shape " + shape_str(h.shape) + " is too large");
+    const std::size_t count = checked_count(h.shape, std::max(dtype.size, sizeof(T)), ctx);
+    const std::size_t nbytes = count * dtype.size;  // <= count * max(dtype.size, sizeof(T)), checked
     const std::string type_name = dtype_name(dtype);
     auto data_msg = [&](std::uint64_t present) {
         return "the header says shape " + shape_str(h.shape) + " of " + type_name + ", " + std::to_string(nbytes) +
@@ -669,7 +682,59 @@ std::vector<unsigned char> npy_bytes(const xt::xarray<T>& a) {
     return out;
 }
 
-// Writes `bytes` to `path` through a temporary file in the same directory, fsync and
+// ---- Atomic files -------------------------------------------------------------------------
+//
+// A save of <dir>/<name> writes <dir>/.<name>.tmp-<pid>-<counter>-<random>, fsyncs it and
+// renames it over the target. The writer holds an exclusive flock() on its temporary file
+// from creation to rename; the kernel drops the lock when the process dies (SIGKILL and
+// power loss included), so a temporary file of <name> whose lock can be taken belongs to a
+// dead writer, and every save of <name> first removes those: temporaries of killed writers
+// do not pile up, and a live writer's file is never touched. (On a file system without
+// flock, nothing is removed.)
+
+std::string temporary_prefix(const std::string& name) { return "." + name + ".tmp-"; }
+
+// Removes the temporary files of `name` in `dir` whose writers are gone. Best effort: any
+// error just leaves a file in place.
+void remove_stale_temporaries(const fs::path& dir, const std::string& name) {
+    const std::string prefix = temporary_prefix(name);
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string entry = it->path().filename().string();
+        if (entry.compare(0, prefix.size(), prefix) != 0) continue;
+        const int fd = ::open(it->path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0) continue;
+        struct stat held {}, named {};
+        // Locked: no live writer. Same inode under the name: it was not replaced meanwhile.
+        if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &held) == 0 && S_ISREG(held.st_mode) &&
+            ::lstat(it->path().c_str(), &named) == 0 && named.st_dev == held.st_dev && named.st_ino == held.st_ino)
+            ::unlink(it->path().c_str());
+        ::close(fd);
+    }
+}
+
+// Creates this writer's temporary file for `name` in `dir`, locked; returns its descriptor.
+int create_temporary(const fs::path& dir, const std::string& name, fs::path& tmp, const std::string& ctx) {
+    static std::atomic<std::uint64_t> counter{0};
+    const auto stamp = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    for (int attempt = 0;; ++attempt) {
+        tmp = dir / (temporary_prefix(name) + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1)) +
+                     "-" + std::to_string(stamp % 1000000007u));
+        const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0)
+            throw io_error(ctx + ": cannot create a temporary file in " + squote(dir.string()) + ": " + errno_text(errno));
+        // Between open and flock a cleaner may have taken the unheld lock and removed the
+        // file: then the name no longer leads to our inode, and we start again.
+        struct stat held {}, named {};
+        if (::flock(fd, LOCK_EX) != 0 || (::fstat(fd, &held) == 0 && ::lstat(tmp.c_str(), &named) == 0 &&
+                                          named.st_dev == held.st_dev && named.st_ino == held.st_ino))
+            return fd;  // locked and ours (or flock unsupported: no cleaner removes it either)
+        ::close(fd);
+        if (attempt == 8) throw io_error(ctx + ": cannot keep a temporary file in " + squote(dir.string()));
+    }
+}
+
+// Writes `bytes` to `path` through a locked temporary file in the same directory, fsync and
 // rename(); on failure removes the temporary file and leaves `path` untouched.
 void write_file_atomically(const std::string& path, const std::string& ctx, const void* data, std::size_t size) {
     const fs::path target(path);
@@ -677,16 +742,12 @@ void write_file_atomically(const std::string& path, const std::string& ctx, cons
     if (name.empty() || name == "." || name == "..") throw io_error(ctx + ": not a file path");
     const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
 
-    static std::atomic<std::uint64_t> counter{0};
-    const auto stamp = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    const fs::path tmp = dir / ("." + name + ".tmp-" + std::to_string(::getpid()) + "-" +
-                                std::to_string(counter.fetch_add(1)) + "-" + std::to_string(stamp % 1000000007u));
-
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) throw io_error(ctx + ": cannot create a temporary file in " + squote(dir.string()) + ": " + errno_text(errno));
+    remove_stale_temporaries(dir, name);
+    fs::path tmp;
+    const int fd = create_temporary(dir, name, tmp, ctx);
     auto fail = [&](const std::string& what, int e, bool close_fd) {
-        if (close_fd) ::close(fd);
         ::unlink(tmp.c_str());
+        if (close_fd) ::close(fd);
         return io_error(ctx + ": " + what + ": " + errno_text(e) + " (the previous file, if any, is unchanged)");
     };
     const auto* bytes = static_cast<const unsigned char*>(data);
@@ -700,8 +761,10 @@ void write_file_atomically(const std::string& path, const std::string& ctx, cons
         done += static_cast<std::size_t>(r);
     }
     if (::fsync(fd) != 0) throw fail("fsync failed", errno, true);
-    if (::close(fd) != 0) throw fail("close failed", errno, false);
-    if (::rename(tmp.c_str(), target.c_str()) != 0) throw fail("cannot replace the file", errno, false);
+    // Rename while the lock is held, close after: the temporary name never exists unlocked
+    // while its writer lives.
+    if (::rename(tmp.c_str(), target.c_str()) != 0) throw fail("cannot replace the file", errno, true);
+    ::close(fd);  // the data is on disk (fsync) and in place: nothing left to report
     // Make the rename durable; best effort.
     const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
@@ -804,8 +867,8 @@ std::vector<ArrayRef<T>> module_arrays(nn::Module<T>& m, const std::string& ctx)
 
 // ---- Public functions ---------------------------------------------------------------------
 
-void write_atomically(const std::string& path, std::string_view contents) {
-    write_file_atomically(path, "write " + path, contents.data(), contents.size());
+void write_atomically(const std::string& path, std::string_view contents, std::string_view who) {
+    write_file_atomically(path, std::string(who) + " " + path, contents.data(), contents.size());
 }
 
 template <class T>
