@@ -66,6 +66,19 @@ struct TempDir {
     ~TempDir() { fs::remove_all(path); }
 };
 
+// sequence_model() from seed 5 trained with Adam(1e-2) as `options` say, never interrupted.
+struct Run {
+    std::unique_ptr<nn::Sequential<double>> model;
+    std::unique_ptr<optim::Adam<double>> adam;
+};
+Run uninterrupted_run(const train::Dataset<double>& data, const train::FitOptions<double>& options) {
+    manual_seed(5);
+    Run run{sequence_model(), nullptr};
+    run.adam = std::make_unique<optim::Adam<double>>(run.model->parameters(), optim::AdamOptions{.lr = 1e-2});
+    train::fit<double>(*run.model, mse, *run.adam, data, options);
+    return run;
+}
+
 using recur::testing::throws_with;
 
 }  // namespace
@@ -128,10 +141,7 @@ BOOST_AUTO_TEST_CASE(resumed_run_ends_with_the_same_weights) {
     const auto data = sequence_data(64, 4);
     const train::FitOptions<double> base{.epochs = 4, .batch_size = 10, .validation_split = 0.2, .verbose = 0, .seed = 9};
 
-    manual_seed(5);
-    auto straight = sequence_model();
-    optim::Adam<double> adam1(straight->parameters(), {.lr = 1e-2});
-    train::fit<double>(*straight, mse, adam1, data, base);
+    const auto straight = uninterrupted_run(data, base);
 
     manual_seed(5);
     auto first = sequence_model();
@@ -150,11 +160,11 @@ BOOST_AUTO_TEST_CASE(resumed_run_ends_with_the_same_weights) {
     BOOST_TEST(rest.initial_epoch == 2u);
     const auto h = train::fit<double>(*resumed, mse, adam3, data, rest);
     BOOST_TEST(h.epochs() == 2u);
-    const auto a = straight->parameters(), b = resumed->parameters();
+    const auto a = straight.model->parameters(), b = resumed->parameters();
     BOOST_REQUIRE(a.size() == b.size());
     for (std::size_t k = 0; k < a.size(); ++k)
         for (std::size_t e = 0; e < a[k]->size(); ++e) BOOST_TEST(a[k]->value().data()[e] == b[k]->value().data()[e]);
-    BOOST_TEST(adam1.steps() == adam3.steps());
+    BOOST_TEST(straight.adam->steps() == adam3.steps());
 }
 
 // The same, for a job killed with SIGKILL: once in the middle of an epoch, then at random
@@ -165,10 +175,7 @@ BOOST_AUTO_TEST_CASE(run_resumed_after_sigkill_ends_with_the_same_weights) {
     const auto data = sequence_data(64, 4);
     const train::FitOptions<double> base{.epochs = 6, .batch_size = 10, .validation_split = 0.2, .verbose = 0, .seed = 9};
 
-    manual_seed(5);
-    auto straight = sequence_model();
-    optim::Adam<double> adam(straight->parameters(), {.lr = 1e-2});
-    train::fit<double>(*straight, mse, adam, data, base);
+    const auto straight = uninterrupted_run(data, base);
 
     struct Event {
         std::int32_t paused;  // 1: stopped inside epoch `epoch`; 0: epoch `epoch` ended (checkpoint written)
@@ -248,7 +255,7 @@ BOOST_AUTO_TEST_CASE(run_resumed_after_sigkill_ends_with_the_same_weights) {
     manual_seed(77);
     auto resumed = sequence_model();
     io::load(*resumed, final_weights);
-    const auto a = straight->parameters(), b = resumed->parameters();
+    const auto a = straight.model->parameters(), b = resumed->parameters();
     BOOST_REQUIRE(a.size() == b.size());
     for (std::size_t k = 0; k < a.size(); ++k)
         for (std::size_t i = 0; i < a[k]->size(); ++i) BOOST_TEST(a[k]->value().data()[i] == b[k]->value().data()[i]);

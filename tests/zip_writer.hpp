@@ -46,35 +46,20 @@ inline std::vector<unsigned char> stored_zip(const std::vector<ZipMember>& membe
         const std::uint32_t crc = crc32(data);
         const auto size = static_cast<std::uint32_t>(data.size());
         const auto name_len = static_cast<std::uint32_t>(name.size());
-        // local header: signature, version 2.0, flags, method 0 (stored), time, date, crc,
-        // compressed and uncompressed size, name length, extra length
-        put(out, 0x04034b50u, 4);
-        put(out, 20, 2);
-        put(out, 0, 2);
-        put(out, 0, 2);
-        put(out, 0, 2);
-        put(out, dos_date, 2);
-        put(out, crc, 4);
-        put(out, size, 4);
-        put(out, size, 4);
-        put(out, name_len, 2);
-        put(out, 0, 2);
+        // The fields both headers share: version needed 2.0, flags, method 0 (stored), time,
+        // date, crc, compressed and uncompressed size, name length, extra length.
+        auto shared_fields = [&](std::vector<unsigned char>& v) {
+            for (auto [value, bytes] : {std::pair<std::uint32_t, int>{20, 2}, {0, 2}, {0, 2}, {0, 2}, {dos_date, 2},
+                                        {crc, 4}, {size, 4}, {size, 4}, {name_len, 2}, {0, 2}})
+                put(v, value, bytes);
+        };
+        put(out, 0x04034b50u, 4);  // local header
+        shared_fields(out);
         out.insert(out.end(), name.begin(), name.end());
         out.insert(out.end(), data.begin(), data.end());
-        // central directory entry: the same fields plus made-by version, comment length,
-        // disk number, attributes and the local header's offset
-        put(central, 0x02014b50u, 4);
-        put(central, 20, 2);
-        put(central, 20, 2);
-        put(central, 0, 2);
-        put(central, 0, 2);
-        put(central, 0, 2);
-        put(central, dos_date, 2);
-        put(central, crc, 4);
-        put(central, size, 4);
-        put(central, size, 4);
-        put(central, name_len, 2);
-        put(central, 0, 2);
+        put(central, 0x02014b50u, 4);  // central directory entry: made-by version, the shared
+        put(central, 20, 2);           // fields, comment length, disk number, internal and
+        shared_fields(central);        // external attributes, the local header's offset
         put(central, 0, 2);
         put(central, 0, 2);
         put(central, 0, 2);
