@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
     io::save_npy((root / "npy/f64_scalar.npy").string(), xt::xarray<double>(3.25));
     io::save_npy((root / "npy/f32_empty_0x3.npy").string(), xt::xarray<float>::from_shape({0, 3}));
     io::save_npy((root / "npy/f64_2x1x2.npy").string(), xt::xarray<double>{{{1.0, 2.0}}, {{3.0, 4.0}}});
+    io::save_npy((root / "npy/f64_empty_0x3x4.npy").string(), xt::xarray<double>::from_shape({0, 3, 4}));
 
     // npz: modules as io::save writes them, and named arrays.
     auto model32 = fuzz::small_model<float>();

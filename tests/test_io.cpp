@@ -400,6 +400,8 @@ BOOST_AUTO_TEST_CASE(npy_shapes_whose_strides_overflow) {
         {"<f8", "(0, " + two61 + ")"},                 // 2**61 * 8 bytes = 2**64
         {"<f4", "(0, " + two61 + ")"},                 // 2**63 bytes: beyond ptrdiff_t
         {"<f8", many_twos},
+        // found by fuzz/npy (fuzz_npy, 5 minutes) with the old check
+        {"<f4", "(0, 1, 18446547488, 0, 21, 18444294967296, 9223372036854775807)"},
     };
     for (const auto& [descr, shape] : hostile) {
         BOOST_TEST_CONTEXT(descr << " " << shape) {

@@ -19,6 +19,9 @@
 // - Every failure raises recur::io_error naming the file (and the array or parameter).
 //   Malformed, truncated or lying files are detected (header lengths, shapes vs. data size,
 //   zip CRCs); nothing is read out of bounds and no allocation exceeds the data present.
+//   Every extent, the element and byte counts and every stride of a shape (a zero extent
+//   does not make the later extents' product small) must fit in std::ptrdiff_t before
+//   anything is allocated: larger shapes are refused, as numpy refuses them.
 // - load(module, ...) is all-or-nothing: the whole file is read and checked against the
 //   module (names, shapes, dtypes) before any parameter changes; on error the module is
 //   unchanged.
