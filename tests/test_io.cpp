@@ -7,10 +7,14 @@
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -20,9 +24,16 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <recur/io.hpp>
+#include <recur/nn/layers.hpp>
+#include <recur/optim.hpp>
+#include <recur/train.hpp>
+
+#include "child_process.hpp"
+#include "zip_writer.hpp"
 
 using namespace recur;
 namespace fs = std::filesystem;
@@ -365,6 +376,85 @@ BOOST_AUTO_TEST_CASE(npy_malformed_headers) {
     Bytes nul = make_npy(ok, f8_payload(6));
     nul[20] = 0;
     rejects(nul, {"NUL"});
+}
+
+// A zero extent makes the element count 0 but leaves the strides (products of the later
+// extents) as large as they are: (0, 2**32, 2**32) once passed the size checks and overflowed
+// computing strides (UBSan, xtensor/xstrides.hpp). Found by fuzz/npy.
+BOOST_AUTO_TEST_CASE(npy_shapes_whose_strides_overflow) {
+    TempDir dir;
+    const std::string p = dir / "h.npy";
+    auto header = [](const std::string& descr, const std::string& shape, bool fortran = false) {
+        return "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") + ", 'shape': " + shape +
+               ", }";
+    };
+    const std::string two32 = "4294967296", two61 = "2305843009213693952";
+    std::string many_twos = "(0";  // (0, 2, 2, ..., 2): 63 twos, 2**63 elements without the zero
+    for (int k = 0; k < 63; ++k) many_twos += ", 2";
+    many_twos += ")";
+    const std::vector<std::pair<std::string, std::string>> hostile = {
+        {"<f8", "(0, " + two32 + ", " + two32 + ")"},
+        {"<f4", "(0, " + two32 + ", " + two32 + ")"},
+        {"<f8", "(" + two32 + ", 0, " + two32 + ")"},
+        {"<f8", "(" + two32 + ", " + two32 + ", 0)"},  // numpy refuses it too ("array is too big")
+        {"<f8", "(0, " + two61 + ")"},                 // 2**61 * 8 bytes = 2**64
+        {"<f4", "(0, " + two61 + ")"},                 // 2**63 bytes: beyond ptrdiff_t
+        {"<f8", many_twos},
+        // found by fuzz/npy (fuzz_npy, 5 minutes) with the old check
+        {"<f4", "(0, 1, 18446547488, 0, 21, 18444294967296, 9223372036854775807)"},
+    };
+    for (const auto& [descr, shape] : hostile) {
+        BOOST_TEST_CONTEXT(descr << " " << shape) {
+            for (bool fortran : {false, true}) {
+                write_bytes(p, make_npy(header(descr, shape, fortran), {}));
+                expect_io_error([&] { recur::io::load_npy<double>(p); }, {p, "too large", shape});
+                expect_io_error([&] { recur::io::load_npy<float>(p); }, {p, "too large"});
+            }
+            write_bytes(p, make_npy(header("<i8", shape), {}));
+            expect_io_error([&] { recur::io::load_npy<std::int64_t>(p); }, {p, "too large"});
+        }
+    }
+    // The bound is recur's element size as well as the file's: 2**60 float32 slots fit in a
+    // float array (2**62 bytes), not in a double one (2**63 bytes).
+    write_bytes(p, make_npy(header("<f4", "(0, 1152921504606846976)"), {}));
+    BOOST_TEST((recur::io::load_npy<float>(p).shape() == Shape{0, std::size_t(1) << 60}));
+    expect_io_error([&] { recur::io::load_npy<double>(p); }, {p, "too large"});
+
+    // Large but valid empty shapes still load, with the shape they declare.
+    write_bytes(p, make_npy(header("<f8", "(0, 1048576, 1048576)"), {}));
+    auto e = recur::io::load_npy<double>(p);
+    BOOST_TEST((e.shape() == Shape{0, 1u << 20, 1u << 20}));
+    BOOST_TEST(e.size() == 0u);
+    write_bytes(p, make_npy(header("<f8", "(1048576, 1048576, 0)", true), {}));
+    BOOST_TEST((recur::io::load_npy<double>(p).shape() == Shape{1u << 20, 1u << 20, 0}));
+
+    // The same headers inside an .npz: load_npz, and load into a module (left unchanged).
+    const std::string z = dir / "h.npz";
+    write_bytes(z, recur::testing::stored_zip(
+                       {{"b.npy", make_npy(header("<f8", "(4,)"), f8_payload(4))},
+                        {"w.npy", make_npy(header("<f8", "(0, " + two32 + ", " + two32 + ")"), {})}}));
+    expect_io_error([&] { recur::io::load_npz<double>(z); }, {z, "'w'", "too large"});
+    expect_io_error([&] { recur::io::load_npz<float>(z, {"w"}); }, {z, "'w'", "too large"});
+    ListModule<double> m({{"b", {4}}, {"w", {0, 2, 2}}});
+    fill(m, 3.0);
+    const auto snap = snapshot(m);
+    expect_io_error([&] { recur::io::load(m, z); }, {z, "'w'", "too large"});
+    BOOST_TEST(unchanged(m, snap));
+}
+
+// The test helper that builds archives writes what libzip (and so np.load) reads.
+BOOST_AUTO_TEST_CASE(zip_writer_makes_valid_archives) {
+    TempDir dir;
+    const std::string z = dir / "w.npz";
+    write_bytes(z, recur::testing::stored_zip({{"a.npy", make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
+                                                                   f8_payload(6))},
+                                               {"e.npy", make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (0,), }", {})}}));
+    const auto arrays = recur::io::load_npz<double>(z);
+    BOOST_REQUIRE(arrays.size() == 2u);
+    BOOST_TEST(arrays[0].first == "a");
+    BOOST_TEST(arrays[0].second(1, 2) == 5.0);
+    BOOST_TEST(arrays[1].second.size() == 0u);
+    BOOST_TEST(recur::testing::crc32({'1', '2', '3', '4', '5', '6', '7', '8', '9'}) == 0xCBF43926u);  // the check value
 }
 
 // ---- .npz ---------------------------------------------------------------------------------
@@ -749,6 +839,145 @@ BOOST_AUTO_TEST_CASE(failed_save_keeps_previous_checkpoint) {
     expect_io_error([&] { recur::io::save_npz<double>(dir / "missing/a.npz", {{"a", cube()}}); }, {"missing/a.npz"});
     if (fs::exists("/proc/self")) expect_io_error([&] { recur::io::save(small, "/proc/self/recur_ckpt.npz"); }, {"/proc/self"});
     BOOST_TEST((read_bytes(p) == before));
+    BOOST_TEST(dir.entries() == 2u);
+}
+
+// The process of the SIGKILL test below: saves states k = 0, 1, ... of a Linear(256, 512)
+// model (1 MiB) and its optimizer, as a checkpoint and as a module file.
+struct Writer {
+    static constexpr double kStride = 1 << 20;  // > number of weights: k * kStride + i is exact and unique
+    nn::Sequential<double> model;
+    optim::SGD<double> sgd;
+    train::History history;
+    train::TrainContext<double> ctx;
+    train::ModelCheckpoint<double> checkpoint;
+    explicit Writer(const std::string& path)
+        : sgd((model.emplace<nn::Linear<double>>(256, 512), model.parameters()), {.lr = 0.0}),
+          ctx{model, sgd, history}, checkpoint({.path = path}) {}
+    // State k: weight element i = k * kStride + i, learning rate k; the checkpoint's
+    // epoch is k + 1. Writes the checkpoint first, then the weights.
+    void save(std::uint64_t k, const std::string& weights_path) {
+        double i = 0;
+        for (auto* p : model.parameters())
+            for (auto& v : p->value()) v = static_cast<double>(k) * kStride + i++;
+        sgd.set_lr(static_cast<double>(k));
+        ctx.epoch = static_cast<std::size_t>(k);
+        checkpoint.on_epoch_end(ctx, {});
+        recur::io::save(model, weights_path);
+    }
+    // The k of the state the model holds, or -1 if it is not exactly one state.
+    std::int64_t state() {
+        const double k = std::floor(model.parameters()[0]->value().data()[0] / kStride);
+        double i = 0;
+        for (auto* p : model.parameters())
+            for (double v : p->value())
+                if (v != k * kStride + i++) return -1;
+        return static_cast<std::int64_t>(k);
+    }
+};
+
+// Temporary files of writers that died are removed by the next save of the same file; those
+// of live writers (locked) and of other files stay.
+BOOST_AUTO_TEST_CASE(saves_remove_stale_temporaries_of_dead_writers) {
+    TempDir dir;
+    const std::string p = dir / "m.npz";
+    Tiny<float> m;
+    fill(m, 0.5);
+    auto touch = [&](const std::string& name) {
+        std::ofstream(dir / name) << "partial";
+        return dir / name;
+    };
+    touch(".m.npz.tmp-99999-0-1");             // a writer that was killed
+    touch(".m.npz.tmp-1234-7-5");              // and another one
+    touch(".other.npz.tmp-99999-0-1");         // another file's: not this save's business
+    touch("m.npz.tmp-1");                      // not a temporary name of ours
+    const std::string live = touch(".m.npz.tmp-424242-0-0");
+    const int fd = ::open(live.c_str(), O_RDONLY);  // a live writer holds its lock
+    BOOST_REQUIRE(fd >= 0);
+    BOOST_REQUIRE(::flock(fd, LOCK_EX) == 0);
+    recur::io::save(m, p);
+    BOOST_TEST(fs::exists(p));
+    BOOST_TEST(!fs::exists(dir / ".m.npz.tmp-99999-0-1"));
+    BOOST_TEST(!fs::exists(dir / ".m.npz.tmp-1234-7-5"));
+    BOOST_TEST(fs::exists(live));
+    BOOST_TEST(fs::exists(dir / ".other.npz.tmp-99999-0-1"));
+    BOOST_TEST(fs::exists(dir / "m.npz.tmp-1"));
+    ::close(fd);  // the writer died: its lock is gone
+    recur::io::write_atomically(p, "x");
+    BOOST_TEST(!fs::exists(live));
+    BOOST_TEST(dir.entries() == 3u);
+}
+
+// SIGKILL at random moments while a process saves checkpoints in a loop (ModelCheckpoint and
+// io::save, 1 MiB each): after every kill both files load, each holds exactly one state the
+// writer saved (weights and optimizer state of the same step, never a mix), that state is
+// the last one saved or the one being saved, and each file has at most one temporary file
+// (that of the interrupted save), which its next save removes.
+BOOST_AUTO_TEST_CASE(sigkill_during_saves_leaves_old_or_new_files) {
+    constexpr std::size_t kKills = 60;
+    TempDir dir;
+    const std::string ckpt = dir / "ckpt.npz", weights = dir / "weights.npz";
+    auto temporaries = [&](const std::string& name) {
+        std::size_t n = 0;
+        for (const auto& e : fs::directory_iterator(dir.path)) n += e.path().filename().string().rfind("." + name + ".tmp-", 0) == 0;
+        return n;
+    };
+    struct Saved {  // one message per finished round: both files hold state k
+        std::int64_t k;
+        std::int64_t microseconds;
+    };
+
+    Writer(ckpt).save(0, weights);
+    std::int64_t done = 0;           // the last state both files are known to hold
+    std::int64_t round_us = 20000;   // the last round's duration, as the child measured it
+    std::size_t mid_save = 0;
+    std::mt19937_64 rng(2024);
+    for (std::size_t kill = 0; kill < kKills; ++kill) {
+        const std::int64_t first = done + 1;
+        recur::testing::ChildProcess child([&](const recur::testing::ChildProcess::Send& send) {
+            Writer writer(ckpt);
+            for (auto k = first;; ++k) {
+                const auto start = std::chrono::steady_clock::now();
+                writer.save(static_cast<std::uint64_t>(k), weights);
+                const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+                const Saved saved{k, us.count()};
+                send(&saved, sizeof saved);
+            }
+        });
+        // Kill at a random moment within the first two rounds.
+        std::uniform_int_distribution<std::int64_t> delay(0, 2 * round_us);
+        std::this_thread::sleep_for(std::chrono::microseconds(delay(rng)));
+        child.kill();
+        for (Saved saved{}; child.receive(saved);) {
+            done = saved.k;
+            round_us = std::max<std::int64_t>(saved.microseconds, 1000);
+        }
+        BOOST_REQUIRE(recur::testing::killed_by_sigkill(child.wait()));
+
+        const std::size_t left_ckpt = temporaries("ckpt.npz"), left_weights = temporaries("weights.npz");
+        BOOST_REQUIRE_MESSAGE(left_ckpt <= 1 && left_weights <= 1,
+                              "kill " << kill << ": " << left_ckpt << " and " << left_weights << " temporary files");
+        mid_save += left_ckpt + left_weights;
+        Writer reader(ckpt);
+        const auto epoch = static_cast<std::int64_t>(train::resume(ckpt, reader.model, reader.sgd));
+        const std::int64_t in_ckpt = reader.state();
+        BOOST_REQUIRE_MESSAGE(in_ckpt == epoch - 1 && reader.sgd.lr() == double(in_ckpt),
+                              "kill " << kill << ": the checkpoint mixes states");
+        BOOST_REQUIRE_MESSAGE(in_ckpt == done || in_ckpt == done + 1,
+                              "kill " << kill << ": checkpoint state " << in_ckpt << ", last saved " << done);
+        recur::io::load(reader.model, weights);
+        const std::int64_t in_weights = reader.state();
+        BOOST_REQUIRE_MESSAGE(in_weights == done || in_weights == done + 1,
+                              "kill " << kill << ": weights state " << in_weights << ", last saved " << done);
+        BOOST_REQUIRE(in_weights <= in_ckpt);  // the checkpoint is written first
+        done = in_weights;
+    }
+    BOOST_TEST_MESSAGE(kKills << " kills, " << mid_save << " temporary files left by them, " << done
+                              << " states saved, last round " << round_us << " us");
+    BOOST_TEST(mid_save > 0u);  // the kills did land inside saves
+    // One more save of each file, by this process: nothing temporary is left.
+    Writer(ckpt).save(static_cast<std::uint64_t>(done + 1), weights);
+    BOOST_TEST(temporaries("ckpt.npz") + temporaries("weights.npz") == 0u);
     BOOST_TEST(dir.entries() == 2u);
 }
 

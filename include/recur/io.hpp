@@ -19,11 +19,16 @@
 // - Every failure raises recur::io_error naming the file (and the array or parameter).
 //   Malformed, truncated or lying files are detected (header lengths, shapes vs. data size,
 //   zip CRCs); nothing is read out of bounds and no allocation exceeds the data present.
+//   Every extent, the element and byte counts and every stride of a shape (a zero extent
+//   does not make the later extents' product small) must fit in std::ptrdiff_t before
+//   anything is allocated: larger shapes are refused, as numpy refuses them.
 // - load(module, ...) is all-or-nothing: the whole file is read and checked against the
 //   module (names, shapes, dtypes) before any parameter changes; on error the module is
 //   unchanged.
 // - Saving is atomic: the file is written to a temporary file in the same directory, flushed
-//   to disk and renamed over the target. A failed save leaves any previous file intact.
+//   to disk and renamed over the target. A failed save leaves any previous file intact; a
+//   process killed mid-save (even by SIGKILL) leaves the previous file or the new one, never
+//   a mix, and its temporary file is removed by the next save of the same path.
 #pragma once
 
 #include <cstdint>
@@ -41,9 +46,11 @@ namespace recur::io {
 
 /// Writes `contents` to `path` atomically: into a temporary file in the same directory,
 /// flushed to disk, then renamed over `path`. On failure the temporary file is removed, any
-/// previous file at `path` is unchanged, and io_error names the path. (Every save below
-/// writes this way; use it for other outputs too, e.g. CSV logs.)
-void write_atomically(const std::string& path, std::string_view contents);
+/// previous file at `path` is unchanged, and io_error "<who> <path>: ..." names the path.
+/// Temporary files left by writers that were killed mid-save are removed by the next save
+/// of the same path. (Every save in recur writes this way: the functions below,
+/// History::write_csv, Vocabulary::save; use it for other outputs too.)
+void write_atomically(const std::string& path, std::string_view contents, std::string_view who = "write");
 
 /// A named array, as stored in an .npz file.
 template <class T>

@@ -243,13 +243,16 @@ private:
     std::string monitor_;
 };
 
-/// Writes a checkpoint now: "model.<name>" arrays, "optimizer.<key>" arrays, "epoch".
+/// Writes a checkpoint now (atomically): "model.<name>" arrays, "optimizer.<key>" arrays,
+/// "epoch" (next_epoch, stored with optim::encode_scalar).
 template <class T>
 void save_checkpoint(const std::string& path, nn::Module<T>& model, const optim::Optimizer<T>& optimizer,
                      std::size_t next_epoch);
-/// Loads a checkpoint into model and optimizer (all-or-nothing; io_error naming the file and
-/// the parameter for another architecture) and returns the epoch to resume from
-/// (FitOptions::initial_epoch).
+/// Loads a checkpoint into model and optimizer and returns the epoch to resume from
+/// (FitOptions::initial_epoch). All-or-nothing: the parameters' names and shapes, the epoch
+/// (a whole number in [0, 2^53]) and the optimizer's state (step, lr, buffers) are all
+/// checked before anything changes; on any error (io_error naming the file, and the
+/// parameter or entry) model and optimizer are as they were.
 template <class T>
 std::size_t resume(const std::string& path, nn::Module<T>& model, optim::Optimizer<T>& optimizer);
 

@@ -1,18 +1,13 @@
 // Vocabulary: tokens <-> ids, character splitting, and its text file (see recur/data.hpp).
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <system_error>
 
 #include "recur/data.hpp"
+#include "recur/io.hpp"
 
 namespace recur::data {
 
@@ -231,8 +226,6 @@ std::string Vocabulary::decode(const std::vector<std::int64_t>& ids, std::string
 // ---- File -------------------------------------------------------------------------------------
 
 void Vocabulary::save(const std::string& path) const {
-    namespace fs = std::filesystem;
-    const std::string where = "Vocabulary::save " + path;
     std::ostringstream os;
     os << kMagic << "\nspecials " << num_specials_ << "\nunk ";
     if (unk_id_) {
@@ -242,32 +235,7 @@ void Vocabulary::save(const std::string& path) const {
     }
     os << "\nsize " << tokens_.size() << "\n";
     for (const std::string& t : tokens_) os << escape(t) << "\n";
-    const std::string bytes = os.str();
-
-    // Write a temporary file next to the target, then rename it over the target.
-    const fs::path target(path);
-    fs::path tmp = target;
-    static std::atomic<std::uint64_t> counter{0};
-    tmp += ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    {
-        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-        if (!f) throw io_error(where + ": cannot create '" + tmp.string() + "': " + std::strerror(errno));
-        f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-        f.flush();
-        if (!f) {
-            f.close();
-            std::error_code ec;
-            fs::remove(tmp, ec);
-            throw io_error(where + ": writing '" + tmp.string() + "' failed");
-        }
-    }
-    std::error_code ec;
-    fs::rename(tmp, target, ec);
-    if (ec) {
-        std::error_code ignored;
-        fs::remove(tmp, ignored);
-        throw io_error(where + ": cannot replace the file: " + ec.message());
-    }
+    io::write_atomically(path, os.str(), "Vocabulary::save");
 }
 
 Vocabulary Vocabulary::load(const std::string& path) {

@@ -1,9 +1,12 @@
 // Callbacks (early stopping, checkpoints, LR schedules) and checkpoint files.
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "recur/io.hpp"
 #include "recur/train.hpp"
+#include "src/optim/common.hpp"
 
 namespace recur::train {
 
@@ -70,32 +73,50 @@ void EarlyStopping<T>::on_train_end(TrainContext<T>& ctx) {
 
 // ---- Checkpoints --------------------------------------------------------------------------
 
+// The largest epoch a checkpoint may name: every whole number up to 2**53 is exact in a
+// double (and in the scalar encoding of optim::encode_scalar), and fits in std::size_t.
+constexpr double kMaxEpoch = 9007199254740992.0;
+
 template <class T>
 void save_checkpoint(const std::string& path, nn::Module<T>& model, const optim::Optimizer<T>& optimizer,
                      std::size_t next_epoch) {
     std::vector<io::NamedArray<T>> arrays;
     for (auto& [name, p] : model.named_parameters()) arrays.emplace_back("model." + name, p->value());
     for (auto& [name, a] : optimizer.state()) arrays.emplace_back("optimizer." + name, a);
-    arrays.emplace_back("epoch", xt::xarray<T>(static_cast<T>(next_epoch)));
+    arrays.emplace_back("epoch", optim::encode_scalar<T>(static_cast<double>(next_epoch)));
     io::save_npz(path, arrays);
 }
 
+// All-or-nothing, in three steps: read and check everything the file says (names, shapes,
+// the epoch; io::load_npz has checked the arrays themselves), then load the optimizer state
+// (which checks its own entries and values before changing anything: step, lr, buffers),
+// then copy the weights into the parameters' buffers, which cannot fail. An error in the
+// first two steps leaves model and optimizer as they were.
 template <class T>
 std::size_t resume(const std::string& path, nn::Module<T>& model, optim::Optimizer<T>& optimizer) {
     const std::string ctx = "resume " + path;
     std::map<std::string, xt::xarray<T>> model_arrays;
     optim::State<T> opt_state;
-    std::optional<double> epoch;
+    std::optional<xt::xarray<T>> epoch_entry;
     for (auto& [name, a] : io::load_npz<T>(path)) {
         if (name.rfind("model.", 0) == 0) model_arrays.emplace(name.substr(6), std::move(a));
         else if (name.rfind("optimizer.", 0) == 0) opt_state.emplace_back(name.substr(10), std::move(a));
-        else if (name == "epoch" && a.size() == 1) epoch = static_cast<double>(a.data()[0]);
+        else if (name == "epoch") epoch_entry = std::move(a);
         else throw io_error(ctx + ": unexpected array '" + name + "' (not a recur checkpoint?)");
     }
-    if (!epoch || *epoch < 0 || std::floor(*epoch) != *epoch) throw io_error(ctx + ": no valid 'epoch' entry (not a recur checkpoint?)");
-    // Check the whole model first, change nothing until everything fits.
+    if (!epoch_entry) throw io_error(ctx + ": no 'epoch' entry (not a recur checkpoint?)");
+    double epoch = 0;
+    try {
+        epoch = optim::decode_scalar(*epoch_entry, ctx + ": 'epoch'");
+    } catch (const error& e) {
+        throw io_error(e.what());
+    }
+    if (!(epoch >= 0 && epoch <= kMaxEpoch && std::floor(epoch) == epoch))
+        throw io_error(ctx + ": 'epoch' must be a whole number in [0, 2**53], got " + optim::detail::num_str(epoch));
+
+    // The model: every parameter present with its shape, nothing else.
     auto named = model.named_parameters();
-    std::size_t matched = 0;
+    std::vector<const xt::xarray<T>*> source;
     for (auto& [name, p] : named) {
         auto it = model_arrays.find(name);
         if (it == model_arrays.end())
@@ -103,22 +124,23 @@ std::size_t resume(const std::string& path, nn::Module<T>& model, optim::Optimiz
         if (it->second.shape() != p->shape())
             throw io_error(ctx + ": parameter '" + name + "' has shape " + shape_str(it->second.shape()) +
                            " in the file, the model expects " + shape_str(p->shape()));
-        ++matched;
+        source.push_back(&it->second);
     }
-    if (matched != model_arrays.size()) {
-        for (auto& [name, a] : model_arrays) {
-            bool known = false;
-            for (auto& np : named) known = known || np.first == name;
-            if (!known) throw io_error(ctx + ": the file has parameter '" + name + "', which the model does not");
-        }
+    for (auto& [name, a] : model_arrays) {
+        bool known = false;
+        for (auto& np : named) known = known || np.first == name;
+        if (!known) throw io_error(ctx + ": the file has parameter '" + name + "', which the model does not");
     }
+
     try {
-        optimizer.load_state(opt_state);  // all-or-nothing itself
+        optimizer.load_state(opt_state);  // checks everything, then commits
     } catch (const error& e) {
         throw io_error(ctx + ": optimizer state does not fit: " + e.what());
     }
-    for (auto& [name, p] : named) p->assign(model_arrays.at(name));
-    return static_cast<std::size_t>(*epoch);
+    // Same shapes (checked above): plain copies into the existing buffers.
+    for (std::size_t k = 0; k < named.size(); ++k)
+        std::copy(source[k]->data(), source[k]->data() + source[k]->size(), named[k].second->value().data());
+    return static_cast<std::size_t>(epoch);
 }
 
 template <class T>
