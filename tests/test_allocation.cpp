@@ -5,7 +5,7 @@
 // or more is a tensor buffer; smaller ones are bookkeeping (vectors of handles) and are
 // reported, not asserted. oneDNN's sgemm allocates a packing buffer inside each large product
 // of its own; those calls come from libdnnl's code and are counted apart (reported, not
-// asserted). Under AddressSanitizer, which owns malloc, nothing is counted.
+// asserted). Under a sanitizer (ASan and TSan own malloc), nothing is counted.
 #include <boost/test/unit_test.hpp>
 
 #include <dlfcn.h>
@@ -19,7 +19,12 @@
 
 #include "support.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define RECUR_UNDER_SANITIZER 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(RECUR_UNDER_SANITIZER)
 #define RECUR_COUNT_ALLOCATIONS 0
 #else
 #define RECUR_COUNT_ALLOCATIONS 1

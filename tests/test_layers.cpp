@@ -139,7 +139,7 @@ BOOST_AUTO_TEST_CASE(activation_gradients) {
     };
     for (auto& [name, layer] : cases) {
         BOOST_TEST(layer->parameters().empty());
-        check(name, {x}, [&](Tape<double>&, const Vars& v) { return (*layer)(v[0]); });
+        check(name, {x}, [&, l = layer](Tape<double>&, const Vars& v) { return (*l)(v[0]); });  // clang: no capture of a binding
     }
     Tape<double> tape;
     const auto s = softmax_last(tape.constant(x)).value();
