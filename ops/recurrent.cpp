@@ -171,17 +171,22 @@ void add_gate_grad(Tape<T>& t, std::uint32_t i, const GateRows* rows, const T* g
 //   pre (B, G) = [x rows] + b + h w^T;  dh += dpre w;  dw += dpre^T h;  db += column sums of dpre
 // The forward multiplies by w^T (H_out, G), transposed once per weight update (Tape::transposed),
 // not once per step: a row-major right operand that the small-product kernel streams.
+// pre (B, G) = rows of x (row r at x + r * stride) + bias (G, or null).
+template <class T>
+void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::size_t batch, std::size_t g) {
+    for (std::size_t r = 0; r < batch; ++r) {
+        const T* xr = x + r * stride;
+        T* p = pre + r * g;
+        if (bias) for (std::size_t j = 0; j < g; ++j) p[j] = xr[j] + bias[j];
+        else std::copy(xr, xr + g, p);
+    }
+}
+
 template <class T>
 void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b,
                        T* pre, std::size_t batch, std::size_t g) {
-    const T* xv = t.value(x.node).data() + x.offset;
-    const T* bv = b ? t.value(*b).data() : nullptr;
-    for (std::size_t r = 0; r < batch; ++r) {
-        const T* xr = xv + r * x.stride;
-        T* p = pre + r * g;
-        if (bv) for (std::size_t j = 0; j < g; ++j) p[j] = xr[j] + bv[j];
-        else std::copy(xr, xr + g, p);
-    }
+    rows_plus_bias(t.value(x.node).data() + x.offset, x.stride, b ? t.value(*b).data() : static_cast<const T*>(nullptr),
+                   pre, batch, g);
     const auto& hv = t.value(h);
     const std::size_t hout = hv.shape()[1];
     detail::gemm<T>(false, false, batch, g, hout, T(1), hv.data(), hout, t.transposed(w).data(), g, T(1), pre, g);
@@ -532,9 +537,23 @@ std::uint32_t sequence_node(const char* op, Tape<T>& t, const Var<T>& xs, std::s
     return i;
 }
 
-template <class T>
-bool row_active(const std::vector<std::int64_t>& lengths, std::size_t b, std::size_t step) {
-    return lengths.empty() || static_cast<std::int64_t>(step) < lengths[b];
+// After step `step`: rows still inside their sequence take the new state (new_parts[k] into
+// parts[k], each (B, H)) and write h' into the output (T, B, H) / (B, T, H); the others keep
+// their state and output 0.
+template <class T, std::size_t N>
+void commit_step(T* y, std::size_t time_axis, std::size_t steps, std::size_t step, std::size_t batch,
+                 std::size_t hidden, const std::vector<std::int64_t>& lengths, const std::array<T*, N>& parts,
+                 const std::array<const T*, N>& new_parts) {
+    for (std::size_t b = 0; b < batch; ++b) {
+        const std::size_t k = b * hidden;
+        T* out = y + (time_axis == 0 ? (step * batch + b) : (b * steps + step)) * hidden;
+        if (lengths.empty() || static_cast<std::int64_t>(step) < lengths[b]) {
+            for (std::size_t p = 0; p < N; ++p) std::copy(new_parts[p] + k, new_parts[p] + k + hidden, parts[p] + k);
+            std::copy(new_parts[0] + k, new_parts[0] + k + hidden, out);
+        } else {
+            std::fill(out, out + hidden, T(0));
+        }
+    }
 }
 
 }  // namespace
@@ -564,29 +583,13 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
         const GateRows rows = sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
-        const T* xv = t.value(xs.index()).data() + rows.offset;
-        for (std::size_t b = 0; b < batch; ++b) {
-            const T* xr = xv + b * rows.stride;
-            T* p = act + b * width;
-            if (bias) for (std::size_t j = 0; j < width; ++j) p[j] = xr[j] + bias[j];
-            else std::copy(xr, xr + width, p);
-        }
+        rows_plus_bias(t.value(xs.index()).data() + rows.offset, rows.stride, bias, act, batch, width);
         detail::gemm<T>(false, false, batch, width, hidden, T(1), h, hidden, wt, width, T(1), act, width);
         for_rows(batch, width, [&](std::size_t b) {
             const std::size_t k = b * hidden;
             lstm_forward_row(act + b * width, c + k, cn + k, hn + k, hidden);
         });
-        for (std::size_t b = 0; b < batch; ++b) {
-            const std::size_t k = b * hidden;
-            T* out = y + (time_axis == 0 ? (step * batch + b) : (b * steps + step)) * hidden;
-            if (row_active<T>(lengths, b, step)) {
-                std::copy(hn + k, hn + k + hidden, h + k);
-                std::copy(cn + k, cn + k + hidden, c + k);
-                std::copy(hn + k, hn + k + hidden, out);
-            } else {
-                std::fill(out, out + hidden, T(0));
-            }
-        }
+        commit_step<T, 2>(y, time_axis, steps, step, batch, hidden, lengths, {h, c}, {hn, cn});
     }
     return {t.handle(i, 0), t.handle(i, 1), t.handle(i, 2)};
 }
@@ -621,16 +624,7 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
         for_rows(batch, width, [&](std::size_t b) {
             gru_forward_row(xv + b * rows.stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden, hidden);
         });
-        for (std::size_t b = 0; b < batch; ++b) {
-            const std::size_t k = b * hidden;
-            T* out = y + (time_axis == 0 ? (step * batch + b) : (b * steps + step)) * hidden;
-            if (row_active<T>(lengths, b, step)) {
-                std::copy(hn + k, hn + k + hidden, h + k);
-                std::copy(hn + k, hn + k + hidden, out);
-            } else {
-                std::fill(out, out + hidden, T(0));
-            }
-        }
+        commit_step<T, 1>(y, time_axis, steps, step, batch, hidden, lengths, {h}, {hn});
     }
     return {t.handle(i, 0), t.handle(i, 1), Var<T>()};
 }
