@@ -468,6 +468,9 @@ template <class T>
 void Tape<T>::release(std::uint32_t i) {
     auto& n = nodes_[i];
     n.live = false;
+    // A transposed copy of this node's value must not serve the node that takes its slot next.
+    for (std::size_t k = 0; k < transposed_used_; ++k)
+        if (transposed_[k].first == i) transposed_[k].first = detail::no_node;
     // Bounded by the slot count (a loop whose released sizes are never asked for again must not
     // grow it): past that, the buffer is freed.
     if (n.value.storage().size() != 0) {

@@ -390,6 +390,28 @@ BOOST_AUTO_TEST_CASE(a_tape_used_by_a_second_thread_is_a_clear_error) {
 }
 #endif
 
+BOOST_AUTO_TEST_CASE(a_transposed_copy_follows_its_node_not_its_slot) {
+    // On an inference tape a released node's slot is reused: the next node there gets its own
+    // transpose, not the one made for the node before it.
+    Tape<double> t({.record = false});
+    const xt::xarray<double> a = rnd({2, 3}, 46), b = rnd({2, 3}, 47);
+    std::uint32_t slot = 0;
+    {
+        auto w = t.constant(a);
+        slot = w.index();
+        BOOST_TEST(same(t.transposed(slot), xt::xarray<double>(xt::transpose(a))));
+    }
+    auto w2 = t.constant(b);
+    BOOST_TEST_REQUIRE(w2.index() == slot);  // the slot was reused
+    BOOST_TEST(same(t.transposed(w2.index()), xt::xarray<double>(xt::transpose(b))));
+    // A bound Parameter's copy is remade once its value may have changed.
+    Parameter<double> p(a);
+    auto pw = t.bind(p);
+    BOOST_TEST(same(t.transposed(pw.index()), xt::xarray<double>(xt::transpose(a))));
+    p.value() = b;
+    BOOST_TEST(same(t.transposed(pw.index()), xt::xarray<double>(xt::transpose(b))));
+}
+
 BOOST_AUTO_TEST_CASE(detach_stops_the_gradient) {
     Tape<double> t;
     const xt::xarray<double> xv = rnd({2, 2}, 15);
