@@ -323,6 +323,7 @@ private:
         }
         if (op == "Cast" && input(ctx, 0).kind == Kind::data) return input(ctx, 0);
         if (op == "Concat" && input(ctx, 0).kind == Kind::h) return concat_states(ctx);
+        if (op == "Concat" && input(ctx, 0).kind == Kind::c) return {Kind::c};  // c_n of a bare LSTM: an extra output
         if (any_data) fail(ctx.who + ": this use of " + op + " on the model's data is not supported");
         if (any_meta) return {Kind::meta};
         if (any_zeros && (op == "Slice" || op == "Squeeze" || op == "Unsqueeze" || op == "Cast")) return {Kind::zeros};

@@ -37,7 +37,9 @@ BOOST_AUTO_TEST_SUITE_END()
 #include "recur/nn/init.hpp"
 #include "recur/nn/layers.hpp"
 #include "recur/nn/recurrent.hpp"
+#include "recur/nn/losses.hpp"
 #include "recur/onnx.hpp"
+#include "recur/optim.hpp"
 #include "recur/train.hpp"
 #include "support.hpp"
 
@@ -383,6 +385,97 @@ BOOST_AUTO_TEST_CASE(unsupported_models_name_the_layer_and_leave_no_file) {
     nn::Linear<float> linear(2, 2);
     BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(linear, file, old); }, {"opset 11"}));
     BOOST_TEST(!fs::exists(file));
+}
+
+// ---- Import --------------------------------------------------------------------------------
+
+/// recur's output for x (a whole batch, eval mode).
+xt::xarray<float> predict(nn::Sequential<float>& model, const xt::xarray<float>& x, const std::vector<std::int64_t>& lengths = {}) {
+    model.eval();
+    Tape<float> tape;
+    return model(tape.constant(x), lengths).value();
+}
+
+// torch.onnx.export files (PyTorch 1.13, opset 14) give PyTorch's outputs within 1e-5.
+BOOST_AUTO_TEST_CASE(import_matches_pytorch) {
+    for (std::string name : {"lstm_bi_stack", "gru_last", "rnn_relu_time_major", "embedding_lstm", "gru_bi_stack_time_major"}) {
+        BOOST_TEST_CONTEXT(name) {
+            const std::string base = std::string(RECUR_ONNX_DATA_DIR) + "/torch/" + name;
+            auto model = io::import_onnx<float>(base + ".onnx");
+            auto arrays = io::load_npz<float>(base + ".npz", {"input", "output"});
+            const xt::xarray<float> y = predict(*model, arrays[0].second);
+            BOOST_TEST(max_difference(y, arrays[1].second) <= 1e-5);
+        }
+    }
+}
+
+// recur -> ONNX -> recur: the same parameters, bit for bit, and the same outputs.
+BOOST_AUTO_TEST_CASE(round_trip_is_exact) {
+    Scratch scratch;
+    for (Case& c : export_cases()) {
+        BOOST_TEST_CONTEXT(c.name) {
+            const std::string file = scratch / (c.name + ".onnx");
+            io::OnnxExportOptions options;
+            options.lengths = c.lengths;
+            io::export_onnx(*c.model, file, options);
+            auto back = io::import_onnx<float>(file);
+            auto original = c.model->parameters();
+            auto imported = back->parameters();
+            BOOST_REQUIRE_EQUAL(original.size(), imported.size());
+            for (std::size_t k = 0; k < original.size(); ++k) BOOST_TEST(original[k]->value() == imported[k]->value());
+            c.model->eval();
+            const xt::xarray<float> x = case_input(c, 3, 6, 99);
+            const std::vector<std::int64_t> lengths = c.lengths ? case_lengths(3, 6) : std::vector<std::int64_t>{};
+            Tape<float> tape;
+            const xt::xarray<float> want = c.run(tape.constant(x), lengths).at("output");
+            BOOST_TEST(predict(*back, x, lengths) == want);
+        }
+    }
+}
+
+// An imported model is an ordinary Sequential: fit trains it.
+BOOST_AUTO_TEST_CASE(imported_model_trains) {
+    auto model = io::import_onnx<float>(std::string(RECUR_ONNX_DATA_DIR) + "/torch/gru_last.onnx");
+    const xt::xarray<float> x = uniform_array({32, 6, 4}, 5);
+    xt::xarray<float> y = xt::xarray<float>::from_shape({32, 2});
+    for (std::size_t b = 0; b < 32; ++b) {  // targets in (0, 1), as the Sigmoid gives
+        y(b, 0) = x(b, 5, 0) > 0 ? 0.9f : 0.1f;
+        y(b, 1) = 0.5f;
+    }
+    optim::Adam<float> adam(model->parameters(), {.lr = 0.02});
+    train::LossFn<float> loss = [](const Var<float>& p, const Var<float>& t) { return nn::mse_loss(p, t); };
+    auto history = train::fit(*model, loss, adam, {x, y}, {.epochs = 30, .batch_size = 8, .verbose = false});
+    BOOST_TEST(history["loss"].back() < 0.5 * history["loss"].front());
+}
+
+BOOST_AUTO_TEST_CASE(unsupported_node_names_node_op_and_reason) {
+    const std::string file = std::string(RECUR_ONNX_DATA_DIR) + "/torch/unsupported_gelu.onnx";
+    BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(file); }, {"unsupported_gelu.onnx", "/1/Div", "(Div)", "not supported"}));
+}
+
+// Truncated, corrupted and missing files raise io_error, never crash.
+BOOST_AUTO_TEST_CASE(malformed_files_raise_io_error) {
+    Scratch scratch;
+    const std::string good = std::string(RECUR_ONNX_DATA_DIR) + "/torch/lstm_bi_stack.onnx";
+    const std::string bytes = slurp(good);
+    BOOST_REQUIRE_GT(bytes.size(), 1000u);
+    const std::string bad = scratch / "bad.onnx";
+    std::size_t raised = 0, cases = 0;
+    for (std::size_t cut = 0; cut < bytes.size(); cut += 97) {
+        std::ofstream(bad, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(cut));
+        ++cases;
+        try {
+            io::import_onnx<float>(bad);
+        } catch (const io_error&) {
+            ++raised;
+        }
+    }
+    BOOST_TEST(raised == cases);  // every prefix lacks the graph's output or its weights
+    std::string flipped = bytes;
+    for (std::size_t k = 40; k < flipped.size(); k += 13) flipped[k] = static_cast<char>(flipped[k] ^ 0x5a);
+    std::ofstream(bad, std::ios::binary).write(flipped.data(), static_cast<std::streamsize>(flipped.size()));
+    BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(bad); }, {"bad.onnx"}));
+    BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(scratch / "missing.onnx"); }, {"missing.onnx", "cannot open"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
