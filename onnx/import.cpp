@@ -115,7 +115,13 @@ public:
         if (out.kind != Kind::data) fail("graph output '" + g.output(0).name() + "' is not the end of the layer chain");
         consume(out, "graph output '" + g.output(0).name() + "'");
         if (out.flipped) fail("graph output '" + g.output(0).name() + "' has its time and batch axes swapped relative to the input");
-        return build();
+        try {
+            return build();
+        } catch (const io_error&) {
+            throw;
+        } catch (const error& e) {  // a module refusing what the file describes (a zero width, ...)
+            fail(std::string("the layers described cannot be built: ") + e.what());
+        }
     }
 
 private:
