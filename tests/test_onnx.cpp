@@ -191,12 +191,11 @@ template <class M, class O>
 Case bare(std::string name, O o, bool lengths) {
     auto m = std::make_unique<M>(o);
     auto* model = m.get();
-    const bool lstm = std::is_same_v<M, nn::LSTM<float>>;
     return {std::move(name), std::move(m),
-            [model, lstm](const Var<float>& x, const std::vector<std::int64_t>& l) {
+            [model](const Var<float>& x, const std::vector<std::int64_t>& l) {
                 auto run = model->forward(x, {}, l);
                 Outputs out{{"output", run.output.value()}, {"h_n", run.state[0].value()}};
-                if (lstm) out["c_n"] = run.state[1].value();
+                if (run.state.size() > 1) out["c_n"] = run.state[1].value();  // the LSTM's
                 return out;
             },
             o.batch_first, o.input_size, 0, lengths};
