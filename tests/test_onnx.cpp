@@ -450,6 +450,31 @@ BOOST_AUTO_TEST_CASE(imported_model_trains) {
 BOOST_AUTO_TEST_CASE(unsupported_node_names_node_op_and_reason) {
     const std::string file = std::string(RECUR_ONNX_DATA_DIR) + "/torch/unsupported_gelu.onnx";
     BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(file); }, {"unsupported_gelu.onnx", "/1/Div", "(Div)", "not supported"}));
+    const std::string lbr0 = std::string(RECUR_ONNX_DATA_DIR) + "/torch/unsupported_gru_lbr0.onnx";
+    BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(lbr0); }, {"gru_lbr0", "(GRU)", "linear_before_reset = 0"}));
+}
+
+// A double model is written as float32 and read back as double: the weights within float
+// rounding, the outputs close.
+BOOST_AUTO_TEST_CASE(double_models_round_trip_through_float32) {
+    Scratch scratch;
+    manual_seed(3);
+    nn::Sequential<double> s;
+    s.add(nn::recurrent_layer(std::make_unique<nn::GRU<double>>(nn::GRUOptions{.input_size = 3, .hidden_size = 4, .batch_first = true}),
+                              nn::Return::last));
+    s.emplace<nn::Linear<double>>(4, 2);
+    io::export_onnx(s, scratch / "double.onnx");
+    auto back = io::import_onnx<double>(scratch / "double.onnx");
+    auto a = s.parameters(), b = back->parameters();
+    BOOST_REQUIRE_EQUAL(a.size(), b.size());
+    for (std::size_t k = 0; k < a.size(); ++k)
+        BOOST_TEST(xt::xarray<double>(xt::cast<float>(a[k]->value())) == b[k]->value());
+    s.eval();
+    back->eval();
+    Tape<double> tape;
+    xt::xarray<double> x = xt::cast<double>(uniform_array({2, 5, 3}, 4));
+    const xt::xarray<double> ya = s(tape.constant(x)).value(), yb = (*back)(tape.constant(x)).value();
+    BOOST_TEST(xt::amax(xt::abs(ya - yb))() < 1e-6);
 }
 
 // Truncated, corrupted and missing files raise io_error, never crash.

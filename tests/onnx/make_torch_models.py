@@ -12,6 +12,7 @@ import os
 import sys
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -52,6 +53,20 @@ def models():
                                            (nn.ReLU(), None), (nn.Linear(8, 2), None)), (5, 3, 3), False
 
 
+def onnx_gru_linear_before_reset_0(path):
+    """A GRU node as other exporters write it (linear_before_reset = 0): not PyTorch's GRU."""
+    from onnx import TensorProto, helper
+    w = helper.make_tensor("W", TensorProto.FLOAT, [1, 6, 3], [0.1] * 18)
+    r = helper.make_tensor("R", TensorProto.FLOAT, [1, 6, 2], [0.1] * 12)
+    node = helper.make_node("GRU", ["input", "W", "R"], ["Y", "Y_h"], name="gru_lbr0", hidden_size=2)
+    squeeze_axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    squeeze = helper.make_node("Squeeze", ["Y", "axes"], ["output"], name="squeeze")
+    graph = helper.make_graph([node, squeeze], "lbr0", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["T", "B", 3])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["T", "B", 2])],
+                              initializer=[w, r, squeeze_axes])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(14)
@@ -69,6 +84,7 @@ def main(out):
         np.savez(os.path.join(out, name + ".npz"), input=x.numpy().astype(np.float32),
                  output=y.numpy().astype(np.float32))
         print(name, tuple(x.shape), "->", tuple(y.shape))
+    onnx_gru_linear_before_reset_0(os.path.join(out, "unsupported_gru_lbr0.onnx"))
 
 
 if __name__ == "__main__":
