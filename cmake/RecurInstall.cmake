@@ -24,6 +24,17 @@ if(RECUR_DISTRIBUTED)
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
   install(EXPORT recurDistributedTargets NAMESPACE recur:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/recur)
 endif()
+# recur::onnx likewise: it names libonnx_proto and PkgConfig::PROTOBUF, which recurConfig.cmake
+# finds (quietly unless the onnx component is required).
+if(TARGET recur_onnx)
+  install(TARGETS recur_onnx EXPORT recurOnnxTargets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT recurOnnxTargets NAMESPACE recur:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/recur)
+  set(RECUR_PACKAGE_HAS_ONNX ON)
+else()
+  set(RECUR_PACKAGE_HAS_ONNX OFF)
+endif()
 set(RECUR_PACKAGE_HAS_DISTRIBUTED ${RECUR_DISTRIBUTED})  # read by recurConfig.cmake.in
 configure_package_config_file(cmake/recurConfig.cmake.in ${PROJECT_BINARY_DIR}/recurConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/recur)

@@ -128,6 +128,7 @@ class Softmax : public Layer<T> {
 public:
     explicit Softmax(std::ptrdiff_t axis = -1) : axis_(axis) {}
     Var<T> forward(const Var<T>& x, const std::vector<std::int64_t>& lengths) override;
+    std::ptrdiff_t axis() const { return axis_; }
 
 private:
     std::ptrdiff_t axis_;
@@ -139,6 +140,7 @@ class LogSoftmax : public Layer<T> {
 public:
     explicit LogSoftmax(std::ptrdiff_t axis = -1) : axis_(axis) {}
     Var<T> forward(const Var<T>& x, const std::vector<std::int64_t>& lengths) override;
+    std::ptrdiff_t axis() const { return axis_; }
 
 private:
     std::ptrdiff_t axis_;
