@@ -72,6 +72,7 @@ public:
     std::vector<std::size_t> state_sizes() const { return {this->hidden_size_}; }
     CellState<T> step(const Var<T>& x, const CellState<T>& state);  // x (B, I)
     CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);  // xp (B, H)
+    Nonlinearity nonlinearity() const { return nonlinearity_; }
 
 private:
     Nonlinearity nonlinearity_;
