@@ -3,8 +3,8 @@
 //   ModuleStep: the module API, one step per call on a reused no-grad tape with the state
 //               carried by hand (what a user writes without a Streamer).
 // Each benchmark iteration is 10,000 steps; report the median over repetitions, per step:
-//   OMP_NUM_THREADS=1 taskset -c 1 build/benchmarks/bench_streaming --benchmark_repetitions=10 \
-//       --benchmark_report_aggregates_only=true
+//   OMP_NUM_THREADS=1 taskset -c 1 build/benchmarks/bench_streaming --benchmark_repetitions=10
+//       --benchmark_report_aggregates_only=true   (one command line)
 #include <benchmark/benchmark.h>
 
 #include <cmath>

@@ -17,8 +17,9 @@
 //
 // Speed: no tape and no allocation per step. The weights are laid out once for the step's
 // products (an LSTM or RNN layer as one (I + H, G) matrix [W_ih^T; W_hh^T] with the two biases
-// summed; a GRU's W_ih^T and W_hh^T; a Linear's W^T), the products go to recur's small
-// register-tiled GEMM and the gate math is the fused cells' own row kernels (xsimd). A
+// summed; a GRU's W_ih^T and W_hh^T; a Linear's W^T), the products go to a one-row SIMD
+// kernel at B = 1 (recur's small GEMM above) and the gate math is the fused cells' own row
+// kernels (xsimd). A
 // Parameter whose version() changed since (an optimizer step, io::load, assign) is laid out
 // again before the next step, so a Streamer follows a model that keeps training.
 //
