@@ -15,6 +15,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "common.hpp"
+#include "recurrent_rows.hpp"
 
 namespace recur {
 
@@ -124,25 +125,6 @@ T* scratch(std::size_t n) {
     return buffer.data();
 }
 
-// y[j] = act(a[j] + b[j]) (or act(a[j]) when b is null) for j < n, vectorised; y may be a or b.
-template <class T, class Act>
-void activate(T* y, const T* a, const T* b, std::size_t n, Act act) {
-    using batch = xsimd::batch<T>;
-    constexpr std::size_t w = batch::size;
-    std::size_t j = 0;
-    if (b) {
-        for (; j + w <= n; j += w) act(batch::load_unaligned(a + j) + batch::load_unaligned(b + j)).store_unaligned(y + j);
-        for (; j < n; ++j) y[j] = act(a[j] + b[j]);
-    } else {
-        for (; j + w <= n; j += w) act(batch::load_unaligned(a + j)).store_unaligned(y + j);
-        for (; j < n; ++j) y[j] = act(a[j]);
-    }
-}
-
-// σ(x) = 1 / (1 + e^-x): saturates to 0 or 1 for large |x| without overflow trouble.
-constexpr auto sigmoid_fn = [](auto x) { return decltype(x)(1) / (decltype(x)(1) + xsimd::exp(-x)); };
-constexpr auto tanh_fn = [](auto x) { return xsimd::tanh(x); };
-
 // dst = src (assign) or dst += src, n elements.
 template <class T>
 void add_row(T* dst, const T* src, std::size_t n, bool assign) {
@@ -234,18 +216,7 @@ void send_gate_grads(Tape<T>& t, std::uint32_t i, const FusedState<T>& state, co
     recurrent_backward(t, t.input(i, 1), t.input(i, w), has_bias ? &bias : nullptr, dhg, batch, width);
 }
 
-// ---- LSTM rows -------------------------------------------------------------------------------
-// a = [i | f | g | o] pre-activations (4H) -> activations in place;  c' = f c + i g;  h' = o tanh(c')
-template <class T>
-void lstm_forward_row(T* a, const T* c, T* cn, T* h, std::size_t hidden) {
-    activate(a, a, static_cast<const T*>(nullptr), 2 * hidden, sigmoid_fn);                   // i, f
-    activate(a + 2 * hidden, a + 2 * hidden, static_cast<const T*>(nullptr), hidden, tanh_fn);  // g
-    activate(a + 3 * hidden, a + 3 * hidden, static_cast<const T*>(nullptr), hidden, sigmoid_fn);  // o
-    for (std::size_t j = 0; j < hidden; ++j) cn[j] = a[hidden + j] * c[j] + a[j] * a[2 * hidden + j];
-    activate(h, cn, static_cast<const T*>(nullptr), hidden, tanh_fn);
-    for (std::size_t j = 0; j < hidden; ++j) h[j] *= a[3 * hidden + j];
-}
-
+// ---- LSTM rows (the forward row is in recurrent_rows.hpp) -------------------------------------
 // With dc' (dcn, may be null) and dh' (dh, may be null), dc'_total = dc' + dh' o (1 - tanh²c'):
 //   out = [di df dg do] = [dc g i(1-i), dc c f(1-f), dc i (1-g²), dh' tanh(c') o(1-o)];  dc += dc'_total f
 // The null cases are template flags, so the loop has no branch and vectorises.
@@ -339,18 +310,7 @@ LSTMPointwise<T> lstm_node(const char* op, Tape<T>& t, const std::uint32_t* inpu
     return {t.handle(i, 0), t.handle(i, 1)};
 }
 
-// ---- GRU rows --------------------------------------------------------------------------------
-// x = xg row, hg = hg row (3H), hp = h row:  r, z = σ(x + hg), n = tanh(x_n + r hg_n),
-// y = n + z (h - n);  a = [r | z | n] out.
-template <class T>
-void gru_forward_row(const T* x, const T* hg, const T* hp, T* a, T* y, std::size_t hidden) {
-    activate(a, x, hg, 2 * hidden, sigmoid_fn);
-    T* n = a + 2 * hidden;
-    for (std::size_t j = 0; j < hidden; ++j) n[j] = a[j] * hg[2 * hidden + j];
-    activate(n, x + 2 * hidden, n, hidden, tanh_fn);
-    for (std::size_t j = 0; j < hidden; ++j) y[j] = n[j] + a[hidden + j] * (hp[j] - n[j]);
-}
-
+// ---- GRU rows (the forward row is in recurrent_rows.hpp) --------------------------------------
 // dn = dy (1 - z)(1 - n²), dz = dy (h - n) z(1 - z), dr = dn hg_n r(1 - r):
 //   dx = [dr dz dn];  dhg = [dr dz dn r];  dh += dy z
 template <bool HasDh, class T>

@@ -300,6 +300,44 @@ BOOST_AUTO_TEST_CASE(non_finite_loss_stops_or_skips) {
     BOOST_TEST(std::isfinite(h["loss"].front()));
 }
 
+// NonFinite::skip_batch skips the training batches holding a NaN or infinite sample (and
+// validates on the finite samples): the run equals one on the data without those batches.
+BOOST_AUTO_TEST_CASE(non_finite_samples_skip_their_batches) {
+    auto data = linear_data(40, 12);
+    data.x(5, 0) = std::nan("");                              // training batch 1 of 3
+    data.y(33, 0) = std::numeric_limits<double>::infinity();  // the validation split (30..39)
+    const train::FitOptions<double> o{.epochs = 3, .batch_size = 10, .validation_split = 0.25, .verbose = 0,
+                                      .shuffle = false, .on_non_finite = train::NonFinite::skip_batch};
+    manual_seed(13);
+    nn::Sequential<double> model;
+    model.emplace<nn::Linear<double>>(2, 1);
+    optim::SGD<double> sgd(model.parameters(), {.lr = 0.1});
+    BOOST_TEST(throws_with<value_error>([&] { train::fit<double>(model, mse, sgd, data, {.verbose = 0}); },
+                                        {"fit", "x", "sample 5"}));  // the default rejects it up front
+    const auto h = train::fit<double>(model, mse, sgd, data, o);
+    BOOST_TEST(h["skipped_batches"].back() == 1.0);
+    BOOST_TEST(h["non_finite_batches"].back() == 1.0);
+    BOOST_TEST(h["non_finite_samples"].back() == 1.0);
+
+    auto rows = [&](const std::vector<std::size_t>& idx) {
+        return train::Dataset<double>{data::take_rows(data.x, idx), data::take_rows(data.y, idx), {}};
+    };
+    const auto clean = rows({10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29});
+    const auto clean_val = rows({30, 31, 32, 34, 35, 36, 37, 38, 39});
+    manual_seed(13);
+    nn::Sequential<double> twin;
+    twin.emplace<nn::Linear<double>>(2, 1);
+    optim::SGD<double> sgd2(twin.parameters(), {.lr = 0.1});
+    auto o2 = o;
+    o2.validation_split = 0;
+    o2.validation_data = &clean_val;
+    const auto h2 = train::fit<double>(twin, mse, sgd2, clean, o2);
+    for (std::size_t k = 0; k < 2; ++k) BOOST_TEST(model.parameters()[k]->value() == twin.parameters()[k]->value());
+    BOOST_TEST(h["val_loss"].back() == h2["val_loss"].back());
+    BOOST_TEST(h["loss"].back() == h2["loss"].back());
+    BOOST_TEST(!h2.has("skipped_batches"));
+}
+
 BOOST_AUTO_TEST_CASE(bad_input_is_reported) {
     manual_seed(8);
     nn::Sequential<double> model;

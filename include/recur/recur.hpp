@@ -12,6 +12,7 @@
 #include "recur/nn/losses.hpp"
 #include "recur/nn/module.hpp"
 #include "recur/nn/recurrent.hpp"
+#include "recur/nn/streaming.hpp"
 #include "recur/ops.hpp"
 #include "recur/optim.hpp"
 #include "recur/parallel.hpp"

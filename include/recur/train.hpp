@@ -11,6 +11,18 @@
 // checkpoint stores: a run resumed from epoch k ends with the same weights as one that never
 // stopped.
 //
+// Stateful models (nn::RecurrentLayer with stateful = true, alone or in a Sequential) train
+// with truncated BPTT: with shuffle = false and batch_size B, batch k + 1 continues batch k
+// row by row, so a long series cut into B parallel streams of consecutive chunks (sample
+// k * B + b = chunk k of stream b) is learnt chunk after chunk, the gradient stopping at
+// chunk boundaries. fit resets the states at the start of every epoch; evaluate and predict
+// (and so the validation) reset them at their start and carry them across their batches.
+// Every batch must then hold B samples (the carried state's size; value_error naming the
+// layer otherwise), so N, and the validation samples, should be multiples of B. Keras's fit
+// does not reset states by itself (keras#2849: users call reset_states() after each epoch,
+// as Keras's stateful_lstm example does); recur does that reset for you. threads > 1 cannot
+// train a stateful model (value_error).
+//
 // FitOptions::threads > 1 trains data-parallel (recur/parallel.hpp): each batch is cut into
 // one contiguous shard per thread, each recorded on its own reused tape with its generator
 // reseeded from (seed, epoch, batch, shard), and the shards' gradients are reduced in shard
@@ -210,7 +222,14 @@ private:
 template <class T>
 class Callback;
 
-/// What to do when a batch's loss is NaN or infinite.
+/// What to do with NaN or infinity in the data or in a batch's loss.
+///   stop (the default): data holding a NaN or an infinity (in a float input or y) is
+///     rejected up front (value_error naming the array and the sample), and a non-finite
+///     loss ends training with a value_error naming the epoch and the batch.
+///   skip_batch: a training batch holding such a sample, or whose loss is not finite, is
+///     skipped (no step); validation runs on the finite samples only. History counts them
+///     per epoch: "skipped_batches" (all skipped batches), "non_finite_batches" (those
+///     skipped for their data) and "non_finite_samples" (the training samples at fault).
 enum class NonFinite { stop, skip_batch };
 
 template <class T>

@@ -1,6 +1,7 @@
 // Feed-forward layers, activations and Sequential, composed from primitive ops.
 #include "recur/nn/layers.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -126,6 +127,21 @@ Var<T> Sequential<T>::forward(const Var<T>& x, const std::vector<std::int64_t>& 
     Var<T> y = x;
     for (auto& layer : layers_) y = layer->forward(y, lengths);
     return y;
+}
+
+template <class T>
+bool Sequential<T>::stateful() const {
+    return std::any_of(layers_.begin(), layers_.end(), [](const auto& layer) { return layer->stateful(); });
+}
+
+template <class T>
+void Sequential<T>::reset_states() {
+    for (auto& layer : layers_) layer->reset_states();
+}
+
+template <class T>
+void Sequential<T>::reset_states(const std::vector<std::size_t>& rows) {
+    for (auto& layer : layers_) layer->reset_states(rows);
 }
 
 template <class T>

@@ -1,4 +1,5 @@
 // fit / evaluate / predict and the History they produce.
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -250,8 +251,8 @@ void check_table(const char* fn, const Table<T>& t, const char* which) {
     const std::string head = std::string(fn) + ": " + (*which ? std::string(which) + " " : std::string());
     if (t.inputs.empty()) throw value_error(head + "data has no inputs");
     if (t.count == 0) throw value_error(head + "data is empty");
-    const auto& [name0, column0] = t.inputs[0];
-    const Shape s0 = column_shape(column0);
+    const std::string& name0 = t.inputs[0].first;
+    const Shape s0 = column_shape(t.inputs[0].second);
     auto check = [&](const std::string& label, const Column<T>& c) {
         const Shape s = column_shape(c);
         if (s.empty() || s[0] != s0[0])
@@ -287,6 +288,31 @@ void check_finite(const char* fn, const char* which, const Table<T>& t) {
     };
     for (const auto& [name, c] : t.inputs) check(t.label(name), c);
     if (t.y) check("y", *t.y);
+}
+
+// Per sample of `t`: 1 if a float input or y holds a NaN or an infinity in it.
+template <class T>
+std::vector<char> non_finite_samples(const Table<T>& t) {
+    std::vector<char> bad(t.count, 0);
+    auto mark = [&](const Column<T>& c) {
+        const auto* const* a = std::get_if<const xt::xarray<T>*>(&c);
+        if (!a) return;
+        const std::size_t per = (*a)->size() / (*a)->shape()[0];
+        const T* data = (*a)->data() + t.first * per;
+        for (std::size_t k = 0; k < t.count * per; ++k)
+            if (!std::isfinite(data[k])) bad[k / per] = 1;
+    };
+    for (const auto& [name, c] : t.inputs) mark(c);
+    if (t.y) mark(*t.y);
+    return bad;
+}
+
+// The samples [begin, end) whose flag in `bad` is 0.
+inline std::vector<std::size_t> finite_samples(const std::vector<char>& bad, std::size_t begin, std::size_t end) {
+    std::vector<std::size_t> keep;
+    for (std::size_t i = begin; i < end; ++i)
+        if (!bad[i]) keep.push_back(i - begin);
+    return keep;
 }
 
 // Rows first + idx[k] of a (N, ...) array: (idx.size(), ...).
@@ -335,6 +361,11 @@ struct Net {
         if (layer) return *layer;
         return *model;
     }
+    bool stateful() const { return layer && layer->stateful(); }
+    /// A stateful layer forgets its carried state (the start of an epoch, of an evaluation).
+    void reset_states() const {
+        if (stateful()) layer->reset_states();
+    }
     Var<T> operator()(Tape<T>& tape, const Inputs<T>& rows) const {
         if (model) return (*model)(Batch<T>(tape, rows));
         return (*layer)(tape.constant(std::get<xt::xarray<T>>(rows[0])), lengths_of(rows));
@@ -368,16 +399,23 @@ struct ModeGuard {
 
 namespace {
 
-// Loss and metrics over the table in eval mode, without recording.
+// Loss and metrics over the table in eval mode, without recording; over the samples `keep`
+// of it only, if given (NaN when it is empty).
 template <class T>
 std::map<std::string, double> evaluate_table(const Net<T>& net, const LossFn<T>& loss, const Table<T>& d,
-                                             std::size_t batch_size, const std::vector<Metric<T>>& metrics) {
+                                             std::size_t batch_size, const std::vector<Metric<T>>& metrics,
+                                             const std::vector<std::size_t>* keep = nullptr) {
     ModeGuard<T> eval(net.module(), false);
+    net.reset_states();
     Tape<T> tape({.record = false});
-    const data::BatchIterator batches(d.count, batch_size, false);
+    const std::size_t count = keep ? keep->size() : d.count;
+    std::vector<std::vector<std::size_t>> batches;
+    if (count) batches = data::BatchIterator(count, batch_size, false).epoch(0);
     double total = 0;
     std::vector<double> sums(metrics.size(), 0.0);
-    for (const auto& idx : batches.epoch(0)) {
+    for (auto& idx : batches) {
+        if (keep)
+            for (auto& i : idx) i = (*keep)[i];
         tape.clear();
         const Inputs<T> xb = gather_inputs(d, idx);
         const xt::xarray<T> yb = gather_targets(d, idx);
@@ -386,8 +424,9 @@ std::map<std::string, double> evaluate_table(const Net<T>& net, const LossFn<T>&
         total += n * static_cast<double>(loss(pred, tape.constant(yb)).item());
         for (std::size_t m = 0; m < metrics.size(); ++m) sums[m] += n * metrics[m].fn(pred.value(), yb);
     }
-    std::map<std::string, double> out{{"loss", total / static_cast<double>(d.count)}};
-    for (std::size_t m = 0; m < metrics.size(); ++m) out[metrics[m].name] = sums[m] / static_cast<double>(d.count);
+    const double n = count ? static_cast<double>(count) : std::nan("");
+    std::map<std::string, double> out{{"loss", total / n}};
+    for (std::size_t m = 0; m < metrics.size(); ++m) out[metrics[m].name] = sums[m] / n;
     return out;
 }
 
@@ -395,6 +434,7 @@ std::map<std::string, double> evaluate_table(const Net<T>& net, const LossFn<T>&
 template <class T>
 xt::xarray<T> predict_table(const Net<T>& net, const Table<T>& d, std::size_t batch_size) {
     ModeGuard<T> eval(net.module(), false);
+    net.reset_states();
     Tape<T> tape({.record = false});
     xt::xarray<T> out;
     std::size_t row = 0, per = 0;
@@ -559,8 +599,13 @@ void check_options(const FitOptions<T>& o) {
 template <class T>
 History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const Table<T>& data,
                  const Table<T>* validation, const FitOptions<T>& o) {
-    check_finite("fit", "training", data);
-    if (validation) check_finite("fit", "validation", *validation);
+    // NonFinite::stop rejects data holding NaN or infinity up front; skip_batch skips the
+    // training batches holding such a sample and validates on the finite samples only.
+    const bool skip = o.on_non_finite == NonFinite::skip_batch;
+    if (!skip) {
+        check_finite("fit", "training", data);
+        if (validation) check_finite("fit", "validation", *validation);
+    }
     nn::Module<T>& model = net.module();
 
     // Keras: the validation split is the last samples, taken before any shuffling.
@@ -570,6 +615,13 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
     const Table<T> tr = data.part(0, n - n_val);
     const Table<T> split_val = data.part(n - n_val, n);
     const Table<T>* val = validation ? validation : (n_val ? &split_val : nullptr);
+    const std::vector<char> bad = skip ? non_finite_samples(data) : std::vector<char>{};
+    const std::size_t bad_train = skip ? static_cast<std::size_t>(std::count(bad.begin(), bad.end() - static_cast<std::ptrdiff_t>(n_val), 1)) : 0;
+    const std::vector<char> bad_val = skip && validation ? non_finite_samples(*validation) : std::vector<char>{};
+    // Validation samples are those of the split (flags of `data`) or of the given data.
+    auto val_flags = [&](std::size_t begin, std::size_t end) {
+        return validation ? finite_samples(bad_val, begin, end) : finite_samples(bad, n - n_val + begin, n - n_val + end);
+    };
 
     const auto params = model.parameters();
     // Across processes: rank r of size ranks (one process: rank 0 of 1).
@@ -577,6 +629,7 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
     const int rank = comm ? comm->rank() : 0, size = comm ? comm->size() : 1;
     std::optional<distributed::GradReducer<T>> reducer;
     Table<T> val_part;  // this rank's contiguous part of the validation data
+    std::vector<std::size_t> val_keep;  // with skip_batch, its finite samples
     std::size_t val_first = 0, val_last = val ? val->count : 0;
     if (comm) {
         check_same_as_rank0(*comm, model, o, tr.count, val ? val->count : 0);
@@ -585,6 +638,7 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
         if (val) {
             std::tie(val_first, val_last) = rank_part(val->count, rank, size);
             val_part = val->part(val_first, val_last);
+            if (skip) val_keep = val_flags(val_first, val_last);
         }
     }
     // Per step: each rank's n_r * loss, then each metric's sum over the rank's samples.
@@ -600,6 +654,9 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
         if (!net.layer)
             throw value_error("fit: threads > 1 (data-parallel threads) trains single-input models (nn::Layer) only; "
                               "train a multi-input train::Model with threads = 1, or across processes (communicator)");
+        if (net.stateful())
+            throw value_error("fit: threads > 1 (data-parallel threads) cannot train a stateful model: its shards "
+                              "would share one carried state; use threads = 1");
         parallel.emplace(*net.layer, loss, DataParallelOptions{.threads = o.threads});
     }
     else if (reducer) reducer->attach(tape);
@@ -608,13 +665,19 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
         const auto start = std::chrono::steady_clock::now();
         if (reducer) reducer->reset_timers();
         model.train();
+        net.reset_states();  // a stateful model starts every epoch from zero states
         const auto epoch_batches = batches.epoch(epoch);
         progress.epoch_begin(epoch, o.epochs, epoch_batches.size());
         double loss_sum = 0, seen = 0;
         std::vector<double> metric_sums(o.metrics.size(), 0.0);
-        std::size_t skipped = 0;
+        std::size_t skipped = 0, skipped_non_finite = 0;
         for (std::size_t b = 0; b < epoch_batches.size(); ++b) {
             const auto& global = epoch_batches[b];
+            if (skip && std::any_of(global.begin(), global.end(), [&](std::size_t i) { return bad[i] != 0; })) {
+                ++skipped;  // every rank holds all the data, so every rank skips the same batches
+                ++skipped_non_finite;
+                continue;
+            }
             const auto [first, last] = rank_part(global.size(), rank, size);
             const std::vector<std::size_t> idx(global.begin() + static_cast<std::ptrdiff_t>(first),
                                                global.begin() + static_cast<std::ptrdiff_t>(last));
@@ -691,23 +754,29 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
         for (std::size_t m = 0; m < o.metrics.size(); ++m)
             logs.emplace_back(o.metrics[m].name, seen ? metric_sums[m] / seen : std::nan(""));
         if (val && comm) {  // each rank its part; sums weighted by part size, then over the ranks
-            std::vector<double> sums(1 + o.metrics.size(), 0.0);
-            if (val_last > val_first) {
-                const auto v = evaluate_table(net, loss, val_part, o.batch_size, o.metrics);
-                const double w = static_cast<double>(val_last - val_first);
+            std::vector<double> sums(2 + o.metrics.size(), 0.0);  // loss, metrics, samples
+            const double w = static_cast<double>(skip ? val_keep.size() : val_last - val_first);
+            if (w > 0) {
+                const auto v = evaluate_table(net, loss, val_part, o.batch_size, o.metrics, skip ? &val_keep : nullptr);
                 sums[0] = w * v.at("loss");
                 for (std::size_t m = 0; m < o.metrics.size(); ++m) sums[1 + m] = w * v.at(o.metrics[m].name);
             }
+            sums.back() = w;
             comm->allreduce_sum(std::span<double>(sums));
-            const double nv = static_cast<double>(val->count);
+            const double nv = sums.back() > 0 ? sums.back() : std::nan("");
             logs.emplace_back("val_loss", sums[0] / nv);
             for (std::size_t m = 0; m < o.metrics.size(); ++m) logs.emplace_back("val_" + o.metrics[m].name, sums[1 + m] / nv);
         } else if (val) {
-            const auto v = evaluate_table(net, loss, *val, o.batch_size, o.metrics);
+            const std::vector<std::size_t> keep = skip ? val_flags(0, val->count) : std::vector<std::size_t>{};
+            const auto v = evaluate_table(net, loss, *val, o.batch_size, o.metrics, skip ? &keep : nullptr);
             logs.emplace_back("val_loss", v.at("loss"));
             for (const auto& m : o.metrics) logs.emplace_back("val_" + m.name, v.at(m.name));
         }
         if (skipped) logs.emplace_back("skipped_batches", static_cast<double>(skipped));
+        if (skipped_non_finite) {  // batches skipped for their data, and the training samples at fault
+            logs.emplace_back("non_finite_batches", static_cast<double>(skipped_non_finite));
+            logs.emplace_back("non_finite_samples", static_cast<double>(bad_train));
+        }
         double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         std::array<double, 3> timing{seconds, reducer ? reducer->comm_seconds() : 0.0, reducer ? reducer->wait_seconds() : 0.0};
         if (comm) comm->broadcast(std::span<double>(timing), 0);  // rank 0's, so that every History is the same

@@ -15,6 +15,7 @@
 // Letters: B batch, T time, I in_features, O out_features, V vocabulary, E embedding dim.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -41,6 +42,14 @@ public:
     /// are not recurrent ignore lengths.
     virtual Var<T> forward(const Var<T>& x, const std::vector<std::int64_t>& lengths) = 0;
     Var<T> operator()(const Var<T>& x, const std::vector<std::int64_t>& lengths = {}) { return forward(x, lengths); }
+
+    /// True for a layer that carries state from one call into the next (a stateful
+    /// RecurrentLayer, or a Sequential holding one).
+    virtual bool stateful() const { return false; }
+    /// Forgets the carried state of every batch row (the next call starts from zeros).
+    virtual void reset_states() {}
+    /// Zeros the carried state of the given batch rows only (index_error for a row beyond it).
+    virtual void reset_states(const std::vector<std::size_t>& rows) { (void)rows; }
 };
 
 // ---- Feed-forward layers ------------------------------------------------------------------
@@ -157,7 +166,16 @@ enum class Return {
 /// Adapts a recurrent module M (nn::RNN, nn::LSTM, nn::GRU or any nn::Recurrent<Cell>) to a
 /// Layer. The module is owned and listed as a child without a name, so its parameters keep
 /// PyTorch's names ("weight_ih_l0"; "0.weight_ih_l0" inside a Sequential). Every run starts
-/// from a zero state.
+/// from a zero state, unless the layer is stateful.
+///
+/// Stateful (Keras's stateful = True): the final state of a call (h, and c for an LSTM; per
+/// batch row, at each sequence's own last step with lengths) is the initial state of the
+/// next call, row b continuing row b, so a long series can be fed in consecutive chunks.
+/// The state is carried as a value, detached from the tape that computed it, so gradients
+/// stop at the chunk boundary (truncated BPTT). The first call, and the first after
+/// reset_states(), starts from zeros; reset_states(rows) zeros some rows only. A call whose
+/// batch size differs from the carried state's raises value_error naming the layer and both
+/// sizes. train::fit resets the states at the start of every epoch (see recur/train.hpp).
 ///
 /// Return::last is the final hidden state of the last layer, h_n[-D:] of PyTorch: for a
 /// bidirectional module, [forward h at the sequence's last step, reverse h at its first
@@ -167,14 +185,26 @@ class RecurrentLayer : public Layer<typename M::value_type> {
 public:
     using T = typename M::value_type;
 
-    explicit RecurrentLayer(std::unique_ptr<M> module, Return mode = Return::sequences)
-        : module_(std::move(module)), mode_(mode) {
+    explicit RecurrentLayer(std::unique_ptr<M> module, Return mode = Return::sequences, bool stateful = false)
+        : module_(std::move(module)), mode_(mode), stateful_(stateful) {
         if (!module_) throw value_error("RecurrentLayer: no module given");
         this->register_module("", *module_);
     }
 
-    Var<T> forward(const Var<T>& x, const std::vector<std::int64_t>& lengths) override {
-        Sequence<T> run = module_->forward(x, {}, lengths);
+    Var<T> forward(const Var<T>& x, const std::vector<std::int64_t>& lengths) override;
+
+    bool stateful() const override { return stateful_; }
+    void reset_states() override { carried_.clear(); }
+    void reset_states(const std::vector<std::size_t>& rows) override;
+    /// The carried state: one array (L*D, B, size_k) per state part (h; h, c for an LSTM),
+    /// empty before the first call and after reset_states().
+    const std::vector<xt::xarray<T>>& states() const { return carried_; }
+
+    M& module() { return *module_; }
+    Return mode() const { return mode_; }
+
+private:
+    Var<T> output_of(const Sequence<T>& run) {
         if (mode_ == Return::sequences) return run.output;
         // state[0] is h_n (L*D, B, H_out); the last layer's entries are the final D.
         const Var<T>& h = run.state[0];
@@ -185,26 +215,68 @@ public:
         for (std::ptrdiff_t k = ld - d; k < ld; ++k) parts.push_back(select(h, 0, k));
         return concat(parts, -1);  // (B, D*H_out)
     }
+    std::string name() const;  // "RecurrentLayer(LSTM, stateful)" in messages
 
-    M& module() { return *module_; }
-    Return mode() const { return mode_; }
-
-private:
     std::unique_ptr<M> module_;
     Return mode_;
+    bool stateful_;
+    std::vector<xt::xarray<T>> carried_;
 };
+
+template <class M>
+inline std::string RecurrentLayer<M>::name() const {
+    std::string kind = "Recurrent";
+    if constexpr (std::is_same_v<M, LSTM<T>>) kind = "LSTM";
+    if constexpr (std::is_same_v<M, GRU<T>>) kind = "GRU";
+    if constexpr (std::is_same_v<M, RNN<T>>) kind = "RNN";
+    return "RecurrentLayer(" + kind + (stateful_ ? ", stateful)" : ")");
+}
+
+template <class M>
+inline auto RecurrentLayer<M>::forward(const Var<T>& x, const std::vector<std::int64_t>& lengths) -> Var<T> {
+    CellState<T> initial;
+    if (stateful_ && !carried_.empty() && x.defined() && x.shape().size() == 3) {
+        const std::size_t batch = x.shape()[module_->batch_first() ? 0 : 1], carried = carried_[0].shape()[1];
+        if (batch != carried)
+            throw value_error(name() + ": the carried state is for a batch of " + std::to_string(carried) +
+                              " rows, but the input " + shape_str(x.shape()) + " has " + std::to_string(batch) +
+                              " (give every call the same batch size, or call reset_states() first)");
+        for (const auto& s : carried_) initial.push_back(x.tape().constant(s));  // detached: TBPTT
+    }
+    Sequence<T> run = module_->forward(x, initial, lengths);
+    if (stateful_) {
+        carried_.resize(run.state.size());
+        for (std::size_t k = 0; k < run.state.size(); ++k) carried_[k] = run.state[k].value();
+    }
+    return output_of(run);
+}
+
+// Zeros rows b of every carried part (L*D, B, size_k).
+template <class M>
+inline void RecurrentLayer<M>::reset_states(const std::vector<std::size_t>& rows) {
+    for (auto& s : carried_) {
+        const std::size_t ld = s.shape()[0], batch = s.shape()[1], width = s.shape()[2];
+        for (std::size_t b : rows) {
+            if (b >= batch)
+                throw index_error(name() + "::reset_states: row " + std::to_string(b) + " is out of range for a state of " +
+                                  std::to_string(batch) + " rows");
+            for (std::size_t k = 0; k < ld; ++k) std::fill_n(s.data() + (k * batch + b) * width, width, T(0));
+        }
+    }
+}
 
 /// RecurrentLayer<M> owning `module`: nn::recurrent_layer(std::make_unique<nn::GRU<float>>(o), Return::last).
 template <class M>
-std::unique_ptr<RecurrentLayer<M>> recurrent_layer(std::unique_ptr<M> module, Return mode = Return::sequences) {
-    return std::make_unique<RecurrentLayer<M>>(std::move(module), mode);
+std::unique_ptr<RecurrentLayer<M>> recurrent_layer(std::unique_ptr<M> module, Return mode = Return::sequences,
+                                                   bool stateful = false) {
+    return std::make_unique<RecurrentLayer<M>>(std::move(module), mode, stateful);
 }
 
 // ---- Sequential ---------------------------------------------------------------------------
 
 /// torch.nn.Sequential: runs its layers in order, each on the previous one's output, passing
 /// the same lengths to all. Layer k is the child "k", so parameter names are PyTorch's
-/// ("0.weight_ih_l0", "4.weight"). train()/eval() reach every layer. A Sequential is itself
+/// ("0.weight_ih_l0", "4.weight"). train()/eval() and reset_states() reach every layer. A Sequential is itself
 /// a Layer and may be nested.
 template <class T>
 class Sequential : public Layer<T> {
@@ -224,6 +296,10 @@ public:
     }
 
     Var<T> forward(const Var<T>& x, const std::vector<std::int64_t>& lengths) override;
+    /// Any layer stateful; reset_states reaches every layer.
+    bool stateful() const override;
+    void reset_states() override;
+    void reset_states(const std::vector<std::size_t>& rows) override;
 
     std::size_t size() const { return layers_.size(); }
     bool empty() const { return layers_.empty(); }
