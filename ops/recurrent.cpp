@@ -881,7 +881,8 @@ LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, s
     const std::uint32_t i = t.push(op, in.data(), in.size(), &layer_norm_lstm_backward<T>, 2);
     T* hn = t.output_value(i, {batch, hidden}, 0).data();
     T* cn = t.output_value(i, {batch, hidden}, 1).data();
-    const auto [act, hhat, stats] = layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, 0);
+    const std::array<T*, 3> buffers = layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, 0);
+    T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];  // (not a structured binding: lambdas capture them)
     recurrent_product(t, in[1], in[3], hhat, batch, width);
     const GateRows rows = sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
     const T* x = t.value(in[0]).data() + rows.offset;
@@ -915,7 +916,8 @@ Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
     const std::uint32_t i = t.push(op, in.data(), in.size(), &layer_norm_gru_backward<T>);
     T* y = t.output_value(i, {batch, hidden}).data();
     // hg (B, 3H) at the start of scratch; the buffers after it when not recorded
-    const auto [act, hhat, stats] = layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, batch * width);
+    const std::array<T*, 3> buffers = layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, batch * width);
+    T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];
     T* hg = scratch<T>(batch * width);
     recurrent_product(t, in[1], in[2], hhat, batch, width);
     const GateRows rows = sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));

@@ -41,7 +41,9 @@ BOOST_AUTO_TEST_CASE(each_mode_combines_the_directions) {
     const xt::xarray<double> rev = xt::view(ref.output.value(), xt::all(), xt::all(), xt::range(4, 8));
     const std::vector<std::pair<MergeMode, xt::xarray<double>>> cases{
         {MergeMode::sum, fwd + rev}, {MergeMode::mul, fwd * rev}, {MergeMode::ave, (fwd + rev) * 0.5}};
-    for (const auto& [mode, expected] : cases) {
+    for (const auto& c : cases) {
+        const MergeMode mode = c.first;
+        const xt::xarray<double>& expected = c.second;
         manual_seed(3);
         LSTM<double> merged(options(mode));
         BOOST_TEST(merged.output_size() == 4u);
