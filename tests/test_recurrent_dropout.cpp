@@ -111,6 +111,25 @@ BOOST_AUTO_TEST_CASE(gru_recurrent_mask_enters_the_product_only) {
     }
 }
 
+// A cell without a masked step (LayerNormLSTMCell) gets h ⊙ m as its state[0] from unroll, with
+// the same mask at every step: the same as the mask inside the product for an LSTM.
+BOOST_AUTO_TEST_CASE(layer_norm_lstm_gets_the_masked_state) {
+    LayerNormLSTM<double> lstm({.input_size = I, .hidden_size = H, .recurrent_dropout = 0.5});
+    lstm.keep_masks(true);
+    const xt::xarray<double> xv = normal_array({T, B, I}, 14);
+    Tape<double> tape;
+    auto y = lstm(tape.constant(xv)).output;
+    const xt::xarray<double> mask = lstm.recurrent_masks().at(0);
+    BOOST_TEST(is_mask(mask, 0.5));
+    auto& cell = lstm.cell(0);
+    Var<double> xs = cell.project_input(tape.constant(xv)), m = tape.constant(mask);
+    CellState<double> s{tape.zeros({B, H}), tape.zeros({B, H})};
+    for (std::size_t t = 0; t < T; ++t) {
+        s = cell.step_at(xs, 0, t, {s[0] * m, s[1]});
+        BOOST_TEST(same(xt::view(y.value(), t), s[0].value(), 1e-14));
+    }
+}
+
 BOOST_AUTO_TEST_CASE(eval_mode_and_zero_probability_draw_no_mask) {
     const xt::xarray<double> xv = normal_array({T, B, I}, 4);
     manual_seed(9);
