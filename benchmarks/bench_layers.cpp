@@ -31,6 +31,8 @@
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
+#include <memory>
+#include <string>
 #include <stdexcept>
 #include <vector>
 
@@ -164,6 +166,115 @@ void BM_Sgemm(benchmark::State& state) {
     count_flops(state, 2.0 * m * k * n);
 }
 
+// ---- 4. Layer-normalised LSTM (issue 12) -----------------------------------------------------
+// The natural training step of nn::LayerNormLSTM (fused steps: layer_norm_lstm_step) and of the
+// same cell with its step composed from primitives (LayerNormLSTMCell::step_composed: linear,
+// layer_norm, chunk, sigmoid, tanh, mul, add; ~14 nodes per step), and of the same again with each
+// layer norm composed from mean, sub, mul, pow (~30 nodes per step), beside BM_Train/lstm.
+
+/// A LayerNormLSTMCell stepping through its composed reference instead of the fused node.
+class ComposedLayerNormLSTMCell : public recur::nn::Module<float> {
+public:
+    using value_type = float;
+    ComposedLayerNormLSTMCell(std::size_t in, std::size_t hidden, const std::string& suffix)
+        : cell_({.input_size = in, .hidden_size = hidden, .suffix = suffix}) {
+        this->register_module("", cell_);
+    }
+    std::size_t input_size() const { return cell_.input_size(); }
+    std::vector<std::size_t> state_sizes() const { return cell_.state_sizes(); }
+    recur::Var<float> project_input(const recur::Var<float>& x) { return cell_.project_input(x); }
+    recur::nn::CellState<float> step_projected(const recur::Var<float>& xp, const recur::nn::CellState<float>& s) {
+        return cell_.step_composed(xp, s);
+    }
+    recur::nn::CellState<float> step(const recur::Var<float>& x, const recur::nn::CellState<float>& s) {
+        return step_projected(project_input(x), s);
+    }
+
+private:
+    recur::nn::LayerNormLSTMCell<float> cell_;
+};
+
+/// LayerNormLSTMCell's step with every layer norm composed from elementwise primitives
+/// (mean, sub, mul, pow), as a user without layer_norm writes it (issue 12's 3x slower cell).
+class PrimitiveLayerNormLSTMCell : public recur::nn::Module<float> {
+public:
+    using value_type = float;
+    PrimitiveLayerNormLSTMCell(std::size_t in, std::size_t hidden, const std::string& suffix)
+        : cell_({.input_size = in, .hidden_size = hidden, .suffix = suffix}) {
+        this->register_module("", cell_);
+        for (auto& [name, p] : cell_.named_parameters()) p_.push_back(p);  // w_ih w_hh γ_ih β_ih γ_hh β_hh γ_c β_c
+    }
+    std::size_t input_size() const { return cell_.input_size(); }
+    std::vector<std::size_t> state_sizes() const { return cell_.state_sizes(); }
+    recur::Var<float> project_input(const recur::Var<float>& x) {
+        auto& t = x.tape();
+        return norm(linear(x, t.bind(*p_[0])), 2);
+    }
+    recur::nn::CellState<float> step_projected(const recur::Var<float>& xp, const recur::nn::CellState<float>& s) {
+        auto& t = xp.tape();
+        const auto g = recur::chunk(xp + norm(linear(s[0], t.bind(*p_[1])), 4), 4, 1);
+        recur::Var<float> c = recur::sigmoid(g[1]) * s[1] + recur::sigmoid(g[0]) * recur::tanh(g[2]);
+        return {recur::sigmoid(g[3]) * recur::tanh(norm(c, 6)), c};
+    }
+    recur::nn::CellState<float> step(const recur::Var<float>& x, const recur::nn::CellState<float>& s) {
+        return step_projected(project_input(x), s);
+    }
+
+private:
+    // (v - mean) (var + eps)^-1/2 γ + β over the last axis, with the gain and shift p_[k], p_[k + 1].
+    recur::Var<float> norm(const recur::Var<float>& v, std::size_t k) {
+        auto& t = v.tape();
+        recur::Var<float> c = v - recur::mean(v, -1, true);
+        return c * recur::pow(recur::mean(c * c, -1, true) + 1e-5f, -0.5f) * t.bind(*p_[k]) + t.bind(*p_[k + 1]);
+    }
+    recur::nn::LayerNormLSTMCell<float> cell_;
+    std::vector<recur::Parameter<float>*> p_;
+};
+
+/// Times the natural training step (fresh tape, loss = sum(output), backward) of module m.
+template <class M>
+void time_module_training(benchmark::State& state, M& m) {
+    const LayerSizes z = sizes_of(state);
+    const xt::xarray<float> x = recur::bench::layer_input(z);
+    auto step = [&] {
+        m.zero_grad();
+        Tape<float> tape;
+        recur::Var<float> loss = recur::sum(m.forward(tape.constant(x)).output);
+        tape.backward(loss);
+    };
+    step();
+    for (auto _ : state) {
+        step();
+        benchmark::ClobberMemory();
+    }
+    count_flops(state, 3.0 * z.forward_flops(Kind::lstm));
+}
+
+void BM_TrainLayerNormLSTM(benchmark::State& state) {
+    const LayerSizes z = sizes_of(state);
+    recur::manual_seed(7);
+    recur::nn::LayerNormLSTM<float> m({.input_size = z.i, .hidden_size = z.h, .batch_first = true});
+    time_module_training(state, m);
+}
+
+void BM_TrainLayerNormLSTMComposed(benchmark::State& state) {
+    const LayerSizes z = sizes_of(state);
+    recur::manual_seed(7);
+    recur::nn::Recurrent<ComposedLayerNormLSTMCell> m(
+        "ComposedLayerNormLSTM", {.input_size = z.i, .batch_first = true},
+        [&z](std::size_t in, const std::string& suffix) { return std::make_unique<ComposedLayerNormLSTMCell>(in, z.h, suffix); });
+    time_module_training(state, m);
+}
+
+void BM_TrainLayerNormLSTMPrimitives(benchmark::State& state) {
+    const LayerSizes z = sizes_of(state);
+    recur::manual_seed(7);
+    recur::nn::Recurrent<PrimitiveLayerNormLSTMCell> m(
+        "PrimitiveLayerNormLSTM", {.input_size = z.i, .batch_first = true},
+        [&z](std::size_t in, const std::string& suffix) { return std::make_unique<PrimitiveLayerNormLSTMCell>(in, z.h, suffix); });
+    time_module_training(state, m);
+}
+
 // The sizes (B, T, I, H) of the targets.
 void size_xs(benchmark::internal::Benchmark* b) { b->Args({1, 1000, 16, 16}); }
 void size_s(benchmark::internal::Benchmark* b) { b->Args({16, 200, 64, 64}); }
@@ -185,6 +296,11 @@ void xs_and_m(benchmark::internal::Benchmark* b) {
     size_xs(b);
     size_m(b);
 }
+void s_and_m(benchmark::internal::Benchmark* b) {
+    step_units(b);
+    size_s(b);
+    size_m(b);
+}
 void m_only(benchmark::internal::Benchmark* b) {
     step_units(b);
     size_m(b);
@@ -202,6 +318,9 @@ BENCHMARK(BM_InferNatural<Kind::gru>)->Name("BM_Infer/gru/natural")->Apply(all_s
 BENCHMARK(BM_InferTuned<Kind::gru>)->Name("BM_Infer/gru/tuned")->Apply(all_sizes);
 BENCHMARK(BM_InferNatural<Kind::rnn>)->Name("BM_Infer/rnn/natural")->Apply(m_only);
 BENCHMARK(BM_InferTuned<Kind::rnn>)->Name("BM_Infer/rnn/tuned")->Apply(m_only);
+BENCHMARK(BM_TrainLayerNormLSTM)->Name("BM_Train/ln_lstm/natural")->Apply(s_and_m);
+BENCHMARK(BM_TrainLayerNormLSTMComposed)->Name("BM_Train/ln_lstm_composed/natural")->Apply(s_and_m);
+BENCHMARK(BM_TrainLayerNormLSTMPrimitives)->Name("BM_Train/ln_lstm_primitives/natural")->Apply(s_and_m);
 BENCHMARK(BM_Sgemm<recur::bench::ref_sgemm>)->Name("BM_Sgemm")->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Sgemm<onednn_sgemm>)->Name("BM_SgemmOneDNN")->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
 

@@ -39,4 +39,8 @@
     X(lstm_step)            \
     X(gru_pointwise)        \
     X(gru_step)             \
-    X(detach)
+    X(detach)               \
+    /* layer norm and the layer-normalised cells (issue 12) */ \
+    X(layer_norm)           \
+    X(layer_norm_lstm_step) \
+    X(layer_norm_gru_step)

@@ -15,6 +15,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "common.hpp"
+#include "normalization.hpp"
 #include "recurrent_rows.hpp"
 
 namespace recur {
@@ -26,7 +27,8 @@ template <class T>
 struct FusedState {
     // LSTM (B, 4H) [i f g o]; GRU pointwise (B, 3H) [r z n], GRU step (B, 4H) [r z n hg_n]
     xt::xarray<T> gates;
-    bool step_form = false;  // *_step (inputs xs, h, [c,] w_hh[, b_hh]) or *_pointwise
+    bool step_form = false;  // *_step (inputs xs, h, [c,] w_hh[, b_hh][, h_mask]) or *_pointwise
+    bool has_mask = false;   // step form: the last input is a recurrent dropout mask (B, H_out)
     std::size_t time_axis = 0, step = 0;
 };
 
@@ -118,7 +120,8 @@ void for_rows(std::size_t rows, std::size_t row_elements, F f) {
 // A per-thread buffer of at least n elements, kept for the thread's lifetime (no allocation
 // once warm). One user at a time: callers finish with it before calling anything that uses it
 // (a forward and a backward never overlap on one thread).
-template <class T>
+// Slot 1 is a second buffer, for the masked h (recurrent dropout) while slot 0 is in use.
+template <class T, int Slot = 0>
 T* scratch(std::size_t n) {
     thread_local std::vector<T> buffer;
     if (buffer.size() < n) buffer.resize(n);
@@ -164,30 +167,50 @@ void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::
     }
 }
 
+// The left operand of the recurrent product: h, or h ⊙ mask (recurrent dropout, mask (B, H_out))
+// in scratch slot 1.
 template <class T>
-void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b,
-                       T* pre, std::size_t batch, std::size_t g) {
-    rows_plus_bias(t.value(x.node).data() + x.offset, x.stride, b ? t.value(*b).data() : static_cast<const T*>(nullptr),
-                   pre, batch, g);
+const T* masked_h(Tape<T>& t, std::uint32_t h, const std::uint32_t* mask) {
     const auto& hv = t.value(h);
-    const std::size_t hout = hv.shape()[1];
-    detail::gemm<T>(false, false, batch, g, hout, T(1), hv.data(), hout, t.transposed(w).data(), g, T(1), pre, g);
+    if (!mask) return hv.data();
+    T* out = scratch<T, 1>(hv.size());
+    const T* m = t.value(*mask).data();
+    for (std::size_t k = 0; k < hv.size(); ++k) out[k] = hv.data()[k] * m[k];
+    return out;
 }
 
 template <class T>
+void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b,
+                       T* pre, std::size_t batch, std::size_t g, const std::uint32_t* mask = nullptr) {
+    rows_plus_bias(t.value(x.node).data() + x.offset, x.stride, b ? t.value(*b).data() : static_cast<const T*>(nullptr),
+                   pre, batch, g);
+    const std::size_t hout = t.value(h).shape()[1];
+    detail::gemm<T>(false, false, batch, g, hout, T(1), masked_h(t, h, mask), hout, t.transposed(w).data(), g, T(1), pre, g);
+}
+
+// With a mask m (recurrent dropout): dh += (dpre w) ⊙ m;  dw += dpre^T (h ⊙ m).
+template <class T>
 void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std::uint32_t* b, const T* dpre,
-                        std::size_t batch, std::size_t g) {
+                        std::size_t batch, std::size_t g, const std::uint32_t* mask = nullptr) {
     const auto& hv = t.value(h);
     const std::size_t hout = hv.shape()[1];
     if (t.needs_grad(h)) {
         auto r = t.grad_ref(h);
         const T beta = r.beta();
-        detail::gemm<T>(false, false, batch, hout, g, T(1), dpre, g, t.value(w).data(), hout, beta, r.buffer().data(), hout);
+        if (!mask) {
+            detail::gemm<T>(false, false, batch, hout, g, T(1), dpre, g, t.value(w).data(), hout, beta, r.buffer().data(), hout);
+        } else {
+            T* dhm = scratch<T, 1>(batch * hout);
+            detail::gemm<T>(false, false, batch, hout, g, T(1), dpre, g, t.value(w).data(), hout, T(0), dhm, hout);
+            const T* m = t.value(*mask).data();
+            T* dh = r.buffer().data();
+            for (std::size_t k = 0; k < batch * hout; ++k) dh[k] = (beta == T(0) ? T(0) : dh[k]) + dhm[k] * m[k];
+        }
     }
     if (t.needs_grad(w)) {
         auto r = t.grad_ref(w);
         const T beta = r.beta();
-        detail::gemm<T>(true, false, g, hout, batch, T(1), dpre, g, hv.data(), hout, beta, r.buffer().data(), hout);
+        detail::gemm<T>(true, false, g, hout, batch, T(1), dpre, g, masked_h(t, h, mask), hout, beta, r.buffer().data(), hout);
     }
     if (b && t.needs_grad(*b)) {
         T* db = t.grad_ref(*b).zeroed().data();
@@ -211,12 +234,15 @@ void send_gate_grads(Tape<T>& t, std::uint32_t i, const FusedState<T>& state, co
     const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
                                         static_cast<std::int64_t>(state.step));
     add_gate_grad(t, rows.node, &rows, dx, batch, width);
-    const bool has_bias = node.num_inputs == w + 2;
+    const std::uint32_t inputs = node.num_inputs - (state.has_mask ? 1 : 0);  // without the mask
+    const bool has_bias = inputs == w + 2;
     const std::uint32_t bias = has_bias ? t.input(i, w + 1) : 0;
-    recurrent_backward(t, t.input(i, 1), t.input(i, w), has_bias ? &bias : nullptr, dhg, batch, width);
+    const std::uint32_t mask = state.has_mask ? t.input(i, inputs) : 0;
+    recurrent_backward(t, t.input(i, 1), t.input(i, w), has_bias ? &bias : nullptr, dhg, batch, width,
+                       state.has_mask ? &mask : nullptr);
 }
 
-// ---- LSTM rows (the forward row is in recurrent_rows.hpp) -------------------------------------
+// ---- LSTM rows (the forward rows are in recurrent_rows.hpp) --------------------------------
 // With dc' (dcn, may be null) and dh' (dh, may be null), dc'_total = dc' + dh' o (1 - tanh²c'):
 //   out = [di df dg do] = [dc g i(1-i), dc c f(1-f), dc i (1-g²), dh' tanh(c') o(1-o)];  dc += dc'_total f
 // The null cases are template flags, so the loop has no branch and vectorises.
@@ -284,8 +310,8 @@ void lstm_backward(Tape<T>& t, std::uint32_t i) {
 // Pushes the node over `inputs`; `pre(act)` writes the pre-activations (B, 4H) into act.
 template <class T, class Pre>
 LSTMPointwise<T> lstm_node(const char* op, Tape<T>& t, const std::uint32_t* inputs, std::size_t count,
-                           bool step_form, std::size_t time_axis, std::size_t step, std::size_t batch,
-                           std::size_t hidden, Pre pre) {
+                           bool step_form, bool has_mask, std::size_t time_axis, std::size_t step,
+                           std::size_t batch, std::size_t hidden, Pre pre) {
     const std::size_t width = 4 * hidden;
     const std::uint32_t i = t.push(op, inputs, count, &lstm_backward<T>, 2);
     T* h = t.output_value(i, {batch, hidden}, 0).data();
@@ -294,6 +320,7 @@ LSTMPointwise<T> lstm_node(const char* op, Tape<T>& t, const std::uint32_t* inpu
     if (t.needs_grad(i)) {
         auto& state = t.template state<FusedState<T>>(i);
         state.step_form = step_form;
+        state.has_mask = has_mask;
         state.time_axis = time_axis;
         state.step = step;
         state.gates.resize({batch, width});
@@ -361,11 +388,12 @@ void gru_backward(Tape<T>& t, std::uint32_t i) {
 // The gates buffer of a GRU node of `width` columns: kept in its state when recorded, else in
 // per-thread scratch after `scratch_used` elements.
 template <class T>
-T* gru_gates(Tape<T>& t, std::uint32_t i, bool step_form, std::size_t time_axis, std::size_t step, std::size_t batch,
-             std::size_t width, std::size_t scratch_used) {
+T* gru_gates(Tape<T>& t, std::uint32_t i, bool step_form, bool has_mask, std::size_t time_axis, std::size_t step,
+             std::size_t batch, std::size_t width, std::size_t scratch_used) {
     if (!t.needs_grad(i)) return scratch<T>(scratch_used + batch * width) + scratch_used;
     auto& state = t.template state<FusedState<T>>(i);
     state.step_form = step_form;
+    state.has_mask = has_mask;
     state.time_axis = time_axis;
     state.step = step;
     state.gates.resize({batch, width});
@@ -383,25 +411,48 @@ LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>
     const std::size_t batch = dims.first, hidden = dims.second;
     const std::uint32_t x = xg.index(), y = hg.index();
     const std::array<std::uint32_t, 3> in{x, y, c.index()};
-    return lstm_node("lstm_pointwise", t, in.data(), in.size(), false, 0, 0, batch, hidden, [&](T* act) {
+    return lstm_node("lstm_pointwise", t, in.data(), in.size(), false, false, 0, 0, batch, hidden, [&](T* act) {
         const T *xv = t.value(x).data(), *hv = t.value(y).data();
         for (std::size_t k = 0; k < batch * 4 * hidden; ++k) act[k] = xv[k] + hv[k];
     });
 }
 
+// A recurrent dropout mask: a constant of h's shape (or undefined).
+template <class T>
+void check_mask(const char* op, const Var<T>& mask, const Var<T>& h) {
+    if (!mask.defined()) return;
+    detail::tape_of(op, h, mask);
+    if (mask.requires_grad()) throw value_error(std::string(op) + ": h_mask must be a constant (no gradient flows to it)");
+    if (mask.shape() != h.shape())
+        throw shape_error(std::string(op) + ": h_mask must have h's shape " + shape_str(h.shape()) + ", got " +
+                          shape_str(mask.shape()));
+}
+
+// The inputs of a step node: fixed ones, then b_hh and h_mask when defined; returns the count.
+template <class T, std::size_t N>
+std::size_t step_inputs(std::array<std::uint32_t, N>& in, std::size_t fixed, const Var<T>& b_hh, const Var<T>& h_mask) {
+    std::size_t n = fixed;
+    if (b_hh.defined()) in[n++] = b_hh.index();
+    if (h_mask.defined()) in[n++] = h_mask.index();
+    return n;
+}
+
 template <class T>
 LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
-                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh) {
+                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh, const Var<T>& h_mask) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("lstm_step", xs, h, c, w_hh, b_hh)
                                 : detail::tape_of("lstm_step", xs, h, c, w_hh);
     const auto dims = check_step("lstm_step", 4, xs, time_axis, step, h, c, w_hh, b_hh);
+    check_mask("lstm_step", h_mask, h);
     const std::size_t batch = dims.first, hidden = dims.second;
-    const std::array<std::uint32_t, 5> in{xs.index(), h.index(), c.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
-    const std::size_t count = b_hh.defined() ? 5 : 4;
+    std::array<std::uint32_t, 6> in{xs.index(), h.index(), c.index(), w_hh.index(), 0, 0};
+    const std::size_t count = step_inputs(in, 4, b_hh, h_mask);
+    const std::uint32_t* bias = b_hh.defined() ? &in[4] : nullptr;
+    const std::uint32_t* mask = h_mask.defined() ? &in[count - 1] : nullptr;
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
-    return lstm_node("lstm_step", t, in.data(), count, true, time_axis, step, batch, hidden, [&](T* act) {
+    return lstm_node("lstm_step", t, in.data(), count, true, mask != nullptr, time_axis, step, batch, hidden, [&](T* act) {
         const GateRows rows = sequence_rows(t, in[0], axis, k);
-        recurrent_forward(t, rows, in[1], in[3], count == 5 ? &in[4] : nullptr, act, batch, 4 * hidden);
+        recurrent_forward(t, rows, in[1], in[3], bias, act, batch, 4 * hidden, mask);
     });
 }
 
@@ -414,7 +465,7 @@ Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h) {
     const std::size_t batch = dims.first, hidden = dims.second;
     const std::size_t width = 3 * hidden;
     const std::uint32_t out = t.push("gru_pointwise", {xg.index(), hg.index(), h.index()}, &gru_backward<T>);
-    T* act = gru_gates(t, out, false, 0, 0, batch, width, 0);
+    T* act = gru_gates(t, out, false, false, 0, 0, batch, width, 0);
     auto& node = t.node(out);
     t.output_value(out, {batch, hidden});
     const T *x = t.value(xg.index()).data(), *hgv = t.value(hg.index()).data(), *hp = t.value(h.index()).data();
@@ -427,29 +478,31 @@ Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h) {
 
 template <class T>
 Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& w_hh,
-                const Var<T>& b_hh) {
+                const Var<T>& b_hh, const Var<T>& h_mask) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_step", xs, h, w_hh, b_hh) : detail::tape_of("gru_step", xs, h, w_hh);
     const auto dims = check_step("gru_step", 3, xs, time_axis, step, h, h, w_hh, b_hh);
+    check_mask("gru_step", h_mask, h);
     const std::size_t batch = dims.first, hidden = dims.second;
     const std::size_t width = 3 * hidden;
-    const std::array<std::uint32_t, 4> in{xs.index(), h.index(), w_hh.index(), b_hh.defined() ? b_hh.index() : 0};
-    const std::size_t count = b_hh.defined() ? 4 : 3;
+    std::array<std::uint32_t, 5> in{xs.index(), h.index(), w_hh.index(), 0, 0};
+    const std::size_t count = step_inputs(in, 3, b_hh, h_mask);
+    const std::uint32_t* mask = h_mask.defined() ? &in[count - 1] : nullptr;
     const std::uint32_t out = t.push("gru_step", in.data(), count, &gru_backward<T>);
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
     // hg = b_hh + h w_hh^T (B, 3H) at the start of scratch; its n part is kept with the gates.
-    T* act = gru_gates(t, out, true, time_axis, step, batch, 4 * hidden, batch * width);
+    T* act = gru_gates(t, out, true, mask != nullptr, time_axis, step, batch, 4 * hidden, batch * width);
     T* hg = scratch<T>(batch * width);
     auto& node = t.node(out);
     t.output_value(out, {batch, hidden});
-    const std::uint32_t* bias = count == 4 ? &in[3] : nullptr;
+    const std::uint32_t* bias = b_hh.defined() ? &in[3] : nullptr;
     const auto& bv = bias ? t.value(*bias) : t.value(in[0]);
     for (std::size_t r = 0; r < batch; ++r) {
         if (bias) std::copy(bv.data(), bv.data() + width, hg + r * width);
         else std::fill(hg + r * width, hg + (r + 1) * width, T(0));
     }
     const auto& hv = t.value(in[1]);
-    detail::gemm<T>(false, false, batch, width, hidden, T(1), hv.data(), hidden, t.transposed(in[2]).data(), width, T(1),
-                    hg, width);
+    detail::gemm<T>(false, false, batch, width, hidden, T(1), masked_h(t, in[1], mask), hidden, t.transposed(in[2]).data(),
+                    width, T(1), hg, width);
     const GateRows rows = sequence_rows(t, in[0], axis, k);
     const T* x = t.value(in[0]).data() + rows.offset;
     T* y = node.value.data();
@@ -592,13 +645,257 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
 #define RECUR_RECURRENT(T)                                                                                      \
     template LSTMPointwise<T> lstm_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                      \
     template LSTMPointwise<T> lstm_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&,  \
-                                        const Var<T>&, const Var<T>&);                                           \
+                                        const Var<T>&, const Var<T>&, const Var<T>&);                            \
     template Var<T> gru_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                                 \
-    template Var<T> gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, const Var<T>&); \
+    template Var<T> gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, const Var<T>&, \
+                             const Var<T>&);                                                                      \
     template SequenceRun<T> lstm_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,         \
                                           const Var<T>&, const Var<T>&, const std::vector<std::int64_t>&);       \
     template SequenceRun<T> gru_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,          \
                                          const Var<T>&, const std::vector<std::int64_t>&);
 RECUR_INSTANTIATE_FOR(RECUR_RECURRENT)
+
+// ---- Layer-normalised LSTM and GRU steps (Ba et al. 2016) -------------------------------------
+// One node per step, like lstm_step / gru_step: the recurrent product h w_hh^T, its layer norm
+// (per row over the G = 4H or 3H pre-activations, with gain γ_hh and shift β_hh), the gate math
+// and, for the LSTM, the layer norm of c' (γ_c, β_c) before the output tanh. The input part xs
+// is normalised for all steps at once before the loop (one layer_norm node over (T, B, G)), and
+// read in place. A recorded node keeps the gate activations, the normalised product ĥ (B, G) and
+// each row's mean and rstd; the backward is one pass per row plus the column sums of γ and β.
+
+namespace {
+
+template <class T>
+struct LayerNormStepState {
+    xt::xarray<T> gates;  // LSTM (B, 4H) [i f g o]; GRU (B, 4H) [r z n hg_n]
+    xt::xarray<T> hhat;   // (B, G): LN(h w_hh^T) before γ_hh, β_hh
+    xt::xarray<T> stats;  // (B, 4): mean and rstd of h w_hh^T, then of c' (LSTM)
+    std::size_t time_axis = 0, step = 0;
+};
+
+// shape_error naming `op` unless each of the gains and shifts is (n,).
+template <class T>
+void check_norm_params(const char* op, std::initializer_list<std::pair<const char*, const Var<T>*>> params, std::size_t n) {
+    for (const auto& [name, p] : params)
+        if (p->shape() != Shape{n})
+            throw shape_error(std::string(op) + ": " + name + " must be (" + std::to_string(n) + ",), got " +
+                              shape_str(p->shape()));
+}
+
+// The three buffers of a layer-normalised step node: kept in its state when recorded, else in
+// per-thread scratch after `scratch_used` elements.
+template <class T>
+std::array<T*, 3> layer_norm_step_buffers(Tape<T>& t, std::uint32_t i, std::size_t time_axis, std::size_t step,
+                                          std::size_t batch, std::size_t hidden, std::size_t g, std::size_t scratch_used) {
+    if (!t.needs_grad(i)) {
+        T* s = scratch<T>(scratch_used + batch * (4 * hidden + g + 4)) + scratch_used;
+        return {s, s + batch * 4 * hidden, s + batch * (4 * hidden + g)};
+    }
+    auto& state = t.template state<LayerNormStepState<T>>(i);
+    state.time_axis = time_axis;
+    state.step = step;
+    state.gates.resize({batch, 4 * hidden});
+    state.hhat.resize({batch, g});
+    state.stats.resize({batch, 4});
+    return {state.gates.data(), state.hhat.data(), state.stats.data()};
+}
+
+// hw (B, G) = h w^T: the recurrent product of a step, on the weight transposed once per update.
+template <class T>
+void recurrent_product(Tape<T>& t, std::uint32_t h, std::uint32_t w, T* hw, std::size_t batch, std::size_t g) {
+    const auto& hv = t.value(h);
+    const std::size_t hout = hv.shape()[1];
+    detail::gemm<T>(false, false, batch, g, hout, T(1), hv.data(), hout, t.transposed(w).data(), g, T(0), hw, g);
+}
+
+// grad of node i (a (n,) gain or shift) += Σ_b a[b, j] (x̂[b, j] when xhat is given).
+template <class T>
+void add_column_sums(Tape<T>& t, std::uint32_t i, const T* a, const T* xhat, std::size_t batch, std::size_t n) {
+    if (!t.needs_grad(i)) return;
+    T* d = t.grad_ref(i).zeroed().data();
+    for (std::size_t b = 0; b < batch; ++b) {
+        const T* ar = a + b * n;
+        if (xhat) {
+            const T* xr = xhat + b * n;
+            for (std::size_t j = 0; j < n; ++j) d[j] += ar[j] * xr[j];
+        } else {
+            for (std::size_t j = 0; j < n; ++j) d[j] += ar[j];
+        }
+    }
+}
+
+// LSTM. Inputs: xs, h, c, w_hh, γ_hh, β_hh, γ_c, β_c; outputs h', c'. Per row:
+//   u = LN(c') γ_c + β_c, τ = tanh(u);  du = dh' o (1 - τ²), do = dh' τ o (1 - o)
+//   dc'_total = dc' + LN'(du γ_c);  [di df dg] from dc'_total as in lstm_backward_row;  dc += dc'_total f
+//   dxs[step] += da;  dhw = LN'(da γ_hh);  dγ_hh += Σ da ĥ, dβ_hh += Σ da, dγ_c += Σ du ĉ, dβ_c += Σ du
+template <class T>
+void layer_norm_lstm_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& state = t.template saved_state<LayerNormStepState<T>>(i);
+    const std::uint32_t c = t.input(i, 2);
+    const auto& cv = t.value(c);
+    const std::size_t batch = cv.shape()[0], hidden = cv.shape()[1], width = 4 * hidden;
+    const T *act = state.gates.data(), *hhat = state.hhat.data(), *stats = state.stats.data();
+    const T* cp = cv.data();
+    const T* cn = t.value(t.output(i, 1)).data();
+    const T* gain_hh = t.value(t.input(i, 4)).data();
+    const T* gain_c = t.value(t.input(i, 6)).data();
+    const T* shift_c = t.value(t.input(i, 7)).data();
+    const T* dh = t.output_grad(i, 0);
+    const T* dcn = t.output_grad(i, 1);
+    T* dc = t.needs_grad(c) ? t.grad_ref(c).zeroed().data() : nullptr;
+    // da (B, 4H) | dhw (B, 4H) | du (B, H) | do (B, H) | dc'_total (B, H)
+    T* da = scratch<T>(batch * (2 * width + 3 * hidden));
+    T* dhw = da + batch * width;
+    T* du = dhw + batch * width;
+    T* dout = du + batch * hidden;
+    T* dct = dout + batch * hidden;
+    for_rows(batch, width, [&](std::size_t b) {
+        const std::size_t k = b * hidden;
+        const T* a = act + b * width;
+        const T* st = stats + b * 4;
+        T* tau = dout + k;  // τ, then do element by element
+        for (std::size_t j = 0; j < hidden; ++j) tau[j] = (cn[k + j] - st[2]) * st[3] * gain_c[j] + shift_c[j];
+        activate(tau, tau, static_cast<const T*>(nullptr), hidden, tanh_fn);
+        for (std::size_t j = 0; j < hidden; ++j) {
+            const T o = a[3 * hidden + j], g = dh ? dh[k + j] : T(0);
+            du[k + j] = g * o * (T(1) - tau[j] * tau[j]);
+            tau[j] = g * tau[j] * o * (T(1) - o);
+        }
+        detail::layer_norm_row_backward(cn + k, static_cast<const T*>(nullptr), st[2], st[3], du + k, gain_c, hidden,
+                                        dct + k, true);
+        if (dcn) for (std::size_t j = 0; j < hidden; ++j) dct[k + j] += dcn[k + j];
+        T* dar = da + b * width;
+        lstm_backward_row(a, cp + k, cn + k, static_cast<const T*>(nullptr), dct + k, dar, dc ? dc + k : nullptr, hidden);
+        std::copy(dout + k, dout + k + hidden, dar + 3 * hidden);
+        detail::layer_norm_row_backward(static_cast<const T*>(nullptr), hhat + b * width, T(0), st[1], dar, gain_hh, width,
+                                        dhw + b * width, true);
+    });
+    add_column_sums(t, t.input(i, 4), da, hhat, batch, width);
+    add_column_sums(t, t.input(i, 5), da, static_cast<const T*>(nullptr), batch, width);
+    if (t.needs_grad(t.input(i, 6))) {  // ĉ (B, H) into dct's buffer, now free
+        for (std::size_t b = 0; b < batch; ++b)
+            for (std::size_t j = 0; j < hidden; ++j)
+                dct[b * hidden + j] = (cn[b * hidden + j] - stats[b * 4 + 2]) * stats[b * 4 + 3];
+        add_column_sums(t, t.input(i, 6), du, dct, batch, hidden);
+    }
+    add_column_sums(t, t.input(i, 7), du, static_cast<const T*>(nullptr), batch, hidden);
+    const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
+                                        static_cast<std::int64_t>(state.step));
+    add_gate_grad(t, rows.node, &rows, da, batch, width);
+    recurrent_backward(t, t.input(i, 1), t.input(i, 3), static_cast<const std::uint32_t*>(nullptr), dhw, batch, width);
+}
+
+// GRU. Inputs: xs, h, w_hh, γ_hh, β_hh. hg = LN(h w_hh^T) γ_hh + β_hh, then gru_forward_row with
+// xs[step] as xg; backward: gru_backward_row gives dxg and dhg, then dhw = LN'(dhg γ_hh).
+template <class T>
+void layer_norm_gru_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& state = t.template saved_state<LayerNormStepState<T>>(i);
+    const std::uint32_t h = t.input(i, 1);
+    const auto& hv = t.value(h);
+    const std::size_t batch = hv.shape()[0], hidden = hv.shape()[1], width = 3 * hidden, saved = 4 * hidden;
+    const T *act = state.gates.data(), *hhat = state.hhat.data(), *stats = state.stats.data();
+    const T* gain = t.value(t.input(i, 3)).data();
+    const T* dy = t.output_grad(i, 0);
+    T* dh = t.needs_grad(h) ? t.grad_ref(h).zeroed().data() : nullptr;
+    // dxg (B, 3H) | dhg (B, 3H) | dhw (B, 3H)
+    T* dx = scratch<T>(3 * batch * width);
+    T* dhg = dx + batch * width;
+    T* dhw = dhg + batch * width;
+    const T* hp = hv.data();
+    for_rows(batch, width, [&](std::size_t b) {
+        const std::size_t k = b * hidden, r = b * width;
+        const T* a = act + b * saved;
+        if (dh) gru_backward_row<true>(a, a + width, hp + k, dy + k, dx + r, dhg + r, dh + k, hidden);
+        else gru_backward_row<false>(a, a + width, hp + k, dy + k, dx + r, dhg + r, static_cast<T*>(nullptr), hidden);
+        detail::layer_norm_row_backward(static_cast<const T*>(nullptr), hhat + r, T(0), stats[b * 4 + 1], dhg + r, gain,
+                                        width, dhw + r, true);
+    });
+    add_column_sums(t, t.input(i, 3), dhg, hhat, batch, width);
+    add_column_sums(t, t.input(i, 4), dhg, static_cast<const T*>(nullptr), batch, width);
+    const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
+                                        static_cast<std::int64_t>(state.step));
+    add_gate_grad(t, rows.node, &rows, dx, batch, width);
+    recurrent_backward(t, h, t.input(i, 2), static_cast<const std::uint32_t*>(nullptr), dhw, batch, width);
+}
+
+}  // namespace
+
+template <class T>
+LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
+                                      const Var<T>& c, const Var<T>& w_hh, const Var<T>& gamma_hh, const Var<T>& beta_hh,
+                                      const Var<T>& gamma_c, const Var<T>& beta_c, Scalar<T> eps) {
+    const char* op = "layer_norm_lstm_step";
+    Tape<T>& t = detail::tape_of(op, xs, h, c, w_hh, gamma_hh, beta_hh, gamma_c, beta_c);
+    const auto dims = check_step(op, 4, xs, time_axis, step, h, c, w_hh, Var<T>());
+    const std::size_t batch = dims.first, hidden = dims.second, width = 4 * hidden;
+    check_norm_params<T>(op, {{"gamma_hh", &gamma_hh}, {"beta_hh", &beta_hh}}, width);
+    check_norm_params<T>(op, {{"gamma_c", &gamma_c}, {"beta_c", &beta_c}}, hidden);
+    const std::array<std::uint32_t, 8> in{xs.index(),       h.index(),       c.index(),      w_hh.index(),
+                                          gamma_hh.index(), beta_hh.index(), gamma_c.index(), beta_c.index()};
+    const std::uint32_t i = t.push(op, in.data(), in.size(), &layer_norm_lstm_backward<T>, 2);
+    T* hn = t.output_value(i, {batch, hidden}, 0).data();
+    T* cn = t.output_value(i, {batch, hidden}, 1).data();
+    const std::array<T*, 3> buffers = layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, 0);
+    T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];  // (not a structured binding: lambdas capture them)
+    recurrent_product(t, in[1], in[3], hhat, batch, width);
+    const GateRows rows = sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
+    const T* x = t.value(in[0]).data() + rows.offset;
+    const T *cp = t.value(in[2]).data(), *gh = t.value(in[4]).data(), *bh = t.value(in[5]).data();
+    const T *gc = t.value(in[6]).data(), *bc = t.value(in[7]).data();
+    for_rows(batch, width, [&](std::size_t b) {
+        const std::size_t k = b * hidden;
+        T* a = act + b * width;
+        T* hh = hhat + b * width;
+        T* st = stats + b * 4;
+        const T* xr = x + b * rows.stride;
+        detail::layer_norm_row(hh, width, eps, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), hh, st[0], st[1]);
+        for (std::size_t j = 0; j < width; ++j) a[j] = xr[j] + hh[j] * gh[j] + bh[j];
+        lstm_cell_row(a, cp + k, cn + k, hidden);
+        detail::layer_norm_row(cn + k, hidden, eps, gc, bc, hn + k, st[2], st[3]);  // u = LN(c') γ_c + β_c
+        activate(hn + k, hn + k, static_cast<const T*>(nullptr), hidden, tanh_fn);
+        for (std::size_t j = 0; j < hidden; ++j) hn[k + j] *= a[3 * hidden + j];  // h' = o tanh(u)
+    });
+    return {t.handle(i, 0), t.handle(i, 1)};
+}
+
+template <class T>
+Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
+                           const Var<T>& w_hh, const Var<T>& gamma_hh, const Var<T>& beta_hh, Scalar<T> eps) {
+    const char* op = "layer_norm_gru_step";
+    Tape<T>& t = detail::tape_of(op, xs, h, w_hh, gamma_hh, beta_hh);
+    const auto dims = check_step(op, 3, xs, time_axis, step, h, h, w_hh, Var<T>());
+    const std::size_t batch = dims.first, hidden = dims.second, width = 3 * hidden;
+    check_norm_params<T>(op, {{"gamma_hh", &gamma_hh}, {"beta_hh", &beta_hh}}, width);
+    const std::array<std::uint32_t, 5> in{xs.index(), h.index(), w_hh.index(), gamma_hh.index(), beta_hh.index()};
+    const std::uint32_t i = t.push(op, in.data(), in.size(), &layer_norm_gru_backward<T>);
+    T* y = t.output_value(i, {batch, hidden}).data();
+    // hg (B, 3H) at the start of scratch; the buffers after it when not recorded
+    const std::array<T*, 3> buffers = layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, batch * width);
+    T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];
+    T* hg = scratch<T>(batch * width);
+    recurrent_product(t, in[1], in[2], hhat, batch, width);
+    const GateRows rows = sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
+    const T* x = t.value(in[0]).data() + rows.offset;
+    const T *hp = t.value(in[1]).data(), *gh = t.value(in[3]).data(), *bh = t.value(in[4]).data();
+    for_rows(batch, width, [&](std::size_t b) {
+        T* hh = hhat + b * width;
+        T* hgr = hg + b * width;
+        T* a = act + b * 4 * hidden;
+        T* st = stats + b * 4;
+        detail::layer_norm_row(hh, width, eps, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), hh, st[0], st[1]);
+        for (std::size_t j = 0; j < width; ++j) hgr[j] = hh[j] * gh[j] + bh[j];
+        gru_forward_row(x + b * rows.stride, hgr, hp + b * hidden, a, y + b * hidden, hidden);
+        std::copy(hgr + 2 * hidden, hgr + width, a + width);
+    });
+    return t.handle(i);
+}
+
+#define RECUR_LAYER_NORM_RECURRENT(T)                                                                         \
+    template LSTMPointwise<T> layer_norm_lstm_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&,     \
+                                                   const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&, \
+                                                   const Var<T>&, const Var<T>&, Scalar<T>);                   \
+    template Var<T> layer_norm_gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, \
+                                        const Var<T>&, const Var<T>&, Scalar<T>);
+RECUR_INSTANTIATE_FOR(RECUR_LAYER_NORM_RECURRENT)
 
 }  // namespace recur

@@ -28,13 +28,19 @@ void activate(T* y, const T* a, const T* b, std::size_t n, Act act) {
 inline constexpr auto sigmoid_fn = [](auto x) { return decltype(x)(1) / (decltype(x)(1) + xsimd::exp(-x)); };
 inline constexpr auto tanh_fn = [](auto x) { return xsimd::tanh(x); };
 
-// a = [i | f | g | o] pre-activations (4H) -> activations in place;  c' = f c + i g;  h' = o tanh(c')
+// a = [i | f | g | o] pre-activations (4H) -> activations in place;  c' = f c + i g.
 template <class T>
-void lstm_forward_row(T* a, const T* c, T* cn, T* h, std::size_t hidden) {
-    activate(a, a, static_cast<const T*>(nullptr), 2 * hidden, sigmoid_fn);                   // i, f
-    activate(a + 2 * hidden, a + 2 * hidden, static_cast<const T*>(nullptr), hidden, tanh_fn);  // g
+void lstm_cell_row(T* a, const T* c, T* cn, std::size_t hidden) {
+    activate(a, a, static_cast<const T*>(nullptr), 2 * hidden, sigmoid_fn);                      // i, f
+    activate(a + 2 * hidden, a + 2 * hidden, static_cast<const T*>(nullptr), hidden, tanh_fn);     // g
     activate(a + 3 * hidden, a + 3 * hidden, static_cast<const T*>(nullptr), hidden, sigmoid_fn);  // o
     for (std::size_t j = 0; j < hidden; ++j) cn[j] = a[hidden + j] * c[j] + a[j] * a[2 * hidden + j];
+}
+
+// The cell, then the output h' = o tanh(c').
+template <class T>
+void lstm_forward_row(T* a, const T* c, T* cn, T* h, std::size_t hidden) {
+    lstm_cell_row(a, c, cn, hidden);
     activate(h, cn, static_cast<const T*>(nullptr), hidden, tanh_fn);
     for (std::size_t j = 0; j < hidden; ++j) h[j] *= a[3 * hidden + j];
 }

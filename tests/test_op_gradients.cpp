@@ -632,6 +632,13 @@ Cases gradient_cases<Op::lstm_step>() {
              return both(lstm_step(x[0], 1, 1, s0.h, s0.c, x[3], x[4])) + s0.h;
          },
          {uniform({b, 2, g}, 764, -3, 3), rnd({b, h}, 765), rnd({b, h}, 766), rnd({g, h}, 767), rnd({g}, 768)}},
+        // issue 12: recurrent dropout, a constant mask on h in the product (two steps, no bias in one)
+        {"recurrent dropout mask on h", [both](Tape<double>& t, const Vars& x) {
+             Var<double> m = t.constant(xt::xarray<double>{{2.0, 0.0, 2.0}, {0.0, 2.0, 2.0}});
+             auto s1 = lstm_step(x[0], 0, 0, x[1], x[2], x[3], x[4], m);
+             return both(lstm_step(x[0], 0, 1, s1.h, s1.c, x[3], Var<double>(), m)) + s1.h;
+         },
+         {rnd({2, b, g}, 881), rnd({b, h}, 882), rnd({b, h}, 883), rnd({g, h}, 884), rnd({g}, 885)}},
     };
 }
 
@@ -662,6 +669,88 @@ Cases gradient_cases<Op::gru_step>() {
              return gru_step(x[0], 0, 1, h1, x[2], x[3]) * 2.0 + h1;
          },
          {uniform({2, b, g}, 777, -3, 3), rnd({b, h}, 778), rnd({g, h}, 779), rnd({g}, 780)}},
+        // issue 12: recurrent dropout, the mask in the product only (the blend reads the unmasked h)
+        {"recurrent dropout mask on h", [](Tape<double>& t, const Vars& x) {
+             Var<double> m = t.constant(xt::xarray<double>{{2.0, 0.0, 2.0}, {0.0, 2.0, 2.0}});
+             Var<double> h1 = gru_step(x[0], 0, 0, x[1], x[2], x[3], m);
+             return gru_step(x[0], 0, 1, h1, x[2], Var<double>(), m) * 2.0 + h1;
+         },
+         {rnd({2, b, g}, 886), rnd({b, h}, 887), rnd({g, h}, 888), rnd({g}, 889)}},
+    };
+}
+
+// ---- Layer norm and the layer-normalised cells (issue 12) ----------------------------------------
+
+template <>
+Cases gradient_cases<Op::layer_norm>() {
+    return {
+        {"(3, 5) with weight and bias",
+         [](Tape<double>&, const Vars& x) { return recur::layer_norm(x[0], 5, x[1], x[2]); },
+         {uniform({3, 5}, 801, -2, 2), pos({5}, 802), rnd({5}, 803)}},
+        {"(2, 3, 4) without affine", [](Tape<double>&, const Vars& x) { return recur::layer_norm(x[0], 4); },
+         {uniform({2, 3, 4}, 804, -2, 2)}},
+        {"(4,) weight only, eps 0.1",
+         [](Tape<double>&, const Vars& x) { return recur::layer_norm(x[0], 4, x[1], Var<double>(), 0.1); },
+         {rnd({4}, 805), rnd({4}, 806)}},
+        {"(2, 6) bias only, fan-out into a product",
+         [](Tape<double>&, const Vars& x) { return recur::layer_norm(x[0], 6, Var<double>(), x[1]) * x[0]; },
+         {rnd({2, 6}, 807), rnd({6}, 808)}},
+    };
+}
+
+// layer_norm_lstm_step: every input checked (xs, h, c, w_hh, the gains and shifts); both time
+// axes, h' and c' alone and together, two chained steps.
+template <>
+Cases gradient_cases<Op::layer_norm_lstm_step>() {
+    const std::size_t b = 2, h = 3, g = 4 * h;
+    auto both = [](const recur::LSTMPointwise<double>& r) { return r.h * 2.0 + r.c; };
+    auto ins = [=](std::uint64_t s, std::size_t steps, bool batch_first) {
+        return std::vector<xt::xarray<double>>{
+            batch_first ? rnd({b, steps, g}, s) : rnd({steps, b, g}, s), rnd({b, h}, s + 1), rnd({b, h}, s + 2),
+            rnd({g, h}, s + 3), pos({g}, s + 4), rnd({g}, s + 5), pos({h}, s + 6), rnd({h}, s + 7)};
+    };
+    return {
+        {"(T, B, 4H), step 1, h' and c'",
+         [both](Tape<double>&, const Vars& x) {
+             return both(recur::layer_norm_lstm_step(x[0], 0, 1, x[1], x[2], x[3], x[4], x[5], x[6], x[7]));
+         },
+         ins(820, 3, false)},
+        {"(B, T, 4H), step 0, h' only",
+         [](Tape<double>&, const Vars& x) {
+             return recur::layer_norm_lstm_step(x[0], 1, 0, x[1], x[2], x[3], x[4], x[5], x[6], x[7]).h;
+         },
+         ins(830, 2, true)},
+        {"c' only",
+         [](Tape<double>&, const Vars& x) {
+             return recur::layer_norm_lstm_step(x[0], 0, 0, x[1], x[2], x[3], x[4], x[5], x[6], x[7]).c;
+         },
+         ins(840, 2, false)},
+        {"two chained steps",
+         [both](Tape<double>&, const Vars& x) {
+             auto s0 = recur::layer_norm_lstm_step(x[0], 1, 0, x[1], x[2], x[3], x[4], x[5], x[6], x[7]);
+             return both(recur::layer_norm_lstm_step(x[0], 1, 1, s0.h, s0.c, x[3], x[4], x[5], x[6], x[7])) + s0.h;
+         },
+         ins(850, 2, true)},
+    };
+}
+
+template <>
+Cases gradient_cases<Op::layer_norm_gru_step>() {
+    const std::size_t b = 2, h = 3, g = 3 * h;
+    auto ins = [=](std::uint64_t s, std::size_t steps, bool batch_first) {
+        return std::vector<xt::xarray<double>>{batch_first ? rnd({b, steps, g}, s) : rnd({steps, b, g}, s),
+                                               rnd({b, h}, s + 1), rnd({g, h}, s + 2), pos({g}, s + 3), rnd({g}, s + 4)};
+    };
+    return {
+        {"(T, B, 3H), step 1",
+         [](Tape<double>&, const Vars& x) { return recur::layer_norm_gru_step(x[0], 0, 1, x[1], x[2], x[3], x[4]); },
+         ins(860, 3, false)},
+        {"(B, T, 3H), two chained steps, eps 0.01",
+         [](Tape<double>&, const Vars& x) {
+             Var<double> h1 = recur::layer_norm_gru_step(x[0], 1, 0, x[1], x[2], x[3], x[4], 0.01);
+             return recur::layer_norm_gru_step(x[0], 1, 1, h1, x[2], x[3], x[4], 0.01) * 2.0 + h1;
+         },
+         ins(870, 2, true)},
     };
 }
 

@@ -87,6 +87,15 @@ template <class T> Var<T> where(const xt::xarray<T>& mask, const Var<T>& a, cons
 /// by 1 / (1 - p), with a mask drawn from the tape's generator; otherwise returns x.
 template <class T> Var<T> dropout(const Var<T>& x, Scalar<T> p, bool training = true);
 
+// ---- Normalisation (layer norm, layer-normalised recurrent steps) --------------------------
+/// torch.nn.functional.layer_norm over the last axis: for each row x of D = normalized_size
+/// elements (the last extent of x, checked), y = (x - mean) / sqrt(var + eps) * weight + bias,
+/// var biased (Σ(x - mean)² / D). weight and bias (D,) are optional (undefined: 1 and 0).
+/// One node; it keeps each row's mean and rstd for a one-pass backward.
+template <class T>
+Var<T> layer_norm(const Var<T>& x, std::size_t normalized_size, const Var<T>& weight = {}, const Var<T>& bias = {},
+                  Scalar<T> eps = Scalar<T>(1e-5));
+
 // ---- Fused recurrent cells (the pointwise part of one time step in one node) ---------------
 /// The two outputs of lstm_pointwise: h' and c', each (B, H).
 template <class T>
@@ -100,19 +109,41 @@ template <class T> LSTMPointwise<T> lstm_pointwise(const Var<T>& xg, const Var<T
 /// A whole LSTM step: gates = xs[step] + h w_hh^T + b_hh, then the gate math above. xs is the
 /// hoisted input projection W_ih x + b_ih of every step, (T, B, 4H) for time_axis 0 or
 /// (B, T, 4H) for 1, read in place; h (B, H_out), c (B, H), w_hh (4H, H_out), b_hh (4H) or
-/// undefined (no bias). Keeps only the gate activations for backward.
+/// undefined (no bias). Keeps only the gate activations for backward. h_mask (B, H_out), if
+/// defined, is a constant recurrent dropout mask: the product is (h ⊙ h_mask) w_hh^T (Gal and
+/// Ghahramani's variational dropout; no gradient flows to the mask).
 template <class T>
 LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
-                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh = {});
+                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh = {}, const Var<T>& h_mask = {});
 /// GRU gate math with PyTorch's b_hn inside the reset product. xg = W_i x + b_i and
 /// hg = W_h h + b_h (B, 3H) in order [r | z | n]:
 ///   r = σ(xg_r + hg_r), z = σ(xg_z + hg_z), n = tanh(xg_n + r hg_n),  h' = (1 - z) n + z h.
 template <class T> Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h);
 /// A whole GRU step: hg = h w_hh^T + b_hh, xg = xs[step] (read in place, as lstm_step), then the
-/// gate math above. h (B, H), w_hh (3H, H), b_hh (3H) or undefined.
+/// gate math above. h (B, H), w_hh (3H, H), b_hh (3H) or undefined. h_mask (B, H) as in
+/// lstm_step: hg = (h ⊙ h_mask) w_hh^T + b_hh, while h' = (1 - z) n + z h blends the unmasked h.
 template <class T>
 Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& w_hh,
-                const Var<T>& b_hh = {});
+                const Var<T>& b_hh = {}, const Var<T>& h_mask = {});
+
+/// A layer-normalised LSTM step (Ba et al. 2016), one node with outputs h', c' (B, H). xs is the
+/// input part of every step, already normalised: LN(x W_ih^T) γ_ih + β_ih, (T, B, 4H) for
+/// time_axis 0 or (B, T, 4H) for 1, read in place; h, c (B, H); w_hh (4H, H); gamma_hh,
+/// beta_hh (4H); gamma_c, beta_c (H). LN normalises each row over its last axis (layer_norm):
+///   a = xs[step] + LN(h w_hh^T) γ_hh + β_hh  in order [i | f | g | o]
+///   c' = σ(a_f) c + σ(a_i) tanh(a_g),  h' = σ(a_o) tanh(LN(c') γ_c + β_c)
+template <class T>
+LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
+                                      const Var<T>& c, const Var<T>& w_hh, const Var<T>& gamma_hh, const Var<T>& beta_hh,
+                                      const Var<T>& gamma_c, const Var<T>& beta_c, Scalar<T> eps = Scalar<T>(1e-5));
+/// A layer-normalised GRU step, one node: xs as above with 3H = [r | z | n], h (B, H), w_hh (3H, H),
+/// gamma_hh, beta_hh (3H); β_hh's n part stays inside the reset product (as PyTorch's b_hn):
+///   hg = LN(h w_hh^T) γ_hh + β_hh;  r = σ(x_r + hg_r), z = σ(x_z + hg_z),
+///   n = tanh(x_n + r hg_n),  h' = (1 - z) n + z h   (x = xs[step])
+template <class T>
+Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
+                           const Var<T>& w_hh, const Var<T>& gamma_hh, const Var<T>& beta_hh,
+                           Scalar<T> eps = Scalar<T>(1e-5));
 
 // ---- Inference: a whole recurrent layer in one call (no gradient) ----------------------------
 /// A run of lstm_step / gru_step over every step of xs, without a node per step: for a tape

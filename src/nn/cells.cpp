@@ -85,10 +85,11 @@ CellState<T> LSTMCell<T>::step_projected(const Var<T>& xp, const CellState<T>& s
 }
 
 template <class T>
-CellState<T> LSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
+CellState<T> LSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state,
+                                  const Var<T>& h_mask) {
     Tape<T>& tape = xs.tape();
     return finish(lstm_step(xs, time_axis, t, state[0], state[1], tape.bind(this->weight_hh()),
-                            this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>()),
+                            this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), h_mask),
                   tape);
 }
 
@@ -130,10 +131,11 @@ CellState<T> GRUCell<T>::step_projected(const Var<T>& xp, const CellState<T>& st
 }
 
 template <class T>
-CellState<T> GRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
+CellState<T> GRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state,
+                                 const Var<T>& h_mask) {
     Tape<T>& tape = xs.tape();
     return {gru_step(xs, time_axis, t, state[0], tape.bind(this->weight_hh()),
-                     this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>())};
+                     this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), h_mask)};
 }
 
 template <class T>
@@ -162,6 +164,116 @@ CellState<T> GRUCell<T>::step(const Var<T>& x, const CellState<T>& state) {
     return step_projected(this->project_input(x), state);
 }
 
+// ---- Layer-normalised cells ----------------------------------------------------------------
+
+template <class T>
+LayerNormGatedCell<T>::LayerNormGatedCell(const char* kind, std::size_t gates, const LayerNormCellOptions& o)
+    : GatedCell<T>(kind, gates, CellOptions{o.input_size, o.hidden_size, false, 0, Nonlinearity::tanh, o.suffix},
+                   o.hidden_size),
+      eps_(o.eps), gates_(gates) {
+    require(o.eps >= 0, kind, "eps must be >= 0");
+    const std::size_t g = gates * o.hidden_size;
+    ln_weight_ih_ = add_norm_parameter("ln_weight_ih" + o.suffix, g, T(1));
+    ln_bias_ih_ = add_norm_parameter("ln_bias_ih" + o.suffix, g, T(0));
+    ln_weight_hh_ = add_norm_parameter("ln_weight_hh" + o.suffix, g, T(1));
+    ln_bias_hh_ = add_norm_parameter("ln_bias_hh" + o.suffix, g, T(0));
+}
+
+template <class T>
+Parameter<T>* LayerNormGatedCell<T>::add_norm_parameter(const std::string& name, std::size_t n, T value) {
+    xt::xarray<T> v = xt::xarray<T>::from_shape({n});
+    v.fill(value);
+    return &this->register_parameter(name, std::move(v));
+}
+
+template <class T>
+Var<T> LayerNormGatedCell<T>::project_input(const Var<T>& x) {
+    Tape<T>& t = x.tape();
+    return layer_norm(linear(x, t.bind(this->weight_ih())), gates_ * this->hidden_size_, t.bind(*ln_weight_ih_),
+                      t.bind(*ln_bias_ih_), static_cast<T>(eps_));
+}
+
+template <class T>
+Var<T> LayerNormGatedCell<T>::project_hidden(const Var<T>& h) {
+    Tape<T>& t = h.tape();
+    return layer_norm(linear(h, t.bind(this->weight_hh())), gates_ * this->hidden_size_, t.bind(*ln_weight_hh_),
+                      t.bind(*ln_bias_hh_), static_cast<T>(eps_));
+}
+
+namespace {
+// xp (B, G) as a sequence of one step (1, B, G), for the step ops.
+template <class T>
+Var<T> one_step(const Var<T>& xp) {
+    const Shape s = xp.shape();
+    return reshape(xp, {1, static_cast<std::ptrdiff_t>(s[0]), static_cast<std::ptrdiff_t>(s[1])});
+}
+}  // namespace
+
+template <class T>
+LayerNormLSTMCell<T>::LayerNormLSTMCell(const LayerNormCellOptions& o) : LayerNormGatedCell<T>("LayerNormLSTMCell", 4, o) {
+    ln_weight_c_ = this->add_norm_parameter("ln_weight_c" + o.suffix, o.hidden_size, T(1));
+    ln_bias_c_ = this->add_norm_parameter("ln_bias_c" + o.suffix, o.hidden_size, T(0));
+}
+
+template <class T>
+CellState<T> LayerNormLSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
+    Tape<T>& tape = xs.tape();
+    LSTMPointwise<T> r = layer_norm_lstm_step(xs, time_axis, t, state[0], state[1], tape.bind(this->weight_hh()),
+                                              tape.bind(*this->ln_weight_hh_), tape.bind(*this->ln_bias_hh_),
+                                              tape.bind(*ln_weight_c_), tape.bind(*ln_bias_c_), static_cast<T>(this->eps_));
+    return {std::move(r.h), std::move(r.c)};
+}
+
+template <class T>
+CellState<T> LayerNormLSTMCell<T>::step_projected(const Var<T>& xp, const CellState<T>& state) {
+    return step_at(one_step(xp), 0, 0, state);
+}
+
+template <class T>
+CellState<T> LayerNormLSTMCell<T>::step(const Var<T>& x, const CellState<T>& state) {
+    return step_projected(this->project_input(x), state);
+}
+
+template <class T>
+CellState<T> LayerNormLSTMCell<T>::step_composed(const Var<T>& xp, const CellState<T>& state) {
+    Tape<T>& t = xp.tape();
+    const auto gates = chunk(xp + this->project_hidden(state[0]), 4, 1);  // [i | f | g | o]
+    Var<T> c = sigmoid(gates[1]) * state[1] + sigmoid(gates[0]) * tanh(gates[2]);
+    Var<T> u = layer_norm(c, this->hidden_size_, t.bind(*ln_weight_c_), t.bind(*ln_bias_c_), static_cast<T>(this->eps_));
+    return {sigmoid(gates[3]) * tanh(u), c};
+}
+
+template <class T>
+LayerNormGRUCell<T>::LayerNormGRUCell(const LayerNormCellOptions& o) : LayerNormGatedCell<T>("LayerNormGRUCell", 3, o) {}
+
+template <class T>
+CellState<T> LayerNormGRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
+    Tape<T>& tape = xs.tape();
+    return {layer_norm_gru_step(xs, time_axis, t, state[0], tape.bind(this->weight_hh()), tape.bind(*this->ln_weight_hh_),
+                                tape.bind(*this->ln_bias_hh_), static_cast<T>(this->eps_))};
+}
+
+template <class T>
+CellState<T> LayerNormGRUCell<T>::step_projected(const Var<T>& xp, const CellState<T>& state) {
+    return step_at(one_step(xp), 0, 0, state);
+}
+
+template <class T>
+CellState<T> LayerNormGRUCell<T>::step(const Var<T>& x, const CellState<T>& state) {
+    return step_projected(this->project_input(x), state);
+}
+
+template <class T>
+CellState<T> LayerNormGRUCell<T>::step_composed(const Var<T>& xp, const CellState<T>& state) {
+    const Var<T>& h = state[0];
+    const auto gi = chunk(xp, 3, 1);
+    const auto gh = chunk(this->project_hidden(h), 3, 1);
+    Var<T> r = sigmoid(gi[0] + gh[0]);
+    Var<T> z = sigmoid(gi[1] + gh[1]);
+    Var<T> n = tanh(gi[2] + r * gh[2]);
+    return {n + z * (h - n)};
+}
+
 template class GatedCell<float>;
 template class GatedCell<double>;
 template class RNNCell<float>;
@@ -170,5 +282,11 @@ template class LSTMCell<float>;
 template class LSTMCell<double>;
 template class GRUCell<float>;
 template class GRUCell<double>;
+template class LayerNormGatedCell<float>;
+template class LayerNormGatedCell<double>;
+template class LayerNormLSTMCell<float>;
+template class LayerNormLSTMCell<double>;
+template class LayerNormGRUCell<float>;
+template class LayerNormGRUCell<double>;
 
 }  // namespace recur::nn

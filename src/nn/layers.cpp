@@ -5,6 +5,8 @@
 #include <cmath>
 #include <random>
 
+#include <xtensor/xbuilder.hpp>
+
 #include "recur/nn/init.hpp"
 
 namespace recur::nn {
@@ -184,5 +186,31 @@ template class RecurrentLayer<GRU<float>>;
 template class RecurrentLayer<GRU<double>>;
 template class Sequential<float>;
 template class Sequential<double>;
+
+// ---- LayerNorm: y = x̂ w + b over the last axis (D) ----------------------------------------
+
+template <class T>
+LayerNorm<T>::LayerNorm(std::size_t normalized_size, double eps, bool elementwise_affine)
+    : size_(normalized_size), eps_(eps) {
+    if (normalized_size == 0) throw value_error("LayerNorm: normalized_size must be positive");
+    if (!(eps >= 0)) throw value_error("LayerNorm: eps must be >= 0, got " + std::to_string(eps));
+    if (elementwise_affine) {
+        weight_ = &this->register_parameter("weight", xt::xarray<T>(xt::ones<T>({normalized_size})));
+        bias_ = &this->register_parameter("bias", xt::xarray<T>(xt::zeros<T>({normalized_size})));
+    }
+}
+
+template <class T>
+Var<T> LayerNorm<T>::forward(const Var<T>& x, const std::vector<std::int64_t>&) {
+    x.check("LayerNorm");
+    if (x.dim() == 0 || x.shape().back() != size_)
+        throw shape_error("LayerNorm: input must be (..., " + std::to_string(size_) + "), got " + shape_str(x.shape()));
+    Tape<T>& t = x.tape();
+    if (!weight_) return layer_norm(x, size_, Var<T>(), Var<T>(), static_cast<T>(eps_));
+    return layer_norm(x, size_, t.bind(*weight_), t.bind(*bias_), static_cast<T>(eps_));
+}
+
+template class LayerNorm<float>;
+template class LayerNorm<double>;
 
 }  // namespace recur::nn

@@ -336,4 +336,31 @@ extern template class RecurrentLayer<GRU<double>>;
 extern template class Sequential<float>;
 extern template class Sequential<double>;
 
+// ---- Normalisation ------------------------------------------------------------------------
+
+/// torch.nn.LayerNorm over the last axis: y = (x - mean) / sqrt(var + eps) * weight + bias for
+/// each row of normalized_size elements (var biased), x (..., D) -> (..., D). With
+/// elementwise_affine, parameters "weight" (D) = 1 and "bias" (D) = 0 (PyTorch's names and
+/// init). One layer_norm node.
+template <class T>
+class LayerNorm : public Layer<T> {
+public:
+    explicit LayerNorm(std::size_t normalized_size, double eps = 1e-5, bool elementwise_affine = true);
+    Var<T> forward(const Var<T>& x, const std::vector<std::int64_t>& lengths) override;
+
+    std::size_t normalized_size() const { return size_; }
+    double eps() const { return eps_; }
+    Parameter<T>* weight() { return weight_; }  // null without elementwise_affine
+    Parameter<T>* bias() { return bias_; }
+
+private:
+    std::size_t size_;
+    double eps_;
+    Parameter<T>* weight_ = nullptr;
+    Parameter<T>* bias_ = nullptr;
+};
+
+extern template class LayerNorm<float>;
+extern template class LayerNorm<double>;
+
 }  // namespace recur::nn
