@@ -10,11 +10,13 @@
 // size; each element of the gate math is computed the same way whatever the thread count.
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
 
 #include "common.hpp"
+#include "packed_gemm.hpp"
 
 namespace recur {
 
@@ -169,8 +171,8 @@ void add_gate_grad(Tape<T>& t, std::uint32_t i, const GateRows* rows, const T* g
 
 // The recurrent product's forward and backward, for a step form:
 //   pre (B, G) = [x rows] + b + h w^T;  dh += dpre w;  dw += dpre^T h;  db += column sums of dpre
-// The forward multiplies by w^T (H_out, G), transposed once per weight update (Tape::transposed),
-// not once per step: a row-major right operand that the small-product kernel streams.
+// The forward multiplies by w^T (H_out, G) and the backward by w, each made once per weight
+// update, not once per step (weight_product below).
 // pre (B, G) = rows of x (row r at x + r * stride) + bias (G, or null).
 template <class T>
 void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::size_t batch, std::size_t g) {
@@ -182,14 +184,30 @@ void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::
     }
 }
 
+// c (m x n) [+]= a (m x k) op(w) for node w of the tape: op(w) = w^T (w is n x k: the forward's
+// h w_hh^T) or w (k x n: the backward's dpre w_hh). Float: the small kernel on a transposed copy
+// (Tape::transposed) for tiny f32 products, else the packed weight in the tape's precision
+// (packed_gemm: packed once per weight update); double: detail::gemm.
+template <class T>
+void weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::size_t m, std::size_t n, std::size_t k,
+                    const T* a, T* c, bool accumulate) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (t.precision() == Precision::bf16 || !detail::prefers_small_kernel(m, n, k)) {
+            detail::packed_gemm(t.precision(), m, n, k, a, k, detail::weight_ref(t, w), transpose_w, accumulate, c, n);
+            return;
+        }
+    }
+    const T* b = transpose_w ? t.transposed(w).data() : t.value(w).data();
+    detail::gemm<T>(false, false, m, n, k, T(1), a, k, b, n, accumulate ? T(1) : T(0), c, n);
+}
+
 template <class T>
 void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b,
                        T* pre, std::size_t batch, std::size_t g) {
     rows_plus_bias(t.value(x.node).data() + x.offset, x.stride, b ? t.value(*b).data() : static_cast<const T*>(nullptr),
                    pre, batch, g);
     const auto& hv = t.value(h);
-    const std::size_t hout = hv.shape()[1];
-    detail::gemm<T>(false, false, batch, g, hout, T(1), hv.data(), hout, t.transposed(w).data(), g, T(1), pre, g);
+    weight_product(t, w, true, batch, g, hv.shape()[1], hv.data(), pre, true);
 }
 
 template <class T>
@@ -199,8 +217,8 @@ void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std:
     const std::size_t hout = hv.shape()[1];
     if (t.needs_grad(h)) {
         auto r = t.grad_ref(h);
-        const T beta = r.beta();
-        detail::gemm<T>(false, false, batch, hout, g, T(1), dpre, g, t.value(w).data(), hout, beta, r.buffer().data(), hout);
+        const bool accumulate = r.beta() != T(0);
+        weight_product(t, w, false, batch, hout, g, dpre, r.buffer().data(), accumulate);
     }
     if (t.needs_grad(w)) {
         auto r = t.grad_ref(w);
@@ -488,8 +506,7 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
         else std::fill(hg + r * width, hg + (r + 1) * width, T(0));
     }
     const auto& hv = t.value(in[1]);
-    detail::gemm<T>(false, false, batch, width, hidden, T(1), hv.data(), hidden, t.transposed(in[2]).data(), width, T(1),
-                    hg, width);
+    weight_product(t, in[2], true, batch, width, hidden, hv.data(), hg, true);
     const GateRows rows = sequence_rows(t, in[0], axis, k);
     const T* x = t.value(in[0]).data() + rows.offset;
     T* y = node.value.data();
@@ -574,7 +591,6 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     T* c = t.node(t.output(i, 2)).value.data();
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
     std::copy(c0.value().data(), c0.value().data() + batch * hidden, c);
-    const T* wt = t.transposed(w_hh.index()).data();
     const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
     // act (B, 4H) | h' (B, H) | c' (B, H) in scratch
     T* act = scratch<T>(batch * (width + 2 * hidden));
@@ -584,7 +600,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
         const std::size_t step = reverse ? steps - 1 - s : s;
         const GateRows rows = sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
         rows_plus_bias(t.value(xs.index()).data() + rows.offset, rows.stride, bias, act, batch, width);
-        detail::gemm<T>(false, false, batch, width, hidden, T(1), h, hidden, wt, width, T(1), act, width);
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h, act, true);
         for_rows(batch, width, [&](std::size_t b) {
             const std::size_t k = b * hidden;
             lstm_forward_row(act + b * width, c + k, cn + k, hn + k, hidden);
@@ -606,7 +622,6 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     T* y = t.node(i).value.data();
     T* h = t.node(t.output(i, 1)).value.data();
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
-    const T* wt = t.transposed(w_hh.index()).data();
     const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
     // hg (B, 3H) | act (B, 3H) | h' (B, H) in scratch
     T* hg = scratch<T>(batch * (2 * width + hidden));
@@ -620,7 +635,7 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
             if (bias) std::copy(bias, bias + width, hg + b * width);
             else std::fill(hg + b * width, hg + (b + 1) * width, T(0));
         }
-        detail::gemm<T>(false, false, batch, width, hidden, T(1), h, hidden, wt, width, T(1), hg, width);
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h, hg, true);
         for_rows(batch, width, [&](std::size_t b) {
             gru_forward_row(xv + b * rows.stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden, hidden);
         });

@@ -137,6 +137,8 @@ struct FitOptions {
     distributed::Communicator* communicator = nullptr;
     /// Bytes per gradient bucket of the reduction across processes (GradReducerOptions).
     std::size_t bucket_bytes = std::size_t(1) << 20;
+    /// The training tape's precision policy (recur/precision.hpp; bf16: float models, threads = 1).
+    Precision precision = Precision::f32;
 };
 
 /// What callbacks see and may change.
@@ -172,7 +174,7 @@ std::map<std::string, double> evaluate(nn::Layer<T>& model, const LossFn<T>& los
 /// The model's outputs for x in eval mode without recording, batches joined on axis 0.
 template <class T>
 xt::xarray<T> predict(nn::Layer<T>& model, const xt::xarray<T>& x, std::size_t batch_size = 32,
-                      const std::vector<std::int64_t>& lengths = {});
+                      const std::vector<std::int64_t>& lengths = {}, Precision precision = Precision::f32);
 
 // ---- Callbacks ------------------------------------------------------------------------------
 

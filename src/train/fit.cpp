@@ -158,14 +158,14 @@ std::map<std::string, double> evaluate(nn::Layer<T>& model, const LossFn<T>& los
 
 template <class T>
 xt::xarray<T> predict(nn::Layer<T>& model, const xt::xarray<T>& x, std::size_t batch_size,
-                      const std::vector<std::int64_t>& lengths) {
+                      const std::vector<std::int64_t>& lengths, Precision precision) {
     if (batch_size == 0) throw value_error("predict: batch_size must be positive");
     if (x.dimension() == 0 || x.shape()[0] == 0) throw value_error("predict: x is empty");
     if (!lengths.empty() && lengths.size() != x.shape()[0])
         throw shape_error("predict: " + std::to_string(lengths.size()) + " lengths for " + std::to_string(x.shape()[0]) +
                           " samples");
     ModeGuard<T> eval(model, false);
-    Tape<T> tape({.record = false});
+    Tape<T> tape({.record = false, .precision = precision});
     const std::size_t n = x.shape()[0];
     xt::xarray<T> out;
     std::size_t row = 0, per = 0;
@@ -317,7 +317,8 @@ History fit_here(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>
     History history;
     TrainContext<T> ctx{model, optimizer, history};
     detail::Progress progress(rank == 0 ? o.verbose : 0);
-    Tape<T> tape({.retain_grads = false});  // intermediate gradient buffers are reused within a sweep
+    Tape<T> tape({.retain_grads = false, .precision = o.precision});  // gradient buffers reused within a sweep
+    if (o.threads > 1 && o.precision != Precision::f32) throw value_error("fit: precision bf16 needs threads = 1");
     std::optional<DataParallel<T>> parallel;
     if (o.threads > 1) parallel.emplace(model, loss, DataParallelOptions{.threads = o.threads});
     else if (reducer) reducer->attach(tape);
@@ -472,7 +473,7 @@ History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& opt
                          const FitOptions<T>&);                                                                    \
     template std::map<std::string, double> evaluate(nn::Layer<T>&, const LossFn<T>&, const Dataset<T>&, std::size_t, \
                                                     const std::vector<Metric<T>>&);                                \
-    template xt::xarray<T> predict(nn::Layer<T>&, const xt::xarray<T>&, std::size_t, const std::vector<std::int64_t>&);
+    template xt::xarray<T> predict(nn::Layer<T>&, const xt::xarray<T>&, std::size_t, const std::vector<std::int64_t>&, Precision);
 RECUR_TRAIN(float)
 RECUR_TRAIN(double)
 

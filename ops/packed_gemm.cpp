@@ -1,0 +1,199 @@
+// Products by a packed weight (see packed_gemm.hpp): oneDNN matmul primitives, made once per
+// shape, and weights reordered once per Parameter version into the layout the primitive asked
+// for. Both caches are per thread (no locks; data-parallel threads each pack their own copy).
+#include "packed_gemm.hpp"
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "recur/error.hpp"
+
+namespace recur {
+
+namespace detail {
+
+namespace {
+
+using dnnl::memory;
+using dt = memory::data_type;
+
+std::atomic<std::uint64_t> packs{0};
+
+dnnl::engine& cpu_engine() {
+    static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+    return engine;
+}
+
+dnnl::stream& thread_stream() {
+    thread_local dnnl::stream stream(cpu_engine());
+    return stream;
+}
+
+memory::dim dim(std::size_t v) { return static_cast<memory::dim>(v); }
+
+// One matmul primitive: C (m x n, ldc) [+]= A (m x k, lda) B (k x n, packed).
+struct Product {
+    std::size_t m, n, k, lda, ldc;
+    Precision precision;
+    bool accumulate;
+    dnnl::matmul primitive;
+    memory::desc weights;  // the packed layout it reads
+    memory src, dst;       // wrappers whose handles are set per call
+};
+
+// A packed weight: op(W) (k x n) of `owner` at `version`, in the layout `layout`.
+struct Packed {
+    const void* owner;
+    std::uint64_t version;
+    bool transposed;
+    memory::desc layout;
+    memory value;
+    std::uint64_t used;  // for eviction
+};
+
+constexpr std::size_t max_products = 64, max_packed = 64;
+
+[[noreturn]] void fail(const char* what, std::size_t m, std::size_t n, std::size_t k, Precision p, const dnnl::error& e) {
+    throw value_error(std::string("packed_gemm: ") + what + " for a " + precision_name(p) + " product (" +
+                      std::to_string(m) + " x " + std::to_string(k) + ") x (" + std::to_string(k) + " x " +
+                      std::to_string(n) + ") failed: " + e.what() +
+                      (p == Precision::bf16 ? " (bf16 needs a CPU with AVX-512; see README \"Reduced precision\")" : ""));
+}
+
+Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, std::size_t lda, std::size_t ldc,
+                     bool accumulate) {
+    thread_local std::vector<Product> products;
+    for (auto& pr : products)
+        if (pr.m == m && pr.n == n && pr.k == k && pr.lda == lda && pr.ldc == ldc && pr.precision == p &&
+            pr.accumulate == accumulate)
+            return pr;
+    const dt in = p == Precision::bf16 ? dt::bf16 : dt::f32;
+    // bf16 sources are converted into a contiguous buffer (row stride k); f32 ones read in place.
+    const memory::dim src_ld = p == Precision::bf16 ? dim(k) : dim(lda);
+    const memory::desc src_md({dim(m), dim(k)}, in, {src_ld, 1});
+    const memory::desc weights_any({dim(k), dim(n)}, in, memory::format_tag::any);
+    const memory::desc dst_md({dim(m), dim(n)}, dt::f32, {dim(ldc), 1});
+    try {
+        dnnl::primitive_attr attr;
+        if (accumulate) {
+            dnnl::post_ops ops;
+            ops.append_sum(1.0f);
+            attr.set_post_ops(ops);
+        }
+        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weights_any, dst_md), attr, cpu_engine());
+        if (products.size() == max_products) products.erase(products.begin());
+        products.push_back({m, n, k, lda, ldc, p, accumulate, dnnl::matmul(pd), pd.weights_desc(),
+                            memory(src_md, cpu_engine(), DNNL_MEMORY_NONE), memory(dst_md, cpu_engine(), DNNL_MEMORY_NONE)});
+    } catch (const dnnl::error& e) {
+        fail("making the matmul primitive", m, n, k, p, e);
+    }
+    return products.back();
+}
+
+// op(W) in `layout`: the cached packing when W's owner and version match, else a new one.
+const memory& packed_for(const WeightRef& w, bool transposed, const memory::desc& layout, Precision p, std::size_t n,
+                         std::size_t k) {
+    thread_local std::vector<Packed> cache;
+    thread_local std::uint64_t clock = 0;
+    ++clock;
+    Packed* slot = nullptr;
+    if (w.owner != nullptr) {
+        for (auto& e : cache)
+            if (e.owner == w.owner && e.transposed == transposed && e.layout == layout) {
+                if (e.version == w.version) {
+                    e.used = clock;
+                    return e.value;
+                }
+                slot = &e;  // the same weight at an older version: repack in place
+                break;
+            }
+    }
+    if (slot == nullptr) {
+        if (cache.size() == max_packed) {  // evict the least recently used
+            auto oldest = std::min_element(cache.begin(), cache.end(),
+                                           [](const Packed& a, const Packed& b) { return a.used < b.used; });
+            cache.erase(oldest);
+        }
+        try {
+            cache.push_back({w.owner, 0, transposed, layout, memory(layout, cpu_engine()), 0});
+        } catch (const dnnl::error& e) {
+            fail("allocating the packed weight", 0, n, k, p, e);
+        }
+        slot = &cache.back();
+    }
+    // W as op(W) (k x n) in plain f32: W^T of an (n x k) row-major W, or W (k x n) itself.
+    const memory::desc plain({dim(k), dim(n)}, dt::f32, transposed ? memory::dims{1, dim(k)} : memory::dims{dim(n), 1});
+    try {
+        memory source(plain, cpu_engine(), const_cast<float*>(w.data));
+        dnnl::reorder(source, slot->value).execute(thread_stream(), source, slot->value);
+        thread_stream().wait();
+    } catch (const dnnl::error& e) {
+        fail("packing the weight", 0, n, k, p, e);
+    }
+    packs.fetch_add(1, std::memory_order_relaxed);
+    slot->version = w.version;
+    slot->used = clock;
+    // A weight that is no Parameter's has no identity to key on: its entry is never found again.
+    if (w.owner == nullptr) slot->owner = slot;
+    return slot->value;
+}
+
+// A (m x k, lda) rounded to bf16 into a per-thread buffer of row stride k.
+const std::uint16_t* to_bf16_rows(const float* a, std::size_t m, std::size_t k, std::size_t lda) {
+    thread_local std::vector<std::uint16_t> buffer;
+    if (buffer.size() < m * k) buffer.resize(m * k);
+    std::uint16_t* out = buffer.data();
+    for (std::size_t r = 0; r < m; ++r)
+        for (std::size_t j = 0; j < k; ++j) out[r * k + j] = to_bf16(a[r * lda + j]);
+    return out;
+}
+
+}  // namespace
+
+void packed_gemm(Precision precision, std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
+                 const WeightRef& w, bool transpose_w, bool accumulate, float* c, std::size_t ldc) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        if (!accumulate)
+            for (std::size_t r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, 0.0f);
+        return;
+    }
+    Product& pr = product_for(precision, m, n, k, std::max(lda, k), std::max(ldc, n), accumulate);
+    const memory& weights = packed_for(w, transpose_w, pr.weights, precision, n, k);
+    const void* src = precision == Precision::bf16 ? static_cast<const void*>(to_bf16_rows(a, m, k, lda)) : a;
+    try {
+        pr.src.set_data_handle(const_cast<void*>(src));
+        pr.dst.set_data_handle(c);
+        pr.primitive.execute(thread_stream(), {{DNNL_ARG_SRC, pr.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, pr.dst}});
+        thread_stream().wait();
+    } catch (const dnnl::error& e) {
+        fail("running the matmul", m, n, k, precision, e);
+    }
+}
+
+// The small-product kernel of ops/blas.cpp takes products up to this many multiply-adds.
+// RECUR_F32_GEMM=plain (read once) sends every f32 product there or to dnnl_sgemm as before the
+// packed path existed: for measuring the two side by side in one binary.
+bool prefers_small_kernel(std::size_t m, std::size_t n, std::size_t k) {
+    static const bool plain = [] {
+        const char* v = std::getenv("RECUR_F32_GEMM");
+        return v != nullptr && std::string(v) == "plain";
+    }();
+    return plain || double(m) * double(n) * double(k) <= double(1 << 16);
+}
+
+std::uint64_t weight_packs() { return packs.load(std::memory_order_relaxed); }
+
+}  // namespace detail
+
+bool bf16_native() {
+    const auto isa = dnnl::get_effective_cpu_isa();
+    return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+}
+
+}  // namespace recur

@@ -1,0 +1,72 @@
+// Products by a weight matrix kept packed: oneDNN's matmul primitive with its weights reordered
+// once into the blocked layout the primitive prefers ("any"), in f32 or bf16, and cached per
+// (Parameter, version, dtype, orientation), so a weight multiplied at every time step is packed
+// (and, in bf16, rounded) once per optimizer update, not once per step. Defined in
+// ops/packed_gemm.cpp. Internal to the library (not installed).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "recur/precision.hpp"
+#include "recur/tape.hpp"
+
+namespace recur::detail {
+
+/// A weight operand W: `rows` x `cols`, row-major at `data`. `owner` identifies the Parameter
+/// it is the value of (nullptr for any other array: then it is packed on every call), and
+/// `version` that value (Parameter::version()).
+struct WeightRef {
+    const void* owner = nullptr;
+    std::uint64_t version = 0;
+    const float* data = nullptr;
+    std::size_t rows = 0, cols = 0;
+};
+
+/// C (M x N, row stride ldc) = A (M x K, row stride lda) op(W) [+ C when accumulate], with
+/// op(W) = W^T (W is N x K) when transpose_w, else W (K x N). f32: A and W in f32; bf16: A is
+/// rounded to bf16 per call and W once per version (round to nearest even), the products are
+/// summed in f32 and C is f32. Throws value_error when the CPU's oneDNN has no kernel for it.
+void packed_gemm(Precision precision, std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
+                 const WeightRef& w, bool transpose_w, bool accumulate, float* c, std::size_t ldc);
+
+/// Node w of tape t as a weight operand: keyed on its Parameter and version when it is a bound
+/// Parameter, else packed on every call.
+inline WeightRef weight_ref(const Tape<float>& t, std::uint32_t w) {
+    const auto* p = t.node(w).param;
+    const auto& v = t.value(w);
+    return {p, p ? p->version() : 0, v.data(), v.shape()[0], v.shape()[1]};
+}
+
+/// Under a bf16 float tape: c (m x n, ldc) [+]= a (m x k, lda) op(w) for node w (op as in
+/// packed_gemm) in bf16, and true; otherwise nothing and false (the caller runs its own GEMM).
+template <class T>
+bool bf16_weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::size_t m, std::size_t n, std::size_t k,
+                         const T* a, std::size_t lda, bool accumulate, T* c, std::size_t ldc) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (t.precision() == Precision::bf16) {
+            packed_gemm(Precision::bf16, m, n, k, a, lda, weight_ref(t, w), transpose_w, accumulate, c, ldc);
+            return true;
+        }
+    }
+    return false;
+}
+
+/// Whether an f32 product of these sizes by a weight takes detail::gemm (recur's own
+/// small-product kernel there, faster than any library call) instead of packed_gemm.
+bool prefers_small_kernel(std::size_t m, std::size_t n, std::size_t k);
+
+/// Test hook: weight packings (reorders) made so far by this process.
+std::uint64_t weight_packs();
+
+/// x rounded to bf16 (round to nearest even; NaN stays NaN), as its 16 upper bits.
+inline std::uint16_t to_bf16(float x) {
+    std::uint32_t u;
+    __builtin_memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return static_cast<std::uint16_t>(u >> 16);
+}
+
+}  // namespace recur::detail
