@@ -176,15 +176,18 @@ void packed_gemm(Precision precision, std::size_t m, std::size_t n, std::size_t 
     }
 }
 
-// The small-product kernel of ops/blas.cpp takes products up to this many multiply-adds.
-// RECUR_F32_GEMM=plain (read once) sends every f32 product there or to dnnl_sgemm as before the
-// packed path existed: for measuring the two side by side in one binary.
-bool prefers_small_kernel(std::size_t m, std::size_t n, std::size_t k) {
+// Measured one core (busy machine), natural loops, packed / plain time: forward products at M
+// (64 x 256 x 1024) 0.83-0.94 (inference 1.06-1.21x faster); at S (16 x 64 x 256) and for the
+// backward's dpre w_hh at M the matmul primitive lost to dnnl_sgemm (training S 0.71-0.78x, M
+// 0.88-0.96x with both products packed). So f32 packs only forward products of at least 2^22
+// multiply-adds. RECUR_F32_GEMM=plain (read once) turns the f32 packed path off entirely, for
+// measuring the two side by side in one binary.
+bool plain_f32_product(std::size_t m, std::size_t n, std::size_t k, bool transpose_w) {
     static const bool plain = [] {
         const char* v = std::getenv("RECUR_F32_GEMM");
         return v != nullptr && std::string(v) == "plain";
     }();
-    return plain || double(m) * double(n) * double(k) <= double(1 << 16);
+    return plain || !transpose_w || double(m) * double(n) * double(k) < double(1 << 22);
 }
 
 std::uint64_t weight_packs() { return packs.load(std::memory_order_relaxed); }

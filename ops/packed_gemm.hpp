@@ -53,9 +53,10 @@ bool bf16_weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::siz
     return false;
 }
 
-/// Whether an f32 product of these sizes by a weight takes detail::gemm (recur's own
-/// small-product kernel there, faster than any library call) instead of packed_gemm.
-bool prefers_small_kernel(std::size_t m, std::size_t n, std::size_t k);
+/// Whether an f32 product of these sizes by a weight (op(w) = w^T when transpose_w) runs on
+/// detail::gemm (recur's small-product kernel or dnnl_sgemm) instead of packed_gemm: where the
+/// packed matmul was not measured faster (see packed_gemm.cpp).
+bool plain_f32_product(std::size_t m, std::size_t n, std::size_t k, bool transpose_w);
 
 /// Test hook: weight packings (reorders) made so far by this process.
 std::uint64_t weight_packs();

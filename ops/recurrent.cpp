@@ -185,14 +185,14 @@ void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::
 }
 
 // c (m x n) [+]= a (m x k) op(w) for node w of the tape: op(w) = w^T (w is n x k: the forward's
-// h w_hh^T) or w (k x n: the backward's dpre w_hh). Float: the small kernel on a transposed copy
-// (Tape::transposed) for tiny f32 products, else the packed weight in the tape's precision
-// (packed_gemm: packed once per weight update); double: detail::gemm.
+// h w_hh^T) or w (k x n: the backward's dpre w_hh). bf16: the packed weight (packed_gemm, packed
+// once per weight update); f32: the same for large forward products, else detail::gemm (the
+// small kernel or dnnl_sgemm) on the transposed copy (Tape::transposed); double: detail::gemm.
 template <class T>
 void weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::size_t m, std::size_t n, std::size_t k,
                     const T* a, T* c, bool accumulate) {
     if constexpr (std::is_same_v<T, float>) {
-        if (t.precision() == Precision::bf16 || !detail::prefers_small_kernel(m, n, k)) {
+        if (t.precision() == Precision::bf16 || !detail::plain_f32_product(m, n, k, transpose_w)) {
             detail::packed_gemm(t.precision(), m, n, k, a, k, detail::weight_ref(t, w), transpose_w, accumulate, c, n);
             return;
         }
