@@ -66,7 +66,8 @@ static void linear_backward(Tape<T>& t, std::uint32_t i) {
     if (t.needs_grad(w)) {
         auto r = t.grad_ref(w);
         const T beta = r.beta();
-        gemm<T>(true, false, o, in, rows, T(1), g.data(), o, xv.data(), in, beta, r.buffer().data(), in);
+        if (!detail::bf16_weight_grad(t, o, in, rows, g.data(), o, xv.data(), in, beta != T(0), r.buffer().data(), in))
+            gemm<T>(true, false, o, in, rows, T(1), g.data(), o, xv.data(), in, beta, r.buffer().data(), in);
     }
     if (node.num_inputs == 3 && t.needs_grad(t.input(i, 2))) {
         T* db = t.grad_ref(t.input(i, 2)).zeroed().data();

@@ -41,9 +41,10 @@ struct Product {
     std::size_t m, n, k, lda, ldc;
     Precision precision;
     bool accumulate;
+    bool plain_weights;    // B read row-major per call (bf16_gemm_tn) instead of packed
     dnnl::matmul primitive;
-    memory::desc weights;  // the packed layout it reads
-    memory src, dst;       // wrappers whose handles are set per call
+    memory::desc weights;  // the layout it reads B in
+    memory src, dst, wei;  // wrappers whose handles are set per call (wei: plain weights only)
 };
 
 // A packed weight: op(W) (k x n) of `owner` at `version`, in the layout `layout`.
@@ -66,17 +67,17 @@ constexpr std::size_t max_products = 64, max_packed = 64;
 }
 
 Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, std::size_t lda, std::size_t ldc,
-                     bool accumulate) {
+                     bool accumulate, bool plain_weights = false) {
     thread_local std::vector<Product> products;
     for (auto& pr : products)
         if (pr.m == m && pr.n == n && pr.k == k && pr.lda == lda && pr.ldc == ldc && pr.precision == p &&
-            pr.accumulate == accumulate)
+            pr.accumulate == accumulate && pr.plain_weights == plain_weights)
             return pr;
     const dt in = p == Precision::bf16 ? dt::bf16 : dt::f32;
     // bf16 sources are converted into a contiguous buffer (row stride k); f32 ones read in place.
     const memory::dim src_ld = p == Precision::bf16 ? dim(k) : dim(lda);
     const memory::desc src_md({dim(m), dim(k)}, in, {src_ld, 1});
-    const memory::desc weights_any({dim(k), dim(n)}, in, memory::format_tag::any);
+    const memory::desc weights_any({dim(k), dim(n)}, in, plain_weights ? memory::format_tag::ab : memory::format_tag::any);
     const memory::desc dst_md({dim(m), dim(n)}, dt::f32, {dim(ldc), 1});
     try {
         dnnl::primitive_attr attr;
@@ -87,8 +88,9 @@ Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, s
         }
         dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weights_any, dst_md), attr, cpu_engine());
         if (products.size() == max_products) products.erase(products.begin());
-        products.push_back({m, n, k, lda, ldc, p, accumulate, dnnl::matmul(pd), pd.weights_desc(),
-                            memory(src_md, cpu_engine(), DNNL_MEMORY_NONE), memory(dst_md, cpu_engine(), DNNL_MEMORY_NONE)});
+        products.push_back({m, n, k, lda, ldc, p, accumulate, plain_weights, dnnl::matmul(pd), pd.weights_desc(),
+                            memory(src_md, cpu_engine(), DNNL_MEMORY_NONE), memory(dst_md, cpu_engine(), DNNL_MEMORY_NONE),
+                            memory(pd.weights_desc(), cpu_engine(), DNNL_MEMORY_NONE)});
     } catch (const dnnl::error& e) {
         fail("making the matmul primitive", m, n, k, p, e);
     }
@@ -143,14 +145,34 @@ const memory& packed_for(const WeightRef& w, bool transposed, const memory::desc
     return slot->value;
 }
 
-// A (m x k, lda) rounded to bf16 into a per-thread buffer of row stride k.
-const std::uint16_t* to_bf16_rows(const float* a, std::size_t m, std::size_t k, std::size_t lda) {
-    thread_local std::vector<std::uint16_t> buffer;
+// A (m x k, lda) rounded to bf16 into per-thread buffer `slot` (0 or 1), row stride k; with
+// `transpose`, A is read as the transpose of a (k x m, lda) array.
+const std::uint16_t* to_bf16_rows(const float* a, std::size_t m, std::size_t k, std::size_t lda, int slot = 0,
+                                  bool transpose = false) {
+    thread_local std::vector<std::uint16_t> buffers[2];
+    auto& buffer = buffers[slot];
     if (buffer.size() < m * k) buffer.resize(m * k);
     std::uint16_t* out = buffer.data();
-    for (std::size_t r = 0; r < m; ++r)
-        for (std::size_t j = 0; j < k; ++j) out[r * k + j] = to_bf16(a[r * lda + j]);
+    if (transpose) {
+        for (std::size_t l = 0; l < k; ++l)
+            for (std::size_t r = 0; r < m; ++r) out[r * k + l] = to_bf16(a[l * lda + r]);
+    } else {
+        for (std::size_t r = 0; r < m; ++r)
+            for (std::size_t j = 0; j < k; ++j) out[r * k + j] = to_bf16(a[r * lda + j]);
+    }
     return out;
+}
+
+// Runs `pr` on bf16 A (and B when its weights are plain) into c.
+void execute(Product& pr, const void* a, const memory& weights, float* c, std::size_t m, std::size_t n, std::size_t k) {
+    try {
+        pr.src.set_data_handle(const_cast<void*>(a));
+        pr.dst.set_data_handle(c);
+        pr.primitive.execute(thread_stream(), {{DNNL_ARG_SRC, pr.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, pr.dst}});
+        thread_stream().wait();
+    } catch (const dnnl::error& e) {
+        fail("running the matmul", m, n, k, pr.precision, e);
+    }
 }
 
 }  // namespace
@@ -166,14 +188,22 @@ void packed_gemm(Precision precision, std::size_t m, std::size_t n, std::size_t 
     Product& pr = product_for(precision, m, n, k, std::max(lda, k), std::max(ldc, n), accumulate);
     const memory& weights = packed_for(w, transpose_w, pr.weights, precision, n, k);
     const void* src = precision == Precision::bf16 ? static_cast<const void*>(to_bf16_rows(a, m, k, lda)) : a;
-    try {
-        pr.src.set_data_handle(const_cast<void*>(src));
-        pr.dst.set_data_handle(c);
-        pr.primitive.execute(thread_stream(), {{DNNL_ARG_SRC, pr.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, pr.dst}});
-        thread_stream().wait();
-    } catch (const dnnl::error& e) {
-        fail("running the matmul", m, n, k, precision, e);
+    execute(pr, src, weights, c, m, n, k);
+}
+
+void bf16_gemm_tn(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda, const float* b,
+                  std::size_t ldb, bool accumulate, float* c, std::size_t ldc) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        if (!accumulate)
+            for (std::size_t r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, 0.0f);
+        return;
     }
+    Product& pr = product_for(Precision::bf16, m, n, k, k, std::max(ldc, n), accumulate, true);
+    const std::uint16_t* at = to_bf16_rows(a, m, k, lda, 0, true);  // A^T (m x k)
+    const std::uint16_t* bt = to_bf16_rows(b, k, n, ldb, 1);        // B (k x n)
+    pr.wei.set_data_handle(const_cast<std::uint16_t*>(bt));
+    execute(pr, at, pr.wei, c, m, n, k);
 }
 
 // Measured one core (busy machine), natural loops, packed / plain time: forward products at M

@@ -53,6 +53,25 @@ bool bf16_weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::siz
     return false;
 }
 
+/// C (M x N, ldc) [+]= A^T B with A (K x M, lda) and B (K x N, ldb) both rounded to bf16 per
+/// call, summed in f32: the weight gradient dW += dpre^T h of a bf16 tape.
+void bf16_gemm_tn(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda, const float* b,
+                  std::size_t ldb, bool accumulate, float* c, std::size_t ldc);
+
+/// Under a bf16 float tape: c (m x n, ldc) [+]= a^T b (a: k x m, b: k x n) by bf16_gemm_tn, and
+/// true; otherwise nothing and false.
+template <class T>
+bool bf16_weight_grad(const Tape<T>& t, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
+                      const T* b, std::size_t ldb, bool accumulate, T* c, std::size_t ldc) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (t.precision() == Precision::bf16) {
+            bf16_gemm_tn(m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+            return true;
+        }
+    }
+    return false;
+}
+
 /// Whether an f32 product of these sizes by a weight (op(w) = w^T when transpose_w) runs on
 /// detail::gemm (recur's small-product kernel or dnnl_sgemm) instead of packed_gemm: where the
 /// packed matmul was not measured faster (see packed_gemm.cpp).
@@ -65,9 +84,9 @@ std::uint64_t weight_packs();
 inline std::uint16_t to_bf16(float x) {
     std::uint32_t u;
     __builtin_memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);  // quiet NaN
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<std::uint16_t>(u >> 16);
+    const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const std::uint32_t quiet_nan = (u >> 16) | 0x40u;
+    return static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);  // a select: vectorises
 }
 
 }  // namespace recur::detail

@@ -223,7 +223,8 @@ void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std:
     if (t.needs_grad(w)) {
         auto r = t.grad_ref(w);
         const T beta = r.beta();
-        detail::gemm<T>(true, false, g, hout, batch, T(1), dpre, g, hv.data(), hout, beta, r.buffer().data(), hout);
+        if (!detail::bf16_weight_grad(t, g, hout, batch, dpre, g, hv.data(), hout, beta != T(0), r.buffer().data(), hout))
+            detail::gemm<T>(true, false, g, hout, batch, T(1), dpre, g, hv.data(), hout, beta, r.buffer().data(), hout);
     }
     if (b && t.needs_grad(*b)) {
         T* db = t.grad_ref(*b).zeroed().data();
