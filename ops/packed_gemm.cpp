@@ -140,8 +140,8 @@ const memory& packed_for(const WeightRef& w, bool transposed, const memory::desc
     packs.fetch_add(1, std::memory_order_relaxed);
     slot->version = w.version;
     slot->used = clock;
-    // A weight that is no Parameter's has no identity to key on: its entry is never found again.
-    if (w.owner == nullptr) slot->owner = slot;
+    // A weight that is no Parameter's (owner null) has no identity to key on: lookups skip its
+    // entry, which waits for eviction.
     return slot->value;
 }
 
