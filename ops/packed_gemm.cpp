@@ -74,9 +74,10 @@ Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, s
             pr.accumulate == accumulate && pr.plain_weights == plain_weights)
             return pr;
     const dt in = p == Precision::bf16 ? dt::bf16 : dt::f32;
-    // bf16 sources are converted into a contiguous buffer (row stride k); f32 ones read in place.
+    // bf16 sources are converted into a contiguous buffer: row stride k, or for bf16_gemm_tn
+    // (plain weights) A^T's rows as they are, read transposed (strides 1, m); f32 read in place.
     const memory::dim src_ld = p == Precision::bf16 ? dim(k) : dim(lda);
-    const memory::desc src_md({dim(m), dim(k)}, in, {src_ld, 1});
+    const memory::desc src_md({dim(m), dim(k)}, in, plain_weights ? memory::dims{1, dim(m)} : memory::dims{src_ld, 1});
     const memory::desc weights_any({dim(k), dim(n)}, in, plain_weights ? memory::format_tag::ab : memory::format_tag::any);
     const memory::desc dst_md({dim(m), dim(n)}, dt::f32, {dim(ldc), 1});
     try {
@@ -145,21 +146,14 @@ const memory& packed_for(const WeightRef& w, bool transposed, const memory::desc
     return slot->value;
 }
 
-// A (m x k, lda) rounded to bf16 into per-thread buffer `slot` (0 or 1), row stride k; with
-// `transpose`, A is read as the transpose of a (k x m, lda) array.
-const std::uint16_t* to_bf16_rows(const float* a, std::size_t m, std::size_t k, std::size_t lda, int slot = 0,
-                                  bool transpose = false) {
+// A (m x k, lda) rounded to bf16 into per-thread buffer `slot` (0 or 1), row stride k.
+const std::uint16_t* to_bf16_rows(const float* a, std::size_t m, std::size_t k, std::size_t lda, int slot = 0) {
     thread_local std::vector<std::uint16_t> buffers[2];
     auto& buffer = buffers[slot];
     if (buffer.size() < m * k) buffer.resize(m * k);
     std::uint16_t* out = buffer.data();
-    if (transpose) {
-        for (std::size_t l = 0; l < k; ++l)
-            for (std::size_t r = 0; r < m; ++r) out[r * k + l] = to_bf16(a[l * lda + r]);
-    } else {
-        for (std::size_t r = 0; r < m; ++r)
-            for (std::size_t j = 0; j < k; ++j) out[r * k + j] = to_bf16(a[r * lda + j]);
-    }
+    for (std::size_t r = 0; r < m; ++r)
+        for (std::size_t j = 0; j < k; ++j) out[r * k + j] = to_bf16(a[r * lda + j]);
     return out;
 }
 
@@ -200,8 +194,8 @@ void bf16_gemm_tn(std::size_t m, std::size_t n, std::size_t k, const float* a, s
         return;
     }
     Product& pr = product_for(Precision::bf16, m, n, k, k, std::max(ldc, n), accumulate, true);
-    const std::uint16_t* at = to_bf16_rows(a, m, k, lda, 0, true);  // A^T (m x k)
-    const std::uint16_t* bt = to_bf16_rows(b, k, n, ldb, 1);        // B (k x n)
+    const std::uint16_t* at = to_bf16_rows(a, k, m, lda, 0);  // A (k x m), read as A^T by the primitive
+    const std::uint16_t* bt = to_bf16_rows(b, k, n, ldb, 1);  // B (k x n)
     pr.wei.set_data_handle(const_cast<std::uint16_t*>(bt));
     execute(pr, at, pr.wei, c, m, n, k);
 }
