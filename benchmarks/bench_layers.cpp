@@ -11,6 +11,8 @@
 //      loss = sum(output), backward through time into the Parameters' grads.
 //   2. Infer: the forward alone on a tape that does not record (TapeOptions{.record = false}),
 //      fresh each step (natural) or reused (tuned).
+//   2b. TrainBf16 / InferBf16: the natural loops on a tape of Precision::bf16 (the README's
+//      "Reduced precision (bf16)"), LSTM and GRU at every size.
 //   3. Sgemm: one direct sgemm C (64, 512) = A (64, 2048) B (2048, 512) into a preallocated C,
 //      by OpenBLAS's cblas_sgemm and by oneDNN's dnnl_sgemm: the faster of the two is the rate
 //      a training step's GEMMs can at best reach on this core (Debian's OpenBLAS runs generic
@@ -132,6 +134,23 @@ void BM_InferTuned(benchmark::State& state) {
     Tape<float> tape(recur::bench::inference_tape());
     time_steps<K>(state, 1.0, &tape,
                   [&tape](Layer<K>& layer, const xt::xarray<float>& x) { return tuned_infer_step(layer, tape, x); });
+}
+
+// ---- 2b. The natural loops under the bf16 precision policy ----------------------------------
+
+template <Kind K>
+void BM_TrainBf16(benchmark::State& state) {
+    time_steps<K>(state, 3.0, nullptr, [](Layer<K>& layer, const xt::xarray<float>& x) {
+        natural_train_step(layer, x, recur::Precision::bf16);
+        return first_grad(layer);
+    });
+}
+
+template <Kind K>
+void BM_InferBf16(benchmark::State& state) {
+    time_steps<K>(state, 1.0, nullptr, [](Layer<K>& layer, const xt::xarray<float>& x) {
+        return natural_infer_step(layer, x, recur::Precision::bf16);
+    });
 }
 
 // ---- 3. The sgemm reference --------------------------------------------------------------
@@ -321,6 +340,10 @@ BENCHMARK(BM_InferTuned<Kind::rnn>)->Name("BM_Infer/rnn/tuned")->Apply(m_only);
 BENCHMARK(BM_TrainLayerNormLSTM)->Name("BM_Train/ln_lstm/natural")->Apply(s_and_m);
 BENCHMARK(BM_TrainLayerNormLSTMComposed)->Name("BM_Train/ln_lstm_composed/natural")->Apply(s_and_m);
 BENCHMARK(BM_TrainLayerNormLSTMPrimitives)->Name("BM_Train/ln_lstm_primitives/natural")->Apply(s_and_m);
+BENCHMARK(BM_TrainBf16<Kind::lstm>)->Name("BM_Train/lstm/bf16")->Apply(all_sizes);
+BENCHMARK(BM_TrainBf16<Kind::gru>)->Name("BM_Train/gru/bf16")->Apply(all_sizes);
+BENCHMARK(BM_InferBf16<Kind::lstm>)->Name("BM_Infer/lstm/bf16")->Apply(all_sizes);
+BENCHMARK(BM_InferBf16<Kind::gru>)->Name("BM_Infer/gru/bf16")->Apply(all_sizes);
 BENCHMARK(BM_Sgemm<recur::bench::ref_sgemm>)->Name("BM_Sgemm")->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Sgemm<onednn_sgemm>)->Name("BM_SgemmOneDNN")->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
 

@@ -82,12 +82,12 @@ Layer<K> make_layer(const LayerSizes& z) {
 /// their buffers are reused within the sweep.
 inline TapeOptions training_tape() { return TapeOptions{.retain_grads = false}; }
 
-/// One natural training step: zero_grad, a fresh default Tape, loss = sum(layer(x)) with x a
+/// One natural training step: zero_grad, a fresh default Tape (of `precision`), loss = sum(layer(x)) with x a
 /// constant (no grad), backward through time into the Parameters' grads.
 template <Kind K>
-void natural_train_step(Layer<K>& layer, const xt::xarray<float>& x) {
+void natural_train_step(Layer<K>& layer, const xt::xarray<float>& x, Precision precision = Precision::f32) {
     layer.m.zero_grad();
-    Tape<float> tape;
+    Tape<float> tape({.precision = precision});
     Var<float> loss = sum(layer(tape.constant(x)));
     tape.backward(loss);
 }
@@ -107,11 +107,13 @@ void tuned_train_step(Layer<K>& layer, Tape<float>& tape, const xt::xarray<float
 /// The tape of inference.
 inline TapeOptions inference_tape() { return TapeOptions{.record = false}; }
 
-/// One natural inference forward on a fresh non-recording tape; returns the output's first
+/// One natural inference forward on a fresh non-recording tape (of `precision`); returns the output's first
 /// value (so the work is observable).
 template <Kind K>
-float natural_infer_step(Layer<K>& layer, const xt::xarray<float>& x) {
-    Tape<float> tape(inference_tape());
+float natural_infer_step(Layer<K>& layer, const xt::xarray<float>& x, Precision precision = Precision::f32) {
+    TapeOptions options = inference_tape();
+    options.precision = precision;
+    Tape<float> tape(options);
     return layer(tape.constant(x)).value().data()[0];
 }
 

@@ -190,14 +190,22 @@ void release_cached_tape_memory() {
     if (auto* c = storage_cache<double>()) c->kept.clear();
 }
 
+// bf16 is a policy of float tapes; gradient checks (double) stay in double.
+template <class T>
+static void check_precision(Precision p) {
+    if (std::is_same_v<T, double> && p == Precision::bf16)
+        throw value_error("Tape<double>: Precision::bf16 applies to float tapes only (double runs in double)");
+}
+
 template <class T>
 Tape<T>::Tape(TapeOptions options)
-    : stamp_(detail::acquire_stamp()),
+    : stamp_((check_precision<T>(options.precision), detail::acquire_stamp())),
       tape_id_(detail::next_tape_id()),
       serial_((tape_id_ << 32) | 1u),
       record_(options.record),
       accumulate_parameter_grads_(options.accumulate_parameter_grads),
       retain_grads_(options.retain_grads),
+      precision_(options.precision),
       rng_(options.seed) {
     stamp_->store(serial_, std::memory_order_relaxed);
     take_storage();
@@ -603,7 +611,8 @@ void Tape<T>::parameter_done(detail::Node<T>& n) {
     if (n.has_grad && n.partial) finish_partial(n);
     if (n.has_grad && accumulate_parameter_grads_) {
         auto& g = n.param->grad();
-        if (g.shape() != n.param->value().shape()) g = xt::zeros<T>(n.param->value().shape());
+        const auto& shape = std::as_const(*n.param).value().shape();  // const: reading is no update (version)
+        if (g.shape() != shape) g = xt::zeros<T>(shape);
         xt::noalias(g) += n.grad;
     }
     if (grad_final_) grad_final_(*n.param, n.has_grad ? &n.grad : nullptr);

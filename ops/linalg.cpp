@@ -2,6 +2,7 @@
 // Outputs are written in place by GEMM; gradients accumulate with beta = 1 (beta = 0 for the
 // first contribution of a sweep); transposes are BLAS flags, never copies.
 #include "common.hpp"
+#include "packed_gemm.hpp"
 
 namespace recur {
 using detail::gemm;
@@ -59,12 +60,14 @@ static void linear_backward(Tape<T>& t, std::uint32_t i) {
     if (t.needs_grad(x)) {
         auto r = t.grad_ref(x);
         const T beta = r.beta();
-        gemm<T>(false, false, rows, in, o, T(1), g.data(), o, wv.data(), in, beta, r.buffer().data(), in);
+        if (!detail::bf16_weight_product(t, w, false, rows, in, o, g.data(), o, beta != T(0), r.buffer().data(), in))
+            gemm<T>(false, false, rows, in, o, T(1), g.data(), o, wv.data(), in, beta, r.buffer().data(), in);
     }
     if (t.needs_grad(w)) {
         auto r = t.grad_ref(w);
         const T beta = r.beta();
-        gemm<T>(true, false, o, in, rows, T(1), g.data(), o, xv.data(), in, beta, r.buffer().data(), in);
+        if (!detail::bf16_weight_grad(t, o, in, rows, g.data(), o, xv.data(), in, beta != T(0), r.buffer().data(), in))
+            gemm<T>(true, false, o, in, rows, T(1), g.data(), o, xv.data(), in, beta, r.buffer().data(), in);
     }
     if (node.num_inputs == 3 && t.needs_grad(t.input(i, 2))) {
         T* db = t.grad_ref(t.input(i, 2)).zeroed().data();
@@ -99,7 +102,9 @@ static Var<T> linear_impl(const Var<T>& x, const Var<T>& weight, const Var<T>* b
             for (std::size_t c = 0; c < o; ++c) yp[r * o + c] = bp[c];
         beta = T(1);
     }
-    gemm<T>(false, true, rows, o, in, T(1), xv.data(), in, wv.data(), in, beta, y.data(), o);
+    // Under bf16: x and W rounded to bf16 (W once per update), summed in f32.
+    if (!detail::bf16_weight_product(t, weight.index(), true, rows, o, in, xv.data(), in, beta != T(0), y.data(), o))
+        gemm<T>(false, true, rows, o, in, T(1), xv.data(), in, wv.data(), in, beta, y.data(), o);
     return t.handle(out);
 }
 template <class T>

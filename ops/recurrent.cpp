@@ -10,12 +10,14 @@
 // size; each element of the gate math is computed the same way whatever the thread count.
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
 
 #include "common.hpp"
 #include "normalization.hpp"
+#include "packed_gemm.hpp"
 #include "recurrent_rows.hpp"
 
 namespace recur {
@@ -154,8 +156,8 @@ void add_gate_grad(Tape<T>& t, std::uint32_t i, const GateRows* rows, const T* g
 
 // The recurrent product's forward and backward, for a step form:
 //   pre (B, G) = [x rows] + b + h w^T;  dh += dpre w;  dw += dpre^T h;  db += column sums of dpre
-// The forward multiplies by w^T (H_out, G), transposed once per weight update (Tape::transposed),
-// not once per step: a row-major right operand that the small-product kernel streams.
+// The forward multiplies by w^T (H_out, G) and the backward by w, each made once per weight
+// update, not once per step (weight_product below).
 // pre (B, G) = rows of x (row r at x + r * stride) + bias (G, or null).
 template <class T>
 void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::size_t batch, std::size_t g) {
@@ -165,6 +167,23 @@ void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::
         if (bias) for (std::size_t j = 0; j < g; ++j) p[j] = xr[j] + bias[j];
         else std::copy(xr, xr + g, p);
     }
+}
+
+// c (m x n) [+]= a (m x k) op(w) for node w of the tape: op(w) = w^T (w is n x k: the forward's
+// h w_hh^T) or w (k x n: the backward's dpre w_hh). bf16: the packed weight (packed_gemm, packed
+// once per weight update); f32: the same for large forward products, else detail::gemm (the
+// small kernel or dnnl_sgemm) on the transposed copy (Tape::transposed); double: detail::gemm.
+template <class T>
+void weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::size_t m, std::size_t n, std::size_t k,
+                    const T* a, T* c, bool accumulate) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (t.precision() == Precision::bf16 || !detail::plain_f32_product(m, n, k, transpose_w)) {
+            detail::packed_gemm(t.precision(), m, n, k, a, k, detail::weight_ref(t, w), transpose_w, accumulate, c, n);
+            return;
+        }
+    }
+    const T* b = transpose_w ? t.transposed(w).data() : t.value(w).data();
+    detail::gemm<T>(false, false, m, n, k, T(1), a, k, b, n, accumulate ? T(1) : T(0), c, n);
 }
 
 // The left operand of the recurrent product: h, or h ⊙ mask (recurrent dropout, mask (B, H_out))
@@ -185,7 +204,7 @@ void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint
     rows_plus_bias(t.value(x.node).data() + x.offset, x.stride, b ? t.value(*b).data() : static_cast<const T*>(nullptr),
                    pre, batch, g);
     const std::size_t hout = t.value(h).shape()[1];
-    detail::gemm<T>(false, false, batch, g, hout, T(1), masked_h(t, h, mask), hout, t.transposed(w).data(), g, T(1), pre, g);
+    weight_product(t, w, true, batch, g, hout, masked_h(t, h, mask), pre, true);
 }
 
 // With a mask m (recurrent dropout): dh += (dpre w) ⊙ m;  dw += dpre^T (h ⊙ m).
@@ -198,10 +217,10 @@ void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std:
         auto r = t.grad_ref(h);
         const T beta = r.beta();
         if (!mask) {
-            detail::gemm<T>(false, false, batch, hout, g, T(1), dpre, g, t.value(w).data(), hout, beta, r.buffer().data(), hout);
+            weight_product(t, w, false, batch, hout, g, dpre, r.buffer().data(), beta != T(0));
         } else {
             T* dhm = scratch<T, 1>(batch * hout);
-            detail::gemm<T>(false, false, batch, hout, g, T(1), dpre, g, t.value(w).data(), hout, T(0), dhm, hout);
+            weight_product(t, w, false, batch, hout, g, dpre, dhm, false);
             const T* m = t.value(*mask).data();
             T* dh = r.buffer().data();
             for (std::size_t k = 0; k < batch * hout; ++k) dh[k] = (beta == T(0) ? T(0) : dh[k]) + dhm[k] * m[k];
@@ -210,7 +229,9 @@ void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std:
     if (t.needs_grad(w)) {
         auto r = t.grad_ref(w);
         const T beta = r.beta();
-        detail::gemm<T>(true, false, g, hout, batch, T(1), dpre, g, masked_h(t, h, mask), hout, beta, r.buffer().data(), hout);
+        const T* hm = masked_h(t, h, mask);
+        if (!detail::bf16_weight_grad(t, g, hout, batch, dpre, g, hm, hout, beta != T(0), r.buffer().data(), hout))
+            detail::gemm<T>(true, false, g, hout, batch, T(1), dpre, g, hm, hout, beta, r.buffer().data(), hout);
     }
     if (b && t.needs_grad(*b)) {
         T* db = t.grad_ref(*b).zeroed().data();
@@ -501,8 +522,7 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
         else std::fill(hg + r * width, hg + (r + 1) * width, T(0));
     }
     const auto& hv = t.value(in[1]);
-    detail::gemm<T>(false, false, batch, width, hidden, T(1), masked_h(t, in[1], mask), hidden, t.transposed(in[2]).data(),
-                    width, T(1), hg, width);
+    weight_product(t, in[2], true, batch, width, hidden, masked_h(t, in[1], mask), hg, true);
     const GateRows rows = sequence_rows(t, in[0], axis, k);
     const T* x = t.value(in[0]).data() + rows.offset;
     T* y = node.value.data();
@@ -587,7 +607,6 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     T* c = t.node(t.output(i, 2)).value.data();
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
     std::copy(c0.value().data(), c0.value().data() + batch * hidden, c);
-    const T* wt = t.transposed(w_hh.index()).data();
     const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
     // act (B, 4H) | h' (B, H) | c' (B, H) in scratch
     T* act = scratch<T>(batch * (width + 2 * hidden));
@@ -597,7 +616,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
         const std::size_t step = reverse ? steps - 1 - s : s;
         const GateRows rows = sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
         rows_plus_bias(t.value(xs.index()).data() + rows.offset, rows.stride, bias, act, batch, width);
-        detail::gemm<T>(false, false, batch, width, hidden, T(1), h, hidden, wt, width, T(1), act, width);
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h, act, true);
         for_rows(batch, width, [&](std::size_t b) {
             const std::size_t k = b * hidden;
             lstm_forward_row(act + b * width, c + k, cn + k, hn + k, hidden);
@@ -619,7 +638,6 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     T* y = t.node(i).value.data();
     T* h = t.node(t.output(i, 1)).value.data();
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
-    const T* wt = t.transposed(w_hh.index()).data();
     const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
     // hg (B, 3H) | act (B, 3H) | h' (B, H) in scratch
     T* hg = scratch<T>(batch * (2 * width + hidden));
@@ -633,7 +651,7 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
             if (bias) std::copy(bias, bias + width, hg + b * width);
             else std::fill(hg + b * width, hg + (b + 1) * width, T(0));
         }
-        detail::gemm<T>(false, false, batch, width, hidden, T(1), h, hidden, wt, width, T(1), hg, width);
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h, hg, true);
         for_rows(batch, width, [&](std::size_t b) {
             gru_forward_row(xv + b * rows.stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden, hidden);
         });
@@ -700,12 +718,12 @@ std::array<T*, 3> layer_norm_step_buffers(Tape<T>& t, std::uint32_t i, std::size
     return {state.gates.data(), state.hhat.data(), state.stats.data()};
 }
 
-// hw (B, G) = h w^T: the recurrent product of a step, on the weight transposed once per update.
+// hw (B, G) = h w^T: the recurrent product of a step (weight_product: packed or transposed once
+// per weight update, bf16 under that policy).
 template <class T>
 void recurrent_product(Tape<T>& t, std::uint32_t h, std::uint32_t w, T* hw, std::size_t batch, std::size_t g) {
     const auto& hv = t.value(h);
-    const std::size_t hout = hv.shape()[1];
-    detail::gemm<T>(false, false, batch, g, hout, T(1), hv.data(), hout, t.transposed(w).data(), g, T(0), hw, g);
+    weight_product(t, w, true, batch, g, hv.shape()[1], hv.data(), hw, false);
 }
 
 // grad of node i (a (n,) gain or shift) += Σ_b a[b, j] (x̂[b, j] when xhat is given).

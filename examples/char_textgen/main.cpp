@@ -22,6 +22,7 @@
 //
 //   char_textgen [--epochs 25] [--seq 64] [--batch 32] [--chars 0 (= all)] [--generate 400]
 //                [--prompt "And God said"] [--temperature 0.6] [--text genesis_kjv.txt] [--out .]
+//                [--precision f32|bf16]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -129,6 +130,8 @@ int main(int argc, char** argv) {
     const double temperature = args.get_double("temperature", 0.6);
     const std::string text_path = args.get_string("text", CHAR_TEXTGEN_TEXT);
     const std::string out = args.get_string("out", ".");
+    // --precision bf16: training under the bf16 mixed-precision policy (README "Reduced precision")
+    const Precision precision = parse_precision(args.get_string("precision", "f32"), "char_textgen --precision");
     const bool full = epochs >= 25 && max_chars == 0;
 
     std::string text = read_file(text_path);
@@ -193,7 +196,8 @@ int main(int argc, char** argv) {
     const auto history = train::fit<float>(
         model, loss, adam, d,
         {.epochs = epochs, .batch_size = batch, .validation_split = val_fraction, .clip_norm = 1.0,
-         .metrics = {train::categorical_accuracy<float>()}, .callbacks = {&logger}, .verbose = 0, .seed = 1});
+         .metrics = {train::categorical_accuracy<float>()}, .callbacks = {&logger}, .verbose = 0, .seed = 1,
+         .precision = precision});
     history.write_csv(out + "/history.csv");
 
     Generator gen{embedding, lstm1, lstm2, head, vocab, {}, {}, {}, {}};
@@ -219,7 +223,8 @@ int main(int argc, char** argv) {
 
     const double val_perplexity = std::exp(history["val_loss"].back());
     const bool ok = val_perplexity < 0.3 * unigram_perplexity;
-    std::printf("\n%s: validation perplexity %.2f vs unigram %.2f\n",
-                ok ? "PASS" : (full ? "FAIL" : "not checked (quick settings)"), val_perplexity, unigram_perplexity);
+    std::printf("\n%s: validation perplexity %.2f vs unigram %.2f (%s; final loss %.4f, val_loss %.4f)\n",
+                ok ? "PASS" : (full ? "FAIL" : "not checked (quick settings)"), val_perplexity, unigram_perplexity,
+                precision_name(precision), history["loss"].back(), history["val_loss"].back());
     return ok || !full ? 0 : 1;
 }

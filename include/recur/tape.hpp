@@ -48,6 +48,7 @@
 #include <xtensor/xnoalias.hpp>
 
 #include "recur/error.hpp"
+#include "recur/precision.hpp"
 
 namespace recur {
 
@@ -184,6 +185,9 @@ struct TapeOptions {
     /// it (lower peak memory); Var::retain_grad() keeps one result's gradient. Leaves and
     /// Parameters always keep theirs.
     bool retain_grads = false;
+    /// The precision policy of the tape's matrix products (recur/precision.hpp); bf16 on a
+    /// Tape<double> is a value_error.
+    Precision precision = Precision::f32;
 };
 
 /// A handle to a node of a tape. Cheap to copy; ops take and return Vars.
@@ -307,6 +311,7 @@ public:
 
     bool recording() const { return record_; }
     bool retains_grads() const { return retain_grads_; }
+    Precision precision() const { return precision_; }
     void set_recording(bool on) { record_ = on; }
     /// Nodes currently held (live).
     std::size_t size() const { return top_ - free_.size(); }
@@ -471,6 +476,7 @@ private:
     bool record_;
     bool accumulate_parameter_grads_;
     bool retain_grads_;
+    Precision precision_;
     std::vector<xt::xarray<T>> grad_pool_;  // released gradient buffers (retain_grads = false)
     std::vector<detail::PartialGrad> partials_;  // slice-by-slice records; [0, partials_used_) this sweep
     std::vector<xt::xarray<T>> value_pool_;      // values of released nodes (inference), reused by size

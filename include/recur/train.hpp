@@ -261,6 +261,8 @@ struct FitOptions {
     distributed::Communicator* communicator = nullptr;
     /// Bytes per gradient bucket of the reduction across processes (GradReducerOptions).
     std::size_t bucket_bytes = std::size_t(1) << 20;
+    /// The training tape's precision policy (recur/precision.hpp; bf16: float models, threads = 1).
+    Precision precision = Precision::f32;
 };
 
 /// What callbacks see and may change.
@@ -296,7 +298,7 @@ std::map<std::string, double> evaluate(nn::Layer<T>& model, const LossFn<T>& los
 /// The model's outputs for x in eval mode without recording, batches joined on axis 0.
 template <class T>
 xt::xarray<T> predict(nn::Layer<T>& model, const xt::xarray<T>& x, std::size_t batch_size = 32,
-                      const std::vector<std::int64_t>& lengths = {});
+                      const std::vector<std::int64_t>& lengths = {}, Precision precision = Precision::f32);
 
 /// The same for a multi-input model: every input and y sliced along axis 0 consistently.
 template <class T>
@@ -306,7 +308,8 @@ template <class T>
 std::map<std::string, double> evaluate(Model<T>& model, const LossFn<T>& loss, const MultiDataset<T>& data,
                                        std::size_t batch_size = 32, const std::vector<Metric<T>>& metrics = {});
 template <class T>
-xt::xarray<T> predict(Model<T>& model, const Inputs<T>& x, std::size_t batch_size = 32);
+xt::xarray<T> predict(Model<T>& model, const Inputs<T>& x, std::size_t batch_size = 32,
+                      Precision precision = Precision::f32);
 
 // ---- Callbacks ------------------------------------------------------------------------------
 

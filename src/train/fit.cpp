@@ -432,10 +432,10 @@ std::map<std::string, double> evaluate_table(const Net<T>& net, const LossFn<T>&
 
 // The model's outputs for the table's inputs, batches joined on axis 0.
 template <class T>
-xt::xarray<T> predict_table(const Net<T>& net, const Table<T>& d, std::size_t batch_size) {
+xt::xarray<T> predict_table(const Net<T>& net, const Table<T>& d, std::size_t batch_size, Precision precision) {
     ModeGuard<T> eval(net.module(), false);
     net.reset_states();
-    Tape<T> tape({.record = false});
+    Tape<T> tape({.record = false, .precision = precision});
     xt::xarray<T> out;
     std::size_t row = 0, per = 0;
     for (const auto& idx : data::BatchIterator(d.count, batch_size, false).epoch(0)) {
@@ -481,22 +481,22 @@ std::map<std::string, double> evaluate(Model<T>& model, const LossFn<T>& loss, c
 
 template <class T>
 xt::xarray<T> predict(nn::Layer<T>& model, const xt::xarray<T>& x, std::size_t batch_size,
-                      const std::vector<std::int64_t>& lengths) {
+                      const std::vector<std::int64_t>& lengths, Precision precision) {
     if (batch_size == 0) throw value_error("predict: batch_size must be positive");
     if (x.dimension() == 0 || x.shape()[0] == 0) throw value_error("predict: x is empty");
     if (!lengths.empty() && lengths.size() != x.shape()[0])
         throw shape_error("predict: " + std::to_string(lengths.size()) + " lengths for " + std::to_string(x.shape()[0]) +
                           " samples");
     const DatasetTable<T> t(x, nullptr, lengths);
-    return predict_table(Net<T>{&model, nullptr}, t.table, batch_size);
+    return predict_table(Net<T>{&model, nullptr}, t.table, batch_size, precision);
 }
 
 template <class T>
-xt::xarray<T> predict(Model<T>& model, const Inputs<T>& x, std::size_t batch_size) {
+xt::xarray<T> predict(Model<T>& model, const Inputs<T>& x, std::size_t batch_size, Precision precision) {
     if (batch_size == 0) throw value_error("predict: batch_size must be positive");
     const Table<T> t = multi_table<T>(x, nullptr);
     check_table("predict", t, "");
-    return predict_table(Net<T>{nullptr, &model}, t, batch_size);
+    return predict_table(Net<T>{nullptr, &model}, t, batch_size, precision);
 }
 
 // ---- Across processes ---------------------------------------------------------------------
@@ -648,7 +648,8 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
     History history;
     TrainContext<T> ctx{model, optimizer, history};
     detail::Progress progress(rank == 0 ? o.verbose : 0);
-    Tape<T> tape({.retain_grads = false});  // intermediate gradient buffers are reused within a sweep
+    Tape<T> tape({.retain_grads = false, .precision = o.precision});  // gradient buffers reused within a sweep
+    if (o.threads > 1 && o.precision != Precision::f32) throw value_error("fit: precision bf16 needs threads = 1");
     std::optional<DataParallel<T>> parallel;
     if (o.threads > 1) {
         if (!net.layer)
@@ -860,14 +861,15 @@ History fit(Model<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimiz
                          const FitOptions<T>&);                                                                    \
     template std::map<std::string, double> evaluate(nn::Layer<T>&, const LossFn<T>&, const Dataset<T>&, std::size_t, \
                                                     const std::vector<Metric<T>>&);                                \
-    template xt::xarray<T> predict(nn::Layer<T>&, const xt::xarray<T>&, std::size_t, const std::vector<std::int64_t>&); \
+    template xt::xarray<T> predict(nn::Layer<T>&, const xt::xarray<T>&, std::size_t, const std::vector<std::int64_t>&,   \
+                                   Precision);                                                                      \
     template class Inputs<T>;                                                                                      \
     template class Batch<T>;                                                                                       \
     template History fit(Model<T>&, const LossFn<T>&, optim::Optimizer<T>&, const MultiDataset<T>&,                \
                          const FitOptions<T>&);                                                                    \
     template std::map<std::string, double> evaluate(Model<T>&, const LossFn<T>&, const MultiDataset<T>&,           \
                                                     std::size_t, const std::vector<Metric<T>>&);                   \
-    template xt::xarray<T> predict(Model<T>&, const Inputs<T>&, std::size_t);
+    template xt::xarray<T> predict(Model<T>&, const Inputs<T>&, std::size_t, Precision);
 RECUR_TRAIN(float)
 RECUR_TRAIN(double)
 

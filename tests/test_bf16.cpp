@@ -1,0 +1,349 @@
+// The packed-weight GEMM (ops/packed_gemm.cpp) and the bf16 precision policy: the packed f32
+// product equals the plain one; a weight is packed once per version (not per time step) and
+// again after an optimizer step; a bf16 step equals an f32 step run on bf16-rounded operands;
+// fit and predict run under the policy; a double tape refuses it; on a CPU without AVX512_BF16
+// (forced through oneDNN's DNNL_MAX_CPU_ISA in a child process) bf16 runs oneDNN's emulation.
+#include <boost/test/unit_test.hpp>
+
+#include <cfenv>
+#include <cmath>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include <recur/recur.hpp>
+
+#include "ops/common.hpp"
+#include "ops/packed_gemm.hpp"
+#include "support.hpp"
+
+using namespace recur;
+using recur::testing::throws_with;
+
+namespace {
+
+xt::xarray<float> uniform(const Shape& shape, std::uint64_t seed, float scale = 1.0f) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> u(-scale, scale);
+    xt::xarray<float> a = xt::xarray<float>::from_shape(shape);
+    for (auto& v : a) v = u(rng);
+    return a;
+}
+
+// x rounded to bf16 (8 significant bits), ties to even, computed independently of the library's
+// bit trick: scale to an integer significand, nearbyint (the default mode rounds ties to even).
+float round_bf16(float x) {
+    if (x == 0.0f || !std::isfinite(x)) return x;
+    const int e = std::ilogb(x);  // x = m 2^e, 1 <= |m| < 2
+    const double q = std::ldexp(1.0, e - 7);
+    return static_cast<float>(std::nearbyint(static_cast<double>(x) / q) * q);
+}
+xt::xarray<float> round_bf16(const xt::xarray<float>& a) {
+    xt::xarray<float> r = a;
+    for (auto& v : r) v = round_bf16(v);
+    return r;
+}
+
+// max |a - b| <= tol * max(1, max |b|)
+bool close(const xt::xarray<float>& a, const xt::xarray<float>& b, double tol) {
+    if (a.shape() != b.shape()) return false;
+    double scale = 1, diff = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        scale = std::max(scale, std::abs(double(b.data()[i])));
+        diff = std::max(diff, std::abs(double(a.data()[i]) - double(b.data()[i])));
+    }
+    if (diff > tol * scale) BOOST_TEST_MESSAGE("max difference " << diff << " > " << tol * scale);
+    return diff <= tol * scale;
+}
+
+// One training step (forward, loss = sum(output), backward) of `model` on x (B, T, I); returns
+// the output.
+template <class M>
+xt::xarray<float> train_step(M& model, const xt::xarray<float>& x, TapeOptions options = {}) {
+    Tape<float> tape(options);
+    auto out = model(tape.constant(x)).output;
+    tape.backward(sum(out));
+    return out.value();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(bf16)
+
+BOOST_AUTO_TEST_CASE(bf16_rounding_is_to_nearest_even) {
+    BOOST_TEST(round_bf16(1.0f + 1.0f / 256) == 1.0f);  // a tie: stays even
+    BOOST_TEST(round_bf16(1.0f + 3.0f / 256) == 1.0f + 4.0f / 256);  // a tie: up to even
+    for (float x : {0.1f, -3.7f, 1e-20f, 65504.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256}) {
+        std::uint32_t bits = std::uint32_t(detail::to_bf16(x)) << 16;
+        float back;
+        std::memcpy(&back, &bits, sizeof back);
+        BOOST_TEST(back == round_bf16(x));
+    }
+    BOOST_TEST(std::isnan([] {
+        std::uint32_t bits = std::uint32_t(detail::to_bf16(std::nanf(""))) << 16;
+        float back;
+        std::memcpy(&back, &bits, sizeof back);
+        return back;
+    }()));
+}
+
+BOOST_AUTO_TEST_CASE(packed_f32_product_equals_the_plain_one) {
+    // (M, N, K): an XS step, S's step, M's step, odd sizes
+    for (auto [m, n, k] : {std::array<std::size_t, 3>{1, 64, 16}, {16, 256, 64}, {64, 1024, 256}, {5, 13, 7}}) {
+        for (bool transpose_w : {true, false}) {
+            const auto a = uniform({m, k}, 1), c0 = uniform({m, n}, 2);
+            const auto w = transpose_w ? uniform({n, k}, 3) : uniform({k, n}, 3);
+            xt::xarray<float> packed = c0, plain = c0;
+            detail::packed_gemm(Precision::f32, m, n, k, a.data(), k, {nullptr, 0, w.data(), w.shape()[0], w.shape()[1]},
+                                transpose_w, true, packed.data(), n);
+            detail::gemm<float>(false, transpose_w, m, n, k, 1.0f, a.data(), k, w.data(), transpose_w ? k : n, 1.0f,
+                                plain.data(), n);
+            BOOST_TEST(close(packed, plain, 1e-5 * double(k)), m << "x" << n << "x" << k << " transposed " << transpose_w);
+            detail::packed_gemm(Precision::f32, m, n, k, a.data(), k, {nullptr, 0, w.data(), w.shape()[0], w.shape()[1]},
+                                transpose_w, false, packed.data(), n);
+            plain = c0;
+            detail::gemm<float>(false, transpose_w, m, n, k, 1.0f, a.data(), k, w.data(), transpose_w ? k : n, 0.0f,
+                                plain.data(), n);
+            BOOST_TEST(close(packed, plain, 1e-5 * double(k)));
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_weight_is_packed_once_per_version) {
+    const std::size_t m = 16, n = 256, k = 64;
+    Parameter<float> p(uniform({n, k}, 4));
+    const auto a = uniform({m, k}, 5);
+    auto product = [&] {
+        xt::xarray<float> c = xt::zeros<float>({m, n});
+        const auto& w = std::as_const(p).value();
+        detail::packed_gemm(Precision::f32, m, n, k, a.data(), k, {&p, p.version(), w.data(), n, k}, true, false, c.data(), n);
+        return c;
+    };
+    auto reference = [&] {
+        xt::xarray<float> c = xt::zeros<float>({m, n});
+        detail::gemm<float>(false, true, m, n, k, 1.0f, a.data(), k, std::as_const(p).value().data(), k, 0.0f, c.data(), n);
+        return c;
+    };
+    const auto before = detail::weight_packs();
+    product();
+    BOOST_TEST(detail::weight_packs() == before + 1);
+    for (int s = 0; s < 5; ++s) BOOST_TEST(close(product(), reference(), 1e-4));
+    BOOST_TEST(detail::weight_packs() == before + 1);  // the same version: no new packing
+    p.value() *= 2.0f;                                 // an optimizer's update: a new version
+    BOOST_TEST(close(product(), reference(), 1e-4));   // the new values, not the cached ones
+    BOOST_TEST(detail::weight_packs() == before + 2);
+}
+
+BOOST_AUTO_TEST_CASE(recurrent_layers_pack_once_per_update_not_per_step) {
+    // Forward products of 64 x 160 x 640 (LSTM) and 64 x 160 x 480 (GRU), above 2^22
+    // multiply-adds: the f32 packed path, over 10 steps.
+    const std::size_t B = 64, T = 10, I = 32, H = 160;
+    const auto x = uniform({B, T, I}, 6);
+    manual_seed(1);
+    nn::LSTM<float> lstm({.input_size = I, .hidden_size = H, .batch_first = true});
+    nn::LSTM<double> lstm_d({.input_size = I, .hidden_size = H, .batch_first = true});
+    for (auto& [name, p] : lstm.named_parameters())
+        for (auto& [name_d, pd] : lstm_d.named_parameters())
+            if (name == name_d) pd->assign(xt::cast<double>(std::as_const(*p).value()));
+    auto before = detail::weight_packs();
+    const auto y = train_step(lstm, x);
+    BOOST_TEST(detail::weight_packs() == before + 1);  // f32: w_hh^T once for the 10 steps
+    // equal to the double layer to float rounding (values and gradients)
+    Tape<double> td;
+    auto yd = lstm_d(td.constant(xt::cast<double>(x))).output;
+    td.backward(sum(yd));
+    BOOST_TEST(close(y, xt::cast<float>(yd.value()), 1e-5));
+    const auto ps = lstm.parameters();
+    const auto pds = lstm_d.parameters();
+    for (std::size_t k = 0; k < ps.size(); ++k) BOOST_TEST(close(ps[k]->grad(), xt::cast<float>(pds[k]->grad()), 1e-4));
+
+    before = detail::weight_packs();
+    train_step(lstm, x);
+    BOOST_TEST(detail::weight_packs() == before);  // same weights (backward leaves versions alone): no packing
+    // bf16: w_hh^T (forward), w_hh (backward's dh), w_ih^T (the hoisted projection), once each
+    train_step(lstm, x, {.precision = Precision::bf16});
+    BOOST_TEST(detail::weight_packs() == before + 3);
+    train_step(lstm, x, {.precision = Precision::bf16});
+    BOOST_TEST(detail::weight_packs() == before + 3);
+    optim::SGD<float> sgd(lstm.parameters(), {.lr = 0.1});
+    sgd.step();  // new versions: packed again, once each
+    train_step(lstm, x);
+    BOOST_TEST(detail::weight_packs() == before + 4);
+    train_step(lstm, x, {.precision = Precision::bf16});
+    BOOST_TEST(detail::weight_packs() == before + 7);
+
+    // inference (one node per layer) packs w_hh^T once too
+    nn::GRU<float> gru({.input_size = I, .hidden_size = H, .batch_first = true});
+    before = detail::weight_packs();
+    for (int k = 0; k < 2; ++k) {
+        Tape<float> tape({.record = false});
+        gru(tape.constant(x));
+        lstm(tape.constant(x));
+    }
+    BOOST_TEST(detail::weight_packs() == before + 1);  // the GRU's; the LSTM's is current
+}
+
+// The fused bf16 step equals the f32 step run on bf16-rounded operands of its product (h and
+// w_hh; the input part xs, the bias and the cell state stay f32) to f32 rounding: products of
+// bf16 numbers are exact in f32, only the order of the sums differs. Both cells.
+BOOST_AUTO_TEST_CASE(bf16_step_equals_f32_step_on_rounded_operands) {
+    const std::size_t B = 8, T = 3, H = 48;
+    for (std::size_t gates : {4, 3}) {
+        // The GRU's h is also its state (y = n + z (h - n), in f32): there h is exactly a bf16
+        // number, so that only the product sees the rounding in both runs.
+        const auto xs = uniform({T, B, gates * H}, 7), c = uniform({B, H}, 9);
+        const auto h = gates == 4 ? uniform({B, H}, 8) : round_bf16(uniform({B, H}, 8));
+        const auto w = uniform({gates * H, H}, 10, 0.3f), b = uniform({gates * H}, 11);
+        auto run = [&](Precision precision, bool rounded) {
+            Tape<float> tape({.record = false, .precision = precision});
+            Parameter<float> wp(rounded ? round_bf16(w) : w), bp(b);
+            auto hv = tape.constant(rounded ? round_bf16(h) : h);
+            if (gates == 4)
+                return xt::xarray<float>(
+                    lstm_step(tape.constant(xs), 0, 1, hv, tape.constant(c), tape.bind(wp), tape.bind(bp)).h.value());
+            return xt::xarray<float>(gru_step(tape.constant(xs), 0, 1, hv, tape.bind(wp), tape.bind(bp)).value());
+        };
+        const auto bf16 = run(Precision::bf16, false), reference = run(Precision::f32, true), plain = run(Precision::f32, false);
+        BOOST_TEST(close(bf16, reference, 1e-6), "gates " << gates);
+        BOOST_TEST(!close(bf16, plain, 1e-6));  // the rounding did happen
+        BOOST_TEST(close(bf16, plain, 3e-2));   // and is only bf16's
+    }
+}
+
+BOOST_AUTO_TEST_CASE(bf16_sequence_kernels_equal_bf16_steps) {
+    const std::size_t B = 4, T = 6, I = 10, H = 32;
+    const auto x = uniform({B, T, I}, 12);
+    nn::LSTM<float> lstm({.input_size = I, .hidden_size = H, .batch_first = true});
+    nn::GRU<float> gru({.input_size = I, .hidden_size = H, .batch_first = true});
+    Tape<float> infer({.record = false, .precision = Precision::bf16});  // lstm_sequence / gru_sequence
+    Tape<float> steps({.precision = Precision::bf16});                   // a step node per time step
+    BOOST_TEST(close(lstm(infer.constant(x)).output.value(), lstm(steps.constant(x)).output.value(), 1e-6));
+    BOOST_TEST(close(gru(infer.constant(x)).output.value(), gru(steps.constant(x)).output.value(), 1e-6));
+}
+
+BOOST_AUTO_TEST_CASE(bf16_linear_equals_f32_linear_on_rounded_operands) {
+    const auto x = uniform({6, 5, 40}, 13), w = uniform({24, 40}, 14), b = uniform({24}, 15);
+    auto run = [&](Precision precision, bool rounded) {
+        Tape<float> tape({.precision = precision});
+        Parameter<float> wp(rounded ? round_bf16(w) : w), bp(b);
+        auto y = linear(tape.constant(rounded ? round_bf16(x) : x), tape.bind(wp), tape.bind(bp));
+        return xt::xarray<float>(y.value());
+    };
+    BOOST_TEST(close(run(Precision::bf16, false), run(Precision::f32, true), 1e-6));
+}
+
+// The weight gradient's product dW (+)= A^T B (dpre^T h, g^T x) in bf16: the f32 product of the
+// rounded operands.
+BOOST_AUTO_TEST_CASE(bf16_weight_gradient_product_equals_f32_on_rounded_operands) {
+    const std::size_t m = 96, n = 40, k = 24;  // A (k x m), B (k x n)
+    const auto a = uniform({k, m}, 20), b = uniform({k, n}, 21), c0 = uniform({m, n}, 22);
+    const auto ar = round_bf16(a), br = round_bf16(b);
+    for (bool accumulate : {false, true}) {
+        xt::xarray<float> got = c0, want = c0;
+        detail::bf16_gemm_tn(m, n, k, a.data(), m, b.data(), n, accumulate, got.data(), n);
+        detail::gemm<float>(true, false, m, n, k, 1.0f, ar.data(), m, br.data(), n, accumulate ? 1.0f : 0.0f, want.data(), n);
+        BOOST_TEST(close(got, want, 1e-6), "accumulate " << accumulate);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(bf16_training_gradients_are_close_to_f32) {
+    const std::size_t B = 16, T = 10, I = 16, H = 64;
+    const auto x = uniform({B, T, I}, 16);
+    nn::GRU<float> gru({.input_size = I, .hidden_size = H, .batch_first = true});
+    train_step(gru, x);
+    std::vector<xt::xarray<float>> f32_grads;
+    for (auto* p : gru.parameters()) {
+        f32_grads.push_back(p->grad());
+        p->zero_grad();
+    }
+    train_step(gru, x, {.precision = Precision::bf16});
+    const auto ps = gru.parameters();
+    for (std::size_t k = 0; k < ps.size(); ++k) BOOST_TEST(close(ps[k]->grad(), f32_grads[k], 3e-2));
+}
+
+BOOST_AUTO_TEST_CASE(fit_and_predict_run_under_the_policy) {
+    // sequences (N, 8, 1) whose label is their mean
+    const std::size_t N = 64, T = 8;
+    const auto x = uniform({N, T, 1}, 17);
+    train::Dataset<float> data{x, xt::xarray<float>::from_shape({N, 1}), {}};
+    for (std::size_t i = 0; i < N; ++i) {
+        float mean = 0;
+        for (std::size_t t = 0; t < T; ++t) mean += x(i, t, 0) / float(T);
+        data.y(i, 0) = mean;
+    }
+    const train::LossFn<float> mse = [](const Var<float>& p, const Var<float>& t) { return nn::mse_loss(p, t); };
+    auto trained = [&](Precision precision) {
+        manual_seed(3);
+        auto model = std::make_unique<nn::Sequential<float>>();
+        model->add(nn::recurrent_layer(std::make_unique<nn::GRU<float>>(nn::GRUOptions{.input_size = 1, .hidden_size = 32,
+                                                                                         .batch_first = true}),
+                                       nn::Return::last));
+        model->emplace<nn::Linear<float>>(32, 1);
+        optim::Adam<float> adam(model->parameters(), {.lr = 1e-2});
+        const auto h = train::fit<float>(*model, mse, adam, data,
+                                         {.epochs = 15, .batch_size = 16, .verbose = 0, .precision = precision});
+        return std::make_pair(std::move(model), h["loss"]);
+    };
+    auto [f32_model, f32_loss] = trained(Precision::f32);
+    auto [bf16_model, bf16_loss] = trained(Precision::bf16);
+    BOOST_TEST(bf16_loss.back() < 0.5 * bf16_loss.front());  // it learns
+    BOOST_TEST(std::abs(bf16_loss.back() - f32_loss.back()) < 0.25 * f32_loss.back() + 1e-4);
+    const auto p32 = train::predict(*bf16_model, x, 16);
+    const auto p16 = train::predict(*bf16_model, x, 16, {}, Precision::bf16);
+    BOOST_TEST(close(p16, p32, 2e-2));
+    BOOST_TEST(!close(p16, p32, 1e-7));  // predict did run in bf16
+}
+
+BOOST_AUTO_TEST_CASE(double_and_parallel_runs_refuse_bf16) {
+    BOOST_TEST(throws_with<value_error>([] { Tape<double> t({.precision = Precision::bf16}); }, {"Tape<double>", "bf16"}));
+    Tape<double> fine;  // f32 (the default) is a double tape's own precision
+    BOOST_TEST((fine.precision() == Precision::f32));
+    nn::Sequential<double> model;
+    model.emplace<nn::Linear<double>>(2, 1);
+    optim::SGD<double> sgd(model.parameters(), {.lr = 0.1});
+    train::Dataset<double> data{xt::zeros<double>({4, 2}), xt::zeros<double>({4, 1}), {}};
+    const train::LossFn<double> mse = [](const Var<double>& p, const Var<double>& t) { return nn::mse_loss(p, t); };
+    BOOST_TEST(throws_with<value_error>([&] { train::fit<double>(model, mse, sgd, data, {.verbose = 0, .precision = Precision::bf16}); },
+                                        {"bf16"}));
+    BOOST_TEST(throws_with<value_error>([&] { train::predict<double>(model, data.x, 2, {}, Precision::bf16); }, {"bf16"}));
+    BOOST_TEST(throws_with<value_error>([] { parse_precision("fp8", "--precision"); }, {"--precision", "fp8"}));
+    BOOST_TEST((parse_precision("bf16") == Precision::bf16));
+}
+
+// On a CPU without AVX512_BF16, bf16 runs oneDNN's emulation on AVX-512: the same results as
+// the f32 product of rounded operands. Forced in a child process of this binary (oneDNN reads
+// DNNL_MAX_CPU_ISA once, at its first use). Without AVX-512 at all, a bf16 product is a
+// value_error that says so.
+BOOST_AUTO_TEST_CASE(bf16_without_avx512_bf16_is_emulated) {
+    const char* role = std::getenv("RECUR_BF16_FALLBACK");
+    const auto& suite = boost::unit_test::framework::master_test_suite();
+    const std::size_t m = 8, n = 64, k = 48;
+    const auto a = uniform({m, k}, 18), w = uniform({n, k}, 19);
+    auto bf16_product = [&] {
+        xt::xarray<float> c = xt::zeros<float>({m, n});
+        detail::packed_gemm(Precision::bf16, m, n, k, a.data(), k, {nullptr, 0, w.data(), n, k}, true, false, c.data(), n);
+        return c;
+    };
+    if (role == nullptr) {  // the parent: run this case in children with the ISA capped
+        const std::string self = suite.argc > 0 ? suite.argv[0] : "";
+        const std::string run = " " + self + " --run_test=bf16/bf16_without_avx512_bf16_is_emulated > /dev/null 2>&1";
+        // (a CPU without AVX-512 at all cannot emulate: there the capped child is refused too)
+        const std::string capped = __builtin_cpu_supports("avx512f") ? "emulated" : "refused";
+        BOOST_TEST(std::system(("RECUR_BF16_FALLBACK=" + capped + " DNNL_MAX_CPU_ISA=AVX512_CORE" + run).c_str()) == 0);
+        BOOST_TEST(std::system(("RECUR_BF16_FALLBACK=refused DNNL_MAX_CPU_ISA=AVX2" + run).c_str()) == 0);
+        return;
+    }
+    BOOST_TEST(!bf16_native());
+    if (std::string(role) == "emulated") {
+        xt::xarray<float> reference = xt::zeros<float>({m, n});
+        const auto ar = round_bf16(a), wr = round_bf16(w);
+        detail::gemm<float>(false, true, m, n, k, 1.0f, ar.data(), k, wr.data(), k, 0.0f, reference.data(), n);
+        BOOST_TEST(close(bf16_product(), reference, 1e-6));
+    } else {
+        BOOST_TEST(throws_with<value_error>([&] { bf16_product(); }, {"packed_gemm", "bf16", "AVX-512"}));
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
