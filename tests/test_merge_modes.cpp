@@ -1,24 +1,18 @@
 // Bidirectional merge modes (Keras's Bidirectional merge_mode): concat, sum, mul, ave.
 #include <boost/test/unit_test.hpp>
 
-#include <random>
-
 #include <xtensor/xview.hpp>
 
 #include <recur/recur.hpp>
+
+#include "support.hpp"
 
 using namespace recur;
 using namespace recur::nn;
 
 namespace {
 
-xt::xarray<double> normal_array(const Shape& shape, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> n(0.0, 1.0);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (auto& v : a) v = n(rng);
-    return a;
-}
+using recur::testing::normal_array;
 
 LSTMOptions options(MergeMode mode, std::size_t layers = 1) {
     return {.input_size = 3, .hidden_size = 4, .num_layers = layers, .batch_first = true, .bidirectional = true,
@@ -54,6 +48,26 @@ BOOST_AUTO_TEST_CASE(each_mode_combines_the_directions) {
         BOOST_TEST(xt::allclose(r.state.h.value(), ref.state.h.value(), 0.0, 0.0));  // states are not merged
     }
     BOOST_TEST(joined.output_size() == 8u);
+}
+
+// RecurrentLayer's Return::last merges the final hidden states like the outputs (Keras):
+// [forward h at the last step, reverse h at the first] summed, multiplied or averaged.
+BOOST_AUTO_TEST_CASE(return_last_merges_the_final_states) {
+    const xt::xarray<double> x = normal_array({2, 5, 3}, 7);
+    Tape<double> t;
+    for (MergeMode mode : {MergeMode::concat, MergeMode::sum, MergeMode::mul, MergeMode::ave}) {
+        manual_seed(9);
+        RecurrentLayer<LSTM<double>> layer(std::make_unique<LSTM<double>>(options(mode)), Return::last);
+        const Var<double> last = layer(t.constant(x));
+        const auto run = layer.module()(t.constant(x));
+        const xt::xarray<double> f = xt::view(run.state.h.value(), 0), r = xt::view(run.state.h.value(), 1);
+        const xt::xarray<double> expected = mode == MergeMode::concat ? xt::xarray<double>(xt::concatenate(xt::xtuple(f, r), 1))
+                                            : mode == MergeMode::sum  ? xt::xarray<double>(f + r)
+                                            : mode == MergeMode::mul  ? xt::xarray<double>(f * r)
+                                                                      : xt::xarray<double>((f + r) * 0.5);
+        BOOST_TEST_REQUIRE((last.shape() == expected.shape()));
+        BOOST_TEST(xt::allclose(last.value(), expected, 1e-15, 1e-15));
+    }
 }
 
 // A stacked layer reads the merged width H; unidirectional layers ignore the mode.

@@ -179,7 +179,8 @@ enum class Return {
 ///
 /// Return::last is the final hidden state of the last layer, h_n[-D:] of PyTorch: for a
 /// bidirectional module, [forward h at the sequence's last step, reverse h at its first
-/// step] joined on the feature axis. With lengths, each sequence's own last step is used.
+/// step] joined as the module's merge_mode says (concat on the feature axis by default; sum,
+/// mul, ave as in Keras). With lengths, each sequence's own last step is used.
 template <class M>
 class RecurrentLayer : public Layer<typename M::value_type> {
 public:
@@ -213,7 +214,7 @@ private:
         if (d == 1) return select(h, 0, ld - 1);
         std::vector<Var<T>> parts;
         for (std::ptrdiff_t k = ld - d; k < ld; ++k) parts.push_back(select(h, 0, k));
-        return concat(parts, -1);  // (B, D*H_out)
+        return module_->merge(parts);  // (B, 2*H_out) for concat, else (B, H_out)
     }
     std::string name() const;  // "RecurrentLayer(LSTM, stateful)" in messages
 

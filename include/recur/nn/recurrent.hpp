@@ -323,11 +323,8 @@ public:
     const std::vector<xt::xarray<T>>& input_masks() const { return input_masks_; }
     const std::vector<xt::xarray<T>>& recurrent_masks() const { return recurrent_masks_; }
 
-protected:
-    std::size_t merged_size(std::size_t h) const {
-        return o_.merge_mode == MergeMode::concat ? directions() * h : h;
-    }
-    /// One layer's output from its directions' outputs (see MergeMode).
+    /// One layer's output from its directions' outputs [forward, reverse] (see MergeMode);
+    /// RecurrentLayer's Return::last joins the final hidden states the same way (Keras).
     Var<T> merge(const std::vector<Var<T>>& outs) const {
         if (outs.size() == 1) return outs[0];
         switch (o_.merge_mode) {
@@ -336,6 +333,11 @@ protected:
             case MergeMode::ave: return (outs[0] + outs[1]) * T(0.5);
             default: return concat(outs, -1);
         }
+    }
+
+protected:
+    std::size_t merged_size(std::size_t h) const {
+        return o_.merge_mode == MergeMode::concat ? directions() * h : h;
     }
 
     std::string kind_;
