@@ -39,4 +39,14 @@
     X(lstm_step)            \
     X(gru_pointwise)        \
     X(gru_step)             \
-    X(detach)
+    X(detach)               \
+    /* attention and indexing primitives (issue 12) */ \
+    X(bmm)                  \
+    X(masked_softmax)       \
+    X(masked_fill)          \
+    X(max)                  \
+    X(min)                  \
+    X(gather)               \
+    X(index_select)         \
+    X(clamp)                \
+    X(sqrt)
