@@ -14,6 +14,8 @@
 #include <xtensor-blas/xlinalg.hpp>
 
 #include "recur/error.hpp"
+#include "recur/gradcheck.hpp"
+#include "recur/nn/attention.hpp"
 #include "recur/ops.hpp"
 #include "recur/tape.hpp"
 
@@ -31,6 +33,43 @@ xt::xarray<double> rnd(const Dims& shape, std::uint64_t seed) {
     xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
     for (std::size_t k = 0; k < a.size(); ++k) a.data()[k] = u(rng);
     return a;
+}
+
+using Vars = std::vector<Var<double>>;
+
+/// gradcheck of attention(x[0] = query, x[1] = memory, lengths): context and weights both
+/// reach the checked output; also checks the module's Parameters.
+template <class Attention>
+void check_gradients(Attention& attention, const xt::xarray<double>& query, const xt::xarray<double>& memory,
+                     const std::vector<std::int64_t>& lengths) {
+    const GradcheckReport rep = gradcheck(
+        [&](Tape<double>&, const Vars& x) {
+            auto out = attention(x[0], x[1], lengths);
+            return sum(out.context * out.context) + sum(out.weights * out.weights);  // non-uniform
+        },
+        {query, memory});
+    BOOST_TEST(rep.passed, rep.summary());
+    BOOST_TEST(rep.parameters == attention.parameters().size());
+}
+
+/// After backward through the context: the weights past each row's length are exactly 0, and
+/// so is the memory's gradient there.
+template <class Attention>
+void check_padding(Attention& attention, const xt::xarray<double>& query, const xt::xarray<double>& memory,
+                   const std::vector<std::int64_t>& lengths) {
+    Tape<double> t;
+    auto q = t.variable(query);
+    auto m = t.variable(memory);
+    auto out = attention(q, m, lengths);
+    t.backward(sum(out.context * out.context));
+    const auto& w = out.weights.value();
+    const std::size_t steps = memory.shape()[1], rows_per_batch = w.size() / (lengths.size() * steps);
+    const auto& g = m.grad();
+    for (std::size_t b = 0; b < lengths.size(); ++b)
+        for (auto k = static_cast<std::size_t>(lengths[b]); k < steps; ++k) {
+            for (std::size_t r = 0; r < rows_per_batch; ++r) BOOST_TEST(w.data()[(b * rows_per_batch + r) * steps + k] == 0.0);
+            for (std::size_t h = 0; h < memory.shape()[2]; ++h) BOOST_TEST(g(b, k, h) == 0.0);
+        }
 }
 
 bool all_finite(const xt::xarray<double>& a) {
@@ -230,6 +269,99 @@ BOOST_AUTO_TEST_CASE(primitive_errors_name_the_op_and_shapes) {
     BOOST_CHECK_EXCEPTION(index_select(x, 0, xt::xarray<std::int64_t>::from_shape({1, 1})), error,
                           (raises<shape_error>({"index_select", "1-D", "(1, 1)"})));
     BOOST_CHECK_EXCEPTION(clamp(x, 1.0, -1.0), error, (raises<value_error>({"clamp"})));
+}
+
+// ---- Modules ----------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(dot_attention_matches_a_direct_computation) {
+    nn::DotAttention<double> attend({.query_size = 3});
+    BOOST_TEST(attend.parameters().empty());
+    const xt::xarray<double> query = rnd({2, 3}, 31), memory = rnd({2, 4, 3}, 32);
+    const std::vector<std::int64_t> lengths{4, 2};
+    Tape<double> t;
+    auto out = attend(t.constant(query), t.constant(memory), lengths);
+    BOOST_TEST(out.context.shape() == (Shape{2, 3}));
+    BOOST_TEST(out.weights.shape() == (Shape{2, 4}));
+    for (std::size_t b = 0; b < 2; ++b) {
+        std::vector<double> e(4, 0.0);
+        double total = 0;
+        for (std::size_t k = 0; k < static_cast<std::size_t>(lengths[b]); ++k) {
+            double s = 0;
+            for (std::size_t h = 0; h < 3; ++h) s += query(b, h) * memory(b, k, h);
+            e[k] = std::exp(s);
+            total += e[k];
+        }
+        for (std::size_t h = 0; h < 3; ++h) {
+            double c = 0;
+            for (std::size_t k = 0; k < 4; ++k) c += e[k] / total * memory(b, k, h);
+            BOOST_TEST(std::abs(out.context.value()(b, h) - c) < 1e-14);
+        }
+        for (std::size_t k = 0; k < 4; ++k) BOOST_TEST(std::abs(out.weights.value()(b, k) - e[k] / total) < 1e-15);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(dot_attention_gradients_with_lengths) {
+    const std::vector<std::int64_t> lengths{3, 5, 1};
+    nn::DotAttention<double> dot({.query_size = 4});
+    check_gradients(dot, rnd({3, 4}, 41), rnd({3, 5, 4}, 42), lengths);            // one query per row
+    check_gradients(dot, rnd({3, 2, 4}, 43), rnd({3, 5, 4}, 44), lengths);         // Tq = 2
+    check_padding(dot, rnd({3, 2, 4}, 43), rnd({3, 5, 4}, 44), lengths);
+    nn::DotAttention<double> general({.query_size = 4, .key_size = 3, .score = nn::LuongScore::general, .scaled = true});
+    BOOST_TEST(general.named_parameters().size() == 1u);
+    BOOST_TEST(general.named_parameters()[0].first == "weight");
+    BOOST_TEST(general.weight()->shape() == (Shape{4, 3}));
+    check_gradients(general, rnd({3, 4}, 45), rnd({3, 5, 3}, 46), lengths);
+    check_gradients(general, rnd({3, 3, 4}, 47), rnd({3, 5, 3}, 48), lengths);
+    check_gradients(general, rnd({3, 3, 4}, 49), rnd({3, 5, 3}, 50), {});  // no lengths: every step
+    check_padding(general, rnd({3, 3, 4}, 47), rnd({3, 5, 3}, 48), lengths);
+}
+
+BOOST_AUTO_TEST_CASE(additive_attention_gradients_with_lengths) {
+    const std::vector<std::int64_t> lengths{2, 4};
+    nn::AdditiveAttention<double> attend({.query_size = 3, .key_size = 2, .attention_size = 5});
+    std::vector<std::string> names;
+    for (auto& [name, p] : attend.named_parameters()) names.push_back(name);
+    BOOST_TEST(names == (std::vector<std::string>{"Wa.weight", "Wa.bias", "Ua.weight", "Ua.bias", "Va.weight", "Va.bias"}),
+               boost::test_tools::per_element());
+    check_gradients(attend, rnd({2, 3}, 51), rnd({2, 4, 2}, 52), lengths);
+    check_gradients(attend, rnd({2, 3, 3}, 53), rnd({2, 4, 2}, 54), lengths);
+    check_padding(attend, rnd({2, 3, 3}, 53), rnd({2, 4, 2}, 54), lengths);
+    // A zero-length row: zero weights, zero context, no NaN.
+    Tape<double> t;
+    auto out = attend(t.constant(rnd({2, 3}, 55)), t.constant(rnd({2, 4, 2}, 56)), {0, 4});
+    BOOST_TEST(all_finite(out.context.value()));
+    BOOST_TEST(xt::sum(xt::abs(xt::view(out.context.value(), 0)))() == 0.0);
+    BOOST_TEST(std::abs(xt::sum(xt::view(out.weights.value(), 1))() - 1.0) < 1e-14);
+}
+
+BOOST_AUTO_TEST_CASE(attention_float_runs) {
+    nn::DotAttention<float> attend({.query_size = 8, .score = nn::LuongScore::general});
+    nn::AdditiveAttention<float> additive({.query_size = 8});
+    Tape<float> t;
+    auto q = t.constant(xt::xarray<float>(xt::ones<float>({2, 3, 8})));
+    auto m = t.constant(xt::xarray<float>(xt::ones<float>({2, 5, 8})));
+    BOOST_TEST(attend(q, m, {5, 2}).context.shape() == (Shape{2, 3, 8}));
+    BOOST_TEST(additive(q, m, {5, 2}).weights.shape() == (Shape{2, 3, 5}));
+}
+
+BOOST_AUTO_TEST_CASE(attention_errors_name_the_module_and_shapes) {
+    nn::DotAttention<double> dot({.query_size = 4});
+    nn::AdditiveAttention<double> additive({.query_size = 4, .key_size = 3});
+    Tape<double> t;
+    auto q = t.constant(rnd({2, 4}, 61));
+    auto m = t.constant(rnd({2, 5, 4}, 62));
+    BOOST_CHECK_EXCEPTION(dot(q, t.constant(rnd({2, 5}, 63))), error,
+                          (raises<shape_error>({"DotAttention", "memory", "(2, 5)"})));
+    BOOST_CHECK_EXCEPTION(dot(t.constant(rnd({2, 3}, 64)), m), error,
+                          (raises<shape_error>({"DotAttention", "query", "(2, 3)", "(2, 5, 4)"})));
+    BOOST_CHECK_EXCEPTION(dot(t.constant(rnd({3, 4}, 65)), m), error,
+                          (raises<shape_error>({"DotAttention", "(3, 4)", "(2, 5, 4)"})));
+    BOOST_CHECK_EXCEPTION(dot(q, m, {5}), error, (raises<shape_error>({"DotAttention", "1 lengths", "(2, 5, 4)"})));
+    BOOST_CHECK_EXCEPTION(dot(q, m, {5, 6}), error, (raises<index_error>({"DotAttention", "length 6", "(2, 5, 4)"})));
+    BOOST_CHECK_EXCEPTION(additive(q, m), error, (raises<shape_error>({"AdditiveAttention", "(2, 5, 4)"})));
+    BOOST_CHECK_EXCEPTION(nn::DotAttention<double>({.query_size = 4, .key_size = 3}), error,
+                          (raises<value_error>({"DotAttention", "general"})));
+    BOOST_CHECK_EXCEPTION(nn::AdditiveAttention<double>({}), error, (raises<value_error>({"AdditiveAttention"})));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
