@@ -56,6 +56,12 @@ std::uint64_t next_tape_id() {
 
 }  // namespace detail
 
+namespace {
+// Live AnomalyMode guards; the engine reads it once per op (inlined here: one load and branch).
+std::atomic<int> anomaly_guards{0};
+inline bool anomaly_on() { return anomaly_guards.load(std::memory_order_relaxed) != 0; }
+}  // namespace
+
 // ---- Var ----------------------------------------------------------------------------------
 
 template <class T>
@@ -231,6 +237,7 @@ void Tape<T>::clear() {
     bound_order_.clear();
     partials_used_ = 0;
     transposed_used_ = 0;
+    anomaly_pending_ = detail::no_node;
     ++serial_;
     cell_->store(serial_, std::memory_order_relaxed);
     user_.store(std::thread::id{}, std::memory_order_relaxed);
@@ -321,13 +328,13 @@ std::uint32_t Tape<T>::push(const char* op, const std::uint32_t* inputs, std::si
         nodes_[i].outputs[k - 1] = o;
     }
     nodes_[i].num_outputs = static_cast<std::uint8_t>(outputs);
-    if (AnomalyMode::enabled()) anomaly_pending_ = i;
+    if (anomaly_on()) anomaly_pending_ = i;
     return finish_push(i, op, inputs, count, backward);
 }
 
 template <class T>
 Var<T> Tape<T>::handle(std::uint32_t i) {
-    if (AnomalyMode::enabled()) check_forward(i);
+    if (anomaly_on()) check_forward(i);
     ++nodes_[i].handles;
     return Var<T>(this, cell_, serial_, i);
 }
@@ -624,7 +631,7 @@ void Tape<T>::run_backward(std::uint32_t k, std::uint32_t root) {
         if (out.has_grad && out.partial) finish_partial(out);
     }
     n.backward(*this, k);
-    if (AnomalyMode::enabled()) check_backward(k);
+    if (anomaly_on()) check_backward(k);
     // Its inputs have their shares now: the buffers can serve nodes further down.
     for (std::size_t o = 0; o < n.num_outputs; ++o) {
         const std::uint32_t slot = output(k, o);
@@ -664,8 +671,6 @@ void Tape<T>::sweep(std::uint32_t root) {
 // ---- Anomaly mode -----------------------------------------------------------------------------
 
 namespace {
-std::atomic<int> anomaly_guards{0};
-
 template <class T>
 const char* non_finite(const xt::xarray<T>& a) {
     for (const T* p = a.data(), *e = p + a.size(); p != e; ++p)
@@ -676,7 +681,7 @@ const char* non_finite(const xt::xarray<T>& a) {
 
 AnomalyMode::AnomalyMode() { anomaly_guards.fetch_add(1, std::memory_order_relaxed); }
 AnomalyMode::~AnomalyMode() { anomaly_guards.fetch_sub(1, std::memory_order_relaxed); }
-bool AnomalyMode::enabled() { return anomaly_guards.load(std::memory_order_relaxed) != 0; }
+bool AnomalyMode::enabled() { return anomaly_on(); }
 
 // Only the node an op just pushed is checked (leaves and later handles of a node are not).
 template <class T>
