@@ -6,8 +6,6 @@
 #include <random>
 #include <sstream>
 
-#include "recur/ops.hpp"
-
 namespace recur {
 
 namespace {

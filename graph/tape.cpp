@@ -16,32 +16,32 @@ namespace recur {
 namespace detail {
 
 namespace {
-// Cells live in a deque that is never destroyed (a deque keeps element addresses stable), so
-// a Var can read its cell at any time, even during static destruction.
-std::mutex cell_mutex;
-struct CellPool {
-    std::deque<Cell> cells;
-    std::vector<Cell*> free;
+// Stamps live in a deque that is never destroyed (a deque keeps element addresses stable), so
+// a Var can read its stamp at any time, even during static destruction.
+std::mutex stamp_mutex;
+struct StampPool {
+    std::deque<EpochStamp> stamps;
+    std::vector<EpochStamp*> free;
 };
-CellPool& pool() {
-    static auto* p = new CellPool;
+StampPool& pool() {
+    static auto* p = new StampPool;
     return *p;
 }
 }  // namespace
 
-Cell* acquire_cell() {
-    std::lock_guard<std::mutex> lock(cell_mutex);
+EpochStamp* acquire_stamp() {
+    std::lock_guard<std::mutex> lock(stamp_mutex);
     auto& p = pool();
-    if (p.free.empty()) return &p.cells.emplace_back(0);
-    Cell* c = p.free.back();
+    if (p.free.empty()) return &p.stamps.emplace_back(0);
+    EpochStamp* c = p.free.back();
     p.free.pop_back();
     return c;
 }
 
-void release_cell(Cell* cell) {
-    cell->store(0, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> lock(cell_mutex);
-    pool().free.push_back(cell);
+void release_stamp(EpochStamp* stamp) {
+    stamp->store(0, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(stamp_mutex);
+    pool().free.push_back(stamp);
 }
 
 std::uint64_t next_version() {
@@ -67,7 +67,7 @@ inline bool anomaly_on() { return anomaly_guards.load(std::memory_order_relaxed)
 template <class T>
 void Var<T>::check(const char* op) const {
     if (tape_ == nullptr) throw tape_error(std::string(op) + ": the Var is undefined (default-constructed)");
-    const std::uint64_t current = cell_->load(std::memory_order_relaxed);
+    const std::uint64_t current = stamp_->load(std::memory_order_relaxed);
     if (current == serial_) return;
     if ((current >> 32) == (serial_ >> 32))
         throw tape_error(std::string(op) + ": the Var belongs to a tape that was cleared after it was made");
@@ -200,20 +200,20 @@ void release_cached_tape_memory() {
 
 template <class T>
 Tape<T>::Tape(TapeOptions options)
-    : cell_(detail::acquire_cell()),
+    : stamp_(detail::acquire_stamp()),
       tape_id_(detail::next_tape_id()),
       serial_((tape_id_ << 32) | 1u),
       record_(options.record),
       accumulate_parameter_grads_(options.accumulate_parameter_grads),
       retain_grads_(options.retain_grads),
       rng_(options.seed) {
-    cell_->store(serial_, std::memory_order_relaxed);
+    stamp_->store(serial_, std::memory_order_relaxed);
     take_storage();
 }
 
 template <class T>
 Tape<T>::~Tape() {
-    detail::release_cell(cell_);
+    detail::release_stamp(stamp_);
     give_storage();
 }
 
@@ -239,7 +239,7 @@ void Tape<T>::clear() {
     transposed_used_ = 0;
     anomaly_pending_ = detail::no_node;
     ++serial_;
-    cell_->store(serial_, std::memory_order_relaxed);
+    stamp_->store(serial_, std::memory_order_relaxed);
     user_.store(std::thread::id{}, std::memory_order_relaxed);
 }
 
@@ -336,7 +336,7 @@ template <class T>
 Var<T> Tape<T>::handle(std::uint32_t i) {
     if (anomaly_on()) check_forward(i);
     ++nodes_[i].handles;
-    return Var<T>(this, cell_, serial_, i);
+    return Var<T>(this, stamp_, serial_, i);
 }
 
 template <class T>

@@ -21,7 +21,7 @@
 #include <limits>
 #include <mutex>
 
-#include "blas_threads.hpp"
+#include "src/threads.hpp"
 #include "common.hpp"
 
 namespace recur::detail {

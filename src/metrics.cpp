@@ -3,9 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <iomanip>
-#include <limits>
-#include <sstream>
 #include <string>
 
 #include "recur/error.hpp"
@@ -19,13 +16,6 @@ void check_same_shape(const char* metric, const xt::xarray<T>& pred, const xt::x
     if (pred.shape() != target.shape())
         throw shape_error(std::string(metric) + ": pred " + shape_str(pred.shape()) + " and target " +
                           shape_str(target.shape()) + " must have the same shape");
-}
-
-template <class T>
-std::string number_str(T v) {
-    std::ostringstream s;
-    s << std::setprecision(std::numeric_limits<T>::max_digits10) << v;
-    return s.str();
 }
 
 }  // namespace

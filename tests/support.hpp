@@ -4,16 +4,51 @@
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
+#include <random>
 #include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include <xtensor/xarray.hpp>
+
 #include "recur/error.hpp"
 #include "recur/parallel.hpp"
 
 namespace recur::testing {
+
+/// Seeded test data: every element uniform in [lo, hi), drawn in storage order (so the same
+/// seed and shape give the same array in every suite). S is any shape container.
+template <class T = double, class S>
+xt::xarray<T> uniform_array(const S& shape, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(lo, hi);
+    xt::xarray<T> a = xt::xarray<T>::from_shape(shape);
+    for (auto& v : a) v = static_cast<T>(u(rng));
+    return a;
+}
+
+/// Seeded test data: every element from N(0, scale^2), drawn in storage order.
+template <class T = double, class S>
+xt::xarray<T> normal_array(const S& shape, std::uint64_t seed, double scale = 1.0) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> n(0.0, scale);
+    xt::xarray<T> a = xt::xarray<T>::from_shape(shape);
+    for (auto& v : a) v = static_cast<T>(n(rng));
+    return a;
+}
+
+/// The same for a braced shape: uniform_array({2, 3}, seed).
+template <class T = double>
+xt::xarray<T> uniform_array(const Shape& shape, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
+    return uniform_array<T, Shape>(shape, seed, lo, hi);
+}
+template <class T = double>
+xt::xarray<T> normal_array(const Shape& shape, std::uint64_t seed, double scale = 1.0) {
+    return normal_array<T, Shape>(shape, seed, scale);
+}
 
 /// True when f throws E and the message contains every one of `parts` (the op or module
 /// name, the shapes, ...); a missing part is logged.

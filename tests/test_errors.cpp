@@ -31,13 +31,7 @@ xt::xarray<double> full(const Dims& shape, double v) {
     return a;
 }
 
-xt::xarray<double> rnd(const Dims& shape, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> u(-1.0, 1.0);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (std::size_t k = 0; k < a.size(); ++k) a.data()[k] = u(rng);
-    return a;
-}
+xt::xarray<double> rnd(const Dims& shape, std::uint64_t seed) { return recur::testing::uniform_array(shape, seed); }
 
 using recur::testing::raises;
 

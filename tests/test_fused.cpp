@@ -21,11 +21,7 @@ namespace {
 
 template <class T>
 xt::xarray<T> random_array(const Shape& shape, std::uint64_t seed, double scale = 1.0) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> u(-scale, scale);
-    xt::xarray<T> a = xt::xarray<T>::from_shape(shape);
-    for (auto& v : a) v = static_cast<T>(u(rng));
-    return a;
+    return recur::testing::uniform_array<T>(shape, seed, -scale, scale);
 }
 
 template <class T>

@@ -24,13 +24,7 @@ using namespace recur;
 using namespace recur::nn;
 using Vars = std::vector<Var<double>>;
 
-xt::xarray<double> random_array(const Shape& shape, std::uint64_t seed, double scale = 1.0) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> n(0.0, scale);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (auto& v : a) v = n(rng);
-    return a;
-}
+using recur::testing::normal_array;
 
 void check(const std::string& what, const std::vector<xt::xarray<double>>& inputs, const GradcheckFn& f,
            std::size_t min_parameters = 0) {
@@ -60,13 +54,13 @@ BOOST_AUTO_TEST_CASE(linear_gradients) {
     BOOST_TEST(with_bias.named_parameters().size() == 2u);
     BOOST_TEST(without_bias.named_parameters().size() == 1u);
     BOOST_TEST(without_bias.bias() == nullptr);
-    check("Linear (B, I)", {random_array({5, 4}, 2)}, [&](Tape<double>&, const Vars& x) { return with_bias(x[0]); }, 2);
-    check("Linear (B, T, I)", {random_array({2, 3, 4}, 3)},
+    check("Linear (B, I)", {normal_array({5, 4}, 2)}, [&](Tape<double>&, const Vars& x) { return with_bias(x[0]); }, 2);
+    check("Linear (B, T, I)", {normal_array({2, 3, 4}, 3)},
           [&](Tape<double>&, const Vars& x) { return with_bias(x[0]); }, 2);
-    check("Linear no bias", {random_array({5, 4}, 4)}, [&](Tape<double>&, const Vars& x) { return without_bias(x[0]); },
+    check("Linear no bias", {normal_array({5, 4}, 4)}, [&](Tape<double>&, const Vars& x) { return without_bias(x[0]); },
           1);
     // The same input twice through one layer: gradients accumulate into the shared parameters.
-    check("Linear reused", {random_array({5, 4}, 5)}, [&](Tape<double>&, const Vars& x) {
+    check("Linear reused", {normal_array({5, 4}, 5)}, [&](Tape<double>&, const Vars& x) {
         Var<double> y = with_bias(x[0]);
         return y * with_bias(x[0] * 0.5);
     }, 2);
@@ -102,7 +96,7 @@ BOOST_AUTO_TEST_CASE(embedding_gradients_and_values) {
     const xt::xarray<std::int64_t> ids = {{1, 4, 4}, {0, 1, 4}};
     const xt::xarray<double> float_ids = xt::cast<double>(ids);
     check("Embedding integer ids", {}, [&](Tape<double>& t, const Vars&) { return emb(t, ids); }, 1);
-    check("Embedding float ids times an input", {random_array({3}, 4)}, [&](Tape<double>& t, const Vars& x) {
+    check("Embedding float ids times an input", {normal_array({3}, 4)}, [&](Tape<double>& t, const Vars& x) {
         return emb(t.constant(float_ids)) * x[0];
     }, 1);
 
@@ -123,7 +117,7 @@ BOOST_AUTO_TEST_CASE(embedding_init_is_standard_normal) {
 }
 
 BOOST_AUTO_TEST_CASE(activation_gradients) {
-    const auto x = random_array({3, 4}, 5);
+    const auto x = normal_array({3, 4}, 5);
     ReLU<double> relu_layer;
     Tanh<double> tanh_layer;
     Sigmoid<double> sigmoid_layer;
@@ -156,7 +150,7 @@ BOOST_AUTO_TEST_CASE(activation_gradients) {
 BOOST_AUTO_TEST_CASE(dropout_gradient_with_a_fixed_mask) {
     // gradcheck reseeds the tape before every evaluation, so the mask repeats.
     Dropout<double> drop(0.4);
-    check("Dropout(0.4)", {random_array({6, 5}, 6)}, [&](Tape<double>&, const Vars& x) { return drop(x[0]); });
+    check("Dropout(0.4)", {normal_array({6, 5}, 6)}, [&](Tape<double>&, const Vars& x) { return drop(x[0]); });
 }
 
 // ---- Train / eval -----------------------------------------------------------------------------
@@ -249,7 +243,7 @@ BOOST_AUTO_TEST_CASE(sequential_state_dict_names_are_pytorchs) {
 
 BOOST_AUTO_TEST_CASE(return_last_is_each_sequences_own_last_step) {
     manual_seed(7);
-    const auto x = random_array({B, T, I}, 8);
+    const auto x = normal_array({B, T, I}, 8);
     Tape<double> tape;
     Var<double> xv = tape.constant(x);
 
@@ -285,7 +279,7 @@ BOOST_AUTO_TEST_CASE(return_last_is_each_sequences_own_last_step) {
     // Return::sequences is the module's output sequence.
     RecurrentLayer<RNN<double>> all(std::make_unique<RNN<double>>(RNNOptions{.input_size = I, .hidden_size = H}));
     BOOST_TEST((all.mode() == Return::sequences));
-    const auto x_tm = random_array({T, B, I}, 9);
+    const auto x_tm = normal_array({T, B, I}, 9);
     BOOST_TEST((all(tape.constant(x_tm)).value() == all.module()(tape.constant(x_tm)).output.value()));
 }
 
@@ -307,20 +301,20 @@ BOOST_AUTO_TEST_CASE(sequential_with_recurrent_layers_gradients) {
     seq.emplace<Linear<double>>(6, 2);
     seq.emplace<Tanh<double>>();
     seq.train();
-    check("LSTM(seq) -> Dropout -> GRU(last) -> Linear -> Tanh", {random_array({B, T, I}, 11)},
+    check("LSTM(seq) -> Dropout -> GRU(last) -> Linear -> Tanh", {normal_array({B, T, I}, 11)},
           [&](Tape<double>&, const Vars& x) { return seq(x[0], kLengths); }, seq.parameters().size());
 
     Sequential<double> seq2;
     seq2.add(recurrent_layer(std::make_unique<RNN<double>>(RNNOptions{.input_size = I, .hidden_size = H}), Return::last));
     seq2.emplace<Linear<double>>(H, 1);
-    check("RNN(last, time-major) -> Linear", {random_array({T, B, I}, 12)},
+    check("RNN(last, time-major) -> Linear", {normal_array({T, B, I}, 12)},
           [&](Tape<double>&, const Vars& x) { return seq2(x[0], kLengths); }, 4 + 2);
 
     Sequential<double> seq3;
     seq3.add(recurrent_layer(std::make_unique<GRU<double>>(GRUOptions{.input_size = I, .hidden_size = H, .batch_first = true})));
     seq3.emplace<Linear<double>>(H, 2);
     seq3.emplace<LogSoftmax<double>>();
-    check("GRU(sequences) -> Linear -> LogSoftmax, lengths", {random_array({B, T, I}, 13)},
+    check("GRU(sequences) -> Linear -> LogSoftmax, lengths", {normal_array({B, T, I}, 13)},
           [&](Tape<double>&, const Vars& x) { return seq3(x[0], kLengths); }, 4 + 2);
 }
 
@@ -353,7 +347,7 @@ BOOST_AUTO_TEST_CASE(recurrent_layer_over_a_user_recurrent) {
         });
     auto layer = recurrent_layer(std::move(module), Return::last);
     BOOST_TEST(layer->named_parameters().front().first == "weight_ih_l0");
-    check("RecurrentLayer<Recurrent<GRUCell>> last", {random_array({B, T, I}, 16)},
+    check("RecurrentLayer<Recurrent<GRUCell>> last", {normal_array({B, T, I}, 16)},
           [&](Tape<double>&, const Vars& x) { return (*layer)(x[0], kLengths); }, 8);
 }
 

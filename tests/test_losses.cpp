@@ -25,20 +25,10 @@ using namespace recur::nn;
 using Vars = std::vector<Var<double>>;
 using Ids = xt::xarray<std::int64_t>;
 
-xt::xarray<double> random_array(const Shape& shape, std::uint64_t seed, double scale = 1.0) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> n(0.0, scale);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (auto& v : a) v = n(rng);
-    return a;
-}
+using recur::testing::normal_array;
 
 xt::xarray<double> random_uniform(const Shape& shape, std::uint64_t seed, double low, double high) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> u(low, high);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (auto& v : a) v = u(rng);
-    return a;
+    return recur::testing::uniform_array(shape, seed, low, high);
 }
 
 /// Every element of `got` within 1e-12 (relative, absolute below 1) of `want`.
@@ -208,13 +198,13 @@ BOOST_AUTO_TEST_CASE(none_reduction_shapes) {
 // ---- Gradient checks (double) -------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(gradchecks_of_every_loss_and_reduction) {
-    const auto x = random_array({3, 4}, 1), y = random_array({3, 4}, 2);
+    const auto x = normal_array({3, 4}, 1), y = normal_array({3, 4}, 2);
     const auto p = random_uniform({3, 4}, 3, 0.05, 0.95), soft = random_uniform({3, 4}, 4, 0.0, 1.0);
-    const auto logits = random_array({3, 4}, 5, 2.0);
-    const auto logits3 = random_array({2, 3, 5}, 6);
+    const auto logits = normal_array({3, 4}, 5, 2.0);
+    const auto logits3 = normal_array({2, 3, 5}, 6);
     const Ids targets = {2, -100, 0};
     const Ids targets3 = {{4, 0, 1}, {3, -100, 3}};
-    xt::xarray<double> log_probs = random_array({3, 4}, 7);
+    xt::xarray<double> log_probs = normal_array({3, 4}, 7);
     for (auto& v : log_probs) v = -std::abs(v);
     const xt::xarray<double> float_targets3 = {{4, 0, 1}, {3, 7, 3}};  // 7 ignored below
 

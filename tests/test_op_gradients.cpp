@@ -28,6 +28,8 @@
 #include "recur/ops.hpp"
 #include "recur/tape.hpp"
 
+#include "support.hpp"
+
 namespace recur_op_gradients {
 
 using recur::GradcheckFn;
@@ -58,11 +60,7 @@ Cases gradient_cases();
 
 /// Values in [lo, hi), seeded, non-uniform (no two alike in practice).
 xt::xarray<double> uniform(const Dims& shape, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> u(lo, hi);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (std::size_t k = 0; k < a.size(); ++k) a.data()[k] = u(rng);
-    return a;
+    return recur::testing::uniform_array(shape, seed, lo, hi);
 }
 /// Any sign (in [-1, 1)).
 xt::xarray<double> rnd(const Dims& shape, std::uint64_t seed) { return uniform(shape, seed); }

@@ -12,7 +12,7 @@
 
 #include <recur/recur.hpp>
 
-#include "ops/blas_threads.hpp"
+#include "src/threads.hpp"
 #include "support.hpp"
 
 using namespace recur;

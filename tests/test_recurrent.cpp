@@ -116,13 +116,7 @@ struct Outputs {
     Var<double> output, h, c;
 };
 
-xt::xarray<double> normal(const Shape& shape, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> n(0.0, 1.0);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (auto& v : a) v = n(rng);
-    return a;
-}
+using recur::testing::normal_array;
 
 using recur::testing::throws_with;
 
@@ -195,10 +189,10 @@ BOOST_AUTO_TEST_CASE(lengths_zero_outputs_and_gradients_past_the_end) {
     manual_seed(4);
     GRU<double> gru({.input_size = 2, .hidden_size = 3, .batch_first = true, .bidirectional = true});
     Tape<double> t;
-    Var<double> x = t.variable(normal({3, 5, 2}, 1));
+    Var<double> x = t.variable(normal_array({3, 5, 2}, 1));
     const std::vector<std::int64_t> lengths = {2, 5, 4};  // unsorted
     auto [y, h] = gru(x, {}, lengths);
-    t.backward(sum(y * t.constant(normal({3, 5, 6}, 2))) + sum(h * t.constant(normal({2, 3, 3}, 3))));
+    t.backward(sum(y * t.constant(normal_array({3, 5, 6}, 2))) + sum(h * t.constant(normal_array({2, 3, 3}, 3))));
     for (std::size_t b = 0; b < 3; ++b)
         for (std::size_t s = 0; s < 5; ++s) {
             const bool pad = static_cast<std::int64_t>(s) >= lengths[b];
@@ -222,7 +216,7 @@ BOOST_AUTO_TEST_CASE(lengths_zero_outputs_and_gradients_past_the_end) {
 BOOST_AUTO_TEST_CASE(truncated_bptt_carries_state_but_not_gradient) {
     manual_seed(5);
     LSTM<double> lstm({.input_size = 2, .hidden_size = 3});
-    const auto xs = normal({8, 2, 2}, 4);
+    const auto xs = normal_array({8, 2, 2}, 4);
     // Whole sequence at once.
     Tape<double> whole;
     auto full = lstm(whole.constant(xs));
@@ -246,7 +240,7 @@ BOOST_AUTO_TEST_CASE(truncated_bptt_carries_state_but_not_gradient) {
 BOOST_AUTO_TEST_CASE(dropout_between_layers_only_in_training) {
     manual_seed(6);
     LSTM<double> lstm({.input_size = 2, .hidden_size = 8, .num_layers = 2, .dropout = 0.5});
-    const auto xs = normal({4, 3, 2}, 5);
+    const auto xs = normal_array({4, 3, 2}, 5);
     auto run = [&](std::uint64_t seed) {
         Tape<double> t({.seed = seed});
         return xt::xarray<double>(lstm(t.constant(xs)).output.value());
@@ -275,7 +269,7 @@ BOOST_AUTO_TEST_CASE(custom_cell_gets_stacking_bidirectional_lengths_and_gradche
             auto r = net.forward(in[0], {in[1]}, lengths);
             return concat<double>({reshape(r.output, {-1}), reshape(r.state[0], {-1})});
         },
-        {normal({3, 5, 3}, 6), normal({4, 3, 4}, 7)});
+        {normal_array({3, 5, 3}, 6), normal_array({4, 3, 4}, 7)});
     BOOST_TEST(rep.passed, rep.summary());
     BOOST_TEST(rep.parameters == 16u);
     // A cell without hoisting (step only) is unrolled the same way and gives the same result.
@@ -291,7 +285,7 @@ BOOST_AUTO_TEST_CASE(custom_cell_gets_stacking_bidirectional_lengths_and_gradche
     MGUCell<double> cell(3, 4);
     StepOnly plain(cell);
     Tape<double> t;
-    Var<double> x = t.constant(normal({5, 3, 3}, 8));
+    Var<double> x = t.constant(normal_array({5, 3, 3}, 8));
     auto a = unroll(cell, x, {}, {5, 1, 3}, {.reverse = true});
     auto b = unroll(plain, x, {}, {5, 1, 3}, {.reverse = true});
     BOOST_TEST(max_abs_diff(a.output.value(), b.output.value()) < 1e-15);

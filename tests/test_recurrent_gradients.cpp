@@ -6,18 +6,14 @@
 
 #include <recur/recur.hpp>
 
+#include "support.hpp"
+
 using namespace recur;
 using namespace recur::nn;
 
 namespace {
 
-xt::xarray<double> random_array(const Shape& shape, std::uint64_t seed, double scale = 1.0) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> n(0.0, scale);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (auto& v : a) v = n(rng);
-    return a;
-}
+using recur::testing::normal_array;
 
 // Runs a module under gradcheck; inputs are x [, h0 [, c0]].
 template <class F>
@@ -64,8 +60,8 @@ BOOST_AUTO_TEST_CASE(rnn_tanh_and_relu) {
             manual_seed(11);
             RNN<double> rnn({I, H, c.layers, nl, c.bias, c.batch_first, 0.0, c.bidirectional});
             const std::size_t ld = c.layers * (c.bidirectional ? 2 : 1);
-            std::vector<xt::xarray<double>> inputs = {random_array(input_shape(c.batch_first), 1)};
-            if (c.with_state) inputs.push_back(random_array({ld, B, H}, 2, 0.5));
+            std::vector<xt::xarray<double>> inputs = {normal_array(input_shape(c.batch_first), 1)};
+            if (c.with_state) inputs.push_back(normal_array({ld, B, H}, 2, 0.5));
             const auto lengths = c.with_lengths ? kLengths : std::vector<std::int64_t>{};
             check(name(nl == Nonlinearity::tanh ? "RNN_TANH" : "RNN_RELU", c), inputs,
                   [&](Tape<double>&, const std::vector<Var<double>>& x) {
@@ -84,10 +80,10 @@ BOOST_AUTO_TEST_CASE(lstm_with_and_without_projection) {
         manual_seed(12);
         LSTM<double> lstm({I, H, c.layers, c.bias, c.batch_first, 0.0, c.bidirectional, c.proj});
         const std::size_t ld = c.layers * (c.bidirectional ? 2 : 1);
-        std::vector<xt::xarray<double>> inputs = {random_array(input_shape(c.batch_first), 3)};
+        std::vector<xt::xarray<double>> inputs = {normal_array(input_shape(c.batch_first), 3)};
         if (c.with_state) {
-            inputs.push_back(random_array({ld, B, c.proj ? c.proj : H}, 4, 0.5));
-            inputs.push_back(random_array({ld, B, H}, 5, 0.5));
+            inputs.push_back(normal_array({ld, B, c.proj ? c.proj : H}, 4, 0.5));
+            inputs.push_back(normal_array({ld, B, H}, 5, 0.5));
         }
         const auto lengths = c.with_lengths ? kLengths : std::vector<std::int64_t>{};
         check(name("LSTM", c), inputs, [&](Tape<double>&, const std::vector<Var<double>>& x) {
@@ -104,8 +100,8 @@ BOOST_AUTO_TEST_CASE(gru) {
         manual_seed(13);
         GRU<double> gru({I, H, c.layers, c.bias, c.batch_first, 0.0, c.bidirectional});
         const std::size_t ld = c.layers * (c.bidirectional ? 2 : 1);
-        std::vector<xt::xarray<double>> inputs = {random_array(input_shape(c.batch_first), 6)};
-        if (c.with_state) inputs.push_back(random_array({ld, B, H}, 7, 0.5));
+        std::vector<xt::xarray<double>> inputs = {normal_array(input_shape(c.batch_first), 6)};
+        if (c.with_state) inputs.push_back(normal_array({ld, B, H}, 7, 0.5));
         const auto lengths = c.with_lengths ? kLengths : std::vector<std::int64_t>{};
         check(name("GRU", c), inputs, [&](Tape<double>&, const std::vector<Var<double>>& x) {
             auto r = gru(x[0], x.size() > 1 ? x[1] : Var<double>{}, lengths);
@@ -119,7 +115,7 @@ BOOST_AUTO_TEST_CASE(dropout_between_layers_is_checked_with_a_fixed_mask) {
     manual_seed(14);
     LSTM<double> lstm({I, H, 2, true, false, 0.4, false});
     lstm.train();
-    check("LSTM dropout 0.4", {random_array({T, B, I}, 8)}, [&](Tape<double>&, const std::vector<Var<double>>& x) {
+    check("LSTM dropout 0.4", {normal_array({T, B, I}, 8)}, [&](Tape<double>&, const std::vector<Var<double>>& x) {
         return lstm(x[0]).output;
     });
 }
@@ -129,7 +125,7 @@ BOOST_AUTO_TEST_CASE(standalone_cells) {
     LSTMCell<double> lstm({I, H, true, 0, Nonlinearity::tanh, ""});
     GRUCell<double> gru({I, H, true, 0, Nonlinearity::tanh, ""});
     RNNCell<double> rnn({I, H, true, 0, Nonlinearity::tanh, ""});
-    const auto x = random_array({B, I}, 9), h = random_array({B, H}, 10, 0.5), c = random_array({B, H}, 11, 0.5);
+    const auto x = normal_array({B, I}, 9), h = normal_array({B, H}, 10, 0.5), c = normal_array({B, H}, 11, 0.5);
     check("LSTMCell", {x, h, c}, [&](Tape<double>&, const std::vector<Var<double>>& v) {
         auto s = lstm.step(v[0], {v[1], v[2]});
         return concat<double>({s[0], s[1]}, 1);

@@ -34,13 +34,9 @@ xt::xarray<double> full(const Dims& shape, double v) {
     return a;
 }
 
-xt::xarray<double> rnd(const Dims& shape, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> u(lo, hi);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (std::size_t k = 0; k < a.size(); ++k) a.data()[k] = u(rng);
-    return a;
-}
+constexpr auto rnd = [](const Dims& shape, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
+    return recur::testing::uniform_array(shape, seed, lo, hi);
+};
 
 bool same(const xt::xarray<double>& a, const xt::xarray<double>& b) {
     if (a.shape() != b.shape()) return false;

@@ -1,6 +1,7 @@
-// recur/error.hpp — the exception hierarchy and shape formatting used in every message.
+// recur/error.hpp — the exception hierarchy, and the shape and number formatting every message uses.
 #pragma once
 
+#include <charconv>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -50,6 +51,15 @@ std::string shape_str(const S& shape) {
     }
     if (shape.size() == 1) s += ",";
     return s + ")";
+}
+
+/// "0.9", "3.5", "7", "inf" — the form every message uses for a number: the shortest text
+/// that reads back to the same value.
+template <class V>
+std::string number_str(V v) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
 }
 
 }  // namespace recur

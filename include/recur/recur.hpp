@@ -16,5 +16,6 @@
 #include "recur/ops.hpp"
 #include "recur/optim.hpp"
 #include "recur/parallel.hpp"
+#include "recur/primitive.hpp"
 #include "recur/tape.hpp"
 #include "recur/train.hpp"

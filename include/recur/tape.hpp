@@ -60,12 +60,13 @@ class Parameter;
 
 namespace detail {
 
-// A liveness cell holds the serial of the tape epoch it serves; cells are pooled and never
-// freed, so a Var can always read its cell, even after its tape is gone.
+// An epoch stamp holds the serial of the tape epoch it serves (a Var is alive while its
+// stamp still shows the serial it was made in); stamps are pooled and never freed, so a Var
+// can always read its stamp, even after its tape is gone.
 // serial = (tape id << 32) | epoch; clear() starts a new epoch, a destroyed tape leaves 0.
-using Cell = std::atomic<std::uint64_t>;
-Cell* acquire_cell();
-void release_cell(Cell* cell);
+using EpochStamp = std::atomic<std::uint64_t>;
+EpochStamp* acquire_stamp();
+void release_stamp(EpochStamp* stamp);
 std::uint64_t next_tape_id();
 std::uint64_t next_version();  // a process-wide counter for Parameter::version
 
@@ -110,8 +111,8 @@ public:
 private:
     static constexpr std::size_t inline_size = 48;
     template <class S>
-    static constexpr bool is_inline = sizeof(S) <= inline_size && alignof(S) <= alignof(std::max_align_t) &&
-                                      std::is_trivially_copyable_v<S> && std::is_trivially_destructible_v<S>;
+    static constexpr bool is_inline =  // (trivially copyable implies a trivial destructor)
+        sizeof(S) <= inline_size && alignof(S) <= alignof(std::max_align_t) && std::is_trivially_copyable_v<S>;
     template <class S>
     static constexpr char tag = 0;
     struct HolderBase {
@@ -201,7 +202,7 @@ public:
     /// False for a default-constructed Var (e.g. "no initial state").
     bool defined() const { return tape_ != nullptr; }
     /// True while the tape epoch this Var was made in is alive (not cleared, not destroyed).
-    bool alive() const { return tape_ != nullptr && cell_->load(std::memory_order_relaxed) == serial_; }
+    bool alive() const { return tape_ != nullptr && stamp_->load(std::memory_order_relaxed) == serial_; }
     /// Throws tape_error naming `op` unless the Var is defined and alive.
     void check(const char* op) const;
 
@@ -224,12 +225,12 @@ public:
 
 private:
     friend class Tape<T>;
-    Var(Tape<T>* tape, const detail::Cell* cell, std::uint64_t serial, std::uint32_t index)
-        : tape_(tape), cell_(cell), serial_(serial), index_(index) {}
+    Var(Tape<T>* tape, const detail::EpochStamp* stamp, std::uint64_t serial, std::uint32_t index)
+        : tape_(tape), stamp_(stamp), serial_(serial), index_(index) {}
     void drop();
 
     Tape<T>* tape_ = nullptr;
-    const detail::Cell* cell_ = nullptr;
+    const detail::EpochStamp* stamp_ = nullptr;
     std::uint64_t serial_ = 0;
     std::uint32_t index_ = 0;
 };
@@ -435,7 +436,7 @@ public:
     void run_backward(std::uint32_t k, std::uint32_t root);
 
     // Used by Var; not for ops.
-    const detail::Cell* cell() const { return cell_; }
+    const detail::EpochStamp* stamp() const { return stamp_; }
     std::uint64_t serial() const { return serial_; }
     void add_handle(std::uint32_t i) { ++nodes_[i].handles; }
     void drop_handle(std::uint32_t i) {
@@ -464,7 +465,7 @@ private:
     std::vector<std::uint32_t> edges_;
     std::vector<std::uint32_t> free_;     // released slots below top_
     std::vector<std::uint32_t> bound_order_;  // bound parameter nodes in binding order (few: a scan finds one)
-    detail::Cell* cell_;
+    detail::EpochStamp* stamp_;
     std::uint64_t tape_id_;
     std::uint64_t serial_;
     bool record_;
@@ -529,13 +530,13 @@ public:
 // ---- Var inline members --------------------------------------------------------------------
 
 template <class T>
-Var<T>::Var(const Var& other) : tape_(other.tape_), cell_(other.cell_), serial_(other.serial_), index_(other.index_) {
+Var<T>::Var(const Var& other) : tape_(other.tape_), stamp_(other.stamp_), serial_(other.serial_), index_(other.index_) {
     if (alive()) tape_->add_handle(index_);
 }
 
 template <class T>
 Var<T>::Var(Var&& other) noexcept
-    : tape_(other.tape_), cell_(other.cell_), serial_(other.serial_), index_(other.index_) {
+    : tape_(other.tape_), stamp_(other.stamp_), serial_(other.serial_), index_(other.index_) {
     other.tape_ = nullptr;
 }
 
@@ -553,7 +554,7 @@ Var<T>& Var<T>::operator=(Var&& other) noexcept {
     if (this != &other) {
         drop();
         tape_ = other.tape_;
-        cell_ = other.cell_;
+        stamp_ = other.stamp_;
         serial_ = other.serial_;
         index_ = other.index_;
         other.tape_ = nullptr;

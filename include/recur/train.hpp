@@ -45,9 +45,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
@@ -84,6 +88,105 @@ struct Dataset {
     std::size_t size() const { return x.dimension() == 0 ? 0 : x.shape()[0]; }
 };
 
+// ---- Models with several inputs -------------------------------------------------------------
+//
+// A model whose forward takes several arrays (source ids, source lengths, target ids, float
+// features, ...) derives from train::Model and reads its inputs by name from a Batch:
+//
+//   struct Tagger : train::Model<float> {
+//       nn::Embedding<float> embed{100, 16};
+//       nn::LSTM<float> lstm{{.input_size = 16, .hidden_size = 32, .batch_first = true}};
+//       nn::Linear<float> out{32, 5};
+//       Tagger() { register_module("embed", embed); register_module("lstm", lstm); register_module("out", out); }
+//       Var<float> forward(const train::Batch<float>& b) override {
+//           Var<float> e = embed(b.tape(), b.ids("tokens"));                  // (B, T, 16)
+//           return out(lstm(e, {}, b.lengths("lengths")).output);             // (B, T, 5)
+//       }
+//   };
+//   train::Inputs<float> x{{"tokens", token_ids}, {"lengths", lengths}};   // (N, T), (N,) int64
+//   train::fit(model, loss, adam, {x, tags}, {.epochs = 10});              // tags (N, T) int64
+//
+// Every input holds the same number of samples N along axis 0 (shape_error naming the input
+// otherwise); a batch takes the same rows of every input and of the targets, so batching,
+// shuffling, validation_split / validation data, checkpoints and resume, and training across
+// processes (communicator) work exactly as for one input. Data-parallel threads
+// (FitOptions::threads > 1) take single-input models only (value_error otherwise).
+
+/// One input array: float values (B, ...) or integer ids (B, ...) such as token ids or lengths.
+template <class T>
+using Input = std::variant<xt::xarray<T>, xt::xarray<std::int64_t>>;
+
+/// Named input arrays in order, samples along axis 0 of each.
+template <class T>
+class Inputs {
+public:
+    Inputs() = default;
+    /// Inputs<float> x{{"src", src_ids}, {"src_len", src_lengths}, {"tgt", tgt_ids}}.
+    Inputs(std::initializer_list<std::pair<std::string, Input<T>>> named) {
+        for (const auto& [name, a] : named) add(name, a);
+    }
+    /// Appends an input; value_error for an empty or repeated name or a 0-d array.
+    Inputs& add(std::string name, Input<T> array);
+
+    /// Number of inputs.
+    std::size_t size() const { return inputs_.size(); }
+    bool empty() const { return inputs_.empty(); }
+    /// Samples: the first extent of input 0 (0 without inputs).
+    std::size_t samples() const;
+    const std::string& name(std::size_t k) const;
+    /// Input k or the input named `name` (index_error naming the known inputs otherwise).
+    const Input<T>& operator[](std::size_t k) const;
+    const Input<T>& operator[](std::string_view name) const;
+    /// The position of `name`, if present.
+    std::optional<std::size_t> find(std::string_view name) const;
+
+private:
+    std::vector<std::pair<std::string, Input<T>>> inputs_;
+};
+
+/// The rows of one batch, on the tape the model records on; what Model::forward reads.
+template <class T>
+class Batch {
+public:
+    Batch(Tape<T>& tape, const Inputs<T>& rows) : tape_(&tape), rows_(&rows) {}
+    Tape<T>& tape() const { return *tape_; }
+    /// Samples in the batch (B).
+    std::size_t size() const { return rows_->samples(); }
+    const Inputs<T>& inputs() const { return *rows_; }
+    /// A float input as a constant on the tape, (B, ...). value_error naming the input if it
+    /// holds integer ids.
+    Var<T> var(std::string_view name) const;
+    Var<T> var(std::size_t k) const;
+    /// A float input's values (value_error if it holds ids).
+    const xt::xarray<T>& values(std::string_view name) const;
+    /// An integer input, (B, ...) (value_error naming the input if it holds floats).
+    const xt::xarray<std::int64_t>& ids(std::string_view name) const;
+    /// A (B,) integer input as per-sequence lengths for the recurrent layers.
+    std::vector<std::int64_t> lengths(std::string_view name) const;
+
+private:
+    Tape<T>* tape_;
+    const Inputs<T>* rows_;
+};
+
+/// A model whose forward takes a Batch of several inputs.
+template <class T>
+class Model : public nn::Module<T> {
+public:
+    using value_type = T;
+    virtual Var<T> forward(const Batch<T>& batch) = 0;
+    Var<T> operator()(const Batch<T>& batch) { return forward(batch); }
+};
+
+/// Samples along axis 0 of every input and of y. y holds float targets or integer ids (class
+/// indices; given to the loss as T, exactly: ids beyond 2^digits of T raise value_error).
+template <class T>
+struct MultiDataset {
+    Inputs<T> x;
+    Input<T> y;
+    std::size_t size() const { return x.samples(); }
+};
+
 /// Per-epoch values: "loss", each metric, "val_loss", "val_<metric>", "lr", "seconds".
 class History {
 public:
@@ -118,6 +221,8 @@ struct FitOptions {
     double validation_split = 0;
     /// Validation data given explicitly (takes precedence over validation_split).
     const Dataset<T>* validation_data = nullptr;
+    /// The same for a multi-input model (fit with a MultiDataset).
+    const MultiDataset<T>* multi_validation_data = nullptr;
     std::optional<double> clip_norm{};   // clip_grad_norm(parameters, value) before each step
     std::optional<double> clip_value{};  // clip_grad_value(parameters, value)
     std::vector<Metric<T>> metrics{};
@@ -142,7 +247,7 @@ struct FitOptions {
 /// What callbacks see and may change.
 template <class T>
 struct TrainContext {
-    nn::Layer<T>& model;
+    nn::Module<T>& model;
     optim::Optimizer<T>& optimizer;
     History& history;
     std::size_t epoch = 0;       // the epoch that just ended (0-based)
@@ -173,6 +278,16 @@ std::map<std::string, double> evaluate(nn::Layer<T>& model, const LossFn<T>& los
 template <class T>
 xt::xarray<T> predict(nn::Layer<T>& model, const xt::xarray<T>& x, std::size_t batch_size = 32,
                       const std::vector<std::int64_t>& lengths = {});
+
+/// The same for a multi-input model: every input and y sliced along axis 0 consistently.
+template <class T>
+History fit(Model<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const MultiDataset<T>& data,
+            const FitOptions<T>& options = {});
+template <class T>
+std::map<std::string, double> evaluate(Model<T>& model, const LossFn<T>& loss, const MultiDataset<T>& data,
+                                       std::size_t batch_size = 32, const std::vector<Metric<T>>& metrics = {});
+template <class T>
+xt::xarray<T> predict(Model<T>& model, const Inputs<T>& x, std::size_t batch_size = 32);
 
 // ---- Callbacks ------------------------------------------------------------------------------
 

@@ -1,7 +1,6 @@
 // Private helpers of src/data/: the portable random draws and message formatting.
 #pragma once
 
-#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -75,17 +74,10 @@ inline std::vector<std::size_t> permutation(std::size_t n, std::mt19937_64& rng)
 
 // ---- Messages ---------------------------------------------------------------------------------
 
-/// A number as written in messages: the shortest form that reads back exactly ("0.8").
-inline std::string num_str(double v) {
-    char buf[64];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
-    return std::string(buf, r.ptr);
-}
-
 /// "(0.8, 0.2)"
 inline std::string list_str(const std::vector<double>& v) {
     std::string s = "(";
-    for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + num_str(v[i]);
+    for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + number_str(v[i]);
     return s + ")";
 }
 

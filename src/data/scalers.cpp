@@ -122,8 +122,8 @@ void check_fitted_input(const char* scaler, const char* fn, bool fitted, std::si
 template <class T>
 MinMaxScaler<T>::MinMaxScaler(T range_min, T range_max) : range_min_(range_min), range_max_(range_max) {
     if (!std::isfinite(range_min) || !std::isfinite(range_max) || !(range_min < range_max))
-        throw value_error("MinMaxScaler: feature range (" + detail::num_str(static_cast<double>(range_min)) + ", " +
-                          detail::num_str(static_cast<double>(range_max)) + ") must be finite with min < max");
+        throw value_error("MinMaxScaler: feature range (" + number_str(static_cast<double>(range_min)) + ", " +
+                          number_str(static_cast<double>(range_max)) + ") must be finite with min < max");
 }
 
 // Checks that the scaler is fitted and fits the array given to `fn`.

@@ -58,12 +58,12 @@ std::vector<IndexRange> split_sequential(std::size_t n, const std::vector<double
     double sum = 0;
     for (std::size_t k = 0; k < fractions.size(); ++k) {
         if (!std::isfinite(fractions[k]) || !(fractions[k] > 0))
-            throw value_error(where + ": fraction " + std::to_string(k) + " is " + detail::num_str(fractions[k]) +
+            throw value_error(where + ": fraction " + std::to_string(k) + " is " + number_str(fractions[k]) +
                               ", fractions must be > 0 (got " + detail::list_str(fractions) + ")");
         sum += fractions[k];
     }
     if (std::abs(sum - 1.0) > 1e-6)
-        throw value_error(where + ": fractions " + detail::list_str(fractions) + " sum to " + detail::num_str(sum) +
+        throw value_error(where + ": fractions " + detail::list_str(fractions) + " sum to " + number_str(sum) +
                           ", not 1");
     std::vector<IndexRange> parts(fractions.size());
     double cum = 0;
@@ -104,11 +104,11 @@ xt::xarray<T> take_rows(const xt::xarray<T>& a, const std::vector<std::size_t>& 
 SplitIndices train_test_indices(std::size_t n, double test_fraction, std::uint64_t seed) {
     const std::string where = "train_test_split";
     if (!std::isfinite(test_fraction) || !(test_fraction > 0) || !(test_fraction < 1))
-        throw value_error(where + ": test_fraction must be in (0, 1), got " + detail::num_str(test_fraction));
+        throw value_error(where + ": test_fraction must be in (0, 1), got " + number_str(test_fraction));
     if (n == 0) throw value_error(where + ": no samples to split");
     const auto n_test = static_cast<std::size_t>(ceil_robust(test_fraction * static_cast<double>(n)));
     if (n_test >= n)
-        throw value_error(where + ": test_fraction " + detail::num_str(test_fraction) + " of " + rows_str(n) +
+        throw value_error(where + ": test_fraction " + number_str(test_fraction) + " of " + rows_str(n) +
                           " takes " + std::to_string(n_test) + " test rows and leaves no training rows");
     std::mt19937_64 rng(seed);
     const std::vector<std::size_t> perm = detail::permutation(n, rng);

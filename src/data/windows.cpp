@@ -48,10 +48,10 @@ template <class T>
 xt::xarray<T> noisy_sine(std::size_t n_samples, double x_begin, double x_end, double noise_std, std::uint64_t seed) {
     if (n_samples == 0) throw value_error("noisy_sine: n_samples must be at least 1, got 0");
     if (!std::isfinite(x_begin) || !std::isfinite(x_end))
-        throw value_error("noisy_sine: the interval [" + detail::num_str(x_begin) + ", " + detail::num_str(x_end) +
+        throw value_error("noisy_sine: the interval [" + number_str(x_begin) + ", " + number_str(x_end) +
                           "] must be finite");
     if (!(noise_std >= 0) || !std::isfinite(noise_std))
-        throw value_error("noisy_sine: noise_std must be finite and >= 0, got " + detail::num_str(noise_std));
+        throw value_error("noisy_sine: noise_std must be finite and >= 0, got " + number_str(noise_std));
     xt::xarray<T> out = xt::xarray<T>::from_shape({n_samples});
     std::mt19937_64 rng(seed);
     detail::Normal normal;

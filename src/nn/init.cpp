@@ -2,7 +2,6 @@
 #include "recur/nn/init.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <vector>
 
@@ -18,12 +17,6 @@ void manual_seed(std::uint64_t seed) { global_generator().seed(seed); }
 namespace nn::init {
 
 namespace {
-
-std::string num_str(double v) {
-    char buf[64];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
-    return std::string(buf, r.ptr);
-}
 
 template <class T>
 void fill(Parameter<T>& p, double v) {
@@ -96,7 +89,7 @@ std::vector<double> signed_q(std::vector<double> a, std::size_t m, std::size_t n
 template <class T>
 void uniform(Parameter<T>& p, double low, double high, std::mt19937_64& rng) {
     if (!(std::isfinite(low) && std::isfinite(high) && low <= high))
-        throw value_error("init::uniform: the range [" + num_str(low) + ", " + num_str(high) +
+        throw value_error("init::uniform: the range [" + number_str(low) + ", " + number_str(high) +
                           ") must be finite with low <= high");
     std::uniform_real_distribution<double> u(low, high);
     for (auto& v : p.value()) v = static_cast<T>(u(rng));
@@ -105,7 +98,7 @@ void uniform(Parameter<T>& p, double low, double high, std::mt19937_64& rng) {
 template <class T>
 void normal(Parameter<T>& p, double mean, double stddev, std::mt19937_64& rng) {
     if (!(std::isfinite(mean) && std::isfinite(stddev) && stddev >= 0))
-        throw value_error("init::normal: mean " + num_str(mean) + " and std " + num_str(stddev) +
+        throw value_error("init::normal: mean " + number_str(mean) + " and std " + number_str(stddev) +
                           " must be finite, with std >= 0");
     fill_normal(p, mean, stddev, rng);
 }
@@ -147,7 +140,7 @@ double calculate_gain(std::string_view nonlinearity, std::optional<double> param
     if (n == "leaky_relu") {
         const double slope = param.value_or(0.01);
         if (!std::isfinite(slope))
-            throw value_error("calculate_gain: negative_slope " + num_str(slope) + " is not a valid number");
+            throw value_error("calculate_gain: negative_slope " + number_str(slope) + " is not a valid number");
         return std::sqrt(2.0 / (1 + slope * slope));
     }
     if (n == "selu") return 3.0 / 4;
@@ -201,7 +194,7 @@ void orthogonal(Parameter<T>& p, double gain, std::mt19937_64& rng) {
     if (p.shape().size() < 2)
         throw shape_error("init::orthogonal: only parameters with 2 or more dimensions are supported, got shape " +
                           shape_str(p.shape()));
-    if (!std::isfinite(gain)) throw value_error("init::orthogonal: gain must be finite, got " + num_str(gain));
+    if (!std::isfinite(gain)) throw value_error("init::orthogonal: gain must be finite, got " + number_str(gain));
     if (p.size() == 0) return;
     const std::size_t rows = p.shape()[0], cols = p.size() / rows;
     // A: rows x cols of N(0, 1), row-major. M = A (rows >= cols) or Aᵀ (wide), m >= n.

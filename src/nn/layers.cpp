@@ -2,26 +2,11 @@
 #include "recur/nn/layers.hpp"
 
 #include <cmath>
-#include <iomanip>
-#include <limits>
 #include <random>
-#include <sstream>
 
 #include "recur/nn/init.hpp"
 
 namespace recur::nn {
-
-namespace {
-
-/// A float id as written in messages: shortest form that round-trips ("3.5", "7", "-1").
-template <class T>
-std::string number_str(T v) {
-    std::ostringstream s;
-    s << std::setprecision(std::numeric_limits<T>::max_digits10) << v;
-    return s.str();
-}
-
-}  // namespace
 
 // ---- Linear: y = x W^T + b, x (..., I), W (O, I), b (O) -> (..., O) ------------------------
 
@@ -92,7 +77,7 @@ Var<T> Embedding<T>::forward(Tape<T>& tape, const xt::xarray<std::int64_t>& ids)
 
 template <class T>
 Dropout<T>::Dropout(double p) : p_(p) {
-    if (!(p >= 0 && p < 1)) throw value_error("Dropout: probability must be in [0, 1), got " + std::to_string(p));
+    if (!(p >= 0 && p < 1)) throw value_error("Dropout: probability must be in [0, 1), got " + number_str(p));
 }
 
 template <class T>

@@ -3,9 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <iomanip>
 #include <limits>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -61,14 +59,6 @@ Var<T> clamped_log(const Var<T>& v) {
     Tape<T>& t = v.tape();
     Var<T> safe = recur::where(keep, v, scalar_constant(t, T(1)));
     return recur::where(keep, log(safe), scalar_constant(t, T(-100)));
-}
-
-/// "3.5", "7": a float target as written in messages.
-template <class T>
-std::string number_str(T v) {
-    std::ostringstream s;
-    s << std::setprecision(std::numeric_limits<T>::max_digits10) << v;
-    return s.str();
 }
 
 /// targets must have shape scores.shape[:-1].

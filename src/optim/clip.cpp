@@ -74,8 +74,8 @@ double clip_grad_norm(const std::vector<Parameter<T>*>& params, double max_norm,
     if (params.empty()) return 0;
     const double total = total_norm(params, norm_type);
     if (error_if_nonfinite && !std::isfinite(total))
-        throw value_error("clip_grad_norm: the total norm of order " + detail::num_str(norm_type) +
-                          " of the gradients is " + detail::num_str(total) +
+        throw value_error("clip_grad_norm: the total norm of order " + number_str(norm_type) +
+                          " of the gradients is " + number_str(total) +
                           ", so it cannot be clipped (the gradients are unchanged)");
     // PyTorch: grads *= clamp(max_norm / (total + 1e-6), max = 1); a nan coefficient stays nan.
     const double coef = max_norm / (total + 1e-6);

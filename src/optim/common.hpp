@@ -1,7 +1,6 @@
 // Helpers shared by src/optim/*.cpp: number formatting and the name checks of load_state.
 #pragma once
 
-#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -12,16 +11,9 @@
 
 namespace recur::optim::detail {
 
-/// A number as written in messages: the shortest form that reads back exactly ("0.9").
-inline std::string num_str(double v) {
-    char buf[64];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
-    return std::string(buf, r.ptr);
-}
-
 /// value_error "<who>: invalid <what> value: <v> (<rule>)" unless ok.
 inline void require(bool ok, const std::string& who, const std::string& what, double v, const char* rule) {
-    if (!ok) throw value_error(who + ": invalid " + what + " value: " + num_str(v) + " (" + rule + ")");
+    if (!ok) throw value_error(who + ": invalid " + what + " value: " + number_str(v) + " (" + rule + ")");
 }
 
 /// Maps the names of `state` to their arrays after checking that they are exactly `expected`
@@ -60,7 +52,7 @@ template <class T>
 std::int64_t decode_count(const xt::xarray<T>& a, const std::string& who, const std::string& name) {
     const double v = decode_scalar(a, who + ": load_state: '" + name + "'");
     if (!(v >= 0 && v <= 9007199254740992.0 && std::floor(v) == v))
-        throw value_error(who + ": load_state: '" + name + "' must be a non-negative integer, got " + num_str(v));
+        throw value_error(who + ": load_state: '" + name + "' must be a non-negative integer, got " + number_str(v));
     return static_cast<std::int64_t>(v);
 }
 

@@ -124,7 +124,7 @@ void Optimizer<T>::load_state(const State<T>& state) {
     const std::int64_t step = detail::decode_count(*entries.at("step"), who, "step");
     const double lr = decode_scalar(*entries.at("lr"), who + ": load_state: 'lr'");
     if (!(std::isfinite(lr) && lr >= 0))
-        throw value_error(who + ": load_state: 'lr' must be finite and >= 0, got " + detail::num_str(lr));
+        throw value_error(who + ": load_state: 'lr' must be finite and >= 0, got " + number_str(lr));
     for (std::size_t i = 0; i < params_.size(); ++i)
         for (const auto& b : buffers_) {
             const std::string n = std::to_string(i) + "." + b.name;

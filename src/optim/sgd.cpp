@@ -19,7 +19,7 @@ double checked_lr(const SGDOptions& o) {
                     "must be finite and >= 0");
     if (o.nesterov && (o.momentum <= 0 || o.dampening != 0))
         throw value_error("SGD: Nesterov momentum requires a momentum > 0 and zero dampening, got momentum " +
-                          detail::num_str(o.momentum) + " and dampening " + detail::num_str(o.dampening));
+                          number_str(o.momentum) + " and dampening " + number_str(o.dampening));
     return lr;
 }
 

@@ -112,7 +112,7 @@ std::size_t resume(const std::string& path, nn::Module<T>& model, optim::Optimiz
         throw io_error(e.what());
     }
     if (!(epoch >= 0 && epoch <= kMaxEpoch && std::floor(epoch) == epoch))
-        throw io_error(ctx + ": 'epoch' must be a whole number in [0, 2**53], got " + optim::detail::num_str(epoch));
+        throw io_error(ctx + ": 'epoch' must be a whole number in [0, 2**53], got " + number_str(epoch));
 
     // The model: every parameter present with its shape, nothing else.
     auto named = model.named_parameters();

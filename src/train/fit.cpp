@@ -2,9 +2,15 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <limits>
+#include <optional>
 #include <span>
 #include <sstream>
 #include <tuple>
+#include <variant>
+
+#include <xtensor/xarray.hpp>
+#include <xtensor/xoperation.hpp>
 
 #include "progress.hpp"
 #include "seeds.hpp"
@@ -74,8 +80,6 @@ void History::write_csv(const std::string& path) const {
     io::write_atomically(path, s.str());
 }
 
-// ---- Helpers ------------------------------------------------------------------------------
-
 namespace {
 
 // A seed for batch b of epoch e (splitmix64 of the three).
@@ -83,15 +87,261 @@ std::uint64_t mix(std::uint64_t seed, std::uint64_t epoch, std::uint64_t batch) 
     return detail::splitmix64(seed + detail::seed_weight_1 * (epoch + 1) + detail::seed_weight_2 * (batch + 1));
 }
 
+}  // namespace
+
+// ---- Inputs and Batch ---------------------------------------------------------------------
+
+namespace {
+
 template <class T>
-void check_finite(const char* fn, const char* what, const xt::xarray<T>& a) {
-    const std::size_t per = a.dimension() == 0 || a.shape()[0] == 0 ? 1 : a.size() / a.shape()[0];
-    for (std::size_t k = 0; k < a.size(); ++k)
-        if (!std::isfinite(a.data()[k]))
-            throw value_error(std::string(fn) + ": " + what + " has a non-finite value (" + std::to_string(a.data()[k]) +
-                              ") in sample " + std::to_string(k / per));
+Shape input_shape(const Input<T>& a) {
+    return std::visit([](const auto& v) { return Shape(v.shape().begin(), v.shape().end()); }, a);
 }
 
+}  // namespace
+
+template <class T>
+Inputs<T>& Inputs<T>::add(std::string name, Input<T> array) {
+    if (name.empty()) throw value_error("Inputs::add: an input needs a name");
+    if (find(name)) throw value_error("Inputs::add: two inputs named '" + name + "'");
+    if (input_shape(array).empty())
+        throw shape_error("Inputs::add: input '" + name + "' has shape (); samples run along axis 0");
+    inputs_.emplace_back(std::move(name), std::move(array));
+    return *this;
+}
+
+template <class T>
+std::size_t Inputs<T>::samples() const {
+    return inputs_.empty() ? 0 : input_shape(inputs_[0].second)[0];
+}
+
+template <class T>
+const std::string& Inputs<T>::name(std::size_t k) const {
+    if (k >= inputs_.size())
+        throw index_error("Inputs: input " + std::to_string(k) + " of " + std::to_string(inputs_.size()));
+    return inputs_[k].first;
+}
+
+template <class T>
+const Input<T>& Inputs<T>::operator[](std::size_t k) const {
+    name(k);  // the range check
+    return inputs_[k].second;
+}
+
+template <class T>
+std::optional<std::size_t> Inputs<T>::find(std::string_view name) const {
+    for (std::size_t k = 0; k < inputs_.size(); ++k)
+        if (inputs_[k].first == name) return k;
+    return std::nullopt;
+}
+
+template <class T>
+const Input<T>& Inputs<T>::operator[](std::string_view name) const {
+    if (auto k = find(name)) return inputs_[*k].second;
+    std::string known;
+    for (const auto& [n, a] : inputs_) known += (known.empty() ? "" : ", ") + n;
+    throw index_error("Inputs: no input named '" + std::string(name) + "' (has: " + known + ")");
+}
+
+template <class T>
+const xt::xarray<T>& Batch<T>::values(std::string_view name) const {
+    const auto* a = std::get_if<xt::xarray<T>>(&(*rows_)[name]);
+    if (!a) throw value_error("Batch: input '" + std::string(name) + "' holds integer ids, not float values (read it with ids())");
+    return *a;
+}
+
+template <class T>
+Var<T> Batch<T>::var(std::string_view name) const {
+    return tape_->constant(values(name));
+}
+
+template <class T>
+Var<T> Batch<T>::var(std::size_t k) const {
+    return var(rows_->name(k));
+}
+
+template <class T>
+const xt::xarray<std::int64_t>& Batch<T>::ids(std::string_view name) const {
+    const auto* a = std::get_if<xt::xarray<std::int64_t>>(&(*rows_)[name]);
+    if (!a) throw value_error("Batch: input '" + std::string(name) + "' holds float values, not integer ids (read it with var() or values())");
+    return *a;
+}
+
+template <class T>
+std::vector<std::int64_t> Batch<T>::lengths(std::string_view name) const {
+    const auto& a = ids(name);
+    if (a.dimension() != 1)
+        throw shape_error("Batch::lengths: input '" + std::string(name) + "' has shape " + shape_str(a.shape()) +
+                          "; lengths are one per sample, shape (B)");
+    return {a.begin(), a.end()};
+}
+
+// ---- Tables: what fit, evaluate and predict read ------------------------------------------
+
+namespace {
+
+// A borrowed input or target array: float values or integer ids.
+template <class T>
+using Column = std::variant<const xt::xarray<T>*, const xt::xarray<std::int64_t>*>;
+
+template <class T>
+Column<T> borrow(const Input<T>& a) {
+    return std::visit([](const auto& v) -> Column<T> { return &v; }, a);
+}
+
+template <class T>
+Shape column_shape(const Column<T>& c) {
+    return std::visit([](const auto* a) { return Shape(a->shape().begin(), a->shape().end()); }, c);
+}
+
+// Named input columns and the targets (borrowed), and the samples [first, first + count) of
+// them along axis 0. A part (the validation split, one rank's share) is the same columns
+// with another range: nothing is copied.
+template <class T>
+struct Table {
+    std::vector<std::pair<std::string, Column<T>>> inputs;
+    std::optional<Column<T>> y;
+    std::size_t first = 0, count = 0;
+    bool single = false;  // a Dataset's x (and lengths): messages say "x", not "input 'x'"
+
+    Table part(std::size_t begin, std::size_t end) const {
+        Table t = *this;
+        t.first = first + begin;
+        t.count = end - begin;
+        return t;
+    }
+    std::string label(const std::string& name) const { return single ? name : "input '" + name + "'"; }
+};
+
+// The table of a single-input Dataset: "x", then "lengths" (as an id array it owns) if given.
+template <class T>
+struct DatasetTable {
+    xt::xarray<std::int64_t> lengths;
+    Table<T> table;
+
+    DatasetTable(const xt::xarray<T>& x, const xt::xarray<T>* y, const std::vector<std::int64_t>& l) {
+        table.single = true;
+        table.count = x.dimension() == 0 ? 0 : x.shape()[0];
+        table.inputs.emplace_back("x", &x);
+        if (!l.empty()) {
+            lengths = xt::xarray<std::int64_t>::from_shape({l.size()});
+            std::copy(l.begin(), l.end(), lengths.begin());
+            table.inputs.emplace_back("lengths", &lengths);
+        }
+        if (y) table.y = y;
+    }
+    DatasetTable(const DatasetTable&) = delete;
+    DatasetTable& operator=(const DatasetTable&) = delete;
+};
+
+template <class T>
+Table<T> multi_table(const Inputs<T>& x, const Input<T>* y) {
+    Table<T> t;
+    for (std::size_t k = 0; k < x.size(); ++k) t.inputs.emplace_back(x.name(k), borrow(x[k]));
+    if (y) t.y = borrow(*y);
+    t.count = x.samples();
+    return t;
+}
+
+// shape_error unless every input and y hold count samples; value_error for no inputs, no
+// samples, or integer targets that T cannot hold exactly.
+template <class T>
+void check_table(const char* fn, const Table<T>& t, const char* which) {
+    const std::string head = std::string(fn) + ": " + (*which ? std::string(which) + " " : std::string());
+    if (t.inputs.empty()) throw value_error(head + "data has no inputs");
+    if (t.count == 0) throw value_error(head + "data is empty");
+    const auto& [name0, column0] = t.inputs[0];
+    const Shape s0 = column_shape(column0);
+    auto check = [&](const std::string& label, const Column<T>& c) {
+        const Shape s = column_shape(c);
+        if (s.empty() || s[0] != s0[0])
+            throw shape_error(head + label + " has shape " + shape_str(s) + " but " +
+                              t.label(name0) + " has shape " + shape_str(s0) +
+                              "; every input and y must hold the same number of samples on axis 0");
+    };
+    for (std::size_t k = 1; k < t.inputs.size(); ++k) check(t.label(t.inputs[k].first), t.inputs[k].second);
+    if (!t.y) return;
+    check("y", *t.y);
+    if (const auto* ids = std::get_if<const xt::xarray<std::int64_t>*>(&*t.y)) {
+        constexpr auto exact = std::int64_t(1) << std::numeric_limits<T>::digits;
+        for (std::size_t k = 0; k < (*ids)->size(); ++k)
+            if ((*ids)->data()[k] > exact || (*ids)->data()[k] < -exact)
+                throw value_error(head + "y holds the id " + std::to_string((*ids)->data()[k]) +
+                                  ", which the model's scalar type cannot hold exactly");
+    }
+}
+
+// value_error naming the array and the sample of the first NaN or infinity in a float input
+// or y (inputs in order, then y).
+template <class T>
+void check_finite(const char* fn, const char* which, const Table<T>& t) {
+    auto check = [&](const std::string& label, const Column<T>& c) {
+        const auto* const* a = std::get_if<const xt::xarray<T>*>(&c);
+        if (!a) return;
+        const std::size_t per = (*a)->size() / (*a)->shape()[0];
+        const T* data = (*a)->data() + t.first * per;
+        for (std::size_t k = 0; k < t.count * per; ++k)
+            if (!std::isfinite(data[k]))
+                throw value_error(std::string(fn) + ": " + which + " " + label + " has a non-finite value (" +
+                                  std::to_string(data[k]) + ") in sample " + std::to_string(k / per));
+    };
+    for (const auto& [name, c] : t.inputs) check(t.label(name), c);
+    if (t.y) check("y", *t.y);
+}
+
+// Rows first + idx[k] of a (N, ...) array: (idx.size(), ...).
+template <class V>
+xt::xarray<V> gather_rows(const xt::xarray<V>& a, std::size_t first, const std::vector<std::size_t>& idx) {
+    Shape s(a.shape().begin(), a.shape().end());
+    const std::size_t per = a.size() / s[0];
+    s[0] = idx.size();
+    auto out = xt::xarray<V>::from_shape(s);
+    for (std::size_t k = 0; k < idx.size(); ++k)
+        std::copy_n(a.data() + (first + idx[k]) * per, per, out.data() + k * per);
+    return out;
+}
+
+// The batch `idx` (sample numbers within the table) of every input.
+template <class T>
+Inputs<T> gather_inputs(const Table<T>& t, const std::vector<std::size_t>& idx) {
+    Inputs<T> out;
+    for (const auto& [name, c] : t.inputs)
+        out.add(name, std::visit([&](const auto* a) -> Input<T> { return gather_rows(*a, t.first, idx); }, c));
+    return out;
+}
+
+// The batch `idx` of the targets, as T.
+template <class T>
+xt::xarray<T> gather_targets(const Table<T>& t, const std::vector<std::size_t>& idx) {
+    if (const auto* const* a = std::get_if<const xt::xarray<T>*>(&*t.y)) return gather_rows(**a, t.first, idx);
+    return xt::cast<T>(gather_rows(*std::get<const xt::xarray<std::int64_t>*>(*t.y), t.first, idx));
+}
+
+// A single-input batch's lengths (its second input), or none.
+template <class T>
+std::vector<std::int64_t> lengths_of(const Inputs<T>& rows) {
+    if (rows.size() < 2) return {};
+    const auto& l = std::get<xt::xarray<std::int64_t>>(rows[1]);
+    return {l.begin(), l.end()};
+}
+
+// The model: a Layer (x and optional lengths) or a Model (a Batch of named inputs).
+template <class T>
+struct Net {
+    nn::Layer<T>* layer = nullptr;
+    Model<T>* model = nullptr;
+
+    nn::Module<T>& module() const {
+        if (layer) return *layer;
+        return *model;
+    }
+    Var<T> operator()(Tape<T>& tape, const Inputs<T>& rows) const {
+        if (model) return (*model)(Batch<T>(tape, rows));
+        return (*layer)(tape.constant(std::get<xt::xarray<T>>(rows[0])), lengths_of(rows));
+    }
+};
+
+// shape_error / value_error naming fn unless d's x, y and lengths hold the same samples.
 template <class T>
 void check_dataset(const char* fn, const Dataset<T>& d, const char* name) {
     if (d.x.dimension() == 0 || d.x.shape()[0] == 0) throw value_error(std::string(fn) + ": the " + name + " data is empty");
@@ -101,23 +351,6 @@ void check_dataset(const char* fn, const Dataset<T>& d, const char* name) {
     if (!d.lengths.empty() && d.lengths.size() != d.x.shape()[0])
         throw shape_error(std::string(fn) + ": " + std::to_string(d.lengths.size()) + " lengths for " +
                           std::to_string(d.x.shape()[0]) + " samples");
-    check_finite(fn, (std::string(name) + " x").c_str(), d.x);
-    check_finite(fn, (std::string(name) + " y").c_str(), d.y);
-}
-
-template <class T>
-std::vector<std::int64_t> take(const std::vector<std::int64_t>& lengths, const std::vector<std::size_t>& idx) {
-    std::vector<std::int64_t> out;
-    if (lengths.empty()) return out;
-    for (auto i : idx) out.push_back(lengths[i]);
-    return out;
-}
-
-template <class T>
-Dataset<T> rows(const Dataset<T>& d, std::size_t begin, std::size_t end) {
-    std::vector<std::size_t> idx;
-    for (std::size_t i = begin; i < end; ++i) idx.push_back(i);
-    return {data::gather_batch(d.x, idx), data::gather_batch(d.y, idx), take<T>(d.lengths, idx)};
 }
 
 // Restores a module's training flag on scope exit.
@@ -133,27 +366,77 @@ struct ModeGuard {
 
 // ---- evaluate / predict -------------------------------------------------------------------
 
+namespace {
+
+// Loss and metrics over the table in eval mode, without recording.
+template <class T>
+std::map<std::string, double> evaluate_table(const Net<T>& net, const LossFn<T>& loss, const Table<T>& d,
+                                             std::size_t batch_size, const std::vector<Metric<T>>& metrics) {
+    ModeGuard<T> eval(net.module(), false);
+    Tape<T> tape({.record = false});
+    const data::BatchIterator batches(d.count, batch_size, false);
+    double total = 0;
+    std::vector<double> sums(metrics.size(), 0.0);
+    for (const auto& idx : batches.epoch(0)) {
+        tape.clear();
+        const Inputs<T> xb = gather_inputs(d, idx);
+        const xt::xarray<T> yb = gather_targets(d, idx);
+        Var<T> pred = net(tape, xb);
+        const double n = static_cast<double>(idx.size());
+        total += n * static_cast<double>(loss(pred, tape.constant(yb)).item());
+        for (std::size_t m = 0; m < metrics.size(); ++m) sums[m] += n * metrics[m].fn(pred.value(), yb);
+    }
+    std::map<std::string, double> out{{"loss", total / static_cast<double>(d.count)}};
+    for (std::size_t m = 0; m < metrics.size(); ++m) out[metrics[m].name] = sums[m] / static_cast<double>(d.count);
+    return out;
+}
+
+// The model's outputs for the table's inputs, batches joined on axis 0.
+template <class T>
+xt::xarray<T> predict_table(const Net<T>& net, const Table<T>& d, std::size_t batch_size) {
+    ModeGuard<T> eval(net.module(), false);
+    Tape<T> tape({.record = false});
+    xt::xarray<T> out;
+    std::size_t row = 0, per = 0;
+    for (const auto& idx : data::BatchIterator(d.count, batch_size, false).epoch(0)) {
+        tape.clear();
+        Var<T> pred = net(tape, gather_inputs(d, idx));
+        const auto& pv = pred.value();
+        if (pv.dimension() == 0 || pv.shape()[0] != idx.size())
+            throw shape_error("predict: the model returned shape " + shape_str(pv.shape()) + " for a batch of " +
+                              std::to_string(idx.size()));
+        if (row == 0) {
+            Shape s = pv.shape();
+            s[0] = d.count;
+            out.resize(s);
+            per = pv.size() / idx.size();
+        }
+        std::copy(pv.data(), pv.data() + pv.size(), out.data() + row * per);
+        row += idx.size();
+    }
+    return out;
+}
+
+}  // namespace
+
 template <class T>
 std::map<std::string, double> evaluate(nn::Layer<T>& model, const LossFn<T>& loss, const Dataset<T>& d,
                                        std::size_t batch_size, const std::vector<Metric<T>>& metrics) {
     if (batch_size == 0) throw value_error("evaluate: batch_size must be positive");
     check_dataset("evaluate", d, "evaluation");
-    ModeGuard<T> eval(model, false);
-    Tape<T> tape({.record = false});
-    const data::BatchIterator batches(d.size(), batch_size, false);
-    double total = 0;
-    std::vector<double> sums(metrics.size(), 0.0);
-    for (const auto& idx : batches.epoch(0)) {
-        tape.clear();
-        const xt::xarray<T> xb = data::gather_batch(d.x, idx), yb = data::gather_batch(d.y, idx);
-        Var<T> pred = model(tape.constant(xb), take<T>(d.lengths, idx));
-        const double n = static_cast<double>(idx.size());
-        total += n * static_cast<double>(loss(pred, tape.constant(yb)).item());
-        for (std::size_t m = 0; m < metrics.size(); ++m) sums[m] += n * metrics[m].fn(pred.value(), yb);
-    }
-    std::map<std::string, double> out{{"loss", total / static_cast<double>(d.size())}};
-    for (std::size_t m = 0; m < metrics.size(); ++m) out[metrics[m].name] = sums[m] / static_cast<double>(d.size());
-    return out;
+    const DatasetTable<T> t(d.x, &d.y, d.lengths);
+    check_finite("evaluate", "evaluation", t.table);
+    return evaluate_table(Net<T>{&model, nullptr}, loss, t.table, batch_size, metrics);
+}
+
+template <class T>
+std::map<std::string, double> evaluate(Model<T>& model, const LossFn<T>& loss, const MultiDataset<T>& d,
+                                       std::size_t batch_size, const std::vector<Metric<T>>& metrics) {
+    if (batch_size == 0) throw value_error("evaluate: batch_size must be positive");
+    const Table<T> t = multi_table(d.x, &d.y);
+    check_table("evaluate", t, "evaluation");
+    check_finite("evaluate", "evaluation", t);
+    return evaluate_table(Net<T>{nullptr, &model}, loss, t, batch_size, metrics);
 }
 
 template <class T>
@@ -164,28 +447,16 @@ xt::xarray<T> predict(nn::Layer<T>& model, const xt::xarray<T>& x, std::size_t b
     if (!lengths.empty() && lengths.size() != x.shape()[0])
         throw shape_error("predict: " + std::to_string(lengths.size()) + " lengths for " + std::to_string(x.shape()[0]) +
                           " samples");
-    ModeGuard<T> eval(model, false);
-    Tape<T> tape({.record = false});
-    const std::size_t n = x.shape()[0];
-    xt::xarray<T> out;
-    std::size_t row = 0, per = 0;
-    for (const auto& idx : data::BatchIterator(n, batch_size, false).epoch(0)) {
-        tape.clear();
-        Var<T> pred = model(tape.constant(data::gather_batch(x, idx)), take<T>(lengths, idx));
-        const auto& pv = pred.value();
-        if (pv.dimension() == 0 || pv.shape()[0] != idx.size())
-            throw shape_error("predict: the model returned shape " + shape_str(pv.shape()) + " for a batch of " +
-                              std::to_string(idx.size()));
-        if (row == 0) {
-            Shape s = pv.shape();
-            s[0] = n;
-            out.resize(s);
-            per = pv.size() / idx.size();
-        }
-        std::copy(pv.data(), pv.data() + pv.size(), out.data() + row * per);
-        row += idx.size();
-    }
-    return out;
+    const DatasetTable<T> t(x, nullptr, lengths);
+    return predict_table(Net<T>{&model, nullptr}, t.table, batch_size);
+}
+
+template <class T>
+xt::xarray<T> predict(Model<T>& model, const Inputs<T>& x, std::size_t batch_size) {
+    if (batch_size == 0) throw value_error("predict: batch_size must be positive");
+    const Table<T> t = multi_table<T>(x, nullptr);
+    check_table("predict", t, "");
+    return predict_table(Net<T>{nullptr, &model}, t, batch_size);
 }
 
 // ---- Across processes ---------------------------------------------------------------------
@@ -217,7 +488,7 @@ std::vector<Shape> described_shapes(const std::vector<std::uint64_t>& d) {
 
 // value_error naming both sides unless this rank's description equals rank 0's.
 template <class T>
-void check_same_as_rank0(distributed::Communicator& comm, nn::Layer<T>& model, const FitOptions<T>& o, std::size_t n_train,
+void check_same_as_rank0(distributed::Communicator& comm, nn::Module<T>& model, const FitOptions<T>& o, std::size_t n_train,
                          std::size_t n_val) {
     const auto params = model.named_parameters();
     std::vector<Parameter<T>*> ps;
@@ -275,51 +546,62 @@ std::pair<std::size_t, std::size_t> rank_part(std::size_t m, int rank, int size)
 
 namespace {
 
+// value_error naming fit for options it cannot run.
 template <class T>
-History fit_here(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const Dataset<T>& data,
-                 const FitOptions<T>& o) {
+void check_options(const FitOptions<T>& o) {
     if (o.batch_size == 0) throw value_error("fit: batch_size must be positive");
     if (o.threads == 0) throw value_error("fit: threads must be >= 1, got 0");
     if (!(o.validation_split >= 0 && o.validation_split < 1))
         throw value_error("fit: validation_split must be in [0, 1), got " + std::to_string(o.validation_split));
-    check_dataset("fit", data, "training");
-    if (o.validation_data) check_dataset("fit", *o.validation_data, "validation");
+}
+
+// The fit loop over a checked table; `validation` given explicitly or null.
+template <class T>
+History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const Table<T>& data,
+                 const Table<T>* validation, const FitOptions<T>& o) {
+    check_finite("fit", "training", data);
+    if (validation) check_finite("fit", "validation", *validation);
+    nn::Module<T>& model = net.module();
 
     // Keras: the validation split is the last samples, taken before any shuffling.
-    const std::size_t n = data.size();
-    const std::size_t n_val = o.validation_data ? 0 : static_cast<std::size_t>(static_cast<double>(n) * o.validation_split);
+    const std::size_t n = data.count;
+    const std::size_t n_val = validation ? 0 : static_cast<std::size_t>(static_cast<double>(n) * o.validation_split);
     if (n_val >= n) throw value_error("fit: validation_split leaves no training samples");
-    const Dataset<T> train = n_val ? rows(data, 0, n - n_val) : Dataset<T>{};
-    const Dataset<T>& tr = n_val ? train : data;
-    const Dataset<T> split_val = n_val ? rows(data, n - n_val, n) : Dataset<T>{};
-    const Dataset<T>* val = o.validation_data ? o.validation_data : (n_val ? &split_val : nullptr);
+    const Table<T> tr = data.part(0, n - n_val);
+    const Table<T> split_val = data.part(n - n_val, n);
+    const Table<T>* val = validation ? validation : (n_val ? &split_val : nullptr);
 
     const auto params = model.parameters();
     // Across processes: rank r of size ranks (one process: rank 0 of 1).
     distributed::Communicator* comm = o.communicator;
     const int rank = comm ? comm->rank() : 0, size = comm ? comm->size() : 1;
     std::optional<distributed::GradReducer<T>> reducer;
-    Dataset<T> val_part;  // this rank's contiguous part of the validation data
-    std::size_t val_first = 0, val_last = val ? val->size() : 0;
+    Table<T> val_part;  // this rank's contiguous part of the validation data
+    std::size_t val_first = 0, val_last = val ? val->count : 0;
     if (comm) {
-        check_same_as_rank0(*comm, model, o, tr.size(), val ? val->size() : 0);
+        check_same_as_rank0(*comm, model, o, tr.count, val ? val->count : 0);
         broadcast_from_rank0(*comm, params, optimizer);
         reducer.emplace(*comm, params, distributed::GradReducerOptions{.bucket_bytes = o.bucket_bytes});
         if (val) {
-            std::tie(val_first, val_last) = rank_part(val->size(), rank, size);
-            if (val_last > val_first) val_part = rows(*val, val_first, val_last);
+            std::tie(val_first, val_last) = rank_part(val->count, rank, size);
+            val_part = val->part(val_first, val_last);
         }
     }
     // Per step: each rank's n_r * loss, then each metric's sum over the rank's samples.
     std::vector<double> exchange(static_cast<std::size_t>(size) + o.metrics.size());
 
-    const data::BatchIterator batches(tr.size(), o.batch_size * static_cast<std::size_t>(size), o.shuffle, o.seed);
+    const data::BatchIterator batches(tr.count, o.batch_size * static_cast<std::size_t>(size), o.shuffle, o.seed);
     History history;
     TrainContext<T> ctx{model, optimizer, history};
     detail::Progress progress(rank == 0 ? o.verbose : 0);
     Tape<T> tape({.retain_grads = false});  // intermediate gradient buffers are reused within a sweep
     std::optional<DataParallel<T>> parallel;
-    if (o.threads > 1) parallel.emplace(model, loss, DataParallelOptions{.threads = o.threads});
+    if (o.threads > 1) {
+        if (!net.layer)
+            throw value_error("fit: threads > 1 (data-parallel threads) trains single-input models (nn::Layer) only; "
+                              "train a multi-input train::Model with threads = 1, or across processes (communicator)");
+        parallel.emplace(*net.layer, loss, DataParallelOptions{.threads = o.threads});
+    }
     else if (reducer) reducer->attach(tape);
     for (auto* cb : o.callbacks) cb->on_train_begin(ctx);
     for (std::size_t epoch = o.initial_epoch; epoch < o.epochs; ++epoch) {
@@ -342,15 +624,15 @@ History fit_here(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>
             xt::xarray<T> yb;
             double lv = 0;
             if (!idx.empty()) {
-                const xt::xarray<T> xb = data::gather_batch(tr.x, idx);
-                yb = data::gather_batch(tr.y, idx);
+                const Inputs<T> xb = gather_inputs(tr, idx);
+                yb = gather_targets(tr, idx);
                 tape.clear();
                 if (parallel) {
-                    optimizer.zero_grad();
-                    lv = parallel->step(xb, yb, take<T>(tr.lengths, idx), seed);  // adds no grad if not finite
+                    optimizer.zero_grad();  // adds no grad if not finite:
+                    lv = parallel->step(std::get<xt::xarray<T>>(xb[0]), yb, lengths_of(xb), seed);
                 } else {
                     tape.seed(seed);
-                    pred = model(tape.constant(xb), take<T>(tr.lengths, idx));
+                    pred = net(tape, xb);
                     l = loss(pred, tape.constant(yb));
                     lv = static_cast<double>(l.item());
                 }
@@ -411,17 +693,17 @@ History fit_here(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>
         if (val && comm) {  // each rank its part; sums weighted by part size, then over the ranks
             std::vector<double> sums(1 + o.metrics.size(), 0.0);
             if (val_last > val_first) {
-                const auto v = evaluate(model, loss, val_part, o.batch_size, o.metrics);
+                const auto v = evaluate_table(net, loss, val_part, o.batch_size, o.metrics);
                 const double w = static_cast<double>(val_last - val_first);
                 sums[0] = w * v.at("loss");
                 for (std::size_t m = 0; m < o.metrics.size(); ++m) sums[1 + m] = w * v.at(o.metrics[m].name);
             }
             comm->allreduce_sum(std::span<double>(sums));
-            const double nv = static_cast<double>(val->size());
+            const double nv = static_cast<double>(val->count);
             logs.emplace_back("val_loss", sums[0] / nv);
             for (std::size_t m = 0; m < o.metrics.size(); ++m) logs.emplace_back("val_" + o.metrics[m].name, sums[1 + m] / nv);
         } else if (val) {
-            const auto v = evaluate(model, loss, *val, o.batch_size, o.metrics);
+            const auto v = evaluate_table(net, loss, *val, o.batch_size, o.metrics);
             logs.emplace_back("val_loss", v.at("loss"));
             for (const auto& m : o.metrics) logs.emplace_back("val_" + m.name, v.at(m.name));
         }
@@ -453,15 +735,52 @@ History fit_here(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>
     return history;
 }
 
+// fn() on this process, or on every rank with a failing rank aborting the run.
+template <class T, class Fn>
+History on_every_rank(const FitOptions<T>& o, Fn&& fn) {
+    if (!o.communicator) return fn();
+    History history;
+    distributed::run_or_abort(*o.communicator, [&] { history = fn(); });
+    return history;
+}
+
 }  // namespace
 
 template <class T>
 History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const Dataset<T>& data,
             const FitOptions<T>& o) {
-    if (!o.communicator) return fit_here(model, loss, optimizer, data, o);
-    History history;
-    distributed::run_or_abort(*o.communicator, [&] { history = fit_here(model, loss, optimizer, data, o); });
-    return history;
+    return on_every_rank(o, [&] {
+        check_options(o);
+        if (o.multi_validation_data)
+            throw value_error("fit: multi_validation_data is for multi-input models; give validation_data");
+        check_dataset("fit", data, "training");
+        if (o.validation_data) check_dataset("fit", *o.validation_data, "validation");
+        const DatasetTable<T> train(data.x, &data.y, data.lengths);
+        std::optional<DatasetTable<T>> val;
+        if (o.validation_data) val.emplace(o.validation_data->x, &o.validation_data->y, o.validation_data->lengths);
+        return fit_here(Net<T>{&model, nullptr}, loss, optimizer, train.table, val ? &val->table : nullptr, o);
+    });
+}
+
+template <class T>
+History fit(Model<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimizer, const MultiDataset<T>& data,
+            const FitOptions<T>& o) {
+    return on_every_rank(o, [&] {
+        check_options(o);
+        if (o.validation_data)
+            throw value_error("fit: validation_data is for single-input models; give multi_validation_data");
+        const Table<T> train = multi_table(data.x, &data.y);
+        check_table("fit", train, "training");
+        std::optional<Table<T>> val;
+        if (o.multi_validation_data) {
+            val = multi_table(o.multi_validation_data->x, &o.multi_validation_data->y);
+            check_table("fit", *val, "validation");
+            if (val->inputs.size() != train.inputs.size())
+                throw value_error("fit: the validation data has " + std::to_string(val->inputs.size()) +
+                                  " inputs and the training data " + std::to_string(train.inputs.size()));
+        }
+        return fit_here(Net<T>{nullptr, &model}, loss, optimizer, train, val ? &*val : nullptr, o);
+    });
 }
 
 #define RECUR_TRAIN(T)                                                                                             \
@@ -472,7 +791,14 @@ History fit(nn::Layer<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& opt
                          const FitOptions<T>&);                                                                    \
     template std::map<std::string, double> evaluate(nn::Layer<T>&, const LossFn<T>&, const Dataset<T>&, std::size_t, \
                                                     const std::vector<Metric<T>>&);                                \
-    template xt::xarray<T> predict(nn::Layer<T>&, const xt::xarray<T>&, std::size_t, const std::vector<std::int64_t>&);
+    template xt::xarray<T> predict(nn::Layer<T>&, const xt::xarray<T>&, std::size_t, const std::vector<std::int64_t>&); \
+    template class Inputs<T>;                                                                                      \
+    template class Batch<T>;                                                                                       \
+    template History fit(Model<T>&, const LossFn<T>&, optim::Optimizer<T>&, const MultiDataset<T>&,                \
+                         const FitOptions<T>&);                                                                    \
+    template std::map<std::string, double> evaluate(Model<T>&, const LossFn<T>&, const MultiDataset<T>&,           \
+                                                    std::size_t, const std::vector<Metric<T>>&);                   \
+    template xt::xarray<T> predict(Model<T>&, const Inputs<T>&, std::size_t);
 RECUR_TRAIN(float)
 RECUR_TRAIN(double)
 

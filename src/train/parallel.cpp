@@ -14,7 +14,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "ops/blas_threads.hpp"
+#include "src/threads.hpp"
 #include "seeds.hpp"
 
 namespace recur {

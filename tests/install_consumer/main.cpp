@@ -1,6 +1,7 @@
 // Uses an installed recur: records a small graph, runs backward, and gradchecks a function
-// of its own. Returns nonzero on any failure. The code between the TOUR markers is the tour
-// in README.md, so the README's code is compiled and run by this test.
+// of its own, and defines a primitive of its own. Returns nonzero on any failure. The code
+// between the TOUR markers is README's tour, and between the PRIMITIVE markers its "Writing a
+// primitive" (the readme_snippets test checks that README holds them verbatim).
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -46,6 +47,23 @@ bool run() {
     std::cout << report.summary() << "\n";
     // TOUR END
 
+    // PRIMITIVE BEGIN
+    // softsign(x) = x / (1 + |x|) as ONE node with a backward of its own: the forward writes
+    // the output and returns the backward, which adds g / (1 + |x|)^2 into x's gradient.
+    auto softsign = [](const Var<double>& v) {
+        return primitive("softsign", {v}, [](OpContext<double>& op) {
+            const xt::xarray<double>& in = op.input(0);
+            op.output(in.shape()) = in / (1.0 + xt::abs(in));
+            return [](OpContext<double>& op) {
+                op.add_input_grad(0, op.output_grad() / xt::square(1.0 + xt::abs(op.input(0))));
+            };
+        });
+    };
+    GradcheckReport own = gradcheck([&](Tape<double>&, const std::vector<Var<double>>& in) { return softsign(in[0]); },
+                                    {x.value()});
+    std::cout << own.summary() << "\n";
+    // PRIMITIVE END
+
     expect(x.grad().shape() == x.shape(), "x.grad() has x's shape");
     expect(W.grad().shape() == W.shape(), "W.grad() has W's shape");
     expect(b.grad().shape() == b.shape(), "b.grad() has b's shape");
@@ -63,6 +81,7 @@ bool run() {
         expect(close, "gradient of 0.5 * sum(sigmoid(x)) matches 0.5 s (1 - s)");
     }
 
+    expect(own.passed && own.max_rel_error < 1e-8, "gradcheck of the softsign primitive passed");
     expect(report.passed, "gradcheck of softsign_linear passed");
     expect(report.deterministic, "two backward passes agree");
     expect(report.parameters == 1, "gradcheck saw the one bound Parameter");
