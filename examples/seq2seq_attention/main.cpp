@@ -8,8 +8,9 @@
 //   decoder: Embedding(12, 32) -> GRU(32 -> 64) over BOS + target (teacher forcing)
 //            -> DotAttention(general, 64 x 128) over the memory with the source lengths
 //            -> tanh(Linear(192 -> 64)([context; decoder out])) -> Linear(64 -> 12) -> logits
-//   loss: cross_entropy over the target tokens (padding ignored), Adam (lr halved every 4
-//   epochs), gradient clipping.
+//   loss: cross_entropy over the target tokens (padding ignored), trained with train::fit on the
+//   model's three inputs (source ids, source lengths, decoder input ids): Adam, lr halved every
+//   4 epochs (StepLR), gradient clipping.
 // Inference is greedy: one decoder step per token (B queries at a time), until EOS or 11 tokens.
 // A sequence counts as correct only when every token and the EOS are right (exact match).
 //
@@ -22,8 +23,6 @@
 //   seq2seq_attention [--epochs 12] [--train 8000] [--test 1000] [--batch 64] [--lr 0.005]
 //                     [--seed 1] [--out .]
 #include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
@@ -32,6 +31,7 @@
 #include <vector>
 
 #include <recur/recur.hpp>
+#include <xtensor/xadapt.hpp>
 
 #include "../common/example.hpp"
 
@@ -79,8 +79,9 @@ xt::xarray<std::int64_t> rows(const xt::xarray<std::int64_t>& a, const std::vect
     return out;
 }
 
-/// The encoder-decoder. Every part is a child module, so parameters() lists them all.
-class Seq2Seq : public nn::Module<float> {
+/// The encoder-decoder, a model of three inputs for train::fit: "src" ids (B, 10), "src_len"
+/// (B) and "tgt_in" ids (B, 11). Every part is a child module, so parameters() lists them all.
+class Seq2Seq : public train::Model<float> {
 public:
     Seq2Seq()
         : source_embedding_(kVocab, kEmbed),
@@ -124,10 +125,10 @@ public:
         return {out_(attentional), h_next, weights};
     }
     /// Teacher forcing: logits (B, 11, 12) for BOS + target.
-    Var<float> forward(Tape<float>& tape, const xt::xarray<std::int64_t>& source, const std::vector<std::int64_t>& lengths,
-                       const xt::xarray<std::int64_t>& decoder_input) {
-        const Encoded enc = encode(tape, source, lengths);
-        return decode(tape, decoder_input, enc.h0, enc, lengths).logits;
+    Var<float> forward(const train::Batch<float>& batch) override {
+        const std::vector<std::int64_t> lengths = batch.lengths("src_len");
+        const Encoded enc = encode(batch.tape(), batch.ids("src"), lengths);
+        return decode(batch.tape(), batch.ids("tgt_in"), enc.h0, enc, lengths).logits;
     }
 
 private:
@@ -209,36 +210,25 @@ int main(int argc, char** argv) {
                     return n;
                 }());
 
-    // Training: a plain loop over shuffled batches (teacher forcing).
-    const auto start = std::chrono::steady_clock::now();
-    std::mt19937_64 shuffle_rng(seed);
-    std::vector<std::size_t> order(n_train);
-    std::iota(order.begin(), order.end(), std::size_t(0));
-    for (std::size_t epoch = 0; epoch < epochs; ++epoch) {
-        adam.set_lr(lr * std::pow(0.5, double(epoch / 4)));  // halved every 4 epochs
-        std::shuffle(order.begin(), order.end(), shuffle_rng);
-        double loss_sum = 0;
-        std::size_t batches = 0;
-        for (std::size_t begin = 0; begin < n_train; begin += batch) {
-            const std::vector<std::size_t> index(order.begin() + static_cast<std::ptrdiff_t>(begin),
-                                                 order.begin() + static_cast<std::ptrdiff_t>(std::min(n_train, begin + batch)));
-            std::vector<std::int64_t> lengths(index.size());
-            for (std::size_t r = 0; r < index.size(); ++r) lengths[r] = train_data.lengths[index[r]];
-            Tape<float> tape;
-            Var<float> logits = model.forward(tape, rows(train_data.source, index), lengths,
-                                              rows(train_data.decoder_input, index));
-            Var<float> loss = nn::cross_entropy(logits, rows(train_data.target, index));
-            adam.zero_grad();
-            tape.backward(loss);
-            optim::clip_grad_norm(model.parameters(), 1.0);
-            adam.step();
-            loss_sum += loss.item();
-            ++batches;
-        }
-        std::printf("  epoch %2zu  loss %.4f\n", epoch + 1, loss_sum / double(batches));
-        std::fflush(stdout);
+    // Training with fit on the three inputs (teacher forcing); targets are the token ids, padding
+    // -100 (ignored by the loss).
+    const xt::xarray<std::int64_t> source_lengths = xt::adapt(train_data.lengths, std::vector<std::size_t>{n_train});
+    const train::MultiDataset<float> train_set{
+        {{"src", train_data.source}, {"src_len", source_lengths}, {"tgt_in", train_data.decoder_input}},
+        train_data.target};
+    const train::LossFn<float> loss = [](const Var<float>& logits, const Var<float>& target) {
+        return nn::cross_entropy(logits, target);
+    };
+    optim::StepLR<float> halve(adam, 4, 0.5);  // lr halved every 4 epochs
+    train::LRScheduler<float> schedule(halve);
+    const train::History history = train::fit<float>(
+        model, loss, adam, train_set,
+        {.epochs = epochs, .batch_size = batch, .clip_norm = 1.0, .callbacks = {&schedule}, .verbose = 0, .seed = seed});
+    double seconds = 0;
+    for (std::size_t e = 0; e < history.epochs(); ++e) {
+        seconds += history["seconds"][e];
+        std::printf("  epoch %2zu  loss %.4f\n", e + 1, history["loss"][e]);
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     const std::size_t shown = 0;
     std::vector<std::int64_t> tokens;
