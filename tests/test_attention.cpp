@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <random>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
@@ -27,13 +26,8 @@ using namespace recur;
 using Dims = std::vector<std::size_t>;
 using recur::testing::raises;
 
-xt::xarray<double> rnd(const Dims& shape, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> u(-1.0, 1.0);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (std::size_t k = 0; k < a.size(); ++k) a.data()[k] = u(rng);
-    return a;
-}
+/// Values in [-1, 1), seeded.
+xt::xarray<double> rnd(const Dims& shape, std::uint64_t seed) { return recur::testing::uniform_array(shape, seed); }
 
 using Vars = std::vector<Var<double>>;
 
