@@ -10,6 +10,8 @@
 //      and backward, with references into preallocated outputs: the xtensor expression, an
 //      explicit xsimd batch loop, and a plain scalar loop.
 //      Counter: elems (per second).
+//   4. bmm (64, 10, 128) x (64, 128, 128) against a loop of select + matmul + stack.
+//      Counter: FLOPS.
 //
 // Every tape benchmark reuses one tape and clear()s it each iteration, as a training loop does,
 // so node buffers are reused. Run pinned and single-threaded: benchmarks/run_engine.sh.
@@ -473,5 +475,51 @@ void BM_WeightGrad_Merged(benchmark::State& state) {
     count_flops(state, d.flops());
 }
 BENCHMARK(BM_WeightGrad_Merged)->Apply(weight_grad_args);
+
+// ---- bmm against a loop of matmuls (attention scores) -------------------------------------------
+// (B, M, K) x (B, K, N) at an attention size (B = 64 queries of M = 10 steps, K = N = 128): one
+// bmm node against what a user writes without it, B select / matmul pairs and a stack.
+void bmm_args(benchmark::internal::Benchmark* b) { b->ArgNames({"B", "M", "K", "N"})->Args({64, 10, 128, 128}); }
+
+struct BmmData {
+    std::size_t b, m, k, n;
+    Parameter<float> x, y;
+    xt::xarray<float> seed;
+    explicit BmmData(const benchmark::State& s)
+        : b(static_cast<std::size_t>(s.range(0))), m(static_cast<std::size_t>(s.range(1))),
+          k(static_cast<std::size_t>(s.range(2))), n(static_cast<std::size_t>(s.range(3))),
+          x(uniform({b, m, k}, -1.0f, 1.0f, 21)), y(uniform({b, k, n}, -1.0f, 1.0f, 22)),
+          seed(uniform({b, m, n}, -1.0f, 1.0f, 23)) {}
+    double flops() const { return 2.0 * double(b) * double(m) * double(k) * double(n); }
+    Var<float> looped(Tape<float>& tape) {
+        Var<float> xs = tape.bind(x), ys = tape.bind(y);
+        std::vector<Var<float>> products;
+        for (std::size_t p = 0; p < b; ++p) {
+            const auto q = static_cast<std::ptrdiff_t>(p);
+            products.push_back(recur::matmul(recur::select(xs, 0, q), recur::select(ys, 0, q)));
+        }
+        return recur::stack(products);
+    }
+};
+
+template <bool Looped, bool Backward>
+void BM_Bmm(benchmark::State& state) {
+    BmmData d(state);
+    Tape<float> tape;
+    for (auto _ : state) {
+        {
+            Var<float> out = Looped ? d.looped(tape) : recur::bmm(tape.bind(d.x), tape.bind(d.y));
+            if (Backward) tape.backward(out, d.seed);
+            benchmark::DoNotOptimize(out.value().data());
+            benchmark::ClobberMemory();
+        }
+        tape.clear();
+    }
+    count_flops(state, (Backward ? 3.0 : 1.0) * d.flops());
+}
+BENCHMARK_TEMPLATE(BM_Bmm, false, false)->Name("BM_Bmm_Forward")->Apply(bmm_args);
+BENCHMARK_TEMPLATE(BM_Bmm, true, false)->Name("BM_Bmm_LoopOfMatmuls_Forward")->Apply(bmm_args);
+BENCHMARK_TEMPLATE(BM_Bmm, false, true)->Name("BM_Bmm_ForwardBackward")->Apply(bmm_args);
+BENCHMARK_TEMPLATE(BM_Bmm, true, true)->Name("BM_Bmm_LoopOfMatmuls_ForwardBackward")->Apply(bmm_args);
 
 BENCHMARK_MAIN();

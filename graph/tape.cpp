@@ -2,6 +2,8 @@
 #include "recur/tape.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <deque>
 #include <functional>
 #include <limits>
@@ -53,6 +55,12 @@ std::uint64_t next_tape_id() {
 }
 
 }  // namespace detail
+
+namespace {
+// Live AnomalyMode guards; the engine reads it once per op (inlined here: one load and branch).
+std::atomic<int> anomaly_guards{0};
+inline bool anomaly_on() { return anomaly_guards.load(std::memory_order_relaxed) != 0; }
+}  // namespace
 
 // ---- Var ----------------------------------------------------------------------------------
 
@@ -237,6 +245,7 @@ void Tape<T>::clear() {
     bound_order_.clear();
     partials_used_ = 0;
     transposed_used_ = 0;
+    anomaly_pending_ = detail::no_node;
     ++serial_;
     stamp_->store(serial_, std::memory_order_relaxed);
     user_.store(std::thread::id{}, std::memory_order_relaxed);
@@ -327,11 +336,13 @@ std::uint32_t Tape<T>::push(const char* op, const std::uint32_t* inputs, std::si
         nodes_[i].outputs[k - 1] = o;
     }
     nodes_[i].num_outputs = static_cast<std::uint8_t>(outputs);
+    if (anomaly_on()) anomaly_pending_ = i;
     return finish_push(i, op, inputs, count, backward);
 }
 
 template <class T>
 Var<T> Tape<T>::handle(std::uint32_t i) {
+    if (anomaly_on()) check_forward(i);
     ++nodes_[i].handles;
     return Var<T>(this, stamp_, serial_, i);
 }
@@ -629,6 +640,7 @@ void Tape<T>::run_backward(std::uint32_t k, std::uint32_t root) {
         if (out.has_grad && out.partial) finish_partial(out);
     }
     n.backward(*this, k);
+    if (anomaly_on()) check_backward(k);
     // Its inputs have their shares now: the buffers can serve nodes further down.
     for (std::size_t o = 0; o < n.num_outputs; ++o) {
         const std::uint32_t slot = output(k, o);
@@ -663,6 +675,59 @@ void Tape<T>::sweep(std::uint32_t root) {
     }
     for (std::uint32_t k = 0; k < top_; ++k)  // leaves written slice by slice
         if (nodes_[k].partial) finish_partial(nodes_[k]);
+}
+
+// ---- Anomaly mode -----------------------------------------------------------------------------
+
+namespace {
+template <class T>
+const char* non_finite(const xt::xarray<T>& a) {
+    for (const T* p = a.data(), *e = p + a.size(); p != e; ++p)
+        if (!std::isfinite(*p)) return std::isnan(*p) ? "NaN" : "inf";
+    return nullptr;
+}
+}  // namespace
+
+AnomalyMode::AnomalyMode() { anomaly_guards.fetch_add(1, std::memory_order_relaxed); }
+AnomalyMode::~AnomalyMode() { anomaly_guards.fetch_sub(1, std::memory_order_relaxed); }
+bool AnomalyMode::enabled() { return anomaly_on(); }
+
+// Only the node an op just pushed is checked (leaves and later handles of a node are not).
+template <class T>
+void Tape<T>::check_forward(std::uint32_t i) {
+    const std::uint32_t owner = nodes_[i].owner == detail::no_node ? i : nodes_[i].owner;
+    if (owner != anomaly_pending_) return;
+    anomaly_pending_ = detail::no_node;
+    const auto& n = nodes_[owner];
+    for (std::size_t k = 0; k < n.num_outputs; ++k) {
+        const auto& v = value(output(owner, k));
+        const char* bad = non_finite(v);
+        if (bad == nullptr) continue;
+        std::string inputs;
+        for (std::uint32_t e = 0; e < n.num_inputs; ++e)
+            inputs += (e ? ", " : "") + shape_str(value(input(owner, e)).shape());
+        throw value_error(std::string("anomaly mode: the forward of '") + n.op + "' produced " + bad + " in output " +
+                          std::to_string(k) + " " + shape_str(v.shape()) +
+                          (inputs.empty() ? std::string() : " from inputs " + inputs));
+    }
+}
+
+// After node k's backward: the gradients it added into are checked whole (a slice-by-slice one
+// is zero-filled first, so it is whole from here on).
+template <class T>
+void Tape<T>::check_backward(std::uint32_t k) {
+    const auto& n = nodes_[k];
+    for (std::uint32_t e = 0; e < n.num_inputs; ++e) {
+        auto& in = nodes_[input(k, e)];
+        if (!in.has_grad) continue;
+        if (in.partial) finish_partial(in);
+        const char* bad = non_finite(in.grad);
+        if (bad == nullptr) continue;
+        throw value_error(std::string("anomaly mode: the backward of '") + n.op + "' produced " + bad +
+                          " in the gradient of its input " + std::to_string(e) + " ('" + in.op + "', shape " +
+                          shape_str(in.grad.shape()) + ") from the gradient of its output " +
+                          shape_str(value(k).shape()));
+    }
 }
 
 template class Var<float>;

@@ -1,6 +1,8 @@
 #include "common.hpp"
 
+#include <xtensor/xbroadcast.hpp>
 #include <xtensor/xbuilder.hpp>
+#include <xtensor/xoperation.hpp>
 
 namespace recur::detail {
 
@@ -25,6 +27,15 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
         out[k] = da == 1 ? db : da;
     }
     return out;
+}
+
+template <class T>
+std::vector<std::uint8_t> broadcast_flags(const char* op, const xt::xarray<T>& mask, const Shape& shape) {
+    const Shape ms(mask.shape().begin(), mask.shape().end());
+    if (ms.size() > shape.size() || broadcast_shapes(op, shape, ms) != shape)
+        throw shape_error(std::string(op) + ": mask " + shape_str(ms) + " does not broadcast to " + shape_str(shape));
+    const xt::xarray<std::uint8_t> flags = xt::broadcast(xt::cast<std::uint8_t>(xt::not_equal(mask, T(0))), shape);
+    return std::vector<std::uint8_t>(flags.begin(), flags.end());
 }
 
 template <class T>
@@ -57,5 +68,7 @@ xt::xarray<T> sum_to_shape(const xt::xarray<T>& g, const Shape& target) {
 
 template xt::xarray<float> sum_to_shape(const xt::xarray<float>&, const Shape&);
 template xt::xarray<double> sum_to_shape(const xt::xarray<double>&, const Shape&);
+template std::vector<std::uint8_t> broadcast_flags(const char*, const xt::xarray<float>&, const Shape&);
+template std::vector<std::uint8_t> broadcast_flags(const char*, const xt::xarray<double>&, const Shape&);
 
 }  // namespace recur::detail

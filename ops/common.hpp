@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -42,6 +43,11 @@ std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, const Shape& sha
 
 /// numpy broadcast of two shapes; shape_error naming `op` if they do not broadcast.
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
+
+/// A 0/1 mask that broadcasts to `shape` (shape_error naming `op` otherwise) as one flag per
+/// element of `shape`, row-major: 1 where the mask is nonzero.
+template <class T>
+std::vector<std::uint8_t> broadcast_flags(const char* op, const xt::xarray<T>& mask, const Shape& shape);
 
 /// g summed over the axes that broadcasting expanded, so the result has `target`'s shape.
 template <class T>

@@ -246,6 +246,38 @@ Var<T> abs(const Var<T>& x) {
     return unary("abs", x, &abs_backward<T>, [](const auto& v) { return xt::abs(v); });
 }
 
+// ---- sqrt: y = x^(1/2);  dx += g / (2 y)  (reads the output; infinite at x = 0) -------------
+template <class T>
+static void sqrt_backward(Tape<T>& t, std::uint32_t i) {
+    const auto& n = t.node(i);
+    t.grad_ref(t.input(i, 0)).add(n.grad / (T(2) * n.value));
+}
+template <class T>
+Var<T> sqrt(const Var<T>& x) {
+    return unary("sqrt", x, &sqrt_backward<T>, [](const auto& v) { return xt::sqrt(v); });
+}
+
+// ---- clamp: y = min(max(x, lo), hi);  dx += g * [lo <= x <= hi] (torch.clamp's boundaries) --
+template <class T>
+struct ClampState {
+    T lo, hi;
+};
+template <class T>
+static void clamp_backward(Tape<T>& t, std::uint32_t i) {
+    const std::uint32_t x = t.input(i, 0);
+    const auto [lo, hi] = t.template saved_state<ClampState<T>>(i);
+    const auto& xv = t.value(x);
+    t.grad_ref(x).add(xt::where(xv >= lo && xv <= hi, t.node(i).grad, T(0)));
+}
+template <class T>
+Var<T> clamp(const Var<T>& x, Scalar<T> lo, Scalar<T> hi) {
+    if (!(lo <= hi))
+        throw value_error("clamp: lo (" + std::to_string(lo) + ") must not exceed hi (" + std::to_string(hi) + ")");
+    Var<T> y = unary("clamp", x, &clamp_backward<T>, [&](const auto& v) { return xt::minimum(xt::maximum(v, lo), hi); });
+    y.tape().template state<ClampState<T>>(y.index()) = {lo, hi};
+    return y;
+}
+
 // ---- detach: y = x, no gradient ------------------------------------------------------------
 template <class T>
 Var<T> detach(const Var<T>& x) {
@@ -272,6 +304,8 @@ Var<T> detach(const Var<T>& x) {
     template Var<T> sigmoid(const Var<T>&);                                \
     template Var<T> relu(const Var<T>&);                                   \
     template Var<T> abs(const Var<T>&);                                    \
+    template Var<T> sqrt(const Var<T>&);                                   \
+    template Var<T> clamp(const Var<T>&, Scalar<T>, Scalar<T>);            \
     template Var<T> detach(const Var<T>&);
 RECUR_INSTANTIATE_FOR(RECUR_ELEMENTWISE)
 

@@ -1,6 +1,9 @@
 // Linear algebra primitives: matmul and linear, on OpenBLAS through detail::gemm.
 // Outputs are written in place by GEMM; gradients accumulate with beta = 1 (beta = 0 for the
 // first contribution of a sweep); transposes are BLAS flags, never copies.
+#include <algorithm>
+#include <exception>
+
 #include "common.hpp"
 #include "packed_gemm.hpp"
 
@@ -116,10 +119,87 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias) {
     return linear_impl<T>(x, weight, &bias);
 }
 
+// ---- bmm: y[b] = a[b] b[b] --------------------------------------------------------------------
+// a (B, M, K), b (B, K, N) -> y (B, M, N): one GEMM per batch on raw pointers, the batches
+// spread over OpenMP threads when the whole product is large enough to pay for a region.
+// da[b] += g[b] b[b]^T  (M, K);  db[b] += a[b]^T g[b]  (K, N)
+namespace {
+constexpr double bmm_parallel_flops = 4e6;  // as detail::gemm's split: ~40 us of work
+
+// Runs product(b) for b < batches, on several threads when `flops` pays for it. gemm throws
+// only on extents past the BLAS range (checked before) or a oneDNN failure: the first
+// exception is rethrown after the region.
+template <class Product>
+void for_each_batch(std::size_t batches, double flops, Product product) {
+    const int threads = detail::threads_for(flops, bmm_parallel_flops);
+    if (threads < 2 || batches < 2) {
+        for (std::size_t b = 0; b < batches; ++b) product(b);
+        return;
+    }
+    std::exception_ptr failure;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (std::size_t b = 0; b < batches; ++b) {
+        try {
+            product(b);
+        } catch (...) {
+#pragma omp critical(recur_bmm_failure)
+            if (!failure) failure = std::current_exception();
+        }
+    }
+    if (failure) std::rethrow_exception(failure);
+}
+}  // namespace
+
+template <class T>
+static void bmm_backward(Tape<T>& t, std::uint32_t i) {
+    const T* g = t.node(i).grad.data();
+    const std::uint32_t a = t.input(i, 0), b = t.input(i, 1);
+    const auto& av = t.value(a);
+    const auto& bv = t.value(b);
+    const std::size_t batches = av.shape()[0], m = av.shape()[1], k = av.shape()[2], n = bv.shape()[2];
+    const double flops = 2.0 * double(batches) * double(m) * double(n) * double(k);
+    if (t.needs_grad(a)) {
+        auto r = t.grad_ref(a);
+        const T beta = r.beta();
+        T* da = r.buffer().data();
+        for_each_batch(batches, flops, [&](std::size_t p) {
+            gemm<T>(false, true, m, k, n, T(1), g + p * m * n, n, bv.data() + p * k * n, n, beta, da + p * m * k, k);
+        });
+    }
+    if (t.needs_grad(b)) {
+        auto r = t.grad_ref(b);
+        const T beta = r.beta();
+        T* db = r.buffer().data();
+        for_each_batch(batches, flops, [&](std::size_t p) {
+            gemm<T>(true, false, k, n, m, T(1), av.data() + p * m * k, k, g + p * m * n, n, beta, db + p * k * n, n);
+        });
+    }
+}
+template <class T>
+Var<T> bmm(const Var<T>& a, const Var<T>& b) {
+    Tape<T>& t = detail::tape_of("bmm", a, b);
+    const Shape as = a.shape(), bs = b.shape();  // copies: push() below may move node storage
+    if (as.size() != 3 || bs.size() != 3 || as[0] != bs[0] || as[2] != bs[1])
+        throw shape_error("bmm: expects (B, M, K) x (B, K, N), got " + shape_str(as) + " x " + shape_str(bs));
+    const std::size_t batches = as[0], m = as[1], k = as[2], n = bs[2];
+    const std::uint32_t out = t.push("bmm", {a.index(), b.index()}, &bmm_backward<T>);
+    auto& y = t.output_value(out, Shape{batches, m, n});
+    const T* ap = t.value(a.index()).data();
+    const T* bp = t.value(b.index()).data();
+    T* yp = y.data();
+    if (k == 0) std::fill(yp, yp + y.size(), T(0));  // an empty sum; gemm would leave y as it was
+    else
+        for_each_batch(batches, 2.0 * double(batches) * double(m) * double(n) * double(k), [&](std::size_t p) {
+            gemm<T>(false, false, m, n, k, T(1), ap + p * m * k, k, bp + p * k * n, n, T(0), yp + p * m * n, n);
+        });
+    return t.handle(out);
+}
+
 #define RECUR_LINALG(T)                                                    \
     template Var<T> matmul(const Var<T>&, const Var<T>&);                  \
     template Var<T> linear(const Var<T>&, const Var<T>&);                  \
-    template Var<T> linear(const Var<T>&, const Var<T>&, const Var<T>&);
+    template Var<T> linear(const Var<T>&, const Var<T>&, const Var<T>&);  \
+    template Var<T> bmm(const Var<T>&, const Var<T>&);
 RECUR_INSTANTIATE_FOR(RECUR_LINALG)
 
 }  // namespace recur

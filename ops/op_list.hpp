@@ -43,4 +43,14 @@
     /* layer norm and the layer-normalised cells (issue 12) */ \
     X(layer_norm)           \
     X(layer_norm_lstm_step) \
-    X(layer_norm_gru_step)
+    X(layer_norm_gru_step)  \
+    /* attention and indexing primitives (issue 12) */ \
+    X(bmm)                  \
+    X(masked_softmax)       \
+    X(masked_fill)          \
+    X(max)                  \
+    X(min)                  \
+    X(gather)               \
+    X(index_select)         \
+    X(clamp)                \
+    X(sqrt)

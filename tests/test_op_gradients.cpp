@@ -754,6 +754,131 @@ Cases gradient_cases<Op::layer_norm_gru_step>() {
     };
 }
 
+// ---- Attention and indexing primitives (issue 12) ------------------------------------------
+
+/// An integer array of `shape` from row-major values.
+xt::xarray<std::int64_t> ints(const Dims& shape, const std::vector<std::int64_t>& values) {
+    xt::xarray<std::int64_t> a = xt::xarray<std::int64_t>::from_shape(shape);
+    std::copy(values.begin(), values.end(), a.data());
+    return a;
+}
+
+template <>
+Cases gradient_cases<Op::bmm>() {
+    auto f = [](Tape<double>&, const Vars& x) { return bmm(x[0], x[1]); };
+    return {
+        {"(2, 3, 4) x (2, 4, 5)", f, {rnd({2, 3, 4}, 1001), rnd({2, 4, 5}, 1002)}},
+        {"(1, 1, 3) x (1, 3, 2)", f, {rnd({1, 1, 3}, 1003), rnd({1, 3, 2}, 1004)}},
+        {"(3, 5, 2) x (3, 2, 1)", f, {rnd({3, 5, 2}, 1005), rnd({3, 2, 1}, 1006)}},
+        {"fan-out x x^T", [](Tape<double>&, const Vars& x) { return bmm(x[0], transpose(x[0], 1, 2)); },
+         {rnd({2, 3, 4}, 1007)}},
+        {"constant a", [](Tape<double>& t, const Vars& x) { return bmm(t.constant(rnd({2, 2, 3}, 1008)), x[0]); },
+         {rnd({2, 3, 4}, 1009)}},
+    };
+}
+
+// Masked positions hold large values: a leak of probability there would show.
+template <>
+Cases gradient_cases<Op::masked_softmax>() {
+    xt::xarray<double> mask = {{1, 1, 0, 1}, {0, 1, 1, 0}, {0, 0, 0, 0}};  // last row fully masked
+    xt::xarray<double> x = rnd({3, 4}, 1011);
+    x(0, 2) = 30.0;
+    x(1, 0) = -30.0;
+    xt::xarray<double> column_mask = xt::ones<double>({3, 1});  // (3, 1): masks row 1 along axis 0
+    column_mask(1, 0) = 0.0;
+    return {
+        {"(3, 4) mask, one row fully masked",
+         [mask](Tape<double>&, const Vars& v) { return masked_softmax(v[0], mask); }, {x}},
+        {"(2, 3, 4) broadcast (3, 4) mask",
+         [mask](Tape<double>&, const Vars& v) { return masked_softmax(v[0], mask, -1); }, {rnd({2, 3, 4}, 1012)}},
+        {"axis 0, (3, 1) mask", [column_mask](Tape<double>&, const Vars& v) { return masked_softmax(v[0], column_mask, 0); },
+         {rnd({3, 2}, 1013)}},
+        {"lengths (B) over (B, Tq, T), a zero length",
+         [](Tape<double>&, const Vars& v) { return masked_softmax(v[0], std::vector<std::int64_t>{3, 0, 5}); },
+         {uniform({3, 2, 5}, 1014, -3, 3)}},
+        {"lengths (B, Tq)",
+         [](Tape<double>&, const Vars& v) { return masked_softmax(v[0], ints({2, 2}, {1, 4, 2, 3})); },
+         {rnd({2, 2, 4}, 1015)}},
+    };
+}
+
+template <>
+Cases gradient_cases<Op::masked_fill>() {
+    const xt::xarray<double> mask = {{0, 1, 0}, {1, 0, 0}};
+    const xt::xarray<double> row = {1, 0, 1};
+    return {
+        {"(2, 3) mask", [mask](Tape<double>&, const Vars& x) { return masked_fill(x[0], mask, -2.5) * x[0]; },
+         {rnd({2, 3}, 1021)}},
+        {"(3,) mask broadcast to (2, 2, 3)", [row](Tape<double>&, const Vars& x) { return masked_fill(x[0], row, 0.0); },
+         {rnd({2, 2, 3}, 1022)}},
+    };
+}
+
+template <>
+Cases gradient_cases<Op::max>() {
+    return {
+        {"(3, 4) axis 1", [](Tape<double>&, const Vars& x) { return max(x[0], 1); }, {rnd({3, 4}, 1031)}},
+        {"(2, 3, 4) axis 1 keepdim", [](Tape<double>&, const Vars& x) { return max(x[0], 1, true) * x[0]; },
+         {rnd({2, 3, 4}, 1032)}},
+        {"(4,) axis -1", [](Tape<double>&, const Vars& x) { return max(x[0], -1); }, {rnd({4}, 1033)}},
+    };
+}
+
+template <>
+Cases gradient_cases<Op::min>() {
+    return {
+        {"(3, 4) axis 0", [](Tape<double>&, const Vars& x) { return min(x[0], 0); }, {rnd({3, 4}, 1041)}},
+        {"(2, 3, 4) axis -1 keepdim", [](Tape<double>&, const Vars& x) { return min(x[0], -1, true) - x[0]; },
+         {rnd({2, 3, 4}, 1042)}},
+    };
+}
+
+// Repeated indices: their gradients add up (scatter-add).
+template <>
+Cases gradient_cases<Op::gather>() {
+    const auto rows = ints({2, 3}, {2, 0, 2, 1, 1, 0});      // along axis 1 of (2, 3)
+    const auto cols = ints({2, 2}, {0, 1, 0, 0});            // along axis 0 of (2, 3), fewer columns
+    const auto deep = ints({2, 2, 1}, {1, 1, 0, 2});         // along axis 1 of (2, 3, 2)
+    return {
+        {"axis 1, repeats", [rows](Tape<double>&, const Vars& x) { return gather(x[0], 1, rows); }, {rnd({2, 3}, 1051)}},
+        {"axis 0, smaller index", [cols](Tape<double>&, const Vars& x) { return gather(x[0], 0, cols); },
+         {rnd({2, 3}, 1052)}},
+        {"(2, 3, 2) axis 1", [deep](Tape<double>&, const Vars& x) { return gather(x[0], 1, deep); },
+         {rnd({2, 3, 2}, 1053)}},
+        {"topk values", [](Tape<double>&, const Vars& x) { return topk(x[0], 2, 1).values; }, {rnd({3, 4}, 1054)}},
+    };
+}
+
+template <>
+Cases gradient_cases<Op::index_select>() {
+    const auto idx = ints({4}, {2, 0, 2, 2});
+    return {
+        {"axis 0, repeats", [idx](Tape<double>&, const Vars& x) { return index_select(x[0], 0, idx); }, {rnd({3, 2}, 1061)}},
+        {"(2, 3, 2) axis 1", [idx](Tape<double>&, const Vars& x) { return index_select(x[0], 1, idx); },
+         {rnd({2, 3, 2}, 1062)}},
+        {"axis -1, empty index", [](Tape<double>&, const Vars& x) { return index_select(x[0], -1, ints({0}, {})) + sum(x[0]); },
+         {rnd({2, 3}, 1063)}},
+    };
+}
+
+template <>
+Cases gradient_cases<Op::clamp>() {
+    return {
+        {"[-0.5, 0.5] on [-1, 1)", [](Tape<double>&, const Vars& x) { return clamp(x[0], -0.5, 0.5); }, {rnd({3, 4}, 1071)}},
+        {"[0, inf) fan-out", [](Tape<double>&, const Vars& x) { return clamp(x[0], 0.0, 1e300) * x[0]; }, {away({5}, 1072)}},
+    };
+}
+
+template <>
+Cases gradient_cases<Op::sqrt>() {
+    auto f = [](Tape<double>&, const Vars& x) { return sqrt(x[0]); };
+    return {
+        {"(2, 3)", f, {pos({2, 3}, 1081)}},
+        {"()", f, {pos({}, 1082)}},
+        {"fan-out sqrt(x) * x", [](Tape<double>&, const Vars& x) { return sqrt(x[0]) * x[0]; }, {pos({4}, 1083)}},
+    };
+}
+
 // ---- Running ---------------------------------------------------------------------------------
 
 void run(const char* op, const Cases& cases) {

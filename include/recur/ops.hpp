@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 #include <vector>
 
@@ -39,16 +40,46 @@ template <class T> Var<T> tanh(const Var<T>& x);
 template <class T> Var<T> sigmoid(const Var<T>& x);  // 1 / (1 + e^-x), stable for any x
 template <class T> Var<T> relu(const Var<T>& x);     // max(x, 0); gradient 0 at 0
 template <class T> Var<T> abs(const Var<T>& x);      // |x|; gradient 0 at 0
+template <class T> Var<T> sqrt(const Var<T>& x);     // x^(1/2);  dx = g / (2 y): infinite at x = 0
+/// min(max(x, lo), hi); gradient 1 where lo <= x <= hi (boundaries included, as torch.clamp),
+/// else 0. value_error if lo > hi.
+template <class T> Var<T> clamp(const Var<T>& x, Scalar<T> lo, Scalar<T> hi);
 
 // ---- Along an axis ------------------------------------------------------------------------
 template <class T> Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis = -1);
 template <class T> Var<T> log_softmax(const Var<T>& x, std::ptrdiff_t axis = -1);
+/// softmax over the positions of `axis` where `mask` (0/1, broadcasts to x's shape) is nonzero.
+/// Masked positions get exactly 0 probability and 0 gradient, whatever x holds there (even
+/// NaN or inf); a row with every position masked gives all zeros (not NaN) and 0 gradient.
+template <class T> Var<T> masked_softmax(const Var<T>& x, const xt::xarray<T>& mask, std::ptrdiff_t axis = -1);
+/// softmax over the last axis of x (..., N) keeping positions k < lengths[r] of each row r.
+/// lengths (integers in [0, N]) has the leading extents of x (e.g. (B) or (B, Tq) for x
+/// (B, Tq, N)) and holds for every row below them. Masked positions and zero-length rows as above.
+template <class T> Var<T> masked_softmax(const Var<T>& x, const xt::xarray<std::int64_t>& lengths);
+template <class T> Var<T> masked_softmax(const Var<T>& x, const std::vector<std::int64_t>& lengths);
 
 // ---- Reductions ---------------------------------------------------------------------------
 template <class T> Var<T> sum(const Var<T>& x);  // all elements, shape ()
 template <class T> Var<T> sum(const Var<T>& x, std::ptrdiff_t axis, bool keepdim = false);
 template <class T> Var<T> mean(const Var<T>& x);
 template <class T> Var<T> mean(const Var<T>& x, std::ptrdiff_t axis, bool keepdim = false);
+/// Largest (smallest) element along `axis`. The gradient goes to the arg position only; on ties
+/// that is the first (lowest) index, as PyTorch's max(dim) / min(dim). A NaN counts as the
+/// extreme value (it propagates). The axis must not be empty.
+template <class T> Var<T> max(const Var<T>& x, std::ptrdiff_t axis, bool keepdim = false);
+template <class T> Var<T> min(const Var<T>& x, std::ptrdiff_t axis, bool keepdim = false);
+/// Index of the largest element along `axis` (first on ties), std::int64_t, x's shape without
+/// the axis (or with extent 1 there when keepdim). No gradient: a plain array.
+template <class T> xt::xarray<std::int64_t> argmax(const Var<T>& x, std::ptrdiff_t axis, bool keepdim = false);
+/// The k largest elements along `axis`, largest first (on ties, the lower index first), and
+/// their std::int64_t indices; both have x's shape with extent k on the axis. The indices carry
+/// no gradient; values = gather(x, axis, indices), so the gradient reaches x through them.
+template <class T>
+struct TopK {
+    Var<T> values;
+    xt::xarray<std::int64_t> indices;
+};
+template <class T> TopK<T> topk(const Var<T>& x, std::size_t k, std::ptrdiff_t axis = -1);
 
 // ---- Linear algebra -----------------------------------------------------------------------
 /// (M, K) x (K, N) -> (M, N); (B, M, K) x (K, N) -> (B, M, N).
@@ -56,6 +87,9 @@ template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b);
 /// x W^T + b, PyTorch's layout: x (..., I), W (O, I), b (O) -> (..., O).
 template <class T> Var<T> linear(const Var<T>& x, const Var<T>& weight);
 template <class T> Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias);
+/// Batched product: (B, M, K) x (B, K, N) -> (B, M, N), one GEMM per batch.
+///   da[b] += g[b] b[b]^T,  db[b] += a[b]^T g[b]
+template <class T> Var<T> bmm(const Var<T>& a, const Var<T>& b);
 
 // ---- Shape --------------------------------------------------------------------------------
 /// Same elements in a new shape; one extent may be -1 (inferred).
@@ -72,6 +106,13 @@ template <class T> std::vector<Var<T>> chunk(const Var<T>& x, std::size_t n, std
 template <class T> Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis = 0);
 /// Joins along a new axis.
 template <class T> Var<T> stack(const std::vector<Var<T>>& xs, std::ptrdiff_t axis = 0);
+/// Braced lists: concat({a, b}, -1), stack({a, b}).
+template <class T> Var<T> concat(std::initializer_list<Var<T>> xs, std::ptrdiff_t axis = 0) {
+    return concat(std::vector<Var<T>>(xs), axis);
+}
+template <class T> Var<T> stack(std::initializer_list<Var<T>> xs, std::ptrdiff_t axis = 0) {
+    return stack(std::vector<Var<T>>(xs), axis);
+}
 /// One index along `axis`; the axis is removed (e.g. time step t of (T, B, I) is (B, I)).
 template <class T> Var<T> select(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t index);
 
@@ -81,6 +122,16 @@ template <class T> Var<T> select(const Var<T>& x, std::ptrdiff_t axis, std::ptrd
 template <class T> Var<T> embedding(const Var<T>& weight, const xt::xarray<std::int64_t>& ids);
 /// mask * a + (1 - mask) * b with a constant mask (usually 0/1) that broadcasts to a and b.
 template <class T> Var<T> where(const xt::xarray<T>& mask, const Var<T>& a, const Var<T>& b);
+/// torch.gather: y[..., i, ...] = x[..., index[..., i, ...], ...] along `axis`. index (std::int64_t,
+/// values in [0, x extent on axis)) has x's rank and extents <= x's on the other axes; y has
+/// index's shape. Backward scatter-adds: positions picked twice get both gradients.
+template <class T> Var<T> gather(const Var<T>& x, std::ptrdiff_t axis, const xt::xarray<std::int64_t>& index);
+/// The entries index[0..n) of `axis` (1-D std::int64_t index, may repeat) -> x's shape with
+/// extent n on the axis. Backward scatter-adds like gather.
+template <class T>
+Var<T> index_select(const Var<T>& x, std::ptrdiff_t axis, const xt::xarray<std::int64_t>& index);
+/// value where the 0/1 `mask` (broadcasts to x's shape) is nonzero, else x; gradient 0 where filled.
+template <class T> Var<T> masked_fill(const Var<T>& x, const xt::xarray<T>& mask, Scalar<T> value);
 
 // ---- Regularisation -----------------------------------------------------------------------
 /// Inverted dropout: in training, zeroes each element with probability p and scales the rest

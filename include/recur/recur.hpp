@@ -6,6 +6,7 @@
 #include "recur/gradcheck.hpp"
 #include "recur/io.hpp"
 #include "recur/metrics.hpp"
+#include "recur/nn/attention.hpp"
 #include "recur/nn/cells.hpp"
 #include "recur/nn/init.hpp"
 #include "recur/nn/layers.hpp"

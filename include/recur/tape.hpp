@@ -490,6 +490,10 @@ private:
     void take_storage();    // from the thread's cache of a destroyed tape's storage
     void give_storage();    // to that cache
     void parameter_done(detail::Node<T>& n);  // adds into Parameter::grad, calls grad_final_
+    // Anomaly mode (AnomalyMode): the node pushed last, checked when its first handle is made.
+    std::uint32_t anomaly_pending_ = detail::no_node;
+    void check_forward(std::uint32_t i);   // value_error if node i's outputs hold NaN or inf
+    void check_backward(std::uint32_t k);  // value_error if node k's backward made a NaN or inf gradient
 };
 
 /// Frees the node storage that destroyed tapes left for the next tape of the calling thread
@@ -508,6 +512,25 @@ public:
 private:
     Tape<T>& tape_;
     bool previous_;
+};
+
+/// Anomaly mode, as torch.autograd.detect_anomaly: while at least one AnomalyMode object is
+/// alive (in any thread; they nest), every tape checks each op as it runs. The first op whose
+/// forward output, or whose backward's gradient for one of its inputs, holds a NaN or an inf
+/// raises value_error naming the op (as given to Tape::push), the pass and the shapes. It costs
+/// one load and branch per op when off, and a scan of every output and input gradient when on.
+/// Leaves (variable, constant, view, parameter) are not checked; an op that makes an inf on
+/// purpose (masked_fill with -inf) trips it: use masked_softmax instead.
+///
+///   { recur::AnomalyMode anomaly;  train_one_step(); }  // throws at the op that made the NaN
+class AnomalyMode {
+public:
+    AnomalyMode();
+    ~AnomalyMode();
+    AnomalyMode(const AnomalyMode&) = delete;
+    AnomalyMode& operator=(const AnomalyMode&) = delete;
+    /// Whether anomaly mode is on (some AnomalyMode is alive).
+    static bool enabled();
 };
 
 // ---- Var inline members --------------------------------------------------------------------
