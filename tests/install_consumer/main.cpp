@@ -25,6 +25,8 @@ bool run() {
         }
     };
 
+    // README.md holds the code between the markers verbatim: no reformatting.
+    // clang-format off
     // TOUR BEGIN
     Tape<double> tape;
     Var<double> x = tape.variable(xt::xarray<double>{{0.5, -1.0, 2.0}, {1.5, 0.3, -0.7}});  // (B=2, I=3)
@@ -46,7 +48,10 @@ bool run() {
     GradcheckReport report = gradcheck(softsign_linear, {x.value()});
     std::cout << report.summary() << "\n";
     // TOUR END
+    // clang-format on
 
+    // README.md holds the code between the markers verbatim: no reformatting.
+    // clang-format off
     // PRIMITIVE BEGIN
     // softsign(x) = x / (1 + |x|) as ONE node with a backward of its own: the forward writes
     // the output and returns the backward, which adds g / (1 + |x|)^2 into x's gradient.
@@ -63,6 +68,7 @@ bool run() {
                                     {x.value()});
     std::cout << own.summary() << "\n";
     // PRIMITIVE END
+    // clang-format on
 
     expect(x.grad().shape() == x.shape(), "x.grad() has x's shape");
     expect(W.grad().shape() == W.shape(), "W.grad() has W's shape");
