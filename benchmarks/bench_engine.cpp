@@ -68,8 +68,8 @@ Shape tiny_shape(std::int64_t elements) { return elements == 1 ? Shape{1} : Shap
 
 // ---- 1. Tape overhead per node on tiny tensors ----------------------------------------------
 
-constexpr int kBlocks = 20;                 // blocks of the mixed chain per iteration
-constexpr int kOpsPerBlock = 5;             // mul, add, tanh, sigmoid, affine
+constexpr int kBlocks = 20;  // blocks of the mixed chain per iteration
+constexpr int kOpsPerBlock = 5;  // mul, add, tanh, sigmoid, affine
 constexpr int kChainOps = kBlocks * kOpsPerBlock;
 
 /// h <- affine(sigmoid(tanh(h * w + b))), kBlocks times: kChainOps nodes.
@@ -168,7 +168,8 @@ void gemm_args(benchmark::internal::Benchmark* b) { b->ArgNames({"M", "K", "N"})
 struct GemmSizes {
     std::size_t m, k, n;
     explicit GemmSizes(const benchmark::State& s)
-        : m(static_cast<std::size_t>(s.range(0))), k(static_cast<std::size_t>(s.range(1))),
+        : m(static_cast<std::size_t>(s.range(0))),
+          k(static_cast<std::size_t>(s.range(1))),
           n(static_cast<std::size_t>(s.range(2))) {}
     double flops() const { return 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n); }
 };
@@ -349,16 +350,15 @@ void BM_Ref_Xtensor(benchmark::State& state, F f) {
     }
     count_elems(state, static_cast<double>(a.size()));
 }
-BENCHMARK_CAPTURE(BM_Ref_Xtensor, tanh,
-                  [](auto& y, const auto& a, const auto&) { xt::noalias(y) = xt::tanh(a); })
-    ->Apply(elem_args);
-BENCHMARK_CAPTURE(BM_Ref_Xtensor, sigmoid,
-                  [](auto& y, const auto& a, const auto&) { xt::noalias(y) = 1.0f / (1.0f + xt::exp(-a)); })
-    ->Apply(elem_args);
+BENCHMARK_CAPTURE(BM_Ref_Xtensor, tanh, [](auto& y, const auto& a, const auto&) { xt::noalias(y) = xt::tanh(a); })
+    -> Apply(elem_args);
+BENCHMARK_CAPTURE(BM_Ref_Xtensor, sigmoid, [](auto& y, const auto& a, const auto&) {
+    xt::noalias(y) = 1.0f / (1.0f + xt::exp(-a));
+}) -> Apply(elem_args);
 BENCHMARK_CAPTURE(BM_Ref_Xtensor, add, [](auto& y, const auto& a, const auto& b) { xt::noalias(y) = a + b; })
-    ->Apply(elem_args);
+    -> Apply(elem_args);
 BENCHMARK_CAPTURE(BM_Ref_Xtensor, mul, [](auto& y, const auto& a, const auto& b) { xt::noalias(y) = a * b; })
-    ->Apply(elem_args);
+    -> Apply(elem_args);
 
 template <class F>
 void BM_Ref_Loop(benchmark::State& state, F f) {
@@ -377,8 +377,7 @@ void BM_Ref_Loop(benchmark::State& state, F f) {
     count_elems(state, static_cast<double>(n));
 }
 BENCHMARK_CAPTURE(BM_Ref_Loop, tanh, [](float a, float) { return std::tanh(a); })->Apply(elem_args);
-BENCHMARK_CAPTURE(BM_Ref_Loop, sigmoid, [](float a, float) { return 1.0f / (1.0f + std::exp(-a)); })
-    ->Apply(elem_args);
+BENCHMARK_CAPTURE(BM_Ref_Loop, sigmoid, [](float a, float) { return 1.0f / (1.0f + std::exp(-a)); })->Apply(elem_args);
 BENCHMARK_CAPTURE(BM_Ref_Loop, add, [](float a, float b) { return a + b; })->Apply(elem_args);
 BENCHMARK_CAPTURE(BM_Ref_Loop, mul, [](float a, float b) { return a * b; })->Apply(elem_args);
 
@@ -398,33 +397,28 @@ void BM_Ref_Xsimd(benchmark::State& state, F f) {
         const float* ap = a.data();
         const float* bp = b.data();
         std::size_t e = 0;
-        for (; e + B::size <= n; e += B::size) f(B::load_unaligned(ap + e), B::load_unaligned(bp + e)).store_unaligned(yp + e);
+        for (; e + B::size <= n; e += B::size)
+            f(B::load_unaligned(ap + e), B::load_unaligned(bp + e)).store_unaligned(yp + e);
         for (; e < n; ++e) yp[e] = f(ap[e], bp[e]);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
     }
     count_elems(state, static_cast<double>(n));
 }
-BENCHMARK_CAPTURE(BM_Ref_Xsimd, tanh, [](auto a, auto) { return xsimd::tanh(a); })->Apply(elem_args);
-BENCHMARK_CAPTURE(BM_Ref_Xsimd, tanh_expm1,
-                  [](auto a, auto) {
-                      using V = decltype(a);
-                      const V e = xsimd::expm1(V(2) * xsimd::min(xsimd::max(a, V(-9)), V(9)));
-                      return e / (e + V(2));
-                  })
-    ->Apply(elem_args);
-BENCHMARK_CAPTURE(BM_Ref_Xsimd, tanh_exp,
-                  [](auto a, auto) {
-                      using V = decltype(a);
-                      return V(1) - V(2) / (xsimd::exp(V(2) * xsimd::min(xsimd::max(a, V(-9)), V(9))) + V(1));
-                  })
-    ->Apply(elem_args);
-BENCHMARK_CAPTURE(BM_Ref_Xsimd, sigmoid,
-                  [](auto a, auto) {
-                      using V = decltype(a);
-                      return V(1) / (V(1) + xsimd::exp(-a));
-                  })
-    ->Apply(elem_args);
+BENCHMARK_CAPTURE(BM_Ref_Xsimd, tanh, [](auto a, auto) { return xsimd::tanh(a); }) -> Apply(elem_args);
+BENCHMARK_CAPTURE(BM_Ref_Xsimd, tanh_expm1, [](auto a, auto) {
+    using V = decltype(a);
+    const V e = xsimd::expm1(V(2) * xsimd::min(xsimd::max(a, V(-9)), V(9)));
+    return e / (e + V(2));
+}) -> Apply(elem_args);
+BENCHMARK_CAPTURE(BM_Ref_Xsimd, tanh_exp, [](auto a, auto) {
+    using V = decltype(a);
+    return V(1) - V(2) / (xsimd::exp(V(2) * xsimd::min(xsimd::max(a, V(-9)), V(9))) + V(1));
+}) -> Apply(elem_args);
+BENCHMARK_CAPTURE(BM_Ref_Xsimd, sigmoid, [](auto a, auto) {
+    using V = decltype(a);
+    return V(1) / (V(1) + xsimd::exp(-a));
+}) -> Apply(elem_args);
 
 }  // namespace
 
@@ -440,8 +434,11 @@ struct WeightGradData {
     std::vector<xt::xarray<float>> dgates, hs;
     xt::xarray<float> dw;
     explicit WeightGradData(const benchmark::State& s)
-        : b(static_cast<std::size_t>(s.range(0))), t(static_cast<std::size_t>(s.range(1))),
-          h(static_cast<std::size_t>(s.range(2))), g(4 * h), dw(xt::zeros<float>({g, h})) {
+        : b(static_cast<std::size_t>(s.range(0))),
+          t(static_cast<std::size_t>(s.range(1))),
+          h(static_cast<std::size_t>(s.range(2))),
+          g(4 * h),
+          dw(xt::zeros<float>({g, h})) {
         for (std::size_t k = 0; k < t; ++k) {  // separate blocks, as separate tape nodes hold them
             dgates.push_back(uniform({b, g}, -1.0f, 1.0f, 100 + k));
             hs.push_back(uniform({b, h}, -1.0f, 1.0f, 500 + k));
@@ -454,7 +451,8 @@ void BM_WeightGrad_PerStep(benchmark::State& state) {
     const int g = static_cast<int>(d.g), h = static_cast<int>(d.h), b = static_cast<int>(d.b);
     for (auto _ : state) {
         for (std::size_t k = 0; k < d.t; ++k)
-            recur::bench::ref_sgemm(true, false, g, h, b, 1.0f, d.dgates[k].data(), g, d.hs[k].data(), h, 1.0f, d.dw.data(), h);
+            recur::bench::ref_sgemm(true, false, g, h, b, 1.0f, d.dgates[k].data(), g, d.hs[k].data(), h, 1.0f,
+                                    d.dw.data(), h);
         benchmark::DoNotOptimize(d.dw.data());
     }
     count_flops(state, d.flops());
@@ -469,7 +467,8 @@ void BM_WeightGrad_Merged(benchmark::State& state) {
             std::copy(d.dgates[k].begin(), d.dgates[k].end(), packed_g.data() + k * d.b * d.g);
             std::copy(d.hs[k].begin(), d.hs[k].end(), packed_h.data() + k * d.b * d.h);
         }
-        recur::bench::ref_sgemm(true, false, g, h, rows, 1.0f, packed_g.data(), g, packed_h.data(), h, 1.0f, d.dw.data(), h);
+        recur::bench::ref_sgemm(true, false, g, h, rows, 1.0f, packed_g.data(), g, packed_h.data(), h, 1.0f,
+                                d.dw.data(), h);
         benchmark::DoNotOptimize(d.dw.data());
     }
     count_flops(state, d.flops());
@@ -486,9 +485,12 @@ struct BmmData {
     Parameter<float> x, y;
     xt::xarray<float> seed;
     explicit BmmData(const benchmark::State& s)
-        : b(static_cast<std::size_t>(s.range(0))), m(static_cast<std::size_t>(s.range(1))),
-          k(static_cast<std::size_t>(s.range(2))), n(static_cast<std::size_t>(s.range(3))),
-          x(uniform({b, m, k}, -1.0f, 1.0f, 21)), y(uniform({b, k, n}, -1.0f, 1.0f, 22)),
+        : b(static_cast<std::size_t>(s.range(0))),
+          m(static_cast<std::size_t>(s.range(1))),
+          k(static_cast<std::size_t>(s.range(2))),
+          n(static_cast<std::size_t>(s.range(3))),
+          x(uniform({b, m, k}, -1.0f, 1.0f, 21)),
+          y(uniform({b, k, n}, -1.0f, 1.0f, 22)),
           seed(uniform({b, m, n}, -1.0f, 1.0f, 23)) {}
     double flops() const { return 2.0 * double(b) * double(m) * double(k) * double(n); }
     Var<float> looped(Tape<float>& tape) {

@@ -159,8 +159,8 @@ void BM_InferBf16(benchmark::State& state) {
 using Sgemm = void (*)(bool, bool, int, int, int, float, const float*, int, const float*, int, float, float*, int);
 
 /// oneDNN's dnnl_sgemm with ref_sgemm's arguments (row-major too).
-void onednn_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
-                  const float* b, int ldb, float beta, float* c, int ldc) {
+void onednn_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+                  int ldb, float beta, float* c, int ldc) {
     if (dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) !=
         dnnl_success)
         throw std::runtime_error("bench_layers: dnnl_sgemm failed");
@@ -279,9 +279,11 @@ void BM_TrainLayerNormLSTM(benchmark::State& state) {
 void BM_TrainLayerNormLSTMComposed(benchmark::State& state) {
     const LayerSizes z = sizes_of(state);
     recur::manual_seed(7);
-    recur::nn::Recurrent<ComposedLayerNormLSTMCell> m(
-        "ComposedLayerNormLSTM", {.input_size = z.i, .batch_first = true},
-        [&z](std::size_t in, const std::string& suffix) { return std::make_unique<ComposedLayerNormLSTMCell>(in, z.h, suffix); });
+    recur::nn::Recurrent<ComposedLayerNormLSTMCell> m("ComposedLayerNormLSTM", {.input_size = z.i, .batch_first = true},
+                                                      [&z](std::size_t in, const std::string& suffix) {
+                                                          return std::make_unique<ComposedLayerNormLSTMCell>(in, z.h,
+                                                                                                             suffix);
+                                                      });
     time_module_training(state, m);
 }
 
@@ -290,7 +292,9 @@ void BM_TrainLayerNormLSTMPrimitives(benchmark::State& state) {
     recur::manual_seed(7);
     recur::nn::Recurrent<PrimitiveLayerNormLSTMCell> m(
         "PrimitiveLayerNormLSTM", {.input_size = z.i, .batch_first = true},
-        [&z](std::size_t in, const std::string& suffix) { return std::make_unique<PrimitiveLayerNormLSTMCell>(in, z.h, suffix); });
+        [&z](std::size_t in, const std::string& suffix) {
+            return std::make_unique<PrimitiveLayerNormLSTMCell>(in, z.h, suffix);
+        });
     time_module_training(state, m);
 }
 
@@ -300,9 +304,7 @@ void size_s(benchmark::internal::Benchmark* b) { b->Args({16, 200, 64, 64}); }
 void size_m(benchmark::internal::Benchmark* b) { b->Args({64, 100, 256, 256}); }
 void size_l(benchmark::internal::Benchmark* b) { b->Args({64, 50, 512, 512}); }
 
-void step_units(benchmark::internal::Benchmark* b) {
-    b->ArgNames({"B", "T", "I", "H"})->Unit(benchmark::kMillisecond);
-}
+void step_units(benchmark::internal::Benchmark* b) { b->ArgNames({"B", "T", "I", "H"})->Unit(benchmark::kMillisecond); }
 void all_sizes(benchmark::internal::Benchmark* b) {
     step_units(b);
     size_xs(b);
@@ -344,8 +346,16 @@ BENCHMARK(BM_TrainBf16<Kind::lstm>)->Name("BM_Train/lstm/bf16")->Apply(all_sizes
 BENCHMARK(BM_TrainBf16<Kind::gru>)->Name("BM_Train/gru/bf16")->Apply(all_sizes);
 BENCHMARK(BM_InferBf16<Kind::lstm>)->Name("BM_Infer/lstm/bf16")->Apply(all_sizes);
 BENCHMARK(BM_InferBf16<Kind::gru>)->Name("BM_Infer/gru/bf16")->Apply(all_sizes);
-BENCHMARK(BM_Sgemm<recur::bench::ref_sgemm>)->Name("BM_Sgemm")->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Sgemm<onednn_sgemm>)->Name("BM_SgemmOneDNN")->ArgNames({"M", "K", "N"})->Args({64, 2048, 512})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Sgemm<recur::bench::ref_sgemm>)
+    ->Name("BM_Sgemm")
+    ->ArgNames({"M", "K", "N"})
+    ->Args({64, 2048, 512})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Sgemm<onednn_sgemm>)
+    ->Name("BM_SgemmOneDNN")
+    ->ArgNames({"M", "K", "N"})
+    ->Args({64, 2048, 512})
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

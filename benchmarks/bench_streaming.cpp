@@ -43,8 +43,8 @@ void Streamer(benchmark::State& state) {
         for (std::size_t t = 0; t < steps; ++t) sink += stream.step(std::span<const float>(&xs[t], 1))[0];
     }
     benchmark::DoNotOptimize(sink);
-    state.counters["us_per_step"] = benchmark::Counter(double(steps) * 1e-6, benchmark::Counter::kIsIterationInvariantRate |
-                                                                                  benchmark::Counter::kInvert);
+    state.counters["us_per_step"] = benchmark::Counter(
+        double(steps) * 1e-6, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(Streamer)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -70,8 +70,8 @@ void ModuleStep(benchmark::State& state) {
         }
     }
     benchmark::DoNotOptimize(sink);
-    state.counters["us_per_step"] = benchmark::Counter(double(steps) * 1e-6, benchmark::Counter::kIsIterationInvariantRate |
-                                                                                  benchmark::Counter::kInvert);
+    state.counters["us_per_step"] = benchmark::Counter(
+        double(steps) * 1e-6, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(ModuleStep)->Unit(benchmark::kMillisecond)->UseRealTime();
 

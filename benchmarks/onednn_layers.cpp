@@ -83,11 +83,16 @@ PlainParams params_of(recur::bench::Layer<K>& layer, bool gradients = false) {
     for (auto& [name, param] : layer.m.named_parameters()) {
         const xt::xarray<float>& v = gradients ? param->grad() : param->value();
         std::vector<float> flat(v.begin(), v.end());
-        if (name == "weight_ih_l0") p.w_ih = flat;
-        else if (name == "weight_hh_l0") p.w_hh = flat;
-        else if (name == "bias_ih_l0") p.b_ih = flat;
-        else if (name == "bias_hh_l0") p.b_hh = flat;
-        else throw std::runtime_error("onednn_layers: unexpected parameter " + name);
+        if (name == "weight_ih_l0")
+            p.w_ih = flat;
+        else if (name == "weight_hh_l0")
+            p.w_hh = flat;
+        else if (name == "bias_ih_l0")
+            p.b_ih = flat;
+        else if (name == "bias_hh_l0")
+            p.b_hh = flat;
+        else
+            throw std::runtime_error("onednn_layers: unexpected parameter " + name);
     }
     return p;
 }
@@ -131,8 +136,7 @@ bool has_bf16() { return dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_
 /// inference (forward_inference), in f32 or bf16.
 class Peer {
 public:
-    Peer(Kind kind, const LayerSizes& z, bool training, dt data_type, const PlainParams& p,
-         const xt::xarray<float>& x)
+    Peer(Kind kind, const LayerSizes& z, bool training, dt data_type, const PlainParams& p, const xt::xarray<float>& x)
         : kind_(kind), z_(z), dt_(data_type), strm_(cpu_engine()) {
         const auto b = static_cast<memory::dim>(z.b), t = static_cast<memory::dim>(z.t),
                    i = static_cast<memory::dim>(z.i), h = static_cast<memory::dim>(z.h);
@@ -149,15 +153,17 @@ public:
         const auto dir = dnnl::rnn_direction::unidirectional_left2right;
         if (kind == Kind::lstm) {
             auto fpd = dnnl::lstm_forward::primitive_desc(
-                dnnl::lstm_forward::desc(prop, dir, src_md_, none, none, wl_any, wi_any, bias_md, dst_md_, none, none), eng);
+                dnnl::lstm_forward::desc(prop, dir, src_md_, none, none, wl_any, wi_any, bias_md, dst_md_, none, none),
+                eng);
             fwd_ = dnnl::lstm_forward(fpd);
             fwd_pd_ = fpd;
             if (training) {
-                const memory::desc dwl_any({1, 1, i, g, h}, dt::f32, tag::any), dwi_any({1, 1, h, g, h}, dt::f32, tag::any);
+                const memory::desc dwl_any({1, 1, i, g, h}, dt::f32, tag::any),
+                    dwi_any({1, 1, h, g, h}, dt::f32, tag::any);
                 auto bpd = dnnl::lstm_backward::primitive_desc(
-                    dnnl::lstm_backward::desc(dnnl::prop_kind::backward, dir, src_md_, none, none, wl_any, wi_any, bias_md,
-                                              dst_md_, none, none, diff_src_md, none, none, dwl_any, dwi_any, bias_md,
-                                              diff_dst_md, none, none),
+                    dnnl::lstm_backward::desc(dnnl::prop_kind::backward, dir, src_md_, none, none, wl_any, wi_any,
+                                              bias_md, dst_md_, none, none, diff_src_md, none, none, dwl_any, dwi_any,
+                                              bias_md, diff_dst_md, none, none),
                     eng, fpd);
                 bwd_ = dnnl::lstm_backward(bpd);
                 bwd_pd_ = bpd;
@@ -168,11 +174,12 @@ public:
             fwd_ = dnnl::lbr_gru_forward(fpd);
             fwd_pd_ = fpd;
             if (training) {
-                const memory::desc dwl_any({1, 1, i, g, h}, dt::f32, tag::any), dwi_any({1, 1, h, g, h}, dt::f32, tag::any);
+                const memory::desc dwl_any({1, 1, i, g, h}, dt::f32, tag::any),
+                    dwi_any({1, 1, h, g, h}, dt::f32, tag::any);
                 auto bpd = dnnl::lbr_gru_backward::primitive_desc(
                     dnnl::lbr_gru_backward::desc(dnnl::prop_kind::backward, dir, src_md_, none, wl_any, wi_any, bias_md,
-                                                 dst_md_, none, diff_src_md, none, dwl_any, dwi_any, bias_md, diff_dst_md,
-                                                 none),
+                                                 dst_md_, none, diff_src_md, none, dwl_any, dwi_any, bias_md,
+                                                 diff_dst_md, none),
                     eng, fpd);
                 bwd_ = dnnl::lbr_gru_backward(bpd);
                 bwd_pd_ = bpd;
@@ -190,8 +197,7 @@ public:
                     throw std::runtime_error("onednn_layers: the weight gradient's layout is not plain");
             }
             // The user's weights in it, from recur's.
-            const std::vector<float> ldgoi =
-                to_ldgoi(kind, which == 0 ? p.w_ih : p.w_hh, z.h, which == 0 ? z.i : z.h);
+            const std::vector<float> ldgoi = to_ldgoi(kind, which == 0 ? p.w_ih : p.w_hh, z.h, which == 0 ? z.i : z.h);
             memory from({{1, 1, in, g, h}, dt::f32, tag::ldgoi}, eng, const_cast<float*>(ldgoi.data()));
             plain_w_[which] = memory(plain, eng);
             dnnl::reorder(from, plain_w_[which]).execute(strm_, from, plain_w_[which]);
@@ -215,7 +221,9 @@ public:
             if (!training) continue;
             const memory::desc bwd_md = bwd_pd_.query_md(dnnl::query::exec_arg_md, args[which]);
             bwd_reorders_[which] = bwd_md != fwd_md && bwd_md != plain_w_[which].get_desc();
-            bwd_w_[which] = bwd_md == fwd_md ? fwd_w_[which] : bwd_reorders_[which] ? memory(bwd_md, eng) : plain_w_[which];
+            bwd_w_[which] = bwd_md == fwd_md       ? fwd_w_[which]
+                            : bwd_reorders_[which] ? memory(bwd_md, eng)
+                                                   : plain_w_[which];
             if (bwd_reorders_[which]) to_bwd_[which] = dnnl::reorder(plain_w_[which], bwd_w_[which]);
         }
         if (!training) {  // inference: the weights reordered once
@@ -275,7 +283,11 @@ public:
     }
 
     /// The output (B, T, H) as f32.
-    std::vector<float> output() { return to_f32(dst_, {static_cast<memory::dim>(z_.t), static_cast<memory::dim>(z_.b), static_cast<memory::dim>(z_.h)}, tag::ntc); }
+    std::vector<float> output() {
+        return to_f32(dst_,
+                      {static_cast<memory::dim>(z_.t), static_cast<memory::dim>(z_.b), static_cast<memory::dim>(z_.h)},
+                      tag::ntc);
+    }
     /// A weight gradient (0: input weights, 1: recurrent) in PyTorch's layout and gate order.
     std::vector<float> weight_grad(int which) {
         const memory::dim in = static_cast<memory::dim>(which == 0 ? z_.i : z_.h), h = static_cast<memory::dim>(z_.h);
@@ -288,7 +300,9 @@ public:
         return out;
     }
     /// The bias gradient in oneDNN's ldgo.
-    std::vector<float> bias_grad() { return to_f32(grad_bias_, {1, 1, bias_gates(kind_), static_cast<memory::dim>(z_.h)}, tag::ldgo); }
+    std::vector<float> bias_grad() {
+        return to_f32(grad_bias_, {1, 1, bias_gates(kind_), static_cast<memory::dim>(z_.h)}, tag::ldgo);
+    }
 
     const char* impl() const { return fwd_pd_.impl_info_str(); }
     double reorder_ms() const { return reorder_ms_; }
@@ -352,14 +366,16 @@ void check_against_recur(const char* name) {
     infer.infer_step();
     const std::vector<float> want_bias = to_bias(K, grads, z.h, true);
     const double errors[] = {max_abs_diff(train.output(), want_y), max_abs_diff(infer.output(), want_y),
-                             max_abs_diff(train.weight_grad(0), grads.w_ih), max_abs_diff(train.weight_grad(1), grads.w_hh),
+                             max_abs_diff(train.weight_grad(0), grads.w_ih),
+                             max_abs_diff(train.weight_grad(1), grads.w_hh),
                              max_abs_diff(train.bias_grad(), want_bias)};
     const double worst = *std::max_element(std::begin(errors), std::end(errors));
     std::fprintf(stderr,
                  "onednn_layers check %s (B,T,I,H) = (3,7,5,6) against recur: max |diff| output %.1e (train) %.1e "
                  "(infer), dW_ih %.1e, dW_hh %.1e, db %.1e; %s\n",
                  name, errors[0], errors[1], errors[2], errors[3], errors[4], worst <= 1e-4 ? "ok" : "FAILED");
-    if (!(worst <= 1e-4)) throw std::runtime_error(std::string("onednn_layers: oneDNN's ") + name + " differs from recur's");
+    if (!(worst <= 1e-4))
+        throw std::runtime_error(std::string("onednn_layers: oneDNN's ") + name + " differs from recur's");
 }
 
 // ---- The benchmarks ---------------------------------------------------------------------------
@@ -375,13 +391,19 @@ void run(benchmark::State& state, bool training, dt data_type) {
     auto layer = recur::bench::make_layer<K>(z);
     const xt::xarray<float> x = recur::bench::layer_input(z);
     Peer peer(K, z, training, data_type, params_of(layer), x);
-    if (training) peer.train_step(); else peer.infer_step();  // warm-up
+    if (training)
+        peer.train_step();
+    else
+        peer.infer_step();  // warm-up
     for (auto _ : state) {
-        if (training) peer.train_step(); else peer.infer_step();
+        if (training)
+            peer.train_step();
+        else
+            peer.infer_step();
         benchmark::ClobberMemory();
     }
-    state.counters["FLOPS"] = benchmark::Counter((training ? 3.0 : 1.0) * z.forward_flops(K),
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["FLOPS"] =
+        benchmark::Counter((training ? 3.0 : 1.0) * z.forward_flops(K), benchmark::Counter::kIsIterationInvariantRate);
     state.counters["threads"] = omp_get_max_threads();
     if (!training) state.counters["reorder_ms"] = peer.reorder_ms();
     state.counters["reorders"] = peer.forward_reorders() + peer.backward_reorders();  // per step (train) or once
@@ -389,13 +411,21 @@ void run(benchmark::State& state, bool training, dt data_type) {
 }
 
 template <Kind K>
-void BM_Train(benchmark::State& s) { run<K>(s, true, dt::f32); }
+void BM_Train(benchmark::State& s) {
+    run<K>(s, true, dt::f32);
+}
 template <Kind K>
-void BM_Infer(benchmark::State& s) { run<K>(s, false, dt::f32); }
+void BM_Infer(benchmark::State& s) {
+    run<K>(s, false, dt::f32);
+}
 template <Kind K>
-void BM_TrainBf16(benchmark::State& s) { run<K>(s, true, dt::bf16); }
+void BM_TrainBf16(benchmark::State& s) {
+    run<K>(s, true, dt::bf16);
+}
 template <Kind K>
-void BM_InferBf16(benchmark::State& s) { run<K>(s, false, dt::bf16); }
+void BM_InferBf16(benchmark::State& s) {
+    run<K>(s, false, dt::bf16);
+}
 
 void all_sizes(benchmark::internal::Benchmark* b) {
     b->ArgNames({"B", "T", "I", "H"})->Unit(benchmark::kMillisecond);
@@ -408,9 +438,12 @@ int main(int argc, char** argv) {
     std::string dtype = "f32";
     std::vector<char*> rest;
     for (int k = 0; k < argc; ++k) {
-        if (std::strcmp(argv[k], "--dtype") == 0 && k + 1 < argc) dtype = argv[++k];
-        else if (std::strncmp(argv[k], "--dtype=", 8) == 0) dtype = argv[k] + 8;
-        else rest.push_back(argv[k]);
+        if (std::strcmp(argv[k], "--dtype") == 0 && k + 1 < argc)
+            dtype = argv[++k];
+        else if (std::strncmp(argv[k], "--dtype=", 8) == 0)
+            dtype = argv[k] + 8;
+        else
+            rest.push_back(argv[k]);
     }
     if (dtype != "f32" && dtype != "bf16") {
         std::fprintf(stderr, "onednn_layers: --dtype must be f32 or bf16, got %s\n", dtype.c_str());

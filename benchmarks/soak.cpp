@@ -44,9 +44,10 @@ bool phase(const char* name, long steps, F&& step) {
     long peak = 0;
     for (long s : samples) peak = std::max(peak, s);
     const bool flat = last - warm <= kFlatBytes;
-    std::printf("%-9s %ld steps, RSS every %ld: after warm-up %.1f MiB, last %.1f MiB, peak %.1f MiB, growth %+.3f MiB: %s\n",
-                name, steps, kSampleEvery, double(warm) / (1 << 20), double(last) / (1 << 20), double(peak) / (1 << 20),
-                double(last - warm) / (1 << 20), flat ? "flat" : "GREW");
+    std::printf(
+        "%-9s %ld steps, RSS every %ld: after warm-up %.1f MiB, last %.1f MiB, peak %.1f MiB, growth %+.3f MiB: %s\n",
+        name, steps, kSampleEvery, double(warm) / (1 << 20), double(last) / (1 << 20), double(peak) / (1 << 20),
+        double(last - warm) / (1 << 20), flat ? "flat" : "GREW");
     return flat;
 }
 
@@ -61,9 +62,9 @@ int main(int argc, char** argv) {
     constexpr std::size_t B = 16, T = 20, I = 8, H = 32;
     manual_seed(1);
     nn::Sequential<float> model;
-    model.add(nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{.input_size = I, .hidden_size = H,
-                                                                                   .batch_first = true}),
-                                  nn::Return::last));
+    model.add(nn::recurrent_layer(
+        std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{.input_size = I, .hidden_size = H, .batch_first = true}),
+        nn::Return::last));
     model.emplace<nn::Linear<float>>(H, 1);
     optim::Adam<float> adam(model.parameters(), {.lr = 1e-3});
 

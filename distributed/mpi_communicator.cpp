@@ -133,9 +133,15 @@ void MpiCommunicator::broadcast_typed(void* data, std::size_t count, MPI_Datatyp
     wait(&request, 1);
 }
 
-void MpiCommunicator::broadcast(std::span<float> data, int root) { broadcast_typed(data.data(), data.size(), MPI_FLOAT, root); }
-void MpiCommunicator::broadcast(std::span<double> data, int root) { broadcast_typed(data.data(), data.size(), MPI_DOUBLE, root); }
-void MpiCommunicator::broadcast(std::span<std::byte> data, int root) { broadcast_typed(data.data(), data.size(), MPI_BYTE, root); }
+void MpiCommunicator::broadcast(std::span<float> data, int root) {
+    broadcast_typed(data.data(), data.size(), MPI_FLOAT, root);
+}
+void MpiCommunicator::broadcast(std::span<double> data, int root) {
+    broadcast_typed(data.data(), data.size(), MPI_DOUBLE, root);
+}
+void MpiCommunicator::broadcast(std::span<std::byte> data, int root) {
+    broadcast_typed(data.data(), data.size(), MPI_BYTE, root);
+}
 
 void MpiCommunicator::barrier() {
     MPI_Request request;

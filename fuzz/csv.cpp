@@ -19,7 +19,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
         RECUR_FUZZ_CHECK(a.size() == a.shape()[0] * columns);
         (void)fuzz::touch(a);
     };
-    fuzz::loads(path, [&] { check_rows(data::read_csv_columns<float>(path, {std::size_t(0), std::size_t(2)}, options), 2); });
+    fuzz::loads(path, [&] {
+        check_rows(data::read_csv_columns<float>(path, {std::size_t(0), std::size_t(2)}, options), 2);
+    });
     fuzz::loads(path, [&] { check_rows(data::read_csv_column<double>(path, std::size_t(1), options), 1); });
     if (options.header) {
         fuzz::loads(path, [&] { check_rows(data::read_csv_column<float>(path, "loss", options), 1); });

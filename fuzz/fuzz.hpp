@@ -20,12 +20,12 @@
 
 #include "recur/error.hpp"
 
-#define RECUR_FUZZ_CHECK(condition)                                                                  \
-    do {                                                                                             \
-        if (!(condition)) {                                                                          \
-            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #condition);       \
-            std::abort();                                                                            \
-        }                                                                                            \
+#define RECUR_FUZZ_CHECK(condition)                                                            \
+    do {                                                                                       \
+        if (!(condition)) {                                                                    \
+            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #condition); \
+            std::abort();                                                                      \
+        }                                                                                      \
     } while (0)
 
 namespace recur::fuzz {

@@ -28,8 +28,7 @@ inline void module_loaders(const std::string& path) {
 template <class Opt>
 void resume_into(nn::Sequential<float>& model, Opt& optimizer, const std::string& path) {
     const auto before = snapshot<float>(model, &optimizer);
-    if (loads(path, [&] { RECUR_FUZZ_CHECK(train::resume(path, model, optimizer) <= (std::size_t(1) << 53)); }))
-        return;
+    if (loads(path, [&] { RECUR_FUZZ_CHECK(train::resume(path, model, optimizer) <= (std::size_t(1) << 53)); })) return;
     RECUR_FUZZ_CHECK(identical(before, snapshot<float>(model, &optimizer)));
 }
 

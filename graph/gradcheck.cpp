@@ -11,7 +11,7 @@ namespace recur {
 namespace {
 
 struct Run {
-    xt::xarray<double> seed;                    // upstream gradient s
+    xt::xarray<double> seed;  // upstream gradient s
     std::vector<xt::xarray<double>> input_grads;
     std::vector<xt::xarray<double>> param_grads;
     std::vector<Parameter<double>*> params;
@@ -100,9 +100,8 @@ bool identical(const std::vector<xt::xarray<double>>& a, const std::vector<xt::x
 
 std::string GradcheckReport::summary() const {
     std::ostringstream s;
-    s << (passed ? "gradcheck passed" : "gradcheck FAILED") << ": " << elements << " elements ("
-      << parameters << " parameters), max relative error " << max_rel_error << ", max absolute error "
-      << max_abs_error;
+    s << (passed ? "gradcheck passed" : "gradcheck FAILED") << ": " << elements << " elements (" << parameters
+      << " parameters), max relative error " << max_rel_error << ", max absolute error " << max_abs_error;
     if (!worst.empty()) s << "; worst at " << worst << ": analytic " << worst_analytic << ", numeric " << worst_numeric;
     if (!deterministic) s << "; two backward passes DIFFER";
     return s.str();
@@ -116,8 +115,8 @@ GradcheckReport gradcheck(const GradcheckFn& f, const std::vector<xt::xarray<dou
     const Run second = analytic(f, tape, inputs, o, &first.seed);
 
     GradcheckReport rep;
-    rep.deterministic = identical(first.input_grads, second.input_grads) &&
-                        identical(first.param_grads, second.param_grads);
+    rep.deterministic =
+        identical(first.input_grads, second.input_grads) && identical(first.param_grads, second.param_grads);
     rep.parameters = first.params.size();
 
     auto compare = [&](double a, double n, const std::string& where) {
@@ -142,8 +141,10 @@ GradcheckReport gradcheck(const GradcheckFn& f, const std::vector<xt::xarray<dou
         for (std::size_t p = 0; p < first.params.size(); ++p) {
             auto& value = first.params[p]->value();
             for (std::size_t e = 0; e < value.size(); ++e)
-                compare(first.param_grads[p].data()[e], numeric(f, tape, xs, value.data()[e], first.seed, o, first.params[p]),
-                        "parameter " + std::to_string(p) + " " + shape_str(value.shape()) + " flat " + std::to_string(e));
+                compare(
+                    first.param_grads[p].data()[e],
+                    numeric(f, tape, xs, value.data()[e], first.seed, o, first.params[p]),
+                    "parameter " + std::to_string(p) + " " + shape_str(value.shape()) + " flat " + std::to_string(e));
         }
     rep.passed = rep.deterministic && !std::isnan(rep.max_rel_error) && rep.max_rel_error <= o.rtol;
     return rep;

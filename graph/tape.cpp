@@ -309,8 +309,7 @@ std::uint32_t Tape<T>::push(const char* op, std::initializer_list<std::uint32_t>
 }
 
 template <class T>
-std::uint32_t Tape<T>::push(const char* op, const std::vector<std::uint32_t>& inputs,
-                            detail::BackwardFn<T> backward) {
+std::uint32_t Tape<T>::push(const char* op, const std::vector<std::uint32_t>& inputs, detail::BackwardFn<T> backward) {
     return push(op, inputs.data(), inputs.size(), backward);
 }
 
@@ -319,8 +318,8 @@ std::uint32_t Tape<T>::push(const char* op, const std::uint32_t* inputs, std::si
                             detail::BackwardFn<T> backward, std::size_t outputs) {
     check_thread(op);
     if (outputs == 0 || outputs > detail::max_outputs)
-        throw tape_error(std::string(op) + ": an op has 1 to " + std::to_string(detail::max_outputs) + " outputs, not " +
-                         std::to_string(outputs));
+        throw tape_error(std::string(op) + ": an op has 1 to " + std::to_string(detail::max_outputs) +
+                         " outputs, not " + std::to_string(outputs));
     bool rg = false;
     if (record_)
         for (std::size_t k = 0; k < count; ++k) rg = rg || nodes_[inputs[k]].requires_grad;
@@ -420,7 +419,7 @@ Var<T> Tape<T>::bind(Parameter<T>& p) {
     const std::uint32_t i = new_slot(true);
     auto& n = nodes_[i];
     n.op = "parameter";
-    n.param = &p;     // n.value stays as it was (unused): no allocation per binding
+    n.param = &p;  // n.value stays as it was (unused): no allocation per binding
     n.pinned = true;  // the binding refers to it for the rest of the epoch
     bound_order_.push_back(i);
     return handle(i);
@@ -446,7 +445,7 @@ template <class T>
 struct TransposedCopy {
     xt::xarray<T> value;
     const void* source = nullptr;  // the array transposed
-    std::uint64_t version = 0;     // the Parameter's version, or the tape epoch's serial
+    std::uint64_t version = 0;  // the Parameter's version, or the tape epoch's serial
 };
 }  // namespace
 
@@ -454,7 +453,8 @@ template <class T>
 const xt::xarray<T>& Tape<T>::transposed(std::uint32_t i) {
     auto& n = nodes_[i];
     const auto& v = value(i);
-    if (v.dimension() != 2) throw shape_error(std::string("transposed: needs a 2-D value, got ") + shape_str(v.shape()));
+    if (v.dimension() != 2)
+        throw shape_error(std::string("transposed: needs a 2-D value, got ") + shape_str(v.shape()));
     const std::size_t rows = v.shape()[0], cols = v.shape()[1];
     auto transpose_into = [&](xt::xarray<T>& out) -> const xt::xarray<T>& {
         out.resize({cols, rows});
@@ -493,8 +493,10 @@ void Tape<T>::release(std::uint32_t i) {
     // Bounded by the slot count (a loop whose released sizes are never asked for again must not
     // grow it): past that, the buffer is freed.
     if (n.value.storage().size() != 0) {
-        if (value_pool_.size() < nodes_.size()) value_pool_.push_back(std::move(n.value));  // n.value keeps no storage
-        else n.value = xt::xarray<T>();
+        if (value_pool_.size() < nodes_.size())
+            value_pool_.push_back(std::move(n.value));  // n.value keeps no storage
+        else
+            n.value = xt::xarray<T>();
     }
     free_.push_back(i);
 }
@@ -522,8 +524,10 @@ xt::xarray<T>& Tape<T>::output_value(std::uint32_t i, const Shape& shape, std::s
     if (v.storage().size() != size && !value_pool_.empty()) take_from_pool(value_pool_, v, size);
     // A buffer given to a pool keeps its shape but not its storage, so resize() alone could
     // leave it empty: allocate when no buffer of this size was found.
-    if (v.storage().size() == size) v.resize(shape);
-    else v = xt::xarray<T>::from_shape(shape);
+    if (v.storage().size() == size)
+        v.resize(shape);
+    else
+        v = xt::xarray<T>::from_shape(shape);
     return v;
 }
 
@@ -568,8 +572,10 @@ void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape) {
     if (n.grad.storage().size() != size) take_from_pool(grad_pool_, n.grad, size);
     // A buffer given to the pool keeps its shape but not its storage, so resize() alone
     // would leave it empty: allocate when no buffer of this size was found.
-    if (n.grad.storage().size() == size) n.grad.resize(shape);
-    else n.grad = xt::xarray<T>::from_shape(shape);
+    if (n.grad.storage().size() == size)
+        n.grad.resize(shape);
+    else
+        n.grad = xt::xarray<T>::from_shape(shape);
     n.has_grad = true;
 }
 
@@ -682,7 +688,7 @@ void Tape<T>::sweep(std::uint32_t root) {
 namespace {
 template <class T>
 const char* non_finite(const xt::xarray<T>& a) {
-    for (const T* p = a.data(), *e = p + a.size(); p != e; ++p)
+    for (const T *p = a.data(), *e = p + a.size(); p != e; ++p)
         if (!std::isfinite(*p)) return std::isnan(*p) ? "NaN" : "inf";
     return nullptr;
 }

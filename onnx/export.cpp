@@ -55,8 +55,10 @@ void set_dims(onnx::TypeProto_Tensor& t, const Dims& dims) {
     auto* shape = t.mutable_shape();
     for (const Dim& d : dims) {
         auto* dim = shape->add_dim();
-        if (d.symbol.empty()) dim->set_dim_value(d.value);
-        else dim->set_dim_param(d.symbol);
+        if (d.symbol.empty())
+            dim->set_dim_value(d.value);
+        else
+            dim->set_dim_param(d.symbol);
     }
 }
 
@@ -107,7 +109,8 @@ private:
 
     std::string fresh(const std::string& base) { return base + "_" + std::to_string(counter_++); }
 
-    std::string float_initializer(const std::string& name, const std::vector<std::int64_t>& dims, const std::vector<T>& data) {
+    std::string float_initializer(const std::string& name, const std::vector<std::int64_t>& dims,
+                                  const std::vector<T>& data) {
         auto* t = graph_.add_initializer();
         t->set_name(name);
         t->set_data_type(onnx::TensorProto::FLOAT);
@@ -131,7 +134,8 @@ private:
         return name;
     }
 
-    onnx::NodeProto& node(const std::string& op, const std::vector<std::string>& inputs, const std::vector<std::string>& outputs) {
+    onnx::NodeProto& node(const std::string& op, const std::vector<std::string>& inputs,
+                          const std::vector<std::string>& outputs) {
         auto* n = graph_.add_node();
         n->set_op_type(op);
         n->set_name(fresh(op));
@@ -215,7 +219,8 @@ private:
 
     // ---- Layers -----------------------------------------------------------------------------
 
-    static void flatten(nn::Layer<T>& layer, const std::string& prefix, std::vector<std::pair<std::string, nn::Layer<T>*>>& out) {
+    static void flatten(nn::Layer<T>& layer, const std::string& prefix,
+                        std::vector<std::pair<std::string, nn::Layer<T>*>>& out) {
         if (auto* seq = dynamic_cast<nn::Sequential<T>*>(&layer)) {
             for (std::size_t k = 0; k < seq->size(); ++k) flatten((*seq)[k], prefix + std::to_string(k) + ".", out);
         } else {
@@ -254,7 +259,9 @@ private:
                 break;
             }
         }
-        const Dims outer = !has_recurrent ? Dims{batch_dim} : batch_first ? Dims{batch_dim, sequence_dim} : Dims{sequence_dim, batch_dim};
+        const Dims outer = !has_recurrent ? Dims{batch_dim}
+                           : batch_first  ? Dims{batch_dim, sequence_dim}
+                                          : Dims{sequence_dim, batch_dim};
         Dims dims;
         int elem_type = onnx::TensorProto::FLOAT;
         for (auto& entry : layers) {
@@ -275,7 +282,8 @@ private:
             break;
         }
         if (dims.empty())
-            throw value_error("export_onnx: cannot tell the input's width: the model has no Embedding, Linear or recurrent layer");
+            throw value_error(
+                "export_onnx: cannot tell the input's width: the model has no Embedding, Linear or recurrent layer");
         add_graph_input("input", elem_type, dims);
         if (o_.lengths) {
             if (!has_recurrent) throw value_error("export_onnx: options.lengths needs a recurrent layer in the model");
@@ -285,7 +293,8 @@ private:
     }
 
     Value emit_layer(nn::Layer<T>& l, const std::string& prefix, const Value& x) {
-        const std::string where = "export_onnx: layer '" + prefix.substr(0, prefix.empty() ? 0 : prefix.size() - 1) + "' (" + type_name(l) + ")";
+        const std::string where = "export_onnx: layer '" + prefix.substr(0, prefix.empty() ? 0 : prefix.size() - 1) +
+                                  "' (" + type_name(l) + ")";
         if (auto* linear = dynamic_cast<nn::Linear<T>*>(&l)) {
             // y = x W^T + b: MatMul(x, W^T (I, O)) then Add(b (O)).
             const std::size_t in = linear->in_features(), out = linear->out_features();
@@ -295,7 +304,8 @@ private:
                 for (std::size_t i = 0; i < in; ++i) wt[i * out + o] = w(o, i);
             Value y{fresh("linear"), x.dims};
             y.dims.back() = known(out);
-            const std::string wname = float_initializer(prefix + "weight_t", {static_cast<std::int64_t>(in), static_cast<std::int64_t>(out)}, wt);
+            const std::string wname = float_initializer(
+                prefix + "weight_t", {static_cast<std::int64_t>(in), static_cast<std::int64_t>(out)}, wt);
             if (Parameter<T>* b = linear->bias()) {
                 const std::string product = fresh("matmul");
                 node("MatMul", {x.name, wname}, {product});
@@ -314,9 +324,10 @@ private:
                 attribute(node("Cast", {x.name}, {ids}), "to", std::int64_t{onnx::TensorProto::INT64});
             }
             const auto& w = emb->weight().value();
-            const std::string wname = float_initializer(prefix + "weight", {static_cast<std::int64_t>(emb->num_embeddings()),
-                                                                            static_cast<std::int64_t>(emb->embedding_dim())},
-                                                        std::vector<T>(w.begin(), w.end()));
+            const std::string wname = float_initializer(
+                prefix + "weight",
+                {static_cast<std::int64_t>(emb->num_embeddings()), static_cast<std::int64_t>(emb->embedding_dim())},
+                std::vector<T>(w.begin(), w.end()));
             Value y{fresh("embedded"), x.dims};
             y.dims.push_back(known(emb->embedding_dim()));
             node("Gather", {wname, ids}, {y.name});
@@ -333,14 +344,19 @@ private:
         }
         if (auto* lsm = dynamic_cast<nn::LogSoftmax<T>*>(&l)) {
             Value y = unary("LogSoftmax", x);
-            attribute(graph_.mutable_node()->at(graph_.node_size() - 1), "axis", static_cast<std::int64_t>(lsm->axis()));
+            attribute(graph_.mutable_node()->at(graph_.node_size() - 1), "axis",
+                      static_cast<std::int64_t>(lsm->axis()));
             return y;
         }
-        if (auto* r = dynamic_cast<nn::RecurrentLayer<nn::RNN<T>>*>(&l)) return recurrent_layer(*r, CellKind::rnn, prefix, x, where);
-        if (auto* m = dynamic_cast<nn::RecurrentLayer<nn::LSTM<T>>*>(&l)) return recurrent_layer(*m, CellKind::lstm, prefix, x, where);
-        if (auto* g = dynamic_cast<nn::RecurrentLayer<nn::GRU<T>>*>(&l)) return recurrent_layer(*g, CellKind::gru, prefix, x, where);
+        if (auto* r = dynamic_cast<nn::RecurrentLayer<nn::RNN<T>>*>(&l))
+            return recurrent_layer(*r, CellKind::rnn, prefix, x, where);
+        if (auto* m = dynamic_cast<nn::RecurrentLayer<nn::LSTM<T>>*>(&l))
+            return recurrent_layer(*m, CellKind::lstm, prefix, x, where);
+        if (auto* g = dynamic_cast<nn::RecurrentLayer<nn::GRU<T>>*>(&l))
+            return recurrent_layer(*g, CellKind::gru, prefix, x, where);
         if (type_name(l).find("RecurrentLayer") != std::string::npos)
-            throw value_error(where + " is not supported: a custom cell has no ONNX operator (only RNN, LSTM and GRU export)");
+            throw value_error(where +
+                              " is not supported: a custom cell has no ONNX operator (only RNN, LSTM and GRU export)");
         throw value_error(where + " is not supported: no ONNX form for this layer type");
     }
 
@@ -381,14 +397,15 @@ private:
     }
 
     struct Stack {
-        Value output;                // in the module's layout, (.., .., D*H)
+        Value output;  // in the module's layout, (.., .., D*H)
         std::vector<Value> final_h;  // per layer, Y_h (D, B, H)
         std::vector<Value> final_c;  // per layer, Y_c (LSTM)
     };
 
     /// One ONNX operator per layer of `module` (see the top of this file).
     template <class M>
-    Stack recurrent(M& module, CellKind kind, const std::string& prefix, const Value& x, const std::string& where, bool want_output) {
+    Stack recurrent(M& module, CellKind kind, const std::string& prefix, const Value& x, const std::string& where,
+                    bool want_output) {
         const std::size_t layers = module.num_layers(), dirs = module.directions();
         const auto d64 = static_cast<std::int64_t>(dirs);
         Value input = module.batch_first() ? transpose(x, {1, 0, 2}) : x;  // (T, B, I)
@@ -402,7 +419,8 @@ private:
                 auto& cell = module.cell(l, d == 1);
                 if constexpr (requires { cell.weight_hr(); }) {
                     if (cell.weight_hr())
-                        throw value_error(where + " is not supported: proj_size (an LSTM with projections) has no ONNX form");
+                        throw value_error(where +
+                                          " is not supported: proj_size (an LSTM with projections) has no ONNX form");
                 }
                 if constexpr (requires { cell.nonlinearity(); }) {
                     if (cell.nonlinearity() == nn::Nonlinearity::relu) activation = "Relu";
@@ -425,9 +443,10 @@ private:
             }
             const auto g = static_cast<std::int64_t>(gates(kind) * hidden), h64 = static_cast<std::int64_t>(hidden);
             const std::string suffix = "_l" + std::to_string(l);
-            std::vector<std::string> inputs{input.name, float_initializer(prefix + "W" + suffix, {d64, g, static_cast<std::int64_t>(in)}, w),
-                                            float_initializer(prefix + "R" + suffix, {d64, g, h64}, r),
-                                            bias ? float_initializer(prefix + "B" + suffix, {d64, 2 * g}, b) : std::string{}};
+            std::vector<std::string> inputs{
+                input.name, float_initializer(prefix + "W" + suffix, {d64, g, static_cast<std::int64_t>(in)}, w),
+                float_initializer(prefix + "R" + suffix, {d64, g, h64}, r),
+                bias ? float_initializer(prefix + "B" + suffix, {d64, 2 * g}, b) : std::string{}};
             if (o_.lengths) inputs.push_back("sequence_lens");
             Value y{fresh("Y"), {input.dims[0], known(dirs), input.dims[1], known(hidden)}};
             Value yh{fresh("Y_h"), {known(dirs), input.dims[1], known(hidden)}};
@@ -444,7 +463,7 @@ private:
             if (l + 1 < layers) {
                 input = join_trailing(transpose(y, {0, 2, 1, 3}), 2);  // (T, B, D*H)
             } else if (want_output) {
-                stack.output = module.batch_first() ? join_trailing(transpose(y, {2, 0, 1, 3}), 2)   // (B, T, D*H)
+                stack.output = module.batch_first() ? join_trailing(transpose(y, {2, 0, 1, 3}), 2)  // (B, T, D*H)
                                                     : join_trailing(transpose(y, {0, 2, 1, 3}), 2);  // (T, B, D*H)
             }
         }

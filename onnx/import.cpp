@@ -35,14 +35,14 @@ struct Constant {
 
 enum class Kind {
     constant,  // an initializer or Constant output
-    meta,      // computed from Shape: extents, shape vectors
-    zeros,     // ConstantOfShape(0) and slices of it: a zero initial state
-    lengths,   // the sequence_lens graph input
-    data,      // the chain's data: ids, a sequence or a (B, F) matrix
-    y,         // a recurrent operator's Y
-    h,         // a recurrent operator's Y_h
-    c,         // an LSTM's Y_c
-    h_all,     // Y_h of every layer of a stack, concatenated on axis 0
+    meta,  // computed from Shape: extents, shape vectors
+    zeros,  // ConstantOfShape(0) and slices of it: a zero initial state
+    lengths,  // the sequence_lens graph input
+    data,  // the chain's data: ids, a sequence or a (B, F) matrix
+    y,  // a recurrent operator's Y
+    h,  // a recurrent operator's Y_h
+    c,  // an LSTM's Y_c
+    h_all,  // Y_h of every layer of a stack, concatenated on axis 0
 };
 
 /// Axis orders of Y: (T, D, B, H) as the operator writes it, (T, B, D, H), (B, T, D, H).
@@ -50,15 +50,15 @@ enum class YForm { tdbh, tbdh, btdh };
 
 struct Val {
     Kind kind = Kind::data;
-    Constant constant{};       // constant
-    std::size_t stage = 0;     // data: how many layers produced it
-    bool flipped = false;      // data: (T, B) swapped relative to the graph input
-    bool from_y = false;       // data: the Y of layer stage - 1 (a recurrent layer)
-    bool from_h = false;       // data: the final state of layer stage - 1
-    bool linear = false;       // data: the output of a Linear without its bias yet
-    std::size_t depth = 0;     // y, h, data from_y/from_h: layer of the recurrent stack
+    Constant constant{};  // constant
+    std::size_t stage = 0;  // data: how many layers produced it
+    bool flipped = false;  // data: (T, B) swapped relative to the graph input
+    bool from_y = false;  // data: the Y of layer stage - 1 (a recurrent layer)
+    bool from_h = false;  // data: the final state of layer stage - 1
+    bool linear = false;  // data: the output of a Linear without its bias yet
+    std::size_t depth = 0;  // y, h, data from_y/from_h: layer of the recurrent stack
     YForm form = YForm::tdbh;  // y
-    bool h_transposed = false; // h: (B, D, H)
+    bool h_transposed = false;  // h: (B, D, H)
 };
 
 /// What a layer of the chain will become.
@@ -95,7 +95,8 @@ public:
     std::unique_ptr<nn::Sequential<T>> run() {
         parse();
         const onnx::GraphProto& g = model_.graph();
-        for (const auto& t : g.initializer()) vals_[t.name()] = {Kind::constant, tensor(t, "initializer '" + t.name() + "'")};
+        for (const auto& t : g.initializer())
+            vals_[t.name()] = {Kind::constant, tensor(t, "initializer '" + t.name() + "'")};
         bool have_input = false;
         for (const auto& in : g.input()) {
             if (vals_.count(in.name())) continue;  // an initializer listed as an input (IR < 4)
@@ -114,7 +115,8 @@ public:
         const Val& out = get(g.output(0).name(), "graph output '" + g.output(0).name() + "'");
         if (out.kind != Kind::data) fail("graph output '" + g.output(0).name() + "' is not the end of the layer chain");
         consume(out, "graph output '" + g.output(0).name() + "'");
-        if (out.flipped) fail("graph output '" + g.output(0).name() + "' has its time and batch axes swapped relative to the input");
+        if (out.flipped)
+            fail("graph output '" + g.output(0).name() + "' has its time and batch axes swapped relative to the input");
         try {
             return build();
         } catch (const io_error&) {
@@ -136,7 +138,8 @@ private:
         if (!model_.ParseFromString(bytes.str())) fail("not an ONNX model (malformed or truncated protobuf)");
         if (!model_.has_graph()) fail("not an ONNX model (no graph)");
         for (const auto& opset : model_.opset_import())
-            if ((opset.domain().empty() || opset.domain() == "ai.onnx") && (opset.version() < 13 || opset.version() > 21))
+            if ((opset.domain().empty() || opset.domain() == "ai.onnx") &&
+                (opset.version() < 13 || opset.version() > 21))
                 fail("opset " + std::to_string(opset.version()) + " is not supported (13 to 21)");
     }
 
@@ -153,7 +156,8 @@ private:
         const std::string& raw = t.raw_data();
         auto from_raw = [&](auto tag, std::size_t field_size) {
             using R = decltype(tag);
-            if (raw.size() != n * sizeof(R)) fail(what + ": " + std::to_string(raw.size()) + " raw bytes for " + std::to_string(n) + " elements");
+            if (raw.size() != n * sizeof(R))
+                fail(what + ": " + std::to_string(raw.size()) + " raw bytes for " + std::to_string(n) + " elements");
             c.values.resize(n);
             for (std::size_t k = 0; k < n; ++k) {
                 R v;
@@ -169,25 +173,34 @@ private:
         };
         switch (t.data_type()) {
             case onnx::TensorProto::FLOAT:
-                if (t.has_raw_data()) from_raw(float{}, static_cast<std::size_t>(t.float_data_size()));
-                else from_field(t.float_data());
+                if (t.has_raw_data())
+                    from_raw(float{}, static_cast<std::size_t>(t.float_data_size()));
+                else
+                    from_field(t.float_data());
                 break;
             case onnx::TensorProto::DOUBLE:
-                if (t.has_raw_data()) from_raw(double{}, static_cast<std::size_t>(t.double_data_size()));
-                else from_field(t.double_data());
+                if (t.has_raw_data())
+                    from_raw(double{}, static_cast<std::size_t>(t.double_data_size()));
+                else
+                    from_field(t.double_data());
                 break;
             case onnx::TensorProto::INT64:
                 c.integer = true;
-                if (t.has_raw_data()) from_raw(std::int64_t{}, static_cast<std::size_t>(t.int64_data_size()));
-                else from_field(t.int64_data());
+                if (t.has_raw_data())
+                    from_raw(std::int64_t{}, static_cast<std::size_t>(t.int64_data_size()));
+                else
+                    from_field(t.int64_data());
                 break;
             case onnx::TensorProto::INT32:
                 c.integer = true;
-                if (t.has_raw_data()) from_raw(std::int32_t{}, static_cast<std::size_t>(t.int32_data_size()));
-                else from_field(t.int32_data());
+                if (t.has_raw_data())
+                    from_raw(std::int32_t{}, static_cast<std::size_t>(t.int32_data_size()));
+                else
+                    from_field(t.int32_data());
                 break;
             default:
-                fail(what + ": data type " + std::to_string(t.data_type()) + " is not supported (float, double, int32, int64)");
+                fail(what + ": data type " + std::to_string(t.data_type()) +
+                     " is not supported (float, double, int32, int64)");
         }
         return c;
     }
@@ -208,37 +221,56 @@ private:
     void node(const onnx::NodeProto& n, int index) {
         // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "literal" + std::string&&.
         std::string who = "node '";
-        if (n.name().empty()) who += '#', who += std::to_string(index);
-        else who += n.name();
+        if (n.name().empty())
+            who += '#', who += std::to_string(index);
+        else
+            who += n.name();
         who += "' (";
         who += n.op_type();
         who += ')';
-        if (!n.domain().empty() && n.domain() != "ai.onnx") fail(who + ": domain '" + n.domain() + "' is not supported");
+        if (!n.domain().empty() && n.domain() != "ai.onnx")
+            fail(who + ": domain '" + n.domain() + "' is not supported");
         NodeContext ctx{n, who};
         const std::string& op = n.op_type();
         std::vector<Val> outs;
-        if (op == "Constant") outs = {constant_node(ctx)};
-        else if (op == "Identity" || op == "Dropout") outs = {input(ctx, 0)};
-        else if (op == "Shape") outs = {Val{Kind::meta}};
-        else if (op == "ConstantOfShape") outs = {constant_of_shape(ctx)};
-        else if (op == "Expand") outs = {expand(ctx)};
-        else if (op == "Unsqueeze" || op == "Concat" || op == "Cast" || op == "Slice" || op == "Gather" || op == "Squeeze")
+        if (op == "Constant")
+            outs = {constant_node(ctx)};
+        else if (op == "Identity" || op == "Dropout")
+            outs = {input(ctx, 0)};
+        else if (op == "Shape")
+            outs = {Val{Kind::meta}};
+        else if (op == "ConstantOfShape")
+            outs = {constant_of_shape(ctx)};
+        else if (op == "Expand")
+            outs = {expand(ctx)};
+        else if (op == "Unsqueeze" || op == "Concat" || op == "Cast" || op == "Slice" || op == "Gather" ||
+                 op == "Squeeze")
             outs = {glue(ctx)};
-        else if (op == "Transpose") outs = {transpose(ctx)};
-        else if (op == "Reshape") outs = {reshape(ctx)};
-        else if (op == "MatMul" || op == "Gemm") outs = {linear(ctx)};
-        else if (op == "Add") outs = {add(ctx)};
-        else if (op == "Relu" || op == "Tanh" || op == "Sigmoid" || op == "Softmax" || op == "LogSoftmax") outs = {activation(ctx)};
-        else if (op == "LSTM") outs = recurrent(ctx, CellKind::lstm);
-        else if (op == "GRU") outs = recurrent(ctx, CellKind::gru);
-        else if (op == "RNN") outs = recurrent(ctx, CellKind::rnn);
-        else fail(who + ": op type " + op + " is not supported by import_onnx");
+        else if (op == "Transpose")
+            outs = {transpose(ctx)};
+        else if (op == "Reshape")
+            outs = {reshape(ctx)};
+        else if (op == "MatMul" || op == "Gemm")
+            outs = {linear(ctx)};
+        else if (op == "Add")
+            outs = {add(ctx)};
+        else if (op == "Relu" || op == "Tanh" || op == "Sigmoid" || op == "Softmax" || op == "LogSoftmax")
+            outs = {activation(ctx)};
+        else if (op == "LSTM")
+            outs = recurrent(ctx, CellKind::lstm);
+        else if (op == "GRU")
+            outs = recurrent(ctx, CellKind::gru);
+        else if (op == "RNN")
+            outs = recurrent(ctx, CellKind::rnn);
+        else
+            fail(who + ": op type " + op + " is not supported by import_onnx");
         for (int k = 0; k < n.output_size() && static_cast<std::size_t>(k) < outs.size(); ++k)
             if (!n.output(k).empty()) vals_[n.output(k)] = outs[static_cast<std::size_t>(k)];
     }
 
     Val input(const NodeContext& ctx, int k) const {
-        if (k >= ctx.n.input_size() || ctx.n.input(k).empty()) fail(ctx.who + ": input " + std::to_string(k) + " is missing");
+        if (k >= ctx.n.input_size() || ctx.n.input(k).empty())
+            fail(ctx.who + ": input " + std::to_string(k) + " is missing");
         return get(ctx.n.input(k), ctx.who);
     }
     std::optional<Val> optional_input(const NodeContext& ctx, int k) const {
@@ -268,7 +300,8 @@ private:
     }
     /// Integer values of a constant input (Squeeze axes, Reshape shapes, Gather indices).
     std::vector<std::int64_t> ints_of(const NodeContext& ctx, const Val& v, const std::string& what) const {
-        if (v.kind != Kind::constant || !v.constant.integer) fail(ctx.who + ": " + what + " must be an integer constant");
+        if (v.kind != Kind::constant || !v.constant.integer)
+            fail(ctx.who + ": " + what + " must be an integer constant");
         return {v.constant.values.begin(), v.constant.values.end()};
     }
 
@@ -321,7 +354,8 @@ private:
             const Val table = input(ctx, 0);
             const Val index = input(ctx, 1);
             if (table.kind == Kind::constant && index.kind == Kind::data) return embedding(ctx, table, index);
-            if ((table.kind == Kind::h || table.kind == Kind::h_all) && index.kind == Kind::constant) return last_state(ctx, table, index);
+            if ((table.kind == Kind::h || table.kind == Kind::h_all) && index.kind == Kind::constant)
+                return last_state(ctx, table, index);
         }
         if (op == "Squeeze") {
             const Val x = input(ctx, 0);
@@ -342,7 +376,8 @@ private:
         if (auto a = optional_input(ctx, 1)) axes = ints_of(ctx, *a, "the axes");
         const RecurrentSpec& r = owner(ctx, x);
         if (r.dirs != 1) fail(ctx.who + ": squeezing a bidirectional output is not supported");
-        if (x.kind == Kind::y && x.form == YForm::tdbh && axes == std::vector<std::int64_t>{1}) return sequence(x, true);
+        if (x.kind == Kind::y && x.form == YForm::tdbh && axes == std::vector<std::int64_t>{1})
+            return sequence(x, true);
         if (x.kind == Kind::h && !x.h_transposed && axes == std::vector<std::int64_t>{0}) return last(x);
         fail(ctx.who + ": unsupported axes");
     }
@@ -350,7 +385,8 @@ private:
     Val last_state(const NodeContext& ctx, const Val& h, const Val& index) {
         const std::vector<std::int64_t> idx = ints_of(ctx, index, "the index");
         const RecurrentSpec& r = owner(ctx, h);
-        if (int_attribute(ctx, "axis", 0) != 0 || idx.size() != 1 || !index.constant.dims.empty() || r.dirs != 1 || h.h_transposed)
+        if (int_attribute(ctx, "axis", 0) != 0 || idx.size() != 1 || !index.constant.dims.empty() || r.dirs != 1 ||
+            h.h_transposed)
             fail(ctx.who + ": only h_n[-1] of a one-direction recurrent operator is supported");
         const auto rows = static_cast<std::int64_t>(h.kind == Kind::h_all ? r.layers.size() : 1);
         if (idx[0] != -1 && idx[0] != rows - 1) fail(ctx.who + ": only the last layer's state (h_n[-1]) is supported");
@@ -366,7 +402,8 @@ private:
             if (v.kind != Kind::h || v.stage != first.stage || v.depth != static_cast<std::size_t>(k) || v.h_transposed)
                 fail(ctx.who + ": only the final states of every layer of one stack, in order, can be joined");
         }
-        if (static_cast<std::size_t>(ctx.n.input_size()) != r.layers.size()) fail(ctx.who + ": not every layer's state is joined");
+        if (static_cast<std::size_t>(ctx.n.input_size()) != r.layers.size())
+            fail(ctx.who + ": not every layer's state is joined");
         Val v = first;
         v.kind = Kind::h_all;
         v.depth = r.layers.size() - 1;
@@ -426,18 +463,21 @@ private:
         }
         if (x.kind == Kind::h && x.h_transposed) {
             const RecurrentSpec& r = owner(ctx, x);
-            if (shape.size() == 2 && shape[0] == 0 && (shape[1] == -1 || shape[1] == static_cast<std::int64_t>(r.dirs * r.hidden)))
+            if (shape.size() == 2 && shape[0] == 0 &&
+                (shape[1] == -1 || shape[1] == static_cast<std::int64_t>(r.dirs * r.hidden)))
                 return last(x);
         }
         if (x.kind == Kind::meta || x.kind == Kind::zeros) return x;
-        fail(ctx.who + ": only joining the direction and hidden axes of a recurrent output ([0, 0, -1] or [0, -1]) is supported");
+        fail(ctx.who +
+             ": only joining the direction and hidden axes of a recurrent output ([0, 0, -1] or [0, -1]) is supported");
     }
 
     // ---- Layers -----------------------------------------------------------------------------
 
     /// The recurrent layer a Y / Y_h value belongs to.
     RecurrentSpec& owner(const NodeContext& ctx, const Val& v) {
-        if (v.stage == 0 || v.stage > layers_.size() || !layers_[v.stage - 1].recurrent) fail(ctx.who + ": internal: no recurrent owner");
+        if (v.stage == 0 || v.stage > layers_.size() || !layers_[v.stage - 1].recurrent)
+            fail(ctx.who + ": internal: no recurrent owner");
         return *layers_[v.stage - 1].recurrent;
     }
 
@@ -445,7 +485,8 @@ private:
     /// it comes from.
     void consume(const Val& v, const std::string& who) {
         if (v.kind != Kind::data) fail(who + ": reads a value that is not the model's data");
-        if (v.stage != layers_.size()) fail(who + ": the graph is not a chain (it reads the output of an earlier layer)");
+        if (v.stage != layers_.size())
+            fail(who + ": the graph is not a chain (it reads the output of an earlier layer)");
         if (v.stage == 0 || !layers_.back().recurrent) return;
         RecurrentSpec& r = *layers_.back().recurrent;
         if (!v.from_y && !v.from_h) fail(who + ": internal: a recurrent layer's data without its origin");
@@ -479,7 +520,8 @@ private:
         const bool gemm = ctx.n.op_type() == "Gemm";
         const auto* alpha = attribute(ctx, "alpha");
         const auto* beta = attribute(ctx, "beta");
-        if (gemm && (int_attribute(ctx, "transA", 0) != 0 || (alpha && alpha->f() != 1.0f) || (beta && beta->f() != 1.0f)))
+        if (gemm &&
+            (int_attribute(ctx, "transA", 0) != 0 || (alpha && alpha->f() != 1.0f) || (beta && beta->f() != 1.0f)))
             fail(ctx.who + ": only Gemm with transA = 0, alpha = beta = 1 is supported");
         // Linear's weight is (O, I): MatMul and Gemm without transB hold W^T (I, O).
         const bool transposed = gemm && int_attribute(ctx, "transB", 0) == 1;
@@ -487,8 +529,10 @@ private:
         l.weight = transposed ? w.constant : transpose2(w.constant);
         if (gemm) {
             if (auto b = optional_input(ctx, 2)) {
-                if (b->kind != Kind::constant || b->constant.dims.size() != 1 || b->constant.dims[0] != l.weight.dims[0])
-                    fail(ctx.who + ": the bias must be a constant of shape (" + std::to_string(l.weight.dims[0]) + ",)");
+                if (b->kind != Kind::constant || b->constant.dims.size() != 1 ||
+                    b->constant.dims[0] != l.weight.dims[0])
+                    fail(ctx.who + ": the bias must be a constant of shape (" + std::to_string(l.weight.dims[0]) +
+                         ",)");
                 l.bias = b->constant;
             }
         }
@@ -513,7 +557,8 @@ private:
             fail(ctx.who + ": only adding a bias to a MatMul (a Linear layer) is supported");
         LayerSpec& l = layers_.back();
         if (b.constant.dims != std::vector<std::int64_t>{l.weight.dims[0]})
-            fail(ctx.who + ": the bias has shape " + dims_str(b.constant.dims) + ", the Linear needs (" + std::to_string(l.weight.dims[0]) + ",)");
+            fail(ctx.who + ": the bias has shape " + dims_str(b.constant.dims) + ", the Linear needs (" +
+                 std::to_string(l.weight.dims[0]) + ",)");
         l.bias = b.constant;
         a.linear = false;
         return a;
@@ -536,40 +581,50 @@ private:
         if (attribute(ctx, "clip")) fail(ctx.who + ": clip has no recur equivalent");
         if (int_attribute(ctx, "input_forget", 0) != 0) fail(ctx.who + ": input_forget has no recur equivalent");
         if (kind == CellKind::gru && int_attribute(ctx, "linear_before_reset", 0) != 1)
-            fail(ctx.who + ": linear_before_reset = 0 has no recur equivalent (recur's GRU is PyTorch's, linear_before_reset = 1)");
+            fail(ctx.who +
+                 ": linear_before_reset = 0 has no recur equivalent (recur's GRU is PyTorch's, linear_before_reset = "
+                 "1)");
         nn::Nonlinearity nonlinearity = nn::Nonlinearity::tanh;
         const std::vector<std::string> acts = strings_attribute(ctx, "activations");
         if (kind == CellKind::rnn) {
             for (const auto& a : acts)
-                if (a != acts.front() || (a != "Tanh" && a != "Relu")) fail(ctx.who + ": activations must be Tanh or Relu, the same for both directions");
+                if (a != acts.front() || (a != "Tanh" && a != "Relu"))
+                    fail(ctx.who + ": activations must be Tanh or Relu, the same for both directions");
             if (!acts.empty() && acts.front() == "Relu") nonlinearity = nn::Nonlinearity::relu;
         } else {
-            const std::vector<std::string> standard = kind == CellKind::lstm ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
-                                                                             : std::vector<std::string>{"Sigmoid", "Tanh"};
+            const std::vector<std::string> standard = kind == CellKind::lstm
+                                                          ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
+                                                          : std::vector<std::string>{"Sigmoid", "Tanh"};
             for (std::size_t k = 0; k < acts.size(); ++k)
-                if (acts[k] != standard[k % standard.size()]) fail(ctx.who + ": only the default activations are supported");
+                if (acts[k] != standard[k % standard.size()])
+                    fail(ctx.who + ": only the default activations are supported");
         }
-        if (attribute(ctx, "activation_alpha") || attribute(ctx, "activation_beta")) fail(ctx.who + ": activation_alpha/beta are not supported");
+        if (attribute(ctx, "activation_alpha") || attribute(ctx, "activation_beta"))
+            fail(ctx.who + ": activation_alpha/beta are not supported");
         const std::int64_t hidden = int_attribute(ctx, "hidden_size", 0);
         if (hidden <= 0) fail(ctx.who + ": hidden_size is missing");
         const auto g = static_cast<std::int64_t>(gates(kind)) * hidden, d = static_cast<std::int64_t>(dirs);
 
         const Val x = input(ctx, 0);
         const Val w = input(ctx, 1), r = input(ctx, 2);
-        if (w.kind != Kind::constant || w.constant.dims.size() != 3 || w.constant.dims[0] != d || w.constant.dims[1] != g || w.constant.integer)
+        if (w.kind != Kind::constant || w.constant.dims.size() != 3 || w.constant.dims[0] != d ||
+            w.constant.dims[1] != g || w.constant.integer)
             fail(ctx.who + ": W must be a float constant (" + std::to_string(d) + ", " + std::to_string(g) + ", I)");
         if (r.kind != Kind::constant || r.constant.dims != std::vector<std::int64_t>{d, g, hidden})
-            fail(ctx.who + ": R must be a float constant (" + std::to_string(d) + ", " + std::to_string(g) + ", " + std::to_string(hidden) + ")");
+            fail(ctx.who + ": R must be a float constant (" + std::to_string(d) + ", " + std::to_string(g) + ", " +
+                 std::to_string(hidden) + ")");
         RecurrentSpec::Layer weights{w.constant, r.constant, std::nullopt};
         if (auto b = optional_input(ctx, 3)) {
             if (b->kind != Kind::constant || b->constant.dims != std::vector<std::int64_t>{d, 2 * g})
-                fail(ctx.who + ": B must be a float constant (" + std::to_string(d) + ", " + std::to_string(2 * g) + ")");
+                fail(ctx.who + ": B must be a float constant (" + std::to_string(d) + ", " + std::to_string(2 * g) +
+                     ")");
             weights.b = b->constant;
         }
         if (auto lens = optional_input(ctx, 4); lens && lens->kind != Kind::lengths)
             fail(ctx.who + ": sequence_lens must be the graph's int32 input");
         for (int k = 5; k <= 6; ++k)
-            if (auto init = optional_input(ctx, k); init && init->kind != Kind::zeros && !(init->kind == Kind::constant && all_zero(init->constant)))
+            if (auto init = optional_input(ctx, k);
+                init && init->kind != Kind::zeros && !(init->kind == Kind::constant && all_zero(init->constant)))
                 fail(ctx.who + ": only zero initial states are supported");
         if (optional_input(ctx, 7)) fail(ctx.who + ": peepholes (P) have no recur equivalent");
 
@@ -582,8 +637,9 @@ private:
         bool stacked = false;
         if (x.from_y && x.stage == layers_.size() && x.stage > 0 && layers_.back().recurrent) {
             RecurrentSpec& prev = *layers_.back().recurrent;
-            stacked = !prev.mode && prev.kind == kind && prev.hidden == static_cast<std::size_t>(hidden) && prev.dirs == dirs &&
-                      prev.nonlinearity == nonlinearity && x.depth + 1 == prev.layers.size() && input_size == dirs * prev.hidden;
+            stacked = !prev.mode && prev.kind == kind && prev.hidden == static_cast<std::size_t>(hidden) &&
+                      prev.dirs == dirs && prev.nonlinearity == nonlinearity && x.depth + 1 == prev.layers.size() &&
+                      input_size == dirs * prev.hidden;
         }
         std::size_t depth = 0;
         if (stacked) {
@@ -592,7 +648,9 @@ private:
             depth = prev.layers.size() - 1;
         } else {
             LayerSpec l{"Recurrent"};
-            l.recurrent = RecurrentSpec{kind, input_size, static_cast<std::size_t>(hidden), dirs, nonlinearity, {std::move(weights)}, std::nullopt};
+            l.recurrent = RecurrentSpec{kind,        input_size,   static_cast<std::size_t>(hidden),
+                                        dirs,        nonlinearity, {std::move(weights)},
+                                        std::nullopt};
             push(ctx, x, std::move(l));
         }
         Val y{Kind::y};
@@ -609,7 +667,8 @@ private:
 
     void assign(Parameter<T>& p, const std::vector<double>& values, const std::string& what) const {
         xt::xarray<T>& v = p.value();
-        if (v.size() != values.size()) fail(what + ": " + std::to_string(values.size()) + " values for " + shape_str(v.shape()));
+        if (v.size() != values.size())
+            fail(what + ": " + std::to_string(values.size()) + " values for " + shape_str(v.shape()));
         for (std::size_t k = 0; k < values.size(); ++k) v.data()[k] = static_cast<T>(values[k]);
     }
 
@@ -619,11 +678,13 @@ private:
             LayerSpec& l = layers_[k];
             const std::string what = "layer " + std::to_string(k) + " (" + l.op + ")";
             if (l.op == "Embedding") {
-                auto& e = s->template emplace<nn::Embedding<T>>(static_cast<std::size_t>(l.weight.dims[0]), static_cast<std::size_t>(l.weight.dims[1]));
+                auto& e = s->template emplace<nn::Embedding<T>>(static_cast<std::size_t>(l.weight.dims[0]),
+                                                                static_cast<std::size_t>(l.weight.dims[1]));
                 assign(e.weight(), l.weight.values, what);
             } else if (l.op == "Linear") {
-                auto& lin = s->template emplace<nn::Linear<T>>(static_cast<std::size_t>(l.weight.dims[1]), static_cast<std::size_t>(l.weight.dims[0]),
-                                                               l.bias.has_value());
+                auto& lin =
+                    s->template emplace<nn::Linear<T>>(static_cast<std::size_t>(l.weight.dims[1]),
+                                                       static_cast<std::size_t>(l.weight.dims[0]), l.bias.has_value());
                 assign(lin.weight(), l.weight.values, what);
                 if (l.bias) assign(*lin.bias(), l.bias->values, what);
             } else if (l.op == "Relu") {
@@ -643,18 +704,30 @@ private:
                 const nn::Return mode = r.mode.value_or(nn::Return::sequences);
                 const bool bf = batch_first_.value_or(false);
                 if (r.kind == CellKind::lstm) {
-                    auto m = std::make_unique<nn::LSTM<T>>(nn::LSTMOptions{.input_size = r.input_size, .hidden_size = r.hidden, .num_layers = r.layers.size(),
-                                                                           .bias = bias, .batch_first = bf, .bidirectional = r.dirs == 2});
+                    auto m = std::make_unique<nn::LSTM<T>>(nn::LSTMOptions{.input_size = r.input_size,
+                                                                           .hidden_size = r.hidden,
+                                                                           .num_layers = r.layers.size(),
+                                                                           .bias = bias,
+                                                                           .batch_first = bf,
+                                                                           .bidirectional = r.dirs == 2});
                     load_recurrent(*m, r, bias, what);
                     s->add(nn::recurrent_layer(std::move(m), mode));
                 } else if (r.kind == CellKind::gru) {
-                    auto m = std::make_unique<nn::GRU<T>>(nn::GRUOptions{.input_size = r.input_size, .hidden_size = r.hidden, .num_layers = r.layers.size(),
-                                                                         .bias = bias, .batch_first = bf, .bidirectional = r.dirs == 2});
+                    auto m = std::make_unique<nn::GRU<T>>(nn::GRUOptions{.input_size = r.input_size,
+                                                                         .hidden_size = r.hidden,
+                                                                         .num_layers = r.layers.size(),
+                                                                         .bias = bias,
+                                                                         .batch_first = bf,
+                                                                         .bidirectional = r.dirs == 2});
                     load_recurrent(*m, r, bias, what);
                     s->add(nn::recurrent_layer(std::move(m), mode));
                 } else {
-                    auto m = std::make_unique<nn::RNN<T>>(nn::RNNOptions{.input_size = r.input_size, .hidden_size = r.hidden, .num_layers = r.layers.size(),
-                                                                         .nonlinearity = r.nonlinearity, .bias = bias, .batch_first = bf,
+                    auto m = std::make_unique<nn::RNN<T>>(nn::RNNOptions{.input_size = r.input_size,
+                                                                         .hidden_size = r.hidden,
+                                                                         .num_layers = r.layers.size(),
+                                                                         .nonlinearity = r.nonlinearity,
+                                                                         .bias = bias,
+                                                                         .batch_first = bf,
                                                                          .bidirectional = r.dirs == 2});
                     load_recurrent(*m, r, bias, what);
                     s->add(nn::recurrent_layer(std::move(m), mode));
@@ -672,11 +745,14 @@ private:
         for (std::size_t l = 0; l < r.layers.size(); ++l) {
             const auto& layer = r.layers[l];
             const std::size_t in = static_cast<std::size_t>(layer.w.dims[2]);
-            if (in != (l == 0 ? r.input_size : r.dirs * r.hidden)) fail(what + ": layer " + std::to_string(l) + " has input size " + std::to_string(in));
+            if (in != (l == 0 ? r.input_size : r.dirs * r.hidden))
+                fail(what + ": layer " + std::to_string(l) + " has input size " + std::to_string(in));
             for (std::size_t d = 0; d < r.dirs; ++d) {
                 auto& cell = m.cell(l, d == 1);
-                assign(cell.weight_ih(), permute_gate_rows(layer.w.values.data() + d * g * in, r.hidden, in, order), what);
-                assign(cell.weight_hh(), permute_gate_rows(layer.r.values.data() + d * g * r.hidden, r.hidden, r.hidden, order), what);
+                assign(cell.weight_ih(), permute_gate_rows(layer.w.values.data() + d * g * in, r.hidden, in, order),
+                       what);
+                assign(cell.weight_hh(),
+                       permute_gate_rows(layer.r.values.data() + d * g * r.hidden, r.hidden, r.hidden, order), what);
                 if (!bias) continue;
                 std::vector<double> zeros(2 * g, 0.0);
                 const double* b = layer.b ? layer.b->values.data() + d * 2 * g : zeros.data();

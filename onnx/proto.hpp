@@ -45,7 +45,8 @@ inline std::vector<std::size_t> recur_gate_sources(CellKind kind) {
 /// Rows of a (G*H, cols) matrix given as a flat row-major span, gate blocks reordered:
 /// out block k = in block sources[k].
 template <class T>
-std::vector<T> permute_gate_rows(const T* in, std::size_t hidden, std::size_t cols, const std::vector<std::size_t>& sources) {
+std::vector<T> permute_gate_rows(const T* in, std::size_t hidden, std::size_t cols,
+                                 const std::vector<std::size_t>& sources) {
     std::vector<T> out(sources.size() * hidden * cols);
     for (std::size_t k = 0; k < sources.size(); ++k)
         for (std::size_t r = 0; r < hidden * cols; ++r) out[k * hidden * cols + r] = in[sources[k] * hidden * cols + r];

@@ -50,8 +50,8 @@ constexpr std::size_t split_align = 16;  // block edges on multiples of the kern
 
 // C (m x n) = op(A) op(B) + beta C through call(rows, cols, a, b, c) on blocks of C.
 template <class T, class Call>
-void split_product(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, const T* a,
-                   std::size_t lda, const T* b, std::size_t ldb, T* c, std::size_t ldc, Call call) {
+void split_product(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
+                   const T* b, std::size_t ldb, T* c, std::size_t ldc, Call call) {
     const int threads = threads_for(2.0 * double(m) * double(n) * double(k), split_flops);
     const bool by_rows = m >= n;
     const std::size_t extent = by_rows ? m : n;
@@ -61,7 +61,7 @@ void split_product(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std
         return;
     }
     const auto parts = static_cast<std::size_t>(std::min<int>(threads, static_cast<int>(blocks)));
-#pragma omp parallel num_threads(static_cast<int>(parts))
+#pragma omp parallel num_threads(static_cast <int>(parts))
     {
         const auto p = static_cast<std::size_t>(omp_get_thread_num());
         const std::size_t lo = blocks * p / parts * split_align;
@@ -80,8 +80,8 @@ void gemm_with(BlasGemm blas_gemm, bool trans_a, bool trans_b, std::size_t m, st
                const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
     if (m == 0 || n == 0) return;
     blas_on_one_thread();
-    const blasint K = to_blas(k), LDA = to_blas(std::max<std::size_t>(lda, 1)), LDB = to_blas(std::max<std::size_t>(ldb, 1)),
-                  LDC = to_blas(std::max<std::size_t>(ldc, 1));
+    const blasint K = to_blas(k), LDA = to_blas(std::max<std::size_t>(lda, 1)),
+                  LDB = to_blas(std::max<std::size_t>(ldb, 1)), LDC = to_blas(std::max<std::size_t>(ldc, 1));
     to_blas(m), to_blas(n);  // checked here: nothing may throw inside the parallel region
     const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
     split_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc,
@@ -154,10 +154,14 @@ void small_gemm(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a
     std::size_t i = 0;
     for (; i + R <= m; i += R) row_block<R>(n, k, alpha, a + i * a_row, a_row, a_col, b, ldb, beta, c + i * ldc, ldc);
     switch (m - i) {
-        case 3: return row_block<3>(n, k, alpha, a + i * a_row, a_row, a_col, b, ldb, beta, c + i * ldc, ldc);
-        case 2: return row_block<2>(n, k, alpha, a + i * a_row, a_row, a_col, b, ldb, beta, c + i * ldc, ldc);
-        case 1: return row_block<1>(n, k, alpha, a + i * a_row, a_row, a_col, b, ldb, beta, c + i * ldc, ldc);
-        default: return;
+        case 3:
+            return row_block<3>(n, k, alpha, a + i * a_row, a_row, a_col, b, ldb, beta, c + i * ldc, ldc);
+        case 2:
+            return row_block<2>(n, k, alpha, a + i * a_row, a_row, a_col, b, ldb, beta, c + i * ldc, ldc);
+        case 1:
+            return row_block<1>(n, k, alpha, a + i * a_row, a_row, a_col, b, ldb, beta, c + i * ldc, ldc);
+        default:
+            return;
     }
 }
 
@@ -168,15 +172,15 @@ void small_gemm(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a
 constexpr double small_product = 1 << 16;
 
 void check_dnnl(dnnl_status_t status) {
-    if (status != dnnl_success) throw shape_error("gemm: oneDNN's sgemm failed with status " + std::to_string(int(status)));
+    if (status != dnnl_success)
+        throw shape_error("gemm: oneDNN's sgemm failed with status " + std::to_string(int(status)));
 }
 
 }  // namespace
 
 template <>
-void gemm<float>(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
-                 const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
-                 std::size_t ldc) {
+void gemm<float>(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha, const float* a,
+                 std::size_t lda, const float* b, std::size_t ldb, float beta, float* c, std::size_t ldc) {
     if (m == 0 || n == 0) return;
     if (!trans_b && double(m) * double(n) * double(k) <= small_product) {
         small_gemm(m, n, k, alpha, a, trans_a ? 1 : lda, trans_a ? lda : 1, b, ldb, beta, c, ldc);
@@ -191,9 +195,9 @@ void gemm<float>(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::
     std::atomic<int> failed{dnnl_success};
     split_product(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc,
                   [&](std::size_t rows, std::size_t cols, const float* pa, const float* pb, float* pc) {
-                      const dnnl_status_t s = dnnl_sgemm(ta, tb, static_cast<dnnl_dim_t>(rows),
-                                                         static_cast<dnnl_dim_t>(cols), K, alpha, pa, LDA, pb, LDB,
-                                                         beta, pc, LDC);
+                      const dnnl_status_t s =
+                          dnnl_sgemm(ta, tb, static_cast<dnnl_dim_t>(rows), static_cast<dnnl_dim_t>(cols), K, alpha, pa,
+                                     LDA, pb, LDB, beta, pc, LDC);
                       if (s != dnnl_success) failed.store(s, std::memory_order_relaxed);
                   });
     check_dnnl(static_cast<dnnl_status_t>(failed.load()));

@@ -10,8 +10,8 @@ std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, const Shape& sha
     const auto n = static_cast<std::ptrdiff_t>(shape.size() + extra);
     if (axis < -n || axis >= n)
         throw index_error(std::string(op) + ": axis " + std::to_string(axis) + " is out of range for " +
-                          (extra ? "a new axis of inputs of shape " : "shape ") + shape_str(shape) + " (valid: " +
-                          std::to_string(-n) + " to " + std::to_string(n - 1) + ")");
+                          (extra ? "a new axis of inputs of shape " : "shape ") + shape_str(shape) +
+                          " (valid: " + std::to_string(-n) + " to " + std::to_string(n - 1) + ")");
     return static_cast<std::size_t>(axis < 0 ? axis + n : axis);
 }
 

@@ -100,8 +100,8 @@ inline int threads_for(double work, double grain) {
 /// C = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when the flag is set.
 /// A is M x K after op, B is K x N after op, C is M x N. Thin wrapper over cblas.
 template <class T>
-void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
-          std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc);
+void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda,
+          const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc);
 
 }  // namespace recur::detail
 

@@ -35,8 +35,10 @@ void map(xt::xarray<T>& y, F f, const In&... in) {
     const std::size_t blocks = (n + chunk_align - 1) / chunk_align;
 #pragma omp parallel num_threads(threads)
     {
-        const auto k = static_cast<std::size_t>(omp_get_thread_num()), m = static_cast<std::size_t>(omp_get_num_threads());
-        const std::size_t lo = std::min(n, blocks * k / m * chunk_align), hi = std::min(n, blocks * (k + 1) / m * chunk_align);
+        const auto k = static_cast<std::size_t>(omp_get_thread_num()),
+                   m = static_cast<std::size_t>(omp_get_num_threads());
+        const std::size_t lo = std::min(n, blocks * k / m * chunk_align),
+                          hi = std::min(n, blocks * (k + 1) / m * chunk_align);
         if (lo < hi) {
             const std::array<std::size_t, 1> shape{hi - lo};
             auto part = xt::adapt(y.data() + lo, hi - lo, xt::no_ownership(), shape);
@@ -54,8 +56,10 @@ Var<T> binary(const char* op, const Var<T>& a, const Var<T>& b, detail::Backward
     auto& y = t.output_value(out, shape);
     const auto& av = t.value(a.index());
     const auto& bv = t.value(b.index());
-    if (av.shape() == bv.shape()) map(y, f, av, bv);
-    else xt::noalias(y) = f(av, bv);  // broadcasting: one thread
+    if (av.shape() == bv.shape())
+        map(y, f, av, bv);
+    else
+        xt::noalias(y) = f(av, bv);  // broadcasting: one thread
     return t.handle(out);
 }
 
@@ -273,7 +277,8 @@ template <class T>
 Var<T> clamp(const Var<T>& x, Scalar<T> lo, Scalar<T> hi) {
     if (!(lo <= hi))
         throw value_error("clamp: lo (" + std::to_string(lo) + ") must not exceed hi (" + std::to_string(hi) + ")");
-    Var<T> y = unary("clamp", x, &clamp_backward<T>, [&](const auto& v) { return xt::minimum(xt::maximum(v, lo), hi); });
+    Var<T> y =
+        unary("clamp", x, &clamp_backward<T>, [&](const auto& v) { return xt::minimum(xt::maximum(v, lo), hi); });
     y.tape().template state<ClampState<T>>(y.index()) = {lo, hi};
     return y;
 }
@@ -289,23 +294,23 @@ Var<T> detach(const Var<T>& x) {
     return t.handle(out);
 }
 
-#define RECUR_ELEMENTWISE(T)                                               \
-    template Var<T> add(const Var<T>&, const Var<T>&);                     \
-    template Var<T> sub(const Var<T>&, const Var<T>&);                     \
-    template Var<T> mul(const Var<T>&, const Var<T>&);                     \
-    template Var<T> div(const Var<T>&, const Var<T>&);                     \
-    template Var<T> neg(const Var<T>&);                                    \
-    template Var<T> affine(const Var<T>&, Scalar<T>, Scalar<T>);           \
-    template Var<T> rdiv(Scalar<T>, const Var<T>&);                        \
-    template Var<T> pow(const Var<T>&, Scalar<T>);                         \
-    template Var<T> exp(const Var<T>&);                                    \
-    template Var<T> log(const Var<T>&);                                    \
-    template Var<T> tanh(const Var<T>&);                                   \
-    template Var<T> sigmoid(const Var<T>&);                                \
-    template Var<T> relu(const Var<T>&);                                   \
-    template Var<T> abs(const Var<T>&);                                    \
-    template Var<T> sqrt(const Var<T>&);                                   \
-    template Var<T> clamp(const Var<T>&, Scalar<T>, Scalar<T>);            \
+#define RECUR_ELEMENTWISE(T)                                     \
+    template Var<T> add(const Var<T>&, const Var<T>&);           \
+    template Var<T> sub(const Var<T>&, const Var<T>&);           \
+    template Var<T> mul(const Var<T>&, const Var<T>&);           \
+    template Var<T> div(const Var<T>&, const Var<T>&);           \
+    template Var<T> neg(const Var<T>&);                          \
+    template Var<T> affine(const Var<T>&, Scalar<T>, Scalar<T>); \
+    template Var<T> rdiv(Scalar<T>, const Var<T>&);              \
+    template Var<T> pow(const Var<T>&, Scalar<T>);               \
+    template Var<T> exp(const Var<T>&);                          \
+    template Var<T> log(const Var<T>&);                          \
+    template Var<T> tanh(const Var<T>&);                         \
+    template Var<T> sigmoid(const Var<T>&);                      \
+    template Var<T> relu(const Var<T>&);                         \
+    template Var<T> abs(const Var<T>&);                          \
+    template Var<T> sqrt(const Var<T>&);                         \
+    template Var<T> clamp(const Var<T>&, Scalar<T>, Scalar<T>);  \
     template Var<T> detach(const Var<T>&);
 RECUR_INSTANTIATE_FOR(RECUR_ELEMENTWISE)
 

@@ -26,8 +26,7 @@ template <class T>
 Var<T> embedding(const Var<T>& weight, const xt::xarray<std::int64_t>& ids) {
     Tape<T>& t = detail::tape_of("embedding", weight);
     const Shape& ws = weight.shape();
-    if (ws.size() != 2)
-        throw shape_error("embedding: weight must be (V, E), got " + shape_str(ws));
+    if (ws.size() != 2) throw shape_error("embedding: weight must be (V, E), got " + shape_str(ws));
     const std::size_t v = ws[0], e = ws[1];
     for (std::size_t n = 0; n < ids.size(); ++n) {
         const std::int64_t id = ids.data()[n];
@@ -150,8 +149,7 @@ Var<T> index_select(const Var<T>& x, std::ptrdiff_t axis, const xt::xarray<std::
     Tape<T>& t = detail::tape_of("index_select", x);
     const Shape xs = x.shape();
     const std::size_t ax = detail::normalize_axis("index_select", axis, xs);
-    if (index.dimension() != 1)
-        throw shape_error("index_select: index must be 1-D, got " + shape_str(index.shape()));
+    if (index.dimension() != 1) throw shape_error("index_select: index must be 1-D, got " + shape_str(index.shape()));
     check_indices("index_select", index, xs[ax], axis, xs);
     Shape ys = xs;
     ys[ax] = index.size();
@@ -192,11 +190,11 @@ Var<T> masked_fill(const Var<T>& x, const xt::xarray<T>& mask, Scalar<T> value) 
     return t.handle(out);
 }
 
-#define RECUR_INDEX(T)                                                                \
-    template Var<T> embedding(const Var<T>&, const xt::xarray<std::int64_t>&);        \
-    template Var<T> where(const xt::xarray<T>&, const Var<T>&, const Var<T>&);                      \
-    template Var<T> gather(const Var<T>&, std::ptrdiff_t, const xt::xarray<std::int64_t>&);         \
-    template Var<T> index_select(const Var<T>&, std::ptrdiff_t, const xt::xarray<std::int64_t>&);   \
+#define RECUR_INDEX(T)                                                                            \
+    template Var<T> embedding(const Var<T>&, const xt::xarray<std::int64_t>&);                    \
+    template Var<T> where(const xt::xarray<T>&, const Var<T>&, const Var<T>&);                    \
+    template Var<T> gather(const Var<T>&, std::ptrdiff_t, const xt::xarray<std::int64_t>&);       \
+    template Var<T> index_select(const Var<T>&, std::ptrdiff_t, const xt::xarray<std::int64_t>&); \
     template Var<T> masked_fill(const Var<T>&, const xt::xarray<T>&, Scalar<T>);
 RECUR_INSTANTIATE_FOR(RECUR_INDEX)
 

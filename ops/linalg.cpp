@@ -87,8 +87,8 @@ static Var<T> linear_impl(const Var<T>& x, const Var<T>& weight, const Var<T>* b
         throw shape_error("linear: expects x (..., I) and weight (O, I), got x " + shape_str(xs) + " and weight " +
                           shape_str(ws));
     if (bias && (bias->dim() != 1 || bias->shape()[0] != ws[0]))
-        throw shape_error("linear: bias must have shape (" + std::to_string(ws[0]) + ",) for weight " +
-                          shape_str(ws) + ", got " + shape_str(bias->shape()));
+        throw shape_error("linear: bias must have shape (" + std::to_string(ws[0]) + ",) for weight " + shape_str(ws) +
+                          ", got " + shape_str(bias->shape()));
     Shape ys = xs;
     ys.back() = ws[0];
     const std::uint32_t out = bias ? t.push("linear", {x.index(), weight.index(), bias->index()}, &linear_backward<T>)
@@ -187,7 +187,8 @@ Var<T> bmm(const Var<T>& a, const Var<T>& b) {
     const T* ap = t.value(a.index()).data();
     const T* bp = t.value(b.index()).data();
     T* yp = y.data();
-    if (k == 0) std::fill(yp, yp + y.size(), T(0));  // an empty sum; gemm would leave y as it was
+    if (k == 0)
+        std::fill(yp, yp + y.size(), T(0));  // an empty sum; gemm would leave y as it was
     else
         for_each_batch(batches, 2.0 * double(batches) * double(m) * double(n) * double(k), [&](std::size_t p) {
             gemm<T>(false, false, m, n, k, T(1), ap + p * m * k, k, bp + p * k * n, n, T(0), yp + p * m * n, n);
@@ -195,10 +196,10 @@ Var<T> bmm(const Var<T>& a, const Var<T>& b) {
     return t.handle(out);
 }
 
-#define RECUR_LINALG(T)                                                    \
-    template Var<T> matmul(const Var<T>&, const Var<T>&);                  \
-    template Var<T> linear(const Var<T>&, const Var<T>&);                  \
-    template Var<T> linear(const Var<T>&, const Var<T>&, const Var<T>&);  \
+#define RECUR_LINALG(T)                                                  \
+    template Var<T> matmul(const Var<T>&, const Var<T>&);                \
+    template Var<T> linear(const Var<T>&, const Var<T>&);                \
+    template Var<T> linear(const Var<T>&, const Var<T>&, const Var<T>&); \
     template Var<T> bmm(const Var<T>&, const Var<T>&);
 RECUR_INSTANTIATE_FOR(RECUR_LINALG)
 

@@ -53,8 +53,8 @@ static void layer_norm_backward(Tape<T>& t, std::uint32_t i) {
         const bool assign = r.beta() == T(0);
         T* dx = r.buffer().data();
         each_row(rows, d, [&](std::size_t k) {
-            detail::layer_norm_row_backward(xp + k * d, static_cast<const T*>(nullptr), st.mean[k], st.rstd[k], g + k * d,
-                                            w, d, dx + k * d, assign);
+            detail::layer_norm_row_backward(xp + k * d, static_cast<const T*>(nullptr), st.mean[k], st.rstd[k],
+                                            g + k * d, w, d, dx + k * d, assign);
         });
     }
     if (st.has_weight && t.needs_grad(t.input(i, 1))) {
@@ -74,7 +74,8 @@ static void layer_norm_backward(Tape<T>& t, std::uint32_t i) {
 }
 
 template <class T>
-Var<T> layer_norm(const Var<T>& x, std::size_t normalized_size, const Var<T>& weight, const Var<T>& bias, Scalar<T> eps) {
+Var<T> layer_norm(const Var<T>& x, std::size_t normalized_size, const Var<T>& weight, const Var<T>& bias,
+                  Scalar<T> eps) {
     Tape<T>& t = detail::tape_of("layer_norm", x);
     if (weight.defined()) detail::tape_of("layer_norm", x, weight);
     if (bias.defined()) detail::tape_of("layer_norm", x, bias);
@@ -90,7 +91,8 @@ Var<T> layer_norm(const Var<T>& x, std::size_t normalized_size, const Var<T>& we
                           " must be the (non-zero) last extent of x (" + shapes() + ")");
     if ((weight.defined() && weight.shape() != Shape{normalized_size}) ||
         (bias.defined() && bias.shape() != Shape{normalized_size}))
-        throw shape_error("layer_norm: weight and bias must be (" + std::to_string(normalized_size) + ",) (" + shapes() + ")");
+        throw shape_error("layer_norm: weight and bias must be (" + std::to_string(normalized_size) + ",) (" +
+                          shapes() + ")");
     if (!(eps >= T(0))) throw value_error("layer_norm: eps must be >= 0, got " + std::to_string(eps));
     std::vector<std::uint32_t> inputs{x.index()};
     if (weight.defined()) inputs.push_back(weight.index());

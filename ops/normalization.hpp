@@ -32,10 +32,16 @@ template <class T>
 void layer_norm_row(const T* x, std::size_t d, T eps, const T* w, const T* b, T* y, T& mean, T& rstd) {
     using B = xsimd::batch<T>;
     const auto n = static_cast<T>(d);
-    const T m = row_sum<T>(d, [&](std::size_t j) { return B::load_unaligned(x + j); }, [&](std::size_t j) { return x[j]; }) / n;
+    const T m = row_sum<T>(
+                    d, [&](std::size_t j) { return B::load_unaligned(x + j); }, [&](std::size_t j) { return x[j]; }) /
+                n;
     const B mb(m);
     const T v = row_sum<T>(
-        d, [&](std::size_t j) { const B c = B::load_unaligned(x + j) - mb; return c * c; },
+        d,
+        [&](std::size_t j) {
+            const B c = B::load_unaligned(x + j) - mb;
+            return c * c;
+        },
         [&](std::size_t j) { return (x[j] - m) * (x[j] - m); });
     const T r = T(1) / std::sqrt(v / n + eps);
     const B rb(r);
@@ -63,12 +69,17 @@ void layer_norm_row_backward(const T* x, const T* xhat, T mean, T rstd, const T*
     using B = xsimd::batch<T>;
     const B mb(mean), rb(rstd);
     auto hat = [&](std::size_t j) { return xhat ? B::load_unaligned(xhat + j) : (B::load_unaligned(x + j) - mb) * rb; };
-    auto dn = [&](std::size_t j) { return w ? B::load_unaligned(g + j) * B::load_unaligned(w + j) : B::load_unaligned(g + j); };
+    auto dn = [&](std::size_t j) {
+        return w ? B::load_unaligned(g + j) * B::load_unaligned(w + j) : B::load_unaligned(g + j);
+    };
     auto hat1 = [&](std::size_t j) { return xhat ? xhat[j] : (x[j] - mean) * rstd; };
     auto dn1 = [&](std::size_t j) { return w ? g[j] * w[j] : g[j]; };
     const auto n = static_cast<T>(d);
     const T s1 = row_sum<T>(d, dn, dn1) / n;
-    const T s2 = row_sum<T>(d, [&](std::size_t j) { return dn(j) * hat(j); }, [&](std::size_t j) { return dn1(j) * hat1(j); }) / n;
+    const T s2 =
+        row_sum<T>(
+            d, [&](std::size_t j) { return dn(j) * hat(j); }, [&](std::size_t j) { return dn1(j) * hat1(j); }) /
+        n;
     const B s1b(s1), s2b(s2);
     std::size_t j = 0;
     for (; j + B::size <= d; j += B::size) {

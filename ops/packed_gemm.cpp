@@ -41,7 +41,7 @@ struct Product {
     std::size_t m, n, k, lda, ldc;
     Precision precision;
     bool accumulate;
-    bool plain_weights;    // B read row-major per call (bf16_gemm_tn) instead of packed
+    bool plain_weights;  // B read row-major per call (bf16_gemm_tn) instead of packed
     dnnl::matmul primitive;
     memory::desc weights;  // the layout it reads B in
     memory src, dst, wei;  // wrappers whose handles are set per call (wei: plain weights only)
@@ -59,11 +59,12 @@ struct Packed {
 
 constexpr std::size_t max_products = 64, max_packed = 64;
 
-[[noreturn]] void fail(const char* what, std::size_t m, std::size_t n, std::size_t k, Precision p, const dnnl::error& e) {
-    throw value_error(std::string("packed_gemm: ") + what + " for a " + precision_name(p) + " product (" +
-                      std::to_string(m) + " x " + std::to_string(k) + ") x (" + std::to_string(k) + " x " +
-                      std::to_string(n) + ") failed: " + e.what() +
-                      (p == Precision::bf16 ? " (bf16 needs a CPU with AVX-512; see README \"Reduced precision\")" : ""));
+[[noreturn]] void fail(const char* what, std::size_t m, std::size_t n, std::size_t k, Precision p,
+                       const dnnl::error& e) {
+    throw value_error(
+        std::string("packed_gemm: ") + what + " for a " + precision_name(p) + " product (" + std::to_string(m) + " x " +
+        std::to_string(k) + ") x (" + std::to_string(k) + " x " + std::to_string(n) + ") failed: " + e.what() +
+        (p == Precision::bf16 ? " (bf16 needs a CPU with AVX-512; see README \"Reduced precision\")" : ""));
 }
 
 Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, std::size_t lda, std::size_t ldc,
@@ -78,7 +79,8 @@ Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, s
     // (plain weights) A^T's rows as they are, read transposed (strides 1, m); f32 read in place.
     const memory::dim src_ld = p == Precision::bf16 ? dim(k) : dim(lda);
     const memory::desc src_md({dim(m), dim(k)}, in, plain_weights ? memory::dims{1, dim(m)} : memory::dims{src_ld, 1});
-    const memory::desc weights_any({dim(k), dim(n)}, in, plain_weights ? memory::format_tag::ab : memory::format_tag::any);
+    const memory::desc weights_any({dim(k), dim(n)}, in,
+                                   plain_weights ? memory::format_tag::ab : memory::format_tag::any);
     const memory::desc dst_md({dim(m), dim(n)}, dt::f32, {dim(ldc), 1});
     try {
         dnnl::primitive_attr attr;
@@ -90,7 +92,8 @@ Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, s
         dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weights_any, dst_md), attr, cpu_engine());
         if (products.size() == max_products) products.erase(products.begin());
         products.push_back({m, n, k, lda, ldc, p, accumulate, plain_weights, dnnl::matmul(pd), pd.weights_desc(),
-                            memory(src_md, cpu_engine(), DNNL_MEMORY_NONE), memory(dst_md, cpu_engine(), DNNL_MEMORY_NONE),
+                            memory(src_md, cpu_engine(), DNNL_MEMORY_NONE),
+                            memory(dst_md, cpu_engine(), DNNL_MEMORY_NONE),
                             memory(pd.weights_desc(), cpu_engine(), DNNL_MEMORY_NONE)});
     } catch (const dnnl::error& e) {
         fail("making the matmul primitive", m, n, k, p, e);
@@ -162,7 +165,8 @@ void execute(Product& pr, const void* a, const memory& weights, float* c, std::s
     try {
         pr.src.set_data_handle(const_cast<void*>(a));
         pr.dst.set_data_handle(c);
-        pr.primitive.execute(thread_stream(), {{DNNL_ARG_SRC, pr.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, pr.dst}});
+        pr.primitive.execute(thread_stream(),
+                             {{DNNL_ARG_SRC, pr.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, pr.dst}});
         thread_stream().wait();
     } catch (const dnnl::error& e) {
         fail("running the matmul", m, n, k, pr.precision, e);

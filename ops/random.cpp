@@ -17,8 +17,7 @@ static void dropout_backward(Tape<T>& t, std::uint32_t i) {
 template <class T>
 Var<T> dropout(const Var<T>& x, Scalar<T> p, bool training) {
     Tape<T>& t = detail::tape_of("dropout", x);
-    if (!(p >= T(0) && p < T(1)))
-        throw value_error("dropout: probability must be in [0, 1), got " + std::to_string(p));
+    if (!(p >= T(0) && p < T(1))) throw value_error("dropout: probability must be in [0, 1), got " + std::to_string(p));
     if (!training || p == T(0)) return x;
     const std::uint32_t out = t.push("dropout", {x.index()}, &dropout_backward<T>);
     auto& mask = t.template state<DropoutState<T>>(out).mask;

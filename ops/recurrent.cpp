@@ -30,7 +30,7 @@ struct FusedState {
     // LSTM (B, 4H) [i f g o]; GRU pointwise (B, 3H) [r z n], GRU step (B, 4H) [r z n hg_n]
     xt::xarray<T> gates;
     bool step_form = false;  // *_step (inputs xs, h, [c,] w_hh[, b_hh][, h_mask]) or *_pointwise
-    bool has_mask = false;   // step form: the last input is a recurrent dropout mask (B, H_out)
+    bool has_mask = false;  // step form: the last input is a recurrent dropout mask (B, H_out)
     std::size_t time_axis = 0, step = 0;
 };
 
@@ -39,7 +39,7 @@ struct GateRows {
     std::uint32_t node;
     std::size_t offset = 0;  // of row 0, in elements
     std::size_t stride = 0;  // between rows b and b + 1
-    std::size_t step = 0;    // which time step (slice) of the sequence
+    std::size_t step = 0;  // which time step (slice) of the sequence
     SliceLayout layout{};  // the sequence as slices (for its gradient)
 };
 
@@ -89,14 +89,16 @@ std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates
     const Shape xsh = xs.shape(), hs = h.shape(), cs = c.shape(), ws = w.shape();
     const Shape bs = b.defined() ? b.shape() : Shape{};
     const bool lstm = gates == 4;  // the GRU passes h as its state
-    const ShapeCheck k{op, {{"xs", &xsh}, {"h", &hs}, {"c", lstm ? &cs : nullptr}, {"w_hh", &ws},
-                            {"b_hh", b.defined() ? &bs : nullptr}}};
-    if (time_axis > 1) throw index_error(std::string(op) + ": time_axis must be 0 or 1, got " + std::to_string(time_axis));
+    const ShapeCheck k{
+        op,
+        {{"xs", &xsh}, {"h", &hs}, {"c", lstm ? &cs : nullptr}, {"w_hh", &ws}, {"b_hh", b.defined() ? &bs : nullptr}}};
+    if (time_axis > 1)
+        throw index_error(std::string(op) + ": time_axis must be 0 or 1, got " + std::to_string(time_axis));
     k.require(hs.size() == 2 && cs.size() == 2 && cs[0] == hs[0], "h must be (B, H_out) and the state (B, H)");
     const std::size_t batch = cs[0], hidden = cs[1], g = gates * hidden;
     const char* gh = gates == 4 ? "4H" : "3H";
-    k.require(xsh.size() == 3 && xsh[1 - time_axis] == batch && xsh[2] == g,
-              "xs must be ", time_axis == 0 ? "(T, B, " : "(B, T, ", gh, ")");
+    k.require(xsh.size() == 3 && xsh[1 - time_axis] == batch && xsh[2] == g, "xs must be ",
+              time_axis == 0 ? "(T, B, " : "(B, T, ", gh, ")");
     k.require(ws == Shape{g, hs[1]}, "w_hh must be (", gh, ", H_out)");
     k.require(!b.defined() || bs == Shape{g}, "b_hh must be (", gh, ",)");
     if (step >= xsh[time_axis])
@@ -133,15 +135,18 @@ T* scratch(std::size_t n) {
 // dst = src (assign) or dst += src, n elements.
 template <class T>
 void add_row(T* dst, const T* src, std::size_t n, bool assign) {
-    if (assign) std::copy(src, src + n, dst);
-    else for (std::size_t j = 0; j < n; ++j) dst[j] += src[j];
+    if (assign)
+        std::copy(src, src + n, dst);
+    else
+        for (std::size_t j = 0; j < n; ++j) dst[j] += src[j];
 }
 
 // Adds g (B, width), row by row, into the gradient of node i: a (B, width) Var (rows = null)
 // or the rows of one step of a sequence (a slice of its gradient: written, not added, when no
 // other step wrote it yet, so the sequence's gradient is never zero-filled first).
 template <class T>
-void add_gate_grad(Tape<T>& t, std::uint32_t i, const GateRows* rows, const T* g, std::size_t batch, std::size_t width) {
+void add_gate_grad(Tape<T>& t, std::uint32_t i, const GateRows* rows, const T* g, std::size_t batch,
+                   std::size_t width) {
     if (!t.needs_grad(i)) return;
     if (rows == nullptr) {
         auto r = t.grad_ref(i);
@@ -164,8 +169,10 @@ void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::
     for (std::size_t r = 0; r < batch; ++r) {
         const T* xr = x + r * stride;
         T* p = pre + r * g;
-        if (bias) for (std::size_t j = 0; j < g; ++j) p[j] = xr[j] + bias[j];
-        else std::copy(xr, xr + g, p);
+        if (bias)
+            for (std::size_t j = 0; j < g; ++j) p[j] = xr[j] + bias[j];
+        else
+            std::copy(xr, xr + g, p);
     }
 }
 
@@ -199,8 +206,8 @@ const T* masked_h(Tape<T>& t, std::uint32_t h, const std::uint32_t* mask) {
 }
 
 template <class T>
-void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b,
-                       T* pre, std::size_t batch, std::size_t g, const std::uint32_t* mask = nullptr) {
+void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint32_t w, const std::uint32_t* b, T* pre,
+                       std::size_t batch, std::size_t g, const std::uint32_t* mask = nullptr) {
     rows_plus_bias(t.value(x.node).data() + x.offset, x.stride, b ? t.value(*b).data() : static_cast<const T*>(nullptr),
                    pre, batch, g);
     const std::size_t hout = t.value(h).shape()[1];
@@ -293,14 +300,22 @@ void lstm_backward_row(const T* a, const T* c, const T* cn, const T* dh, const T
                        std::size_t hidden) {
     const int which = (dh ? 4 : 0) | (dcn ? 2 : 0) | (dc ? 1 : 0);
     switch (which) {
-        case 7: return lstm_backward_row<true, true, true>(a, c, cn, dh, dcn, out, dc, hidden);
-        case 6: return lstm_backward_row<true, true, false>(a, c, cn, dh, dcn, out, dc, hidden);
-        case 5: return lstm_backward_row<true, false, true>(a, c, cn, dh, dcn, out, dc, hidden);
-        case 4: return lstm_backward_row<true, false, false>(a, c, cn, dh, dcn, out, dc, hidden);
-        case 3: return lstm_backward_row<false, true, true>(a, c, cn, dh, dcn, out, dc, hidden);
-        case 2: return lstm_backward_row<false, true, false>(a, c, cn, dh, dcn, out, dc, hidden);
-        case 1: return lstm_backward_row<false, false, true>(a, c, cn, dh, dcn, out, dc, hidden);
-        default: return lstm_backward_row<false, false, false>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 7:
+            return lstm_backward_row<true, true, true>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 6:
+            return lstm_backward_row<true, true, false>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 5:
+            return lstm_backward_row<true, false, true>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 4:
+            return lstm_backward_row<true, false, false>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 3:
+            return lstm_backward_row<false, true, true>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 2:
+            return lstm_backward_row<false, true, false>(a, c, cn, dh, dcn, out, dc, hidden);
+        case 1:
+            return lstm_backward_row<false, false, true>(a, c, cn, dh, dcn, out, dc, hidden);
+        default:
+            return lstm_backward_row<false, false, false>(a, c, cn, dh, dcn, out, dc, hidden);
     }
 }
 
@@ -316,7 +331,7 @@ void lstm_backward(Tape<T>& t, std::uint32_t i) {
     const T* act = state.gates.data();
     const T* cp = cv.data();
     const T* cn = t.value(t.output(i, 1)).data();
-    const T* dh = t.output_grad(i, 0);   // dh' from the step's readers
+    const T* dh = t.output_grad(i, 0);  // dh' from the step's readers
     const T* dcn = t.output_grad(i, 1);  // dc' from the next step
     T* dc = t.needs_grad(c) ? t.grad_ref(c).zeroed().data() : nullptr;
     T* dgates = scratch<T>(batch * width);
@@ -330,9 +345,9 @@ void lstm_backward(Tape<T>& t, std::uint32_t i) {
 
 // Pushes the node over `inputs`; `pre(act)` writes the pre-activations (B, 4H) into act.
 template <class T, class Pre>
-LSTMPointwise<T> lstm_node(const char* op, Tape<T>& t, const std::uint32_t* inputs, std::size_t count,
-                           bool step_form, bool has_mask, std::size_t time_axis, std::size_t step,
-                           std::size_t batch, std::size_t hidden, Pre pre) {
+LSTMPointwise<T> lstm_node(const char* op, Tape<T>& t, const std::uint32_t* inputs, std::size_t count, bool step_form,
+                           bool has_mask, std::size_t time_axis, std::size_t step, std::size_t batch,
+                           std::size_t hidden, Pre pre) {
     const std::size_t width = 4 * hidden;
     const std::uint32_t i = t.push(op, inputs, count, &lstm_backward<T>, 2);
     T* h = t.output_value(i, {batch, hidden}, 0).data();
@@ -398,10 +413,12 @@ void gru_backward(Tape<T>& t, std::uint32_t i) {
     T* dhg = dx + batch * width;
     for_rows(batch, width, [&](std::size_t b) {
         const std::size_t k = b * hidden;
-        if (dh) gru_backward_row<true>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
-                                       dhg + b * width, dh + k, hidden);
-        else gru_backward_row<false>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
-                                     dhg + b * width, static_cast<T*>(nullptr), hidden);
+        if (dh)
+            gru_backward_row<true>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
+                                   dhg + b * width, dh + k, hidden);
+        else
+            gru_backward_row<false>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
+                                    dhg + b * width, static_cast<T*>(nullptr), hidden);
     });
     send_gate_grads(t, i, state, dx, dhg, batch, width, 2);
 }
@@ -443,7 +460,8 @@ template <class T>
 void check_mask(const char* op, const Var<T>& mask, const Var<T>& h) {
     if (!mask.defined()) return;
     detail::tape_of(op, h, mask);
-    if (mask.requires_grad()) throw value_error(std::string(op) + ": h_mask must be a constant (no gradient flows to it)");
+    if (mask.requires_grad())
+        throw value_error(std::string(op) + ": h_mask must be a constant (no gradient flows to it)");
     if (mask.shape() != h.shape())
         throw shape_error(std::string(op) + ": h_mask must have h's shape " + shape_str(h.shape()) + ", got " +
                           shape_str(mask.shape()));
@@ -459,8 +477,8 @@ std::size_t step_inputs(std::array<std::uint32_t, N>& in, std::size_t fixed, con
 }
 
 template <class T>
-LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
-                           const Var<T>& c, const Var<T>& w_hh, const Var<T>& b_hh, const Var<T>& h_mask) {
+LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& c,
+                           const Var<T>& w_hh, const Var<T>& b_hh, const Var<T>& h_mask) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("lstm_step", xs, h, c, w_hh, b_hh)
                                 : detail::tape_of("lstm_step", xs, h, c, w_hh);
     const auto dims = check_step("lstm_step", 4, xs, time_axis, step, h, c, w_hh, b_hh);
@@ -471,10 +489,11 @@ LSTMPointwise<T> lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
     const std::uint32_t* bias = b_hh.defined() ? &in[4] : nullptr;
     const std::uint32_t* mask = h_mask.defined() ? &in[count - 1] : nullptr;
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
-    return lstm_node("lstm_step", t, in.data(), count, true, mask != nullptr, time_axis, step, batch, hidden, [&](T* act) {
-        const GateRows rows = sequence_rows(t, in[0], axis, k);
-        recurrent_forward(t, rows, in[1], in[3], bias, act, batch, 4 * hidden, mask);
-    });
+    return lstm_node("lstm_step", t, in.data(), count, true, mask != nullptr, time_axis, step, batch, hidden,
+                     [&](T* act) {
+                         const GateRows rows = sequence_rows(t, in[0], axis, k);
+                         recurrent_forward(t, rows, in[1], in[3], bias, act, batch, 4 * hidden, mask);
+                     });
 }
 
 // ---- GRU -------------------------------------------------------------------------------------
@@ -500,7 +519,8 @@ Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h) {
 template <class T>
 Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h, const Var<T>& w_hh,
                 const Var<T>& b_hh, const Var<T>& h_mask) {
-    Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_step", xs, h, w_hh, b_hh) : detail::tape_of("gru_step", xs, h, w_hh);
+    Tape<T>& t =
+        b_hh.defined() ? detail::tape_of("gru_step", xs, h, w_hh, b_hh) : detail::tape_of("gru_step", xs, h, w_hh);
     const auto dims = check_step("gru_step", 3, xs, time_axis, step, h, h, w_hh, b_hh);
     check_mask("gru_step", h_mask, h);
     const std::size_t batch = dims.first, hidden = dims.second;
@@ -518,8 +538,10 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
     const std::uint32_t* bias = b_hh.defined() ? &in[3] : nullptr;
     const auto& bv = bias ? t.value(*bias) : t.value(in[0]);
     for (std::size_t r = 0; r < batch; ++r) {
-        if (bias) std::copy(bv.data(), bv.data() + width, hg + r * width);
-        else std::fill(hg + r * width, hg + (r + 1) * width, T(0));
+        if (bias)
+            std::copy(bv.data(), bv.data() + width, hg + r * width);
+        else
+            std::fill(hg + r * width, hg + (r + 1) * width, T(0));
     }
     const auto& hv = t.value(in[1]);
     weight_product(t, in[2], true, batch, width, hidden, masked_h(t, in[1], mask), hg, true);
@@ -548,8 +570,9 @@ template <class T>
 std::uint32_t sequence_node(const char* op, Tape<T>& t, const Var<T>& xs, std::size_t time_axis, std::size_t batch,
                             std::size_t hidden, std::size_t outputs, const std::vector<std::int64_t>& lengths) {
     if (t.recording())
-        throw tape_error(std::string(op) + ": inference only, for a tape that is not recording (TapeOptions::record "
-                                           "= false or a NoGradGuard); use the step ops to train");
+        throw tape_error(std::string(op) +
+                         ": inference only, for a tape that is not recording (TapeOptions::record "
+                         "= false or a NoGradGuard); use the step ops to train");
     const Shape xsh = xs.shape();
     const std::size_t steps = xsh[time_axis];
     if (!lengths.empty()) {
@@ -614,7 +637,8 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     T* cn = hn + batch * hidden;
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
-        const GateRows rows = sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
+        const GateRows rows =
+            sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
         rows_plus_bias(t.value(xs.index()).data() + rows.offset, rows.stride, bias, act, batch, width);
         weight_product(t, w_hh.index(), true, batch, width, hidden, h, act, true);
         for_rows(batch, width, [&](std::size_t b) {
@@ -627,8 +651,8 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
 }
 
 template <class T>
-SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0,
-                            const Var<T>& w_hh, const Var<T>& b_hh, const std::vector<std::int64_t>& lengths) {
+SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0, const Var<T>& w_hh,
+                            const Var<T>& b_hh, const std::vector<std::int64_t>& lengths) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_sequence", xs, h0, w_hh, b_hh)
                                 : detail::tape_of("gru_sequence", xs, h0, w_hh);
     const auto dims = check_step("gru_sequence", 3, xs, time_axis, 0, h0, h0, w_hh, b_hh);
@@ -645,31 +669,35 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     T* hn = act + batch * width;
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
-        const GateRows rows = sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
+        const GateRows rows =
+            sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
         const T* xv = t.value(xs.index()).data() + rows.offset;
         for (std::size_t b = 0; b < batch; ++b) {
-            if (bias) std::copy(bias, bias + width, hg + b * width);
-            else std::fill(hg + b * width, hg + (b + 1) * width, T(0));
+            if (bias)
+                std::copy(bias, bias + width, hg + b * width);
+            else
+                std::fill(hg + b * width, hg + (b + 1) * width, T(0));
         }
         weight_product(t, w_hh.index(), true, batch, width, hidden, h, hg, true);
         for_rows(batch, width, [&](std::size_t b) {
-            gru_forward_row(xv + b * rows.stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden, hidden);
+            gru_forward_row(xv + b * rows.stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden,
+                            hidden);
         });
         commit_step<T, 1>(y, time_axis, steps, step, batch, hidden, lengths, {h}, {hn});
     }
     return {t.handle(i, 0), t.handle(i, 1), Var<T>()};
 }
 
-#define RECUR_RECURRENT(T)                                                                                      \
-    template LSTMPointwise<T> lstm_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                      \
-    template LSTMPointwise<T> lstm_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&,  \
-                                        const Var<T>&, const Var<T>&, const Var<T>&);                            \
-    template Var<T> gru_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                                 \
+#define RECUR_RECURRENT(T)                                                                                         \
+    template LSTMPointwise<T> lstm_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                         \
+    template LSTMPointwise<T> lstm_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&,     \
+                                        const Var<T>&, const Var<T>&, const Var<T>&);                              \
+    template Var<T> gru_pointwise(const Var<T>&, const Var<T>&, const Var<T>&);                                    \
     template Var<T> gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, const Var<T>&, \
-                             const Var<T>&);                                                                      \
-    template SequenceRun<T> lstm_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,         \
-                                          const Var<T>&, const Var<T>&, const std::vector<std::int64_t>&);       \
-    template SequenceRun<T> gru_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,          \
+                             const Var<T>&);                                                                       \
+    template SequenceRun<T> lstm_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,          \
+                                          const Var<T>&, const Var<T>&, const std::vector<std::int64_t>&);         \
+    template SequenceRun<T> gru_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,           \
                                          const Var<T>&, const std::vector<std::int64_t>&);
 RECUR_INSTANTIATE_FOR(RECUR_RECURRENT)
 
@@ -686,14 +714,15 @@ namespace {
 template <class T>
 struct LayerNormStepState {
     xt::xarray<T> gates;  // LSTM (B, 4H) [i f g o]; GRU (B, 4H) [r z n hg_n]
-    xt::xarray<T> hhat;   // (B, G): LN(h w_hh^T) before γ_hh, β_hh
+    xt::xarray<T> hhat;  // (B, G): LN(h w_hh^T) before γ_hh, β_hh
     xt::xarray<T> stats;  // (B, 4): mean and rstd of h w_hh^T, then of c' (LSTM)
     std::size_t time_axis = 0, step = 0;
 };
 
 // shape_error naming `op` unless each of the gains and shifts is (n,).
 template <class T>
-void check_norm_params(const char* op, std::initializer_list<std::pair<const char*, const Var<T>*>> params, std::size_t n) {
+void check_norm_params(const char* op, std::initializer_list<std::pair<const char*, const Var<T>*>> params,
+                       std::size_t n) {
     for (const auto& [name, p] : params)
         if (p->shape() != Shape{n})
             throw shape_error(std::string(op) + ": " + name + " must be (" + std::to_string(n) + ",), got " +
@@ -704,7 +733,8 @@ void check_norm_params(const char* op, std::initializer_list<std::pair<const cha
 // per-thread scratch after `scratch_used` elements.
 template <class T>
 std::array<T*, 3> layer_norm_step_buffers(Tape<T>& t, std::uint32_t i, std::size_t time_axis, std::size_t step,
-                                          std::size_t batch, std::size_t hidden, std::size_t g, std::size_t scratch_used) {
+                                          std::size_t batch, std::size_t hidden, std::size_t g,
+                                          std::size_t scratch_used) {
     if (!t.needs_grad(i)) {
         T* s = scratch<T>(scratch_used + batch * (4 * hidden + g + 4)) + scratch_used;
         return {s, s + batch * 4 * hidden, s + batch * (4 * hidden + g)};
@@ -781,12 +811,14 @@ void layer_norm_lstm_backward(Tape<T>& t, std::uint32_t i) {
         }
         detail::layer_norm_row_backward(cn + k, static_cast<const T*>(nullptr), st[2], st[3], du + k, gain_c, hidden,
                                         dct + k, true);
-        if (dcn) for (std::size_t j = 0; j < hidden; ++j) dct[k + j] += dcn[k + j];
+        if (dcn)
+            for (std::size_t j = 0; j < hidden; ++j) dct[k + j] += dcn[k + j];
         T* dar = da + b * width;
-        lstm_backward_row(a, cp + k, cn + k, static_cast<const T*>(nullptr), dct + k, dar, dc ? dc + k : nullptr, hidden);
+        lstm_backward_row(a, cp + k, cn + k, static_cast<const T*>(nullptr), dct + k, dar, dc ? dc + k : nullptr,
+                          hidden);
         std::copy(dout + k, dout + k + hidden, dar + 3 * hidden);
-        detail::layer_norm_row_backward(static_cast<const T*>(nullptr), hhat + b * width, T(0), st[1], dar, gain_hh, width,
-                                        dhw + b * width, true);
+        detail::layer_norm_row_backward(static_cast<const T*>(nullptr), hhat + b * width, T(0), st[1], dar, gain_hh,
+                                        width, dhw + b * width, true);
     });
     add_column_sums(t, t.input(i, 4), da, hhat, batch, width);
     add_column_sums(t, t.input(i, 5), da, static_cast<const T*>(nullptr), batch, width);
@@ -823,8 +855,10 @@ void layer_norm_gru_backward(Tape<T>& t, std::uint32_t i) {
     for_rows(batch, width, [&](std::size_t b) {
         const std::size_t k = b * hidden, r = b * width;
         const T* a = act + b * saved;
-        if (dh) gru_backward_row<true>(a, a + width, hp + k, dy + k, dx + r, dhg + r, dh + k, hidden);
-        else gru_backward_row<false>(a, a + width, hp + k, dy + k, dx + r, dhg + r, static_cast<T*>(nullptr), hidden);
+        if (dh)
+            gru_backward_row<true>(a, a + width, hp + k, dy + k, dx + r, dhg + r, dh + k, hidden);
+        else
+            gru_backward_row<false>(a, a + width, hp + k, dy + k, dx + r, dhg + r, static_cast<T*>(nullptr), hidden);
         detail::layer_norm_row_backward(static_cast<const T*>(nullptr), hhat + r, T(0), stats[b * 4 + 1], dhg + r, gain,
                                         width, dhw + r, true);
     });
@@ -840,15 +874,16 @@ void layer_norm_gru_backward(Tape<T>& t, std::uint32_t i) {
 
 template <class T>
 LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
-                                      const Var<T>& c, const Var<T>& w_hh, const Var<T>& gamma_hh, const Var<T>& beta_hh,
-                                      const Var<T>& gamma_c, const Var<T>& beta_c, Scalar<T> eps) {
+                                      const Var<T>& c, const Var<T>& w_hh, const Var<T>& gamma_hh,
+                                      const Var<T>& beta_hh, const Var<T>& gamma_c, const Var<T>& beta_c,
+                                      Scalar<T> eps) {
     const char* op = "layer_norm_lstm_step";
     Tape<T>& t = detail::tape_of(op, xs, h, c, w_hh, gamma_hh, beta_hh, gamma_c, beta_c);
     const auto dims = check_step(op, 4, xs, time_axis, step, h, c, w_hh, Var<T>());
     const std::size_t batch = dims.first, hidden = dims.second, width = 4 * hidden;
     check_norm_params<T>(op, {{"gamma_hh", &gamma_hh}, {"beta_hh", &beta_hh}}, width);
     check_norm_params<T>(op, {{"gamma_c", &gamma_c}, {"beta_c", &beta_c}}, hidden);
-    const std::array<std::uint32_t, 8> in{xs.index(),       h.index(),       c.index(),      w_hh.index(),
+    const std::array<std::uint32_t, 8> in{xs.index(),       h.index(),       c.index(),       w_hh.index(),
                                           gamma_hh.index(), beta_hh.index(), gamma_c.index(), beta_c.index()};
     const std::uint32_t i = t.push(op, in.data(), in.size(), &layer_norm_lstm_backward<T>, 2);
     T* hn = t.output_value(i, {batch, hidden}, 0).data();
@@ -856,7 +891,8 @@ LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, s
     const std::array<T*, 3> buffers = layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, 0);
     T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];  // (not a structured binding: lambdas capture them)
     recurrent_product(t, in[1], in[3], hhat, batch, width);
-    const GateRows rows = sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
+    const GateRows rows =
+        sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
     const T* x = t.value(in[0]).data() + rows.offset;
     const T *cp = t.value(in[2]).data(), *gh = t.value(in[4]).data(), *bh = t.value(in[5]).data();
     const T *gc = t.value(in[6]).data(), *bc = t.value(in[7]).data();
@@ -866,7 +902,8 @@ LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, s
         T* hh = hhat + b * width;
         T* st = stats + b * 4;
         const T* xr = x + b * rows.stride;
-        detail::layer_norm_row(hh, width, eps, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), hh, st[0], st[1]);
+        detail::layer_norm_row(hh, width, eps, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), hh,
+                               st[0], st[1]);
         for (std::size_t j = 0; j < width; ++j) a[j] = xr[j] + hh[j] * gh[j] + bh[j];
         lstm_cell_row(a, cp + k, cn + k, hidden);
         detail::layer_norm_row(cn + k, hidden, eps, gc, bc, hn + k, st[2], st[3]);  // u = LN(c') γ_c + β_c
@@ -888,11 +925,13 @@ Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
     const std::uint32_t i = t.push(op, in.data(), in.size(), &layer_norm_gru_backward<T>);
     T* y = t.output_value(i, {batch, hidden}).data();
     // hg (B, 3H) at the start of scratch; the buffers after it when not recorded
-    const std::array<T*, 3> buffers = layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, batch * width);
+    const std::array<T*, 3> buffers =
+        layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, batch * width);
     T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];
     T* hg = scratch<T>(batch * width);
     recurrent_product(t, in[1], in[2], hhat, batch, width);
-    const GateRows rows = sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
+    const GateRows rows =
+        sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
     const T* x = t.value(in[0]).data() + rows.offset;
     const T *hp = t.value(in[1]).data(), *gh = t.value(in[3]).data(), *bh = t.value(in[4]).data();
     for_rows(batch, width, [&](std::size_t b) {
@@ -900,7 +939,8 @@ Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
         T* hgr = hg + b * width;
         T* a = act + b * 4 * hidden;
         T* st = stats + b * 4;
-        detail::layer_norm_row(hh, width, eps, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), hh, st[0], st[1]);
+        detail::layer_norm_row(hh, width, eps, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), hh,
+                               st[0], st[1]);
         for (std::size_t j = 0; j < width; ++j) hgr[j] = hh[j] * gh[j] + bh[j];
         gru_forward_row(x + b * rows.stride, hgr, hp + b * hidden, a, y + b * hidden, hidden);
         std::copy(hgr + 2 * hidden, hgr + width, a + width);
@@ -908,7 +948,7 @@ Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
     return t.handle(i);
 }
 
-#define RECUR_LAYER_NORM_RECURRENT(T)                                                                         \
+#define RECUR_LAYER_NORM_RECURRENT(T)                                                                          \
     template LSTMPointwise<T> layer_norm_lstm_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&,     \
                                                    const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&, \
                                                    const Var<T>&, const Var<T>&, Scalar<T>);                   \

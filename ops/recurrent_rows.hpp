@@ -16,7 +16,8 @@ void activate(T* y, const T* a, const T* b, std::size_t n, Act act) {
     constexpr std::size_t w = batch::size;
     std::size_t j = 0;
     if (b) {
-        for (; j + w <= n; j += w) act(batch::load_unaligned(a + j) + batch::load_unaligned(b + j)).store_unaligned(y + j);
+        for (; j + w <= n; j += w)
+            act(batch::load_unaligned(a + j) + batch::load_unaligned(b + j)).store_unaligned(y + j);
         for (; j < n; ++j) y[j] = act(a[j] + b[j]);
     } else {
         for (; j + w <= n; j += w) act(batch::load_unaligned(a + j)).store_unaligned(y + j);
@@ -31,8 +32,8 @@ inline constexpr auto tanh_fn = [](auto x) { return xsimd::tanh(x); };
 // a = [i | f | g | o] pre-activations (4H) -> activations in place;  c' = f c + i g.
 template <class T>
 void lstm_cell_row(T* a, const T* c, T* cn, std::size_t hidden) {
-    activate(a, a, static_cast<const T*>(nullptr), 2 * hidden, sigmoid_fn);                      // i, f
-    activate(a + 2 * hidden, a + 2 * hidden, static_cast<const T*>(nullptr), hidden, tanh_fn);     // g
+    activate(a, a, static_cast<const T*>(nullptr), 2 * hidden, sigmoid_fn);  // i, f
+    activate(a + 2 * hidden, a + 2 * hidden, static_cast<const T*>(nullptr), hidden, tanh_fn);  // g
     activate(a + 3 * hidden, a + 3 * hidden, static_cast<const T*>(nullptr), hidden, sigmoid_fn);  // o
     for (std::size_t j = 0; j < hidden; ++j) cn[j] = a[hidden + j] * c[j] + a[j] * a[2 * hidden + j];
 }

@@ -33,7 +33,7 @@ static void reduce_all_backward(Tape<T>& t, std::uint32_t i) {
     const auto& n = t.node(i);
     const T gc = t.template saved_state<ReduceState<T>>(i).scale * *n.grad.data();
     auto& dx = t.grad_ref(t.input(i, 0)).zeroed();
-    for (T* p = dx.data(), *e = p + dx.size(); p != e; ++p) *p += gc;
+    for (T *p = dx.data(), *e = p + dx.size(); p != e; ++p) *p += gc;
 }
 template <class T>
 static Var<T> reduce_all(const char* op, const Var<T>& x, bool mean) {
@@ -45,7 +45,7 @@ static Var<T> reduce_all(const char* op, const Var<T>& x, bool mean) {
     auto& node = t.node(out);
     t.output_value(out, Shape{});
     T acc = T(0);
-    for (const T* p = xv.data(), *e = p + xv.size(); p != e; ++p) acc += *p;
+    for (const T *p = xv.data(), *e = p + xv.size(); p != e; ++p) acc += *p;
     *node.value.data() = static_cast<T>(c) * acc;
     return t.handle(out);
 }
@@ -78,11 +78,14 @@ static Var<T> reduce_axis(const char* op, const Var<T>& x, std::ptrdiff_t axis, 
     Tape<T>& t = detail::tape_of(op, x);
     const Shape xs = x.shape();
     const std::size_t ax = detail::normalize_axis(op, axis, xs);
-    if (mean && xs[ax] == 0) throw shape_error(std::string(op) + ": axis " + std::to_string(axis) + " of " + shape_str(xs) + " is empty");
+    if (mean && xs[ax] == 0)
+        throw shape_error(std::string(op) + ": axis " + std::to_string(axis) + " of " + shape_str(xs) + " is empty");
     Shape ys;
     for (std::size_t k = 0; k < xs.size(); ++k)
-        if (k != ax) ys.push_back(xs[k]);
-        else if (keepdim) ys.push_back(1);
+        if (k != ax)
+            ys.push_back(xs[k]);
+        else if (keepdim)
+            ys.push_back(1);
     const std::uint32_t out = t.push(op, {x.index()}, &reduce_axis_backward<T>);
     const T c = mean ? static_cast<T>(1.0 / static_cast<double>(xs[ax])) : T(1);
     t.template state<ReduceState<T>>(out) = {ax, c};
@@ -245,14 +248,14 @@ Var<T> masked_softmax(const Var<T>& x, const xt::xarray<std::int64_t>& lengths) 
     // Flat position p is in row p / n, which lies below lengths entry (p / n) / rows_per_length.
     const std::size_t rows_per_length = detail::numel(xs) / (n == 0 ? 1 : n) / std::max<std::size_t>(lengths.size(), 1);
     const std::int64_t* len = lengths.data();
-    return normalise("masked_softmax", x, xs.size() - 1, false, &softmax_backward<T>, [=](std::size_t p) {
-        return static_cast<std::int64_t>(p % n) < len[p / n / rows_per_length];
-    });
+    return normalise("masked_softmax", x, xs.size() - 1, false, &softmax_backward<T>,
+                     [=](std::size_t p) { return static_cast<std::int64_t>(p % n) < len[p / n / rows_per_length]; });
 }
 template <class T>
 Var<T> masked_softmax(const Var<T>& x, const std::vector<std::int64_t>& lengths) {
     const std::array<std::size_t, 1> shape{lengths.size()};
-    return masked_softmax(x, xt::xarray<std::int64_t>(xt::adapt(lengths.data(), lengths.size(), xt::no_ownership(), shape)));
+    return masked_softmax(
+        x, xt::xarray<std::int64_t>(xt::adapt(lengths.data(), lengths.size(), xt::no_ownership(), shape)));
 }
 
 // ---- max / min along an axis: y[o, j] = x[o, a(o, j), j];  dx[o, a(o, j), j] += g[o, j] ------
@@ -275,13 +278,16 @@ void arg_extreme(const T* x, const AxisView& v, bool largest, std::size_t* arg) 
 Shape reduced_shape(const Shape& xs, std::size_t axis, bool keepdim) {
     Shape ys;
     for (std::size_t k = 0; k < xs.size(); ++k)
-        if (k != axis) ys.push_back(xs[k]);
-        else if (keepdim) ys.push_back(1);
+        if (k != axis)
+            ys.push_back(xs[k]);
+        else if (keepdim)
+            ys.push_back(1);
     return ys;
 }
 std::size_t checked_axis(const char* op, std::ptrdiff_t axis, const Shape& xs) {
     const std::size_t ax = detail::normalize_axis(op, axis, xs);
-    if (xs[ax] == 0) throw shape_error(std::string(op) + ": axis " + std::to_string(axis) + " of " + shape_str(xs) + " is empty");
+    if (xs[ax] == 0)
+        throw shape_error(std::string(op) + ": axis " + std::to_string(axis) + " of " + shape_str(xs) + " is empty");
     return ax;
 }
 }  // namespace
@@ -315,7 +321,8 @@ static Var<T> extreme(const char* op, const Var<T>& x, std::ptrdiff_t axis, bool
     arg_extreme(xp, v, largest, s.arg.data());
     T* yp = t.output_value(out, reduced_shape(xs, ax, keepdim)).data();
     for (std::size_t o = 0; o < v.outer; ++o)
-        for (std::size_t j = 0; j < v.inner; ++j) yp[o * v.inner + j] = xp[(o * v.n + s.arg[o * v.inner + j]) * v.inner + j];
+        for (std::size_t j = 0; j < v.inner; ++j)
+            yp[o * v.inner + j] = xp[(o * v.n + s.arg[o * v.inner + j]) * v.inner + j];
     return t.handle(out);
 }
 template <class T>
@@ -370,19 +377,19 @@ TopK<T> topk(const Var<T>& x, std::size_t k, std::ptrdiff_t axis) {
     return {std::move(values), std::move(indices)};
 }
 
-#define RECUR_REDUCE(T)                                                    \
-    template Var<T> sum(const Var<T>&);                                    \
-    template Var<T> sum(const Var<T>&, std::ptrdiff_t, bool);              \
-    template Var<T> mean(const Var<T>&);                                   \
-    template Var<T> mean(const Var<T>&, std::ptrdiff_t, bool);             \
-    template Var<T> softmax(const Var<T>&, std::ptrdiff_t);                \
-    template Var<T> log_softmax(const Var<T>&, std::ptrdiff_t);                              \
-    template Var<T> masked_softmax(const Var<T>&, const xt::xarray<T>&, std::ptrdiff_t);     \
-    template Var<T> masked_softmax(const Var<T>&, const xt::xarray<std::int64_t>&);          \
-    template Var<T> masked_softmax(const Var<T>&, const std::vector<std::int64_t>&);         \
-    template Var<T> max(const Var<T>&, std::ptrdiff_t, bool);                                \
-    template Var<T> min(const Var<T>&, std::ptrdiff_t, bool);                                \
-    template xt::xarray<std::int64_t> argmax(const Var<T>&, std::ptrdiff_t, bool);           \
+#define RECUR_REDUCE(T)                                                                  \
+    template Var<T> sum(const Var<T>&);                                                  \
+    template Var<T> sum(const Var<T>&, std::ptrdiff_t, bool);                            \
+    template Var<T> mean(const Var<T>&);                                                 \
+    template Var<T> mean(const Var<T>&, std::ptrdiff_t, bool);                           \
+    template Var<T> softmax(const Var<T>&, std::ptrdiff_t);                              \
+    template Var<T> log_softmax(const Var<T>&, std::ptrdiff_t);                          \
+    template Var<T> masked_softmax(const Var<T>&, const xt::xarray<T>&, std::ptrdiff_t); \
+    template Var<T> masked_softmax(const Var<T>&, const xt::xarray<std::int64_t>&);      \
+    template Var<T> masked_softmax(const Var<T>&, const std::vector<std::int64_t>&);     \
+    template Var<T> max(const Var<T>&, std::ptrdiff_t, bool);                            \
+    template Var<T> min(const Var<T>&, std::ptrdiff_t, bool);                            \
+    template xt::xarray<std::int64_t> argmax(const Var<T>&, std::ptrdiff_t, bool);       \
     template TopK<T> topk(const Var<T>&, std::size_t, std::ptrdiff_t);
 RECUR_INSTANTIATE_FOR(RECUR_REDUCE)
 

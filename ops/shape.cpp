@@ -125,7 +125,8 @@ Var<T> transpose(const Var<T>& x, std::ptrdiff_t axis0, std::ptrdiff_t axis1) {
     std::vector<std::ptrdiff_t> dims(nd);
     std::iota(dims.begin(), dims.end(), std::ptrdiff_t(0));
     const Shape xs = x.shape();
-    std::swap(dims[detail::normalize_axis("transpose", axis0, xs)], dims[detail::normalize_axis("transpose", axis1, xs)]);
+    std::swap(dims[detail::normalize_axis("transpose", axis0, xs)],
+              dims[detail::normalize_axis("transpose", axis1, xs)]);
     return permute(x, dims);
 }
 
@@ -140,7 +141,8 @@ static void slice_backward(Tape<T>& t, std::uint32_t i) {
     const std::uint32_t x = t.input(i, 0);
     const auto s = t.template saved_state<SliceState>(i);
     const AxisView v = around(t.value(x).shape(), s.axis);
-    move_rows(node.grad.data(), s.count, 0, t.grad_ref(x).zeroed().data(), v.n, s.start, v.outer, s.count, v.inner, true);
+    move_rows(node.grad.data(), s.count, 0, t.grad_ref(x).zeroed().data(), v.n, s.start, v.outer, s.count, v.inner,
+              true);
 }
 template <class T>
 static Var<T> take_rows(const char* op, Tape<T>& t, const Var<T>& x, std::size_t axis, std::size_t start,
@@ -148,8 +150,10 @@ static Var<T> take_rows(const char* op, Tape<T>& t, const Var<T>& x, std::size_t
     const Shape xs = x.shape();
     Shape ys;
     for (std::size_t k = 0; k < xs.size(); ++k)
-        if (k != axis) ys.push_back(xs[k]);
-        else if (!drop_axis) ys.push_back(count);
+        if (k != axis)
+            ys.push_back(xs[k]);
+        else if (!drop_axis)
+            ys.push_back(count);
     const std::uint32_t out = t.push(op, {x.index()}, &slice_backward<T>);
     t.template state<SliceState>(out) = {axis, start, count};
     auto& node = t.node(out);
@@ -188,7 +192,8 @@ std::vector<Var<T>> chunk(const Var<T>& x, std::size_t n, std::ptrdiff_t axis) {
     const std::size_t size = std::max<std::size_t>(1, (d + n - 1) / n);
     std::vector<Var<T>> pieces;
     for (std::size_t b = 0; b < d; b += size)
-        pieces.push_back(slice(x, axis, static_cast<std::ptrdiff_t>(b), static_cast<std::ptrdiff_t>(std::min(d, b + size))));
+        pieces.push_back(
+            slice(x, axis, static_cast<std::ptrdiff_t>(b), static_cast<std::ptrdiff_t>(std::min(d, b + size))));
     return pieces;
 }
 
@@ -261,14 +266,14 @@ Var<T> stack(const std::vector<Var<T>>& xs, std::ptrdiff_t axis) {
     return join("stack", xs, axis, true);
 }
 
-#define RECUR_SHAPE(T)                                                                         \
-    template Var<T> reshape(const Var<T>&, const std::vector<std::ptrdiff_t>&);                \
-    template Var<T> transpose(const Var<T>&, std::ptrdiff_t, std::ptrdiff_t);                  \
-    template Var<T> permute(const Var<T>&, const std::vector<std::ptrdiff_t>&);                \
-    template Var<T> slice(const Var<T>&, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t);      \
-    template std::vector<Var<T>> chunk(const Var<T>&, std::size_t, std::ptrdiff_t);            \
-    template Var<T> concat(const std::vector<Var<T>>&, std::ptrdiff_t);                        \
-    template Var<T> stack(const std::vector<Var<T>>&, std::ptrdiff_t);                         \
+#define RECUR_SHAPE(T)                                                                    \
+    template Var<T> reshape(const Var<T>&, const std::vector<std::ptrdiff_t>&);           \
+    template Var<T> transpose(const Var<T>&, std::ptrdiff_t, std::ptrdiff_t);             \
+    template Var<T> permute(const Var<T>&, const std::vector<std::ptrdiff_t>&);           \
+    template Var<T> slice(const Var<T>&, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t); \
+    template std::vector<Var<T>> chunk(const Var<T>&, std::size_t, std::ptrdiff_t);       \
+    template Var<T> concat(const std::vector<Var<T>>&, std::ptrdiff_t);                   \
+    template Var<T> stack(const std::vector<Var<T>>&, std::ptrdiff_t);                    \
     template Var<T> select(const Var<T>&, std::ptrdiff_t, std::ptrdiff_t);
 RECUR_INSTANTIATE_FOR(RECUR_SHAPE)
 

@@ -92,10 +92,10 @@ double categorical_accuracy(const xt::xarray<T>& scores, const xt::xarray<T>& ta
     return categorical_accuracy(scores, ids, ignore_index);
 }
 
-#define RECUR_METRICS(T)                                                                                   \
-    template double mae(const xt::xarray<T>&, const xt::xarray<T>&);                                       \
-    template double mse(const xt::xarray<T>&, const xt::xarray<T>&);                                       \
-    template double binary_accuracy(const xt::xarray<T>&, const xt::xarray<T>&, double);                   \
+#define RECUR_METRICS(T)                                                                                       \
+    template double mae(const xt::xarray<T>&, const xt::xarray<T>&);                                           \
+    template double mse(const xt::xarray<T>&, const xt::xarray<T>&);                                           \
+    template double binary_accuracy(const xt::xarray<T>&, const xt::xarray<T>&, double);                       \
     template double categorical_accuracy(const xt::xarray<T>&, const xt::xarray<std::int64_t>&, std::int64_t); \
     template double categorical_accuracy(const xt::xarray<T>&, const xt::xarray<T>&, std::int64_t);
 RECUR_METRICS(float)

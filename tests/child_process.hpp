@@ -70,7 +70,8 @@ public:
             pollfd pfd{fd_, POLLIN, 0};
             const int ready = ::poll(&pfd, 1, timeout_ms);
             if (ready < 0 && errno == EINTR) continue;
-            if (ready <= 0) throw std::runtime_error("the child process sent nothing for " + std::to_string(timeout_ms) + " ms");
+            if (ready <= 0)
+                throw std::runtime_error("the child process sent nothing for " + std::to_string(timeout_ms) + " ms");
             const ssize_t r = ::read(fd_, p + got, sizeof(M) - got);
             if (r < 0 && errno == EINTR) continue;
             if (r <= 0) return false;

@@ -44,8 +44,10 @@ void note(std::size_t bytes, const void* caller) {
     thread_local bool inside = false;  // dladdr must not count (or recurse into) itself
     if (!counting.load(std::memory_order_relaxed) || inside) return;
     inside = true;
-    if (bytes >= tensor_size && from_onednn(caller)) onednn_allocations.fetch_add(1, std::memory_order_relaxed);
-    else (bytes >= tensor_size ? tensor_allocations : small_allocations).fetch_add(1, std::memory_order_relaxed);
+    if (bytes >= tensor_size && from_onednn(caller))
+        onednn_allocations.fetch_add(1, std::memory_order_relaxed);
+    else
+        (bytes >= tensor_size ? tensor_allocations : small_allocations).fetch_add(1, std::memory_order_relaxed);
     inside = false;
 }
 }  // namespace
@@ -172,8 +174,8 @@ BOOST_AUTO_TEST_CASE(a_fresh_tape_per_step_allocates_no_tensor) {
     BOOST_TEST(gi.tensors == 0, "GRU inference: " << gi.tensors << " tensor allocations");
     BOOST_TEST_MESSAGE("small allocations per step: LSTM " << l.small << " / " << li.small << " (inference), GRU "
                                                            << g.small << " / " << gi.small);
-    BOOST_TEST_MESSAGE("oneDNN sgemm's own packing buffers per step: LSTM " << l.onednn << " / " << li.onednn
-                                                                            << ", GRU " << g.onednn << " / " << gi.onednn);
+    BOOST_TEST_MESSAGE("oneDNN sgemm's own packing buffers per step: LSTM "
+                       << l.onednn << " / " << li.onednn << ", GRU " << g.onednn << " / " << gi.onednn);
 }
 
 BOOST_AUTO_TEST_CASE(steady_state_training_steps_allocate_no_tensor) {
@@ -215,8 +217,8 @@ BOOST_AUTO_TEST_CASE(a_gradient_reducer_adds_no_allocation_to_a_step) {
     });
     BOOST_TEST(reducer.buckets() > 1u);
     BOOST_TEST(with.tensors == 0, with.tensors << " tensor allocations per step with the reducer");
-    BOOST_TEST(with.small == without.small, "small allocations per step: " << with.small << " with the reducer, "
-                                                                            << without.small << " without");
+    BOOST_TEST(with.small == without.small,
+               "small allocations per step: " << with.small << " with the reducer, " << without.small << " without");
 }
 
 BOOST_AUTO_TEST_CASE(the_counter_sees_a_tensor_allocation) {

@@ -46,8 +46,8 @@ BOOST_AUTO_TEST_CASE(backward_inf_names_the_op) {
     Tape<double> t;
     auto x = t.variable(xt::xarray<double>{0.0, 1.0, 4.0});
     AnomalyMode anomaly;
-    Var<double> y = sqrt(x);              // finite forward: sqrt(0) = 0
-    Var<double> loss = sum(y * 3.0);      // upstream gradient 3 at x = 0: 3 / (2 * 0) = inf
+    Var<double> y = sqrt(x);  // finite forward: sqrt(0) = 0
+    Var<double> loss = sum(y * 3.0);  // upstream gradient 3 at x = 0: 3 / (2 * 0) = inf
     BOOST_CHECK_EXCEPTION(t.backward(loss), error,
                           (raises<value_error>({"anomaly", "backward", "'sqrt'", "inf", "input 0", "(3,)"})));
 }
@@ -77,7 +77,8 @@ BOOST_AUTO_TEST_CASE(clean_graphs_and_leaves_pass) {
     auto x = t.constant(xt::xarray<float>{{1.f, 2.f, 3.f}});
     auto bound = t.constant(xt::xarray<float>{-inf, 2.f});  // a leaf: not checked
     Var<float> scores = layer(x) + clamp(bound, -5.f, 5.f);
-    Var<float> loss = sum(masked_softmax(scores, xt::xarray<float>{1.f, 0.f}) * t.constant(xt::xarray<float>{1.f, 2.f}));
+    Var<float> loss =
+        sum(masked_softmax(scores, xt::xarray<float>{1.f, 0.f}) * t.constant(xt::xarray<float>{1.f, 2.f}));
     BOOST_CHECK_NO_THROW(t.backward(loss));
     BOOST_CHECK_EXCEPTION(layer(x) + bound, error, (raises<value_error>({"'add'", "inf", "(1, 2)", "(2,)"})));
     BOOST_CHECK_EXCEPTION(masked_fill(x, xt::xarray<float>{1.f, 0.f, 0.f}, -inf), error,

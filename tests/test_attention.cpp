@@ -61,7 +61,8 @@ void check_padding(Attention& attention, const xt::xarray<double>& query, const 
     const auto& g = m.grad();
     for (std::size_t b = 0; b < lengths.size(); ++b)
         for (auto k = static_cast<std::size_t>(lengths[b]); k < steps; ++k) {
-            for (std::size_t r = 0; r < rows_per_batch; ++r) BOOST_TEST(w.data()[(b * rows_per_batch + r) * steps + k] == 0.0);
+            for (std::size_t r = 0; r < rows_per_batch; ++r)
+                BOOST_TEST(w.data()[(b * rows_per_batch + r) * steps + k] == 0.0);
             for (std::size_t h = 0; h < memory.shape()[2]; ++h) BOOST_TEST(g(b, k, h) == 0.0);
         }
 }
@@ -95,7 +96,8 @@ BOOST_AUTO_TEST_CASE(bmm_is_one_product_per_batch) {
     const xt::xarray<double> a = rnd({3, 10, 128}, 3), b = rnd({3, 128, 128}, 4);
     Tape<float> tf;
     Tape<double> td;
-    auto yf = bmm(tf.constant(xt::xarray<float>(xt::cast<float>(a))), tf.constant(xt::xarray<float>(xt::cast<float>(b))));
+    auto yf =
+        bmm(tf.constant(xt::xarray<float>(xt::cast<float>(a))), tf.constant(xt::xarray<float>(xt::cast<float>(b))));
     auto yd = bmm(td.constant(a), td.constant(b));
     BOOST_TEST(xt::allclose(xt::xarray<double>(xt::cast<double>(yf.value())), yd.value(), 1e-4, 1e-4));
 }
@@ -235,7 +237,8 @@ BOOST_AUTO_TEST_CASE(primitive_errors_name_the_op_and_shapes) {
     Tape<double> t;
     auto x = t.variable(rnd({2, 3}, 7));
     auto a = t.variable(rnd({2, 3, 4}, 8));
-    BOOST_CHECK_EXCEPTION(bmm(a, t.variable(rnd({3, 4, 5}, 9))), error, (raises<shape_error>({"bmm", "(2, 3, 4)", "(3, 4, 5)"})));
+    BOOST_CHECK_EXCEPTION(bmm(a, t.variable(rnd({3, 4, 5}, 9))), error,
+                          (raises<shape_error>({"bmm", "(2, 3, 4)", "(3, 4, 5)"})));
     BOOST_CHECK_EXCEPTION(bmm(a, t.variable(rnd({2, 3, 5}, 9))), error, (raises<shape_error>({"bmm", "(2, 3, 5)"})));
     BOOST_CHECK_EXCEPTION(bmm(x, x), error, (raises<shape_error>({"bmm", "(2, 3)"})));
     BOOST_CHECK_EXCEPTION(masked_softmax(x, xt::xarray<double>{1, 0}), error,
@@ -297,10 +300,11 @@ BOOST_AUTO_TEST_CASE(dot_attention_matches_a_direct_computation) {
 BOOST_AUTO_TEST_CASE(dot_attention_gradients_with_lengths) {
     const std::vector<std::int64_t> lengths{3, 5, 1};
     nn::DotAttention<double> dot({.query_size = 4});
-    check_gradients(dot, rnd({3, 4}, 41), rnd({3, 5, 4}, 42), lengths);            // one query per row
-    check_gradients(dot, rnd({3, 2, 4}, 43), rnd({3, 5, 4}, 44), lengths);         // Tq = 2
+    check_gradients(dot, rnd({3, 4}, 41), rnd({3, 5, 4}, 42), lengths);  // one query per row
+    check_gradients(dot, rnd({3, 2, 4}, 43), rnd({3, 5, 4}, 44), lengths);  // Tq = 2
     check_padding(dot, rnd({3, 2, 4}, 43), rnd({3, 5, 4}, 44), lengths);
-    nn::DotAttention<double> general({.query_size = 4, .key_size = 3, .score = nn::LuongScore::general, .scaled = true});
+    nn::DotAttention<double> general(
+        {.query_size = 4, .key_size = 3, .score = nn::LuongScore::general, .scaled = true});
     BOOST_TEST(general.named_parameters().size() == 1u);
     BOOST_TEST(general.named_parameters()[0].first == "weight");
     BOOST_TEST(general.weight()->shape() == (Shape{4, 3}));
@@ -315,8 +319,9 @@ BOOST_AUTO_TEST_CASE(additive_attention_gradients_with_lengths) {
     nn::AdditiveAttention<double> attend({.query_size = 3, .key_size = 2, .attention_size = 5});
     std::vector<std::string> names;
     for (auto& [name, p] : attend.named_parameters()) names.push_back(name);
-    BOOST_TEST(names == (std::vector<std::string>{"Wa.weight", "Wa.bias", "Ua.weight", "Ua.bias", "Va.weight", "Va.bias"}),
-               boost::test_tools::per_element());
+    BOOST_TEST(
+        names == (std::vector<std::string>{"Wa.weight", "Wa.bias", "Ua.weight", "Ua.bias", "Va.weight", "Va.bias"}),
+        boost::test_tools::per_element());
     check_gradients(attend, rnd({2, 3}, 51), rnd({2, 4, 2}, 52), lengths);
     check_gradients(attend, rnd({2, 3, 3}, 53), rnd({2, 4, 2}, 54), lengths);
     check_padding(attend, rnd({2, 3, 3}, 53), rnd({2, 4, 2}, 54), lengths);

@@ -96,13 +96,16 @@ BOOST_AUTO_TEST_CASE(packed_f32_product_equals_the_plain_one) {
             const auto a = uniform({m, k}, 1), c0 = uniform({m, n}, 2);
             const auto w = transpose_w ? uniform({n, k}, 3) : uniform({k, n}, 3);
             xt::xarray<float> packed = c0, plain = c0;
-            detail::packed_gemm(Precision::f32, m, n, k, a.data(), k, {nullptr, 0, w.data(), w.shape()[0], w.shape()[1]},
-                                transpose_w, true, packed.data(), n);
+            detail::packed_gemm(Precision::f32, m, n, k, a.data(), k,
+                                {nullptr, 0, w.data(), w.shape()[0], w.shape()[1]}, transpose_w, true, packed.data(),
+                                n);
             detail::gemm<float>(false, transpose_w, m, n, k, 1.0f, a.data(), k, w.data(), transpose_w ? k : n, 1.0f,
                                 plain.data(), n);
-            BOOST_TEST(close(packed, plain, 1e-5 * double(k)), m << "x" << n << "x" << k << " transposed " << transpose_w);
-            detail::packed_gemm(Precision::f32, m, n, k, a.data(), k, {nullptr, 0, w.data(), w.shape()[0], w.shape()[1]},
-                                transpose_w, false, packed.data(), n);
+            BOOST_TEST(close(packed, plain, 1e-5 * double(k)),
+                       m << "x" << n << "x" << k << " transposed " << transpose_w);
+            detail::packed_gemm(Precision::f32, m, n, k, a.data(), k,
+                                {nullptr, 0, w.data(), w.shape()[0], w.shape()[1]}, transpose_w, false, packed.data(),
+                                n);
             plain = c0;
             detail::gemm<float>(false, transpose_w, m, n, k, 1.0f, a.data(), k, w.data(), transpose_w ? k : n, 0.0f,
                                 plain.data(), n);
@@ -118,12 +121,14 @@ BOOST_AUTO_TEST_CASE(a_weight_is_packed_once_per_version) {
     auto product = [&] {
         xt::xarray<float> c = xt::zeros<float>({m, n});
         const auto& w = std::as_const(p).value();
-        detail::packed_gemm(Precision::f32, m, n, k, a.data(), k, {&p, p.version(), w.data(), n, k}, true, false, c.data(), n);
+        detail::packed_gemm(Precision::f32, m, n, k, a.data(), k, {&p, p.version(), w.data(), n, k}, true, false,
+                            c.data(), n);
         return c;
     };
     auto reference = [&] {
         xt::xarray<float> c = xt::zeros<float>({m, n});
-        detail::gemm<float>(false, true, m, n, k, 1.0f, a.data(), k, std::as_const(p).value().data(), k, 0.0f, c.data(), n);
+        detail::gemm<float>(false, true, m, n, k, 1.0f, a.data(), k, std::as_const(p).value().data(), k, 0.0f, c.data(),
+                            n);
         return c;
     };
     const auto before = detail::weight_packs();
@@ -131,8 +136,8 @@ BOOST_AUTO_TEST_CASE(a_weight_is_packed_once_per_version) {
     BOOST_TEST(detail::weight_packs() == before + 1);
     for (int s = 0; s < 5; ++s) BOOST_TEST(close(product(), reference(), 1e-4));
     BOOST_TEST(detail::weight_packs() == before + 1);  // the same version: no new packing
-    p.value() *= 2.0f;                                 // an optimizer's update: a new version
-    BOOST_TEST(close(product(), reference(), 1e-4));   // the new values, not the cached ones
+    p.value() *= 2.0f;  // an optimizer's update: a new version
+    BOOST_TEST(close(product(), reference(), 1e-4));  // the new values, not the cached ones
     BOOST_TEST(detail::weight_packs() == before + 2);
 }
 
@@ -205,10 +210,11 @@ BOOST_AUTO_TEST_CASE(bf16_step_equals_f32_step_on_rounded_operands) {
                     lstm_step(tape.constant(xs), 0, 1, hv, tape.constant(c), tape.bind(wp), tape.bind(bp)).h.value());
             return xt::xarray<float>(gru_step(tape.constant(xs), 0, 1, hv, tape.bind(wp), tape.bind(bp)).value());
         };
-        const auto bf16 = run(Precision::bf16, false), reference = run(Precision::f32, true), plain = run(Precision::f32, false);
+        const auto bf16 = run(Precision::bf16, false), reference = run(Precision::f32, true),
+                   plain = run(Precision::f32, false);
         BOOST_TEST(close(bf16, reference, 1e-6), "gates " << gates);
         BOOST_TEST(!close(bf16, plain, 1e-6));  // the rounding did happen
-        BOOST_TEST(close(bf16, plain, 3e-2));   // and is only bf16's
+        BOOST_TEST(close(bf16, plain, 3e-2));  // and is only bf16's
     }
 }
 
@@ -218,7 +224,7 @@ BOOST_AUTO_TEST_CASE(bf16_sequence_kernels_equal_bf16_steps) {
     nn::LSTM<float> lstm({.input_size = I, .hidden_size = H, .batch_first = true});
     nn::GRU<float> gru({.input_size = I, .hidden_size = H, .batch_first = true});
     Tape<float> infer({.record = false, .precision = Precision::bf16});  // lstm_sequence / gru_sequence
-    Tape<float> steps({.precision = Precision::bf16});                   // a step node per time step
+    Tape<float> steps({.precision = Precision::bf16});  // a step node per time step
     BOOST_TEST(close(lstm(infer.constant(x)).output.value(), lstm(steps.constant(x)).output.value(), 1e-6));
     BOOST_TEST(close(gru(infer.constant(x)).output.value(), gru(steps.constant(x)).output.value(), 1e-6));
 }
@@ -243,7 +249,8 @@ BOOST_AUTO_TEST_CASE(bf16_weight_gradient_product_equals_f32_on_rounded_operands
     for (bool accumulate : {false, true}) {
         xt::xarray<float> got = c0, want = c0;
         detail::bf16_gemm_tn(m, n, k, a.data(), m, b.data(), n, accumulate, got.data(), n);
-        detail::gemm<float>(true, false, m, n, k, 1.0f, ar.data(), m, br.data(), n, accumulate ? 1.0f : 0.0f, want.data(), n);
+        detail::gemm<float>(true, false, m, n, k, 1.0f, ar.data(), m, br.data(), n, accumulate ? 1.0f : 0.0f,
+                            want.data(), n);
         BOOST_TEST(close(got, want, 1e-6), "accumulate " << accumulate);
     }
 }
@@ -277,9 +284,9 @@ BOOST_AUTO_TEST_CASE(fit_and_predict_run_under_the_policy) {
     auto trained = [&](Precision precision) {
         manual_seed(3);
         auto model = std::make_unique<nn::Sequential<float>>();
-        model->add(nn::recurrent_layer(std::make_unique<nn::GRU<float>>(nn::GRUOptions{.input_size = 1, .hidden_size = 32,
-                                                                                         .batch_first = true}),
-                                       nn::Return::last));
+        model->add(nn::recurrent_layer(
+            std::make_unique<nn::GRU<float>>(nn::GRUOptions{.input_size = 1, .hidden_size = 32, .batch_first = true}),
+            nn::Return::last));
         model->emplace<nn::Linear<float>>(32, 1);
         optim::Adam<float> adam(model->parameters(), {.lr = 1e-2});
         const auto h = train::fit<float>(*model, mse, adam, data,
@@ -297,7 +304,8 @@ BOOST_AUTO_TEST_CASE(fit_and_predict_run_under_the_policy) {
 }
 
 BOOST_AUTO_TEST_CASE(double_and_parallel_runs_refuse_bf16) {
-    BOOST_TEST(throws_with<value_error>([] { Tape<double> t({.precision = Precision::bf16}); }, {"Tape<double>", "bf16"}));
+    BOOST_TEST(
+        throws_with<value_error>([] { Tape<double> t({.precision = Precision::bf16}); }, {"Tape<double>", "bf16"}));
     Tape<double> fine;  // f32 (the default) is a double tape's own precision
     BOOST_TEST((fine.precision() == Precision::f32));
     nn::Sequential<double> model;
@@ -305,9 +313,10 @@ BOOST_AUTO_TEST_CASE(double_and_parallel_runs_refuse_bf16) {
     optim::SGD<double> sgd(model.parameters(), {.lr = 0.1});
     train::Dataset<double> data{xt::zeros<double>({4, 2}), xt::zeros<double>({4, 1}), {}};
     const train::LossFn<double> mse = [](const Var<double>& p, const Var<double>& t) { return nn::mse_loss(p, t); };
-    BOOST_TEST(throws_with<value_error>([&] { train::fit<double>(model, mse, sgd, data, {.verbose = 0, .precision = Precision::bf16}); },
-                                        {"bf16"}));
-    BOOST_TEST(throws_with<value_error>([&] { train::predict<double>(model, data.x, 2, {}, Precision::bf16); }, {"bf16"}));
+    BOOST_TEST(throws_with<value_error>(
+        [&] { train::fit<double>(model, mse, sgd, data, {.verbose = 0, .precision = Precision::bf16}); }, {"bf16"}));
+    BOOST_TEST(
+        throws_with<value_error>([&] { train::predict<double>(model, data.x, 2, {}, Precision::bf16); }, {"bf16"}));
     BOOST_TEST(throws_with<value_error>([] { parse_precision("fp8", "--precision"); }, {"--precision", "fp8"}));
     BOOST_TEST((parse_precision("bf16") == Precision::bf16));
 }
@@ -323,7 +332,8 @@ BOOST_AUTO_TEST_CASE(bf16_without_avx512_bf16_is_emulated) {
     const auto a = uniform({m, k}, 18), w = uniform({n, k}, 19);
     auto bf16_product = [&] {
         xt::xarray<float> c = xt::zeros<float>({m, n});
-        detail::packed_gemm(Precision::bf16, m, n, k, a.data(), k, {nullptr, 0, w.data(), n, k}, true, false, c.data(), n);
+        detail::packed_gemm(Precision::bf16, m, n, k, a.data(), k, {nullptr, 0, w.data(), n, k}, true, false, c.data(),
+                            n);
         return c;
     };
     if (role == nullptr) {  // the parent: run this case in children with the ISA capped

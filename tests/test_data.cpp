@@ -411,7 +411,7 @@ BOOST_AUTO_TEST_CASE(train_test_split_paired_and_seeded) {
     BOOST_TEST((s.train == std::vector<std::size_t>{0, 3, 8, 4, 2, 5, 6}));
     BOOST_TEST(train_test_indices(10, 0.3, 43).test != s.test);
     BOOST_TEST(train_test_indices(10, 0.25, 1).test.size() == 3u);  // ceil(2.5)
-    BOOST_TEST(train_test_indices(30, 0.1, 1).test.size() == 3u);   // 0.1 * 30 is 3.0000000000000004
+    BOOST_TEST(train_test_indices(30, 0.1, 1).test.size() == 3u);  // 0.1 * 30 is 3.0000000000000004
 }
 
 BOOST_AUTO_TEST_CASE(train_test_split_errors) {

@@ -73,7 +73,8 @@ BOOST_AUTO_TEST_CASE(a_bucket_is_reduced_as_soon_as_its_parameters_are_final) {
     recur::distributed::GradReducer<double> small(comm, params, {.bucket_bytes = 8});
     small.begin(1.0);
     small.ready(*params.back());  // the head's bias: bucket 0 is complete
-    for (int k = 0; k < 2000 && comm.allreduces.load() == 0; ++k) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int k = 0; k < 2000 && comm.allreduces.load() == 0; ++k)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     BOOST_TEST(comm.allreduces.load() == 1, "bucket 0 went to the communicator before finish()");
     small.ready(*params[0]);  // the last bucket: ready, but bucket 1.. are not, so it waits its turn
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -103,10 +104,12 @@ BOOST_AUTO_TEST_CASE(buckets_follow_the_order_backward_finishes_the_parameters) 
 BOOST_AUTO_TEST_CASE(misuse_is_reported) {
     auto model = lstm_and_head();
     OneRank comm;
-    BOOST_CHECK_EXCEPTION(recur::distributed::GradReducer<double>(comm, {}), value_error, raises<value_error>("GradReducer", "no parameters"));
+    BOOST_CHECK_EXCEPTION(recur::distributed::GradReducer<double>(comm, {}), value_error,
+                          raises<value_error>("GradReducer", "no parameters"));
     auto p = model->parameters();
     p.push_back(p.front());
-    BOOST_CHECK_EXCEPTION(recur::distributed::GradReducer<double>(comm, p), value_error, raises<value_error>("listed twice"));
+    BOOST_CHECK_EXCEPTION(recur::distributed::GradReducer<double>(comm, p), value_error,
+                          raises<value_error>("listed twice"));
     recur::distributed::GradReducer<double> reducer(comm, model->parameters());
     BOOST_CHECK_EXCEPTION(reducer.finish(), value_error, raises<value_error>("GradReducer::finish"));
     reducer.begin(1);

@@ -38,7 +38,8 @@ train::Dataset<double> sequence_data(std::size_t n, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<double> u(-1, 1);
     std::uniform_int_distribution<std::int64_t> len(2, 6);
-    train::Dataset<double> d{xt::zeros<double>({n, std::size_t(6), std::size_t(1)}), xt::zeros<double>({n, std::size_t(1)}), {}};
+    train::Dataset<double> d{
+        xt::zeros<double>({n, std::size_t(6), std::size_t(1)}), xt::zeros<double>({n, std::size_t(1)}), {}};
     for (std::size_t i = 0; i < n; ++i) {
         d.lengths.push_back(len(rng));
         for (std::int64_t t = 0; t < d.lengths.back(); ++t) {
@@ -51,8 +52,9 @@ train::Dataset<double> sequence_data(std::size_t n, std::uint64_t seed) {
 
 std::unique_ptr<nn::Sequential<double>> sequence_model() {
     auto m = std::make_unique<nn::Sequential<double>>();
-    m->add(nn::recurrent_layer(std::make_unique<nn::LSTM<double>>(nn::LSTMOptions{.input_size = 1, .hidden_size = 6, .batch_first = true}),
-                               nn::Return::last));
+    m->add(nn::recurrent_layer(
+        std::make_unique<nn::LSTM<double>>(nn::LSTMOptions{.input_size = 1, .hidden_size = 6, .batch_first = true}),
+        nn::Return::last));
     m->emplace<nn::Dropout<double>>(0.3);
     m->emplace<nn::Linear<double>>(6, 1);
     return m;
@@ -91,9 +93,9 @@ BOOST_AUTO_TEST_CASE(fit_learns_and_records_history) {
     auto& lin = model.emplace<nn::Linear<double>>(2, 1);
     optim::SGD<double> sgd(model.parameters(), {.lr = 0.1});
     const auto data = linear_data(200, 2);
-    const auto h = train::fit<double>(model, mse, sgd, data,
-                                      {.epochs = 30, .batch_size = 16, .validation_split = 0.25,
-                                       .metrics = {train::mae<double>()}, .verbose = 0});
+    const auto h = train::fit<double>(
+        model, mse, sgd, data,
+        {.epochs = 30, .batch_size = 16, .validation_split = 0.25, .metrics = {train::mae<double>()}, .verbose = 0});
     BOOST_TEST(h.epochs() == 30u);
     BOOST_TEST(h["loss"].front() > 100 * h["loss"].back());
     BOOST_TEST(h["val_loss"].back() < 1e-8);
@@ -123,7 +125,8 @@ BOOST_AUTO_TEST_CASE(evaluate_and_predict_match_a_manual_pass) {
     model->eval();
     Tape<double> t;
     auto all = (*model)(t.constant(data.x), data.lengths);
-    for (std::size_t i = 0; i < 37; ++i) BOOST_TEST(pred(i, 0) == all.value()(i, 0), boost::test_tools::tolerance(1e-12));
+    for (std::size_t i = 0; i < 37; ++i)
+        BOOST_TEST(pred(i, 0) == all.value()(i, 0), boost::test_tools::tolerance(1e-12));
     auto ev = train::evaluate<double>(*model, mse, data, 5, {train::mae<double>()});
     double m = 0, a = 0;
     for (std::size_t i = 0; i < 37; ++i) {
@@ -139,7 +142,8 @@ BOOST_AUTO_TEST_CASE(resumed_run_ends_with_the_same_weights) {
     TempDir dir;
     const std::string ckpt = (dir.path / "ckpt.npz").string();
     const auto data = sequence_data(64, 4);
-    const train::FitOptions<double> base{.epochs = 4, .batch_size = 10, .validation_split = 0.2, .verbose = 0, .seed = 9};
+    const train::FitOptions<double> base{
+        .epochs = 4, .batch_size = 10, .validation_split = 0.2, .verbose = 0, .seed = 9};
 
     const auto straight = uninterrupted_run(data, base);
 
@@ -173,7 +177,8 @@ BOOST_AUTO_TEST_CASE(run_resumed_after_sigkill_ends_with_the_same_weights) {
     TempDir dir;
     const std::string ckpt = (dir.path / "ckpt.npz").string(), final_weights = (dir.path / "final.npz").string();
     const auto data = sequence_data(64, 4);
-    const train::FitOptions<double> base{.epochs = 6, .batch_size = 10, .validation_split = 0.2, .verbose = 0, .seed = 9};
+    const train::FitOptions<double> base{
+        .epochs = 6, .batch_size = 10, .validation_split = 0.2, .verbose = 0, .seed = 9};
 
     const auto straight = uninterrupted_run(data, base);
 
@@ -271,8 +276,9 @@ BOOST_AUTO_TEST_CASE(early_stopping_stops_and_restores_the_best_weights) {
     auto data = linear_data(100, 7);
     auto val = linear_data(40, 8);
     for (auto& v : val.y) v = -v;
-    const auto h = train::fit<double>(model, mse, sgd, data,
-                                      {.epochs = 50, .batch_size = 10, .validation_data = &val, .callbacks = {&stop}, .verbose = 0});
+    const auto h = train::fit<double>(
+        model, mse, sgd, data,
+        {.epochs = 50, .batch_size = 10, .validation_data = &val, .callbacks = {&stop}, .verbose = 0});
     BOOST_TEST(h.epochs() < 50u);
     BOOST_REQUIRE(stop.stopped_epoch().has_value());
     BOOST_TEST(*stop.stopped_epoch() == stop.best_epoch() + 2);
@@ -291,11 +297,13 @@ BOOST_AUTO_TEST_CASE(non_finite_loss_stops_or_skips) {
         Var<double> l = nn::mse_loss(p, t);
         return ++calls == 2 ? l * std::numeric_limits<double>::quiet_NaN() : l;
     };
-    BOOST_TEST(throws_with<value_error>([&] { train::fit<double>(model, bad, sgd, data, {.epochs = 1, .batch_size = 10, .verbose = 0}); },
-                                        {"fit", "epoch 1", "batch 2 of 3"}));
+    BOOST_TEST(throws_with<value_error>(
+        [&] { train::fit<double>(model, bad, sgd, data, {.epochs = 1, .batch_size = 10, .verbose = 0}); },
+        {"fit", "epoch 1", "batch 2 of 3"}));
     calls = 0;
-    const auto h = train::fit<double>(model, bad, sgd, data,
-                                      {.epochs = 1, .batch_size = 10, .verbose = 0, .on_non_finite = train::NonFinite::skip_batch});
+    const auto h = train::fit<double>(
+        model, bad, sgd, data,
+        {.epochs = 1, .batch_size = 10, .verbose = 0, .on_non_finite = train::NonFinite::skip_batch});
     BOOST_TEST(h["skipped_batches"].front() == 1.0);
     BOOST_TEST(std::isfinite(h["loss"].front()));
 }
@@ -304,10 +312,14 @@ BOOST_AUTO_TEST_CASE(non_finite_loss_stops_or_skips) {
 // validates on the finite samples): the run equals one on the data without those batches.
 BOOST_AUTO_TEST_CASE(non_finite_samples_skip_their_batches) {
     auto data = linear_data(40, 12);
-    data.x(5, 0) = std::nan("");                              // training batch 1 of 3
+    data.x(5, 0) = std::nan("");  // training batch 1 of 3
     data.y(33, 0) = std::numeric_limits<double>::infinity();  // the validation split (30..39)
-    const train::FitOptions<double> o{.epochs = 3, .batch_size = 10, .validation_split = 0.25, .verbose = 0,
-                                      .shuffle = false, .on_non_finite = train::NonFinite::skip_batch};
+    const train::FitOptions<double> o{.epochs = 3,
+                                      .batch_size = 10,
+                                      .validation_split = 0.25,
+                                      .verbose = 0,
+                                      .shuffle = false,
+                                      .on_non_finite = train::NonFinite::skip_batch};
     manual_seed(13);
     nn::Sequential<double> model;
     model.emplace<nn::Linear<double>>(2, 1);
@@ -349,7 +361,11 @@ BOOST_AUTO_TEST_CASE(bad_input_is_reported) {
     };
     train::Dataset<double> mismatched{data.x, xt::zeros<double>({9, 1}), {}};
     BOOST_TEST(throws_with<shape_error>([&] { fit(mismatched, 4); }, {"fit", "(10, 2)", "(9, 1)"}));
-    BOOST_TEST(throws_with<value_error>([&] { fit({xt::zeros<double>({0, 2}), xt::zeros<double>({0, 1}), {}}, 4); }, {"fit", "empty"}));
+    BOOST_TEST(throws_with<value_error>(
+        [&] {
+            fit({xt::zeros<double>({0, 2}), xt::zeros<double>({0, 1}), {}}, 4);
+        },
+        {"fit", "empty"}));
     BOOST_TEST(throws_with<value_error>([&] { fit(data, 0); }, {"fit", "batch_size"}));
     auto with_nan = data;
     with_nan.x(3, 1) = std::nan("");
@@ -381,7 +397,7 @@ bool same_state(const std::vector<xt::xarray<T>>& a, const std::vector<xt::xarra
     if (a.size() != b.size()) return false;
     for (std::size_t k = 0; k < a.size(); ++k)
         if (a[k].shape() != b[k].shape() || !std::equal(a[k].begin(), a[k].end(), b[k].begin(),
-                                                          [](T x, T y) { return std::memcmp(&x, &y, sizeof(T)) == 0; }))
+                                                        [](T x, T y) { return std::memcmp(&x, &y, sizeof(T)) == 0; }))
             return false;
     return true;
 }
@@ -486,7 +502,15 @@ BOOST_AUTO_TEST_CASE(resume_rejects_a_shape_whose_strides_overflow) {
             std::string header = h;
             while ((10 + header.size() + 1) % 64 != 0) header += ' ';
             header += '\n';
-            bytes = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(header.size()),
+            bytes = {0x93,
+                     'N',
+                     'U',
+                     'M',
+                     'P',
+                     'Y',
+                     1,
+                     0,
+                     static_cast<unsigned char>(header.size()),
                      static_cast<unsigned char>(header.size() >> 8)};
             bytes.insert(bytes.end(), header.begin(), header.end());
         }
@@ -499,8 +523,9 @@ BOOST_AUTO_TEST_CASE(resume_rejects_a_shape_whose_strides_overflow) {
     }
     for (auto* p : model.parameters()) p->value().fill(4.0);
     const auto before = train_state<double>(model, sgd);
-    BOOST_TEST(throws_with<io_error>([&] { train::resume(bad, model, sgd); },
-                                     {bad, "'optimizer.0.momentum_buffer'", "(0, 4294967296, 4294967296)", "too large"}));
+    BOOST_TEST(
+        throws_with<io_error>([&] { train::resume(bad, model, sgd); },
+                              {bad, "'optimizer.0.momentum_buffer'", "(0, 4294967296, 4294967296)", "too large"}));
     BOOST_TEST(same_state(before, train_state<double>(model, sgd)));
     BOOST_TEST(train::resume(good, model, sgd) == 1u);
 }

@@ -89,10 +89,12 @@ template <class Cell>
 double fused_vs_composed(Cell& cell, const Shape& xshape, bool batch_first, bool reverse) {
     using T = typename Cell::value_type;
     Composed<Cell> reference(cell);
-    auto fused = run(cell, [&](auto& x, auto& s, UnrollOptions o) { return unroll(cell, x, s, {}, o); }, xshape,
-                     batch_first, reverse);
-    auto composed = run(cell, [&](auto& x, auto& s, UnrollOptions o) { return unroll(reference, x, s, {}, o); },
-                        xshape, batch_first, reverse);
+    auto fused = run(
+        cell, [&](auto& x, auto& s, UnrollOptions o) { return unroll(cell, x, s, {}, o); }, xshape, batch_first,
+        reverse);
+    auto composed = run(
+        cell, [&](auto& x, auto& s, UnrollOptions o) { return unroll(reference, x, s, {}, o); }, xshape, batch_first,
+        reverse);
     BOOST_REQUIRE_EQUAL(fused.values.size(), composed.values.size());
     double worst = 0;
     for (std::size_t k = 0; k < fused.values.size(); ++k)
@@ -217,7 +219,8 @@ void inference_equals_recorded(Module& m, bool batch_first, double tol) {
         auto b = m.forward(inference.constant(x), {}, lens);
         BOOST_TEST(max_rel_diff<T>(a.output.value(), b.output.value()) <= tol);
         BOOST_TEST_REQUIRE(a.state.size() == b.state.size());
-        for (std::size_t k = 0; k < a.state.size(); ++k) BOOST_TEST(max_rel_diff<T>(a.state[k].value(), b.state[k].value()) <= tol);
+        for (std::size_t k = 0; k < a.state.size(); ++k)
+            BOOST_TEST(max_rel_diff<T>(a.state[k].value(), b.state[k].value()) <= tol);
         BOOST_TEST(step_nodes(recorded) == steps * (m.named_parameters().size() / 4));  // a node per step and cell
         BOOST_TEST(step_nodes(inference) == 0);  // no node per step
     }
@@ -225,7 +228,8 @@ void inference_equals_recorded(Module& m, bool batch_first, double tol) {
 
 BOOST_AUTO_TEST_CASE(inference_runs_whole_layers_with_the_recorded_results) {
     for (bool bf : {false, true}) {
-        LSTM<double> lstm({.input_size = 5, .hidden_size = 4, .num_layers = 2, .batch_first = bf, .bidirectional = true});
+        LSTM<double> lstm(
+            {.input_size = 5, .hidden_size = 4, .num_layers = 2, .batch_first = bf, .bidirectional = true});
         GRU<double> gru({.input_size = 5, .hidden_size = 4, .num_layers = 2, .batch_first = bf, .bidirectional = true});
         inference_equals_recorded<double>(lstm, bf, 1e-14);
         inference_equals_recorded<double>(gru, bf, 1e-14);
@@ -250,14 +254,17 @@ BOOST_AUTO_TEST_CASE(whole_layer_kernels_are_inference_only_and_check_their_inpu
     auto xs = t.constant(random_array<double>({4, 2, 12}, 73));
     auto h = t.zeros({2, 3}), c = t.zeros({2, 3});
     auto w = t.variable(random_array<double>({12, 3}, 74));
-    BOOST_TEST(recur::testing::throws_with<tape_error>([&] { (void)lstm_sequence(xs, 0, false, h, c, w, Var<double>()); },
-                                                       {"lstm_sequence", "inference only"}));
+    BOOST_TEST(recur::testing::throws_with<tape_error>(
+        [&] { (void)lstm_sequence(xs, 0, false, h, c, w, Var<double>()); }, {"lstm_sequence", "inference only"}));
     Tape<double> inference({.record = false});
     auto xi = inference.constant(random_array<double>({4, 2, 9}, 75));
     auto hi = inference.zeros({2, 3});
     auto wi = inference.constant(random_array<double>({9, 3}, 76));
     BOOST_TEST(recur::testing::throws_with<index_error>(
-        [&] { (void)gru_sequence(xi, 0, false, hi, wi, Var<double>(), {1, 5}); }, {"gru_sequence", "length 5"}));
+        [&] {
+            (void)gru_sequence(xi, 0, false, hi, wi, Var<double>(), {1, 5});
+        },
+        {"gru_sequence", "length 5"}));
     BOOST_TEST(recur::testing::throws_with<shape_error>(
         [&] { (void)gru_sequence(xi, 1, false, hi, wi, Var<double>()); }, {"gru_sequence", "xs must be"}));
 }
@@ -272,8 +279,8 @@ BOOST_AUTO_TEST_CASE(saturated_gates_stay_finite) {
     auto lstm = lstm_pointwise(xg * 2.0f, hg, c);  // pre-activations ±1e4
     Var<float> g = gru_pointwise(xg3, hg3, c);
     t.backward(sum(lstm.h) + sum(lstm.c) + sum(g));
-    for (const auto* a : {&lstm.h.value(), &lstm.c.value(), &g.value(), &xg.grad(), &hg.grad(), &c.grad(),
-                          &xg3.grad(), &hg3.grad()})
+    for (const auto* a :
+         {&lstm.h.value(), &lstm.c.value(), &g.value(), &xg.grad(), &hg.grad(), &c.grad(), &xg3.grad(), &hg3.grad()})
         BOOST_TEST(xt::all(xt::isfinite(*a)));
 }
 
@@ -281,28 +288,58 @@ BOOST_AUTO_TEST_CASE(bad_shapes_name_the_op_and_the_shapes) {
     using recur::testing::throws_with;
     Tape<float> t;
     auto v = [&](const Shape& s) { return t.variable(xt::xarray<float>::from_shape(s)); };
-    BOOST_TEST(throws_with<shape_error>([&] { lstm_pointwise(v({2, 12}), v({2, 12}), v({2, 4})); },
-                                        {"lstm_pointwise", "(2, 12)", "(2, 4)"}));
-    BOOST_TEST(throws_with<shape_error>([&] { lstm_pointwise(v({2, 16}), v({3, 16}), v({2, 4})); },
-                                        {"lstm_pointwise", "hg", "(3, 16)"}));
-    BOOST_TEST(throws_with<shape_error>([&] { gru_pointwise(v({2, 9}), v({2, 9}), v({2, 3, 1})); },
-                                        {"gru_pointwise", "(2, 3, 1)"}));
-    BOOST_TEST(throws_with<shape_error>([&] { gru_step(v({5, 3, 9}), 1, 0, v({2, 3}), v({9, 3})); },
-                                        {"gru_step", "(B, T, 3H)", "(5, 3, 9)"}));
-    BOOST_TEST(throws_with<shape_error>([&] { gru_step(v({5, 2, 9}), 0, 0, v({2, 3}), v({9, 4})); },
-                                        {"gru_step", "w_hh", "(9, 4)"}));
-    BOOST_TEST(throws_with<shape_error>([&] { lstm_step(v({5, 2, 16}), 0, 0, v({2, 4}), v({2, 4}), v({16, 4}), v({12})); },
-                                        {"lstm_step", "b_hh", "b_hh (12"}));
-    BOOST_TEST(throws_with<shape_error>([&] { lstm_step(v({5, 2, 16}), 0, 0, v({3, 4}), v({2, 4}), v({16, 4})); },
-                                        {"lstm_step", "h (3, 4)", "c (2, 4)"}));
-    BOOST_TEST(throws_with<index_error>([&] { lstm_step(v({5, 2, 16}), 0, 5, v({2, 4}), v({2, 4}), v({16, 4})); },
-                                        {"lstm_step", "step 5", "5 time steps"}));
-    BOOST_TEST(throws_with<index_error>([&] { gru_step(v({5, 2, 9}), 2, 0, v({2, 3}), v({9, 3})); },
-                                        {"gru_step", "time_axis"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            lstm_pointwise(v({2, 12}), v({2, 12}), v({2, 4}));
+        },
+        {"lstm_pointwise", "(2, 12)", "(2, 4)"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            lstm_pointwise(v({2, 16}), v({3, 16}), v({2, 4}));
+        },
+        {"lstm_pointwise", "hg", "(3, 16)"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            gru_pointwise(v({2, 9}), v({2, 9}), v({2, 3, 1}));
+        },
+        {"gru_pointwise", "(2, 3, 1)"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            gru_step(v({5, 3, 9}), 1, 0, v({2, 3}), v({9, 3}));
+        },
+        {"gru_step", "(B, T, 3H)", "(5, 3, 9)"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            gru_step(v({5, 2, 9}), 0, 0, v({2, 3}), v({9, 4}));
+        },
+        {"gru_step", "w_hh", "(9, 4)"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            lstm_step(v({5, 2, 16}), 0, 0, v({2, 4}), v({2, 4}), v({16, 4}), v({12}));
+        },
+        {"lstm_step", "b_hh", "b_hh (12"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            lstm_step(v({5, 2, 16}), 0, 0, v({3, 4}), v({2, 4}), v({16, 4}));
+        },
+        {"lstm_step", "h (3, 4)", "c (2, 4)"}));
+    BOOST_TEST(throws_with<index_error>(
+        [&] {
+            lstm_step(v({5, 2, 16}), 0, 5, v({2, 4}), v({2, 4}), v({16, 4}));
+        },
+        {"lstm_step", "step 5", "5 time steps"}));
+    BOOST_TEST(throws_with<index_error>(
+        [&] {
+            gru_step(v({5, 2, 9}), 2, 0, v({2, 3}), v({9, 3}));
+        },
+        {"gru_step", "time_axis"}));
     Tape<float> other;
     Var<float> elsewhere = other.variable(xt::xarray<float>::from_shape({2, 4}));
-    BOOST_TEST(throws_with<tape_error>([&] { lstm_pointwise(v({2, 16}), v({2, 16}), elsewhere); },
-                                       {"lstm_pointwise", "different tapes"}));
+    BOOST_TEST(throws_with<tape_error>(
+        [&] {
+            lstm_pointwise(v({2, 16}), v({2, 16}), elsewhere);
+        },
+        {"lstm_pointwise", "different tapes"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

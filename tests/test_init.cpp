@@ -15,7 +15,6 @@
 
 using namespace recur;
 
-
 namespace {
 
 template <class T = double>

@@ -100,8 +100,12 @@ bool identical(const xt::xarray<T>& a, const xt::xarray<T>& b) {
 
 // The values make_npz_fixtures.py uses.
 const xt::xarray<double> kF2x3{{0.1, -2.5, 3.0}, {1e-300, 4.25, -0.0}};
-xt::xarray<double> vec() { return make<double>({5}, [](std::size_t k) { return double(k) * 1.5 - 2.0; }); }
-xt::xarray<double> cube() { return make<double>({2, 3, 4}, [](std::size_t k) { return double(k) * 0.5; }); }
+xt::xarray<double> vec() {
+    return make<double>({5}, [](std::size_t k) { return double(k) * 1.5 - 2.0; });
+}
+xt::xarray<double> cube() {
+    return make<double>({2, 3, 4}, [](std::size_t k) { return double(k) * 0.5; });
+}
 xt::xarray<float> grid32() {
     return make<float>({3, 4}, [](std::size_t k) { return double((float(k) - 4.0f) / 8.0f); });
 }
@@ -122,7 +126,8 @@ std::string expect_io_error(const std::function<void()>& f, std::initializer_lis
         BOOST_ERROR("expected io_error, got a non-standard exception");
         return "";
     }
-    for (const auto& p : parts) BOOST_TEST(msg.find(p) != std::string::npos, "message \"" << msg << "\" lacks \"" << p << "\"");
+    for (const auto& p : parts)
+        BOOST_TEST(msg.find(p) != std::string::npos, "message \"" << msg << "\" lacks \"" << p << "\"");
     return msg;
 }
 
@@ -182,7 +187,8 @@ Spec lstm_spec(std::size_t input, std::size_t hidden, std::size_t layers) {
 template <class T>
 void fill(nn::Module<T>& m, double offset = 0.0) {
     for (auto& [name, p] : m.named_parameters())
-        for (std::size_t k = 0; k < p->size(); ++k) p->value().data()[k] = static_cast<T>(double(k) * 0.25 - 1.0 + offset);
+        for (std::size_t k = 0; k < p->size(); ++k)
+            p->value().data()[k] = static_cast<T>(double(k) * 0.25 - 1.0 + offset);
 }
 
 template <class T>
@@ -269,7 +275,8 @@ BOOST_AUTO_TEST_CASE(npy_reads_numpy_files) {
 }
 
 BOOST_AUTO_TEST_CASE(npy_rejects_other_dtypes) {
-    expect_io_error([] { recur::io::load_npy<double>(data("np_i64.npy")); }, {"np_i64.npy", "'<i8'", "int64", "float32"});
+    expect_io_error([] { recur::io::load_npy<double>(data("np_i64.npy")); },
+                    {"np_i64.npy", "'<i8'", "int64", "float32"});
     expect_io_error([] { recur::io::load_npy<double>(data("np_f8_be.npy")); }, {"np_f8_be.npy", "'>f8'", "big-endian"});
     expect_io_error([] { recur::io::load_npy<float>(data("np_c16.npy")); }, {"np_c16.npy", "'<c16'", "complex128"});
     expect_io_error([] { recur::io::load_npy<float>(data("np_structured.npy")); }, {"np_structured.npy", "structured"});
@@ -283,7 +290,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(npy_roundtrip, T, Scalars) {
         make<T>({7}, [](std::size_t k) { return std::sin(double(k)); }),
         make<T>({3, 5}, [](std::size_t k) { return double(k) / 3.0; }),
         make<T>({2, 3, 4, 5}, [](std::size_t k) { return std::exp(double(k) / 20.0) - 3.0; }),
-        make<T>({4}, [&](std::size_t k) { return std::vector<double>{inf, -inf, -0.0, 1e-310}[k]; }),
+        make<T>({4},
+                [&](std::size_t k) {
+                    return std::vector<double>{inf, -inf, -0.0, 1e-310}[k];
+                }),
         xt::xarray<T>::from_shape({3, 0, 2}),
     };
     for (std::size_t i = 0; i < cases.size(); ++i) {
@@ -358,8 +368,7 @@ BOOST_AUTO_TEST_CASE(npy_malformed_headers) {
     // sizes that overflow: element count, byte count, digits
     rejects(make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 2), }", {}),
             {"too large"});
-    rejects(make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952,), }", {}),
-            {"too large"});
+    rejects(make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952,), }", {}), {"too large"});
     rejects(make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999999,), }", {}),
             {"malformed"});
     rejects(make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (1000000, 1000000), }", f8_payload(3)),
@@ -397,8 +406,8 @@ BOOST_AUTO_TEST_CASE(npy_shapes_whose_strides_overflow) {
         {"<f4", "(0, " + two32 + ", " + two32 + ")"},
         {"<f8", "(" + two32 + ", 0, " + two32 + ")"},
         {"<f8", "(" + two32 + ", " + two32 + ", 0)"},  // numpy refuses it too ("array is too big")
-        {"<f8", "(0, " + two61 + ")"},                 // 2**61 * 8 bytes = 2**64
-        {"<f4", "(0, " + two61 + ")"},                 // 2**63 bytes: beyond ptrdiff_t
+        {"<f8", "(0, " + two61 + ")"},  // 2**61 * 8 bytes = 2**64
+        {"<f4", "(0, " + two61 + ")"},  // 2**63 bytes: beyond ptrdiff_t
         {"<f8", many_twos},
         // found by fuzz/npy (fuzz_npy, 5 minutes) with the old check
         {"<f4", "(0, 1, 18446547488, 0, 21, 18444294967296, 9223372036854775807)"},
@@ -430,9 +439,9 @@ BOOST_AUTO_TEST_CASE(npy_shapes_whose_strides_overflow) {
 
     // The same headers inside an .npz: load_npz, and load into a module (left unchanged).
     const std::string z = dir / "h.npz";
-    write_bytes(z, recur::testing::stored_zip(
-                       {{"b.npy", make_npy(header("<f8", "(4,)"), f8_payload(4))},
-                        {"w.npy", make_npy(header("<f8", "(0, " + two32 + ", " + two32 + ")"), {})}}));
+    write_bytes(
+        z, recur::testing::stored_zip({{"b.npy", make_npy(header("<f8", "(4,)"), f8_payload(4))},
+                                       {"w.npy", make_npy(header("<f8", "(0, " + two32 + ", " + two32 + ")"), {})}}));
     expect_io_error([&] { recur::io::load_npz<double>(z); }, {z, "'w'", "too large"});
     expect_io_error([&] { recur::io::load_npz<float>(z, {"w"}); }, {z, "'w'", "too large"});
     ListModule<double> m({{"b", {4}}, {"w", {0, 2, 2}}});
@@ -446,9 +455,10 @@ BOOST_AUTO_TEST_CASE(npy_shapes_whose_strides_overflow) {
 BOOST_AUTO_TEST_CASE(zip_writer_makes_valid_archives) {
     TempDir dir;
     const std::string z = dir / "w.npz";
-    write_bytes(z, recur::testing::stored_zip({{"a.npy", make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
-                                                                   f8_payload(6))},
-                                               {"e.npy", make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (0,), }", {})}}));
+    write_bytes(z,
+                recur::testing::stored_zip(
+                    {{"a.npy", make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }", f8_payload(6))},
+                     {"e.npy", make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (0,), }", {})}}));
     const auto arrays = recur::io::load_npz<double>(z);
     BOOST_REQUIRE(arrays.size() == 2u);
     BOOST_TEST(arrays[0].first == "a");
@@ -480,11 +490,13 @@ BOOST_AUTO_TEST_CASE(npz_reads_numpy_archives) {
 }
 
 BOOST_AUTO_TEST_CASE(npz_rejects_bad_archives) {
-    expect_io_error([] { recur::io::load_npz<float>(data("np_savez_int.npz")); }, {"np_savez_int.npz", "'ids'", "'<i8'", "int64"});
+    expect_io_error([] { recur::io::load_npz<float>(data("np_savez_int.npz")); },
+                    {"np_savez_int.npz", "'ids'", "'<i8'", "int64"});
     expect_io_error([] { recur::io::load_npz<float>(data("lying_header.npz")); },
                     {"lying_header.npz", "'w'", "truncated", "(100, 100)"});
     expect_io_error([] { recur::io::load_npz<float>(data("extra_data.npz")); }, {"extra_data.npz", "'w'", "(2,)"});
-    expect_io_error([] { recur::io::load_npz<float>(data("not_npy_member.npz")); }, {"not_npy_member.npz", "'readme.txt'"});
+    expect_io_error([] { recur::io::load_npz<float>(data("not_npy_member.npz")); },
+                    {"not_npy_member.npz", "'readme.txt'"});
     expect_io_error([] { recur::io::load_npz<float>(data("np_f64_vec.npy")); }, {"np_f64_vec.npy", "zip"});
     expect_io_error([] { recur::io::load_npz<float>(data("no_such_file.npz")); }, {"no_such_file.npz"});
     expect_io_error([] { recur::io::load_npz<float>(RECUR_TEST_DATA_DIR); }, {"not a regular file"});
@@ -514,7 +526,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(npz_roundtrip_keeps_order, T, Scalars) {
     // bad names: nothing is written
     const std::string q = dir / "bad.npz";
     expect_io_error([&] { recur::io::save_npz<T>(q, {{"", arrays[0].second}}); }, {"bad.npz", "empty"});
-    expect_io_error([&] { recur::io::save_npz<T>(q, {{"x", arrays[0].second}, {"x", arrays[1].second}}); }, {"'x'", "twice"});
+    expect_io_error(
+        [&] {
+            recur::io::save_npz<T>(q, {{"x", arrays[0].second}, {"x", arrays[1].second}});
+        },
+        {"'x'", "twice"});
     BOOST_TEST(!fs::exists(q));
     BOOST_TEST(dir.entries() == 1u);
 }
@@ -645,9 +661,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(module_loads_torch_lstm, T, Scalars) {
     ListModule<T> wrong(lstm_spec(5, 4, 2));
     fill(wrong);
     auto snap = snapshot(wrong);
-    expect_io_error([&] { recur::io::load(wrong, data("torch_lstm.npz")); },
-                    {"torch_lstm.npz", "parameter 'weight_ih_l0' has shape (16, 3) in the file, the module expects (16, 5)",
-                     "parameter 'weight_ih_l0_reverse' has shape (16, 3) in the file, the module expects (16, 5)"});
+    expect_io_error(
+        [&] { recur::io::load(wrong, data("torch_lstm.npz")); },
+        {"torch_lstm.npz", "parameter 'weight_ih_l0' has shape (16, 3) in the file, the module expects (16, 5)",
+         "parameter 'weight_ih_l0_reverse' has shape (16, 3) in the file, the module expects (16, 5)"});
     BOOST_TEST(unchanged(wrong, snap));
     // One layer only: the file has unexpected arrays.
     ListModule<T> one(lstm_spec(3, 4, 1));
@@ -669,7 +686,8 @@ BOOST_AUTO_TEST_CASE(module_load_mismatches_leave_module_unchanged) {
     fill(m, 5.0);
     auto snap = snapshot(m);
     const std::string msg = expect_io_error([&] { recur::io::load(m, p); });
-    BOOST_TEST(msg == "load " + p + ": parameter 'weight_hh_l0' has shape (16, 4) in the file, the module expects (16, 8)");
+    BOOST_TEST(msg ==
+               "load " + p + ": parameter 'weight_hh_l0' has shape (16, 4) in the file, the module expects (16, 8)");
     BOOST_TEST(unchanged(m, snap));
 
     // A parameter missing from the file.
@@ -837,7 +855,8 @@ BOOST_AUTO_TEST_CASE(failed_save_keeps_previous_checkpoint) {
     expect_io_error([&] { recur::io::save(small, dir / "missing/ckpt.npz"); }, {"missing/ckpt.npz", "temporary file"});
     expect_io_error([&] { recur::io::save_npy(dir / "missing/a.npy", cube()); }, {"missing/a.npy"});
     expect_io_error([&] { recur::io::save_npz<double>(dir / "missing/a.npz", {{"a", cube()}}); }, {"missing/a.npz"});
-    if (fs::exists("/proc/self")) expect_io_error([&] { recur::io::save(small, "/proc/self/recur_ckpt.npz"); }, {"/proc/self"});
+    if (fs::exists("/proc/self"))
+        expect_io_error([&] { recur::io::save(small, "/proc/self/recur_ckpt.npz"); }, {"/proc/self"});
     BOOST_TEST((read_bytes(p) == before));
     BOOST_TEST(dir.entries() == 2u);
 }
@@ -853,7 +872,8 @@ struct Writer {
     train::ModelCheckpoint<double> checkpoint;
     explicit Writer(const std::string& path)
         : sgd((model.emplace<nn::Linear<double>>(256, 512), model.parameters()), {.lr = 0.0}),
-          ctx{model, sgd, history}, checkpoint({.path = path}) {}
+          ctx{model, sgd, history},
+          checkpoint({.path = path}) {}
     // State k: weight element i = k * kStride + i, learning rate k; the checkpoint's
     // epoch is k + 1. Writes the checkpoint first, then the weights.
     void save(std::uint64_t k, const std::string& weights_path) {
@@ -887,10 +907,10 @@ BOOST_AUTO_TEST_CASE(saves_remove_stale_temporaries_of_dead_writers) {
         std::ofstream(dir / name) << "partial";
         return dir / name;
     };
-    touch(".m.npz.tmp-99999-0-1");             // a writer that was killed
-    touch(".m.npz.tmp-1234-7-5");              // and another one
-    touch(".other.npz.tmp-99999-0-1");         // another file's: not this save's business
-    touch("m.npz.tmp-1");                      // not a temporary name of ours
+    touch(".m.npz.tmp-99999-0-1");  // a writer that was killed
+    touch(".m.npz.tmp-1234-7-5");  // and another one
+    touch(".other.npz.tmp-99999-0-1");  // another file's: not this save's business
+    touch("m.npz.tmp-1");  // not a temporary name of ours
     const std::string live = touch(".m.npz.tmp-424242-0-0");
     const int fd = ::open(live.c_str(), O_RDONLY);  // a live writer holds its lock
     BOOST_REQUIRE(fd >= 0);
@@ -919,7 +939,8 @@ BOOST_AUTO_TEST_CASE(sigkill_during_saves_leaves_old_or_new_files) {
     const std::string ckpt = dir / "ckpt.npz", weights = dir / "weights.npz";
     auto temporaries = [&](const std::string& name) {
         std::size_t n = 0;
-        for (const auto& e : fs::directory_iterator(dir.path)) n += e.path().filename().string().rfind("." + name + ".tmp-", 0) == 0;
+        for (const auto& e : fs::directory_iterator(dir.path))
+            n += e.path().filename().string().rfind("." + name + ".tmp-", 0) == 0;
         return n;
     };
     struct Saved {  // one message per finished round: both files hold state k
@@ -928,8 +949,8 @@ BOOST_AUTO_TEST_CASE(sigkill_during_saves_leaves_old_or_new_files) {
     };
 
     Writer(ckpt).save(0, weights);
-    std::int64_t done = 0;           // the last state both files are known to hold
-    std::int64_t round_us = 20000;   // the last round's duration, as the child measured it
+    std::int64_t done = 0;  // the last state both files are known to hold
+    std::int64_t round_us = 20000;  // the last round's duration, as the child measured it
     std::size_t mid_save = 0;
     std::mt19937_64 rng(2024);
     for (std::size_t kill = 0; kill < kKills; ++kill) {
@@ -939,7 +960,8 @@ BOOST_AUTO_TEST_CASE(sigkill_during_saves_leaves_old_or_new_files) {
             for (auto k = first;; ++k) {
                 const auto start = std::chrono::steady_clock::now();
                 writer.save(static_cast<std::uint64_t>(k), weights);
-                const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+                const auto us =
+                    std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
                 const Saved saved{k, us.count()};
                 send(&saved, sizeof saved);
             }

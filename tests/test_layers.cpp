@@ -34,7 +34,6 @@ void check(const std::string& what, const std::vector<xt::xarray<double>>& input
     BOOST_TEST(rep.parameters >= min_parameters);
 }
 
-
 using recur::testing::raises;
 
 constexpr std::size_t B = 3, T = 5, I = 3, H = 4;
@@ -54,16 +53,22 @@ BOOST_AUTO_TEST_CASE(linear_gradients) {
     BOOST_TEST(with_bias.named_parameters().size() == 2u);
     BOOST_TEST(without_bias.named_parameters().size() == 1u);
     BOOST_TEST(without_bias.bias() == nullptr);
-    check("Linear (B, I)", {normal_array({5, 4}, 2)}, [&](Tape<double>&, const Vars& x) { return with_bias(x[0]); }, 2);
-    check("Linear (B, T, I)", {normal_array({2, 3, 4}, 3)},
-          [&](Tape<double>&, const Vars& x) { return with_bias(x[0]); }, 2);
-    check("Linear no bias", {normal_array({5, 4}, 4)}, [&](Tape<double>&, const Vars& x) { return without_bias(x[0]); },
-          1);
+    check(
+        "Linear (B, I)", {normal_array({5, 4}, 2)}, [&](Tape<double>&, const Vars& x) { return with_bias(x[0]); }, 2);
+    check(
+        "Linear (B, T, I)", {normal_array({2, 3, 4}, 3)}, [&](Tape<double>&, const Vars& x) { return with_bias(x[0]); },
+        2);
+    check(
+        "Linear no bias", {normal_array({5, 4}, 4)}, [&](Tape<double>&, const Vars& x) { return without_bias(x[0]); },
+        1);
     // The same input twice through one layer: gradients accumulate into the shared parameters.
-    check("Linear reused", {normal_array({5, 4}, 5)}, [&](Tape<double>&, const Vars& x) {
-        Var<double> y = with_bias(x[0]);
-        return y * with_bias(x[0] * 0.5);
-    }, 2);
+    check(
+        "Linear reused", {normal_array({5, 4}, 5)},
+        [&](Tape<double>&, const Vars& x) {
+            Var<double> y = with_bias(x[0]);
+            return y * with_bias(x[0] * 0.5);
+        },
+        2);
 }
 
 BOOST_AUTO_TEST_CASE(linear_matches_its_definition_and_pytorch_init) {
@@ -95,10 +100,11 @@ BOOST_AUTO_TEST_CASE(embedding_gradients_and_values) {
     // Ids repeat (1 twice, 4 three times): the scatter-add backward must sum their rows.
     const xt::xarray<std::int64_t> ids = {{1, 4, 4}, {0, 1, 4}};
     const xt::xarray<double> float_ids = xt::cast<double>(ids);
-    check("Embedding integer ids", {}, [&](Tape<double>& t, const Vars&) { return emb(t, ids); }, 1);
-    check("Embedding float ids times an input", {normal_array({3}, 4)}, [&](Tape<double>& t, const Vars& x) {
-        return emb(t.constant(float_ids)) * x[0];
-    }, 1);
+    check(
+        "Embedding integer ids", {}, [&](Tape<double>& t, const Vars&) { return emb(t, ids); }, 1);
+    check(
+        "Embedding float ids times an input", {normal_array({3}, 4)},
+        [&](Tape<double>& t, const Vars& x) { return emb(t.constant(float_ids)) * x[0]; }, 1);
 
     Tape<double> tape;
     Var<double> a = emb(tape.constant(float_ids)), b = emb(tape, ids);
@@ -126,14 +132,18 @@ BOOST_AUTO_TEST_CASE(activation_gradients) {
     LogSoftmax<double> log_softmax_last;
     LogSoftmax<double> log_softmax_0(0);
     std::vector<std::pair<std::string, Layer<double>*>> cases = {
-        {"ReLU", &relu_layer},          {"Tanh", &tanh_layer},
-        {"Sigmoid", &sigmoid_layer},    {"Softmax(-1)", &softmax_last},
-        {"Softmax(0)", &softmax_0},     {"LogSoftmax(-1)", &log_softmax_last},
+        {"ReLU", &relu_layer},
+        {"Tanh", &tanh_layer},
+        {"Sigmoid", &sigmoid_layer},
+        {"Softmax(-1)", &softmax_last},
+        {"Softmax(0)", &softmax_0},
+        {"LogSoftmax(-1)", &log_softmax_last},
         {"LogSoftmax(0)", &log_softmax_0},
     };
     for (auto& [name, layer] : cases) {
         BOOST_TEST(layer->parameters().empty());
-        check(name, {x}, [&, l = layer](Tape<double>&, const Vars& v) { return (*l)(v[0]); });  // clang: no capture of a binding
+        check(name, {x},
+              [&, l = layer](Tape<double>&, const Vars& v) { return (*l)(v[0]); });  // clang: no capture of a binding
     }
     Tape<double> tape;
     const auto s = softmax_last(tape.constant(x)).value();
@@ -196,21 +206,38 @@ BOOST_AUTO_TEST_CASE(sequential_state_dict_names_are_pytorchs) {
     // nn.Sequential(nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True),
     //               nn.Dropout(0.3), nn.LSTM(8, 5, batch_first=True), nn.Linear(5, 2),
     //               nn.ReLU(), nn.Linear(2, 1)).state_dict(), printed by torch 1.13.
-    const std::vector<std::pair<std::string, Shape>> expected = {
-        {"0.weight_ih_l0", {16, 3}}, {"0.weight_hh_l0", {16, 4}}, {"0.bias_ih_l0", {16}}, {"0.bias_hh_l0", {16}},
-        {"0.weight_ih_l0_reverse", {16, 3}}, {"0.weight_hh_l0_reverse", {16, 4}}, {"0.bias_ih_l0_reverse", {16}},
-        {"0.bias_hh_l0_reverse", {16}}, {"0.weight_ih_l1", {16, 8}}, {"0.weight_hh_l1", {16, 4}},
-        {"0.bias_ih_l1", {16}}, {"0.bias_hh_l1", {16}}, {"0.weight_ih_l1_reverse", {16, 8}},
-        {"0.weight_hh_l1_reverse", {16, 4}}, {"0.bias_ih_l1_reverse", {16}}, {"0.bias_hh_l1_reverse", {16}},
-        {"2.weight_ih_l0", {20, 8}}, {"2.weight_hh_l0", {20, 5}}, {"2.bias_ih_l0", {20}}, {"2.bias_hh_l0", {20}},
-        {"3.weight", {2, 5}}, {"3.bias", {2}}, {"5.weight", {1, 2}}, {"5.bias", {1}}};
+    const std::vector<std::pair<std::string, Shape>> expected = {{"0.weight_ih_l0", {16, 3}},
+                                                                 {"0.weight_hh_l0", {16, 4}},
+                                                                 {"0.bias_ih_l0", {16}},
+                                                                 {"0.bias_hh_l0", {16}},
+                                                                 {"0.weight_ih_l0_reverse", {16, 3}},
+                                                                 {"0.weight_hh_l0_reverse", {16, 4}},
+                                                                 {"0.bias_ih_l0_reverse", {16}},
+                                                                 {"0.bias_hh_l0_reverse", {16}},
+                                                                 {"0.weight_ih_l1", {16, 8}},
+                                                                 {"0.weight_hh_l1", {16, 4}},
+                                                                 {"0.bias_ih_l1", {16}},
+                                                                 {"0.bias_hh_l1", {16}},
+                                                                 {"0.weight_ih_l1_reverse", {16, 8}},
+                                                                 {"0.weight_hh_l1_reverse", {16, 4}},
+                                                                 {"0.bias_ih_l1_reverse", {16}},
+                                                                 {"0.bias_hh_l1_reverse", {16}},
+                                                                 {"2.weight_ih_l0", {20, 8}},
+                                                                 {"2.weight_hh_l0", {20, 5}},
+                                                                 {"2.bias_ih_l0", {20}},
+                                                                 {"2.bias_hh_l0", {20}},
+                                                                 {"3.weight", {2, 5}},
+                                                                 {"3.bias", {2}},
+                                                                 {"5.weight", {1, 2}},
+                                                                 {"5.bias", {1}}};
 
     Sequential<float> seq;
-    seq.add(recurrent_layer(std::make_unique<LSTM<float>>(LSTMOptions{
-        .input_size = 3, .hidden_size = 4, .num_layers = 2, .batch_first = true, .bidirectional = true})));
+    seq.add(recurrent_layer(std::make_unique<LSTM<float>>(
+        LSTMOptions{.input_size = 3, .hidden_size = 4, .num_layers = 2, .batch_first = true, .bidirectional = true})));
     seq.emplace<Dropout<float>>(0.3);
-    seq.add(recurrent_layer(std::make_unique<LSTM<float>>(LSTMOptions{.input_size = 8, .hidden_size = 5, .batch_first = true}),
-                            Return::last));
+    seq.add(recurrent_layer(
+        std::make_unique<LSTM<float>>(LSTMOptions{.input_size = 8, .hidden_size = 5, .batch_first = true}),
+        Return::last));
     seq.emplace<Linear<float>>(5, 2);
     seq.emplace<ReLU<float>>();
     Linear<float>& head = seq.emplace<Linear<float>>(2, 1);
@@ -248,9 +275,9 @@ BOOST_AUTO_TEST_CASE(return_last_is_each_sequences_own_last_step) {
     Var<double> xv = tape.constant(x);
 
     // Unidirectional: output[b, len_b - 1].
-    RecurrentLayer<GRU<double>> uni(
-        std::make_unique<GRU<double>>(GRUOptions{.input_size = I, .hidden_size = H, .num_layers = 2, .batch_first = true}),
-        Return::last);
+    RecurrentLayer<GRU<double>> uni(std::make_unique<GRU<double>>(GRUOptions{
+                                        .input_size = I, .hidden_size = H, .num_layers = 2, .batch_first = true}),
+                                    Return::last);
     const auto last = uni(xv, kLengths).value();
     BOOST_TEST((last.shape() == Shape{B, H}));
     const auto seq = uni.module().forward(xv, {}, kLengths).output.value();
@@ -259,10 +286,13 @@ BOOST_AUTO_TEST_CASE(return_last_is_each_sequences_own_last_step) {
             BOOST_TEST(last(b, h) == seq(b, static_cast<std::size_t>(kLengths[b]) - 1, h));
 
     // Bidirectional: [forward h at the last step, reverse h at step 0] = concat(h_n[-2], h_n[-1]).
-    RecurrentLayer<LSTM<double>> bi(
-        std::make_unique<LSTM<double>>(LSTMOptions{
-            .input_size = I, .hidden_size = H, .num_layers = 2, .batch_first = true, .bidirectional = true, .proj_size = 2}),
-        Return::last);
+    RecurrentLayer<LSTM<double>> bi(std::make_unique<LSTM<double>>(LSTMOptions{.input_size = I,
+                                                                               .hidden_size = H,
+                                                                               .num_layers = 2,
+                                                                               .batch_first = true,
+                                                                               .bidirectional = true,
+                                                                               .proj_size = 2}),
+                                    Return::last);
     const auto blast = bi(xv, kLengths).value();
     BOOST_TEST((blast.shape() == Shape{B, 4}));
     const auto run = bi.module()(xv, {}, kLengths);
@@ -295,27 +325,32 @@ BOOST_AUTO_TEST_CASE(sequential_with_recurrent_layers_gradients) {
                                                                        .bidirectional = true}),
                             Return::sequences));
     seq.emplace<Dropout<double>>(0.25);
-    seq.add(recurrent_layer(
-        std::make_unique<GRU<double>>(GRUOptions{.input_size = 2 * H, .hidden_size = 3, .batch_first = true, .bidirectional = true}),
-        Return::last));
+    seq.add(recurrent_layer(std::make_unique<GRU<double>>(GRUOptions{
+                                .input_size = 2 * H, .hidden_size = 3, .batch_first = true, .bidirectional = true}),
+                            Return::last));
     seq.emplace<Linear<double>>(6, 2);
     seq.emplace<Tanh<double>>();
     seq.train();
-    check("LSTM(seq) -> Dropout -> GRU(last) -> Linear -> Tanh", {normal_array({B, T, I}, 11)},
-          [&](Tape<double>&, const Vars& x) { return seq(x[0], kLengths); }, seq.parameters().size());
+    check(
+        "LSTM(seq) -> Dropout -> GRU(last) -> Linear -> Tanh", {normal_array({B, T, I}, 11)},
+        [&](Tape<double>&, const Vars& x) { return seq(x[0], kLengths); }, seq.parameters().size());
 
     Sequential<double> seq2;
-    seq2.add(recurrent_layer(std::make_unique<RNN<double>>(RNNOptions{.input_size = I, .hidden_size = H}), Return::last));
+    seq2.add(
+        recurrent_layer(std::make_unique<RNN<double>>(RNNOptions{.input_size = I, .hidden_size = H}), Return::last));
     seq2.emplace<Linear<double>>(H, 1);
-    check("RNN(last, time-major) -> Linear", {normal_array({T, B, I}, 12)},
-          [&](Tape<double>&, const Vars& x) { return seq2(x[0], kLengths); }, 4 + 2);
+    check(
+        "RNN(last, time-major) -> Linear", {normal_array({T, B, I}, 12)},
+        [&](Tape<double>&, const Vars& x) { return seq2(x[0], kLengths); }, 4 + 2);
 
     Sequential<double> seq3;
-    seq3.add(recurrent_layer(std::make_unique<GRU<double>>(GRUOptions{.input_size = I, .hidden_size = H, .batch_first = true})));
+    seq3.add(recurrent_layer(
+        std::make_unique<GRU<double>>(GRUOptions{.input_size = I, .hidden_size = H, .batch_first = true})));
     seq3.emplace<Linear<double>>(H, 2);
     seq3.emplace<LogSoftmax<double>>();
-    check("GRU(sequences) -> Linear -> LogSoftmax, lengths", {normal_array({B, T, I}, 13)},
-          [&](Tape<double>&, const Vars& x) { return seq3(x[0], kLengths); }, 4 + 2);
+    check(
+        "GRU(sequences) -> Linear -> LogSoftmax, lengths", {normal_array({B, T, I}, 13)},
+        [&](Tape<double>&, const Vars& x) { return seq3(x[0], kLengths); }, 4 + 2);
 }
 
 BOOST_AUTO_TEST_CASE(embedding_in_a_sequential) {
@@ -323,13 +358,17 @@ BOOST_AUTO_TEST_CASE(embedding_in_a_sequential) {
     manual_seed(14);
     Sequential<double> seq;
     seq.emplace<Embedding<double>>(7, 3);
-    seq.add(recurrent_layer(std::make_unique<LSTM<double>>(LSTMOptions{.input_size = 3, .hidden_size = 4, .batch_first = true}),
-                            Return::last));
+    seq.add(recurrent_layer(
+        std::make_unique<LSTM<double>>(LSTMOptions{.input_size = 3, .hidden_size = 4, .batch_first = true}),
+        Return::last));
     seq.emplace<Linear<double>>(4, 2);
     const xt::xarray<double> ids = {{1, 2, 6, 0}, {5, 5, 0, 0}};
-    check("Embedding -> LSTM(last) -> Linear", {}, [&](Tape<double>& t, const Vars&) {
-        return seq(t.constant(ids), {4, 2});
-    }, 1 + 4 + 2);
+    check(
+        "Embedding -> LSTM(last) -> Linear", {},
+        [&](Tape<double>& t, const Vars&) {
+            return seq(t.constant(ids), {4, 2});
+        },
+        1 + 4 + 2);
     std::vector<std::string> names;
     for (auto& [name, p] : seq.named_parameters()) names.push_back(name);
     BOOST_TEST(names.front() == "0.weight");
@@ -347,8 +386,9 @@ BOOST_AUTO_TEST_CASE(recurrent_layer_over_a_user_recurrent) {
         });
     auto layer = recurrent_layer(std::move(module), Return::last);
     BOOST_TEST(layer->named_parameters().front().first == "weight_ih_l0");
-    check("RecurrentLayer<Recurrent<GRUCell>> last", {normal_array({B, T, I}, 16)},
-          [&](Tape<double>&, const Vars& x) { return (*layer)(x[0], kLengths); }, 8);
+    check(
+        "RecurrentLayer<Recurrent<GRUCell>> last", {normal_array({B, T, I}, 16)},
+        [&](Tape<double>&, const Vars& x) { return (*layer)(x[0], kLengths); }, 8);
 }
 
 // ---- Errors -----------------------------------------------------------------------------------
@@ -375,7 +415,8 @@ BOOST_AUTO_TEST_CASE(linear_and_recurrent_shape_errors) {
     BOOST_CHECK_EXCEPTION(lin(tape.constant(xt::zeros<float>({3, 5}))), shape_error,
                           raises<shape_error>("Linear", "(..., 4)", "(3, 5)"));
     BOOST_CHECK_EXCEPTION(Linear<float>(0, 2), value_error, raises<value_error>("Linear"));
-    auto rec = recurrent_layer(std::make_unique<GRU<float>>(GRUOptions{.input_size = 2, .hidden_size = 3}), Return::last);
+    auto rec =
+        recurrent_layer(std::make_unique<GRU<float>>(GRUOptions{.input_size = 2, .hidden_size = 3}), Return::last);
     BOOST_CHECK_EXCEPTION((*rec)(tape.constant(xt::zeros<float>({4, 2, 2})), {1, 5}), index_error,
                           raises<index_error>("GRU", "5"));
     BOOST_CHECK_EXCEPTION((*rec)(tape.constant(xt::zeros<float>({4, 2, 3}))), shape_error,

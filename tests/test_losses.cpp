@@ -37,11 +37,10 @@ void expect_values(const xt::xarray<double>& got, const std::vector<double>& wan
     BOOST_TEST_REQUIRE(got.size() == want.size());
     for (std::size_t k = 0; k < want.size(); ++k) {
         const double tol = 1e-12 * std::max(1.0, std::abs(want[k]));
-        BOOST_TEST(std::abs(got.data()[k] - want[k]) <= tol, what << " flat " << k << ": " << got.data()[k]
-                                                                 << " vs torch " << want[k]);
+        BOOST_TEST(std::abs(got.data()[k] - want[k]) <= tol,
+                   what << " flat " << k << ": " << got.data()[k] << " vs torch " << want[k]);
     }
 }
-
 
 using recur::testing::raises;
 
@@ -64,10 +63,8 @@ const xt::xarray<double> T23 = {{0.0, 1.0, 1.0}, {0.0, 0.3, 1.0}};
 const xt::xarray<double> P_CLAMP = {0.0, 1.0, 0.0, 1.0, 1e-50, 0.5};
 const xt::xarray<double> T_CLAMP = {0.0, 1.0, 1.0, 0.0, 1.0, 1.0};
 const xt::xarray<double> L23 = {{0.0, 3.0, -2.0}, {30.0, -30.0, 0.5}};
-const xt::xarray<double> Z45 = {{0.5, -1.0, 2.0, 0.1, -0.3},
-                                {1.5, 0.2, -0.7, 0.0, 0.9},
-                                {-2.0, 1.0, 0.3, 0.4, 2.2},
-                                {0.0, 0.0, 0.0, 0.0, 0.0}};
+const xt::xarray<double> Z45 = {
+    {0.5, -1.0, 2.0, 0.1, -0.3}, {1.5, 0.2, -0.7, 0.0, 0.9}, {-2.0, 1.0, 0.3, 0.4, 2.2}, {0.0, 0.0, 0.0, 0.0, 0.0}};
 const Ids C4 = {1, 0, 4, -100};
 const Ids C4_IGNORE2 = {1, 2, 4, 2};
 const xt::xarray<double> Z234 = {{{0.1, 0.2, -0.3, 1.0}, {2.0, -1.0, 0.0, 0.5}, {0.3, 0.3, 0.3, -0.9}},
@@ -79,70 +76,154 @@ const Ids C3 = {3, 0, -100};
 std::vector<Reference> references() {
     // Pasted from: /usr/bin/python3 tests/fixtures/make_loss_references.py (torch 1.13, float64).
     return {
-        {"mse_loss", [](const Vars& x, Reduction r) { return mse_loss(x[0], x[1], r); }, {X23, Y23},
-         {0.32833333333333337}, {1.9700000000000002},
+        {"mse_loss",
+         [](const Vars& x, Reduction r) { return mse_loss(x[0], x[1], r); },
+         {X23, Y23},
+         {0.32833333333333337},
+         {1.9700000000000002},
          {0.039999999999999994, 0.03999999999999998, 1.0, 0.25, 0.0, 0.6400000000000001},
-         {{0, {0.06666666666666665, -0.06666666666666665, 0.3333333333333333, -0.16666666666666666, 0.0,
-               -0.26666666666666666}},
-          {1, {-0.06666666666666665, 0.06666666666666665, -0.3333333333333333, 0.16666666666666666, 0.0,
-               0.26666666666666666}}}},
-        {"l1_loss", [](const Vars& x, Reduction r) { return l1_loss(x[0], x[1], r); }, {X23, Y23},
-         {0.45}, {2.7},
+         {{0,
+           {0.06666666666666665, -0.06666666666666665, 0.3333333333333333, -0.16666666666666666, 0.0,
+            -0.26666666666666666}},
+          {1,
+           {-0.06666666666666665, 0.06666666666666665, -0.3333333333333333, 0.16666666666666666, 0.0,
+            0.26666666666666666}}}},
+        {"l1_loss",
+         [](const Vars& x, Reduction r) { return l1_loss(x[0], x[1], r); },
+         {X23, Y23},
+         {0.45},
+         {2.7},
          {0.19999999999999998, 0.19999999999999996, 1.0, 0.5, 0.0, 0.8},
-         {{0, {0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.0,
-               -0.16666666666666666}},
-          {1, {-0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.0,
-               0.16666666666666666}}}},
-        {"binary_cross_entropy", [](const Vars& x, Reduction r) { return binary_cross_entropy(x[0], x[1], r); },
+         {{0,
+           {0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.0,
+            -0.16666666666666666}},
+          {1,
+           {-0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.0,
+            0.16666666666666666}}}},
+        {"binary_cross_entropy",
+         [](const Vars& x, Reduction r) { return binary_cross_entropy(x[0], x[1], r); },
          {P23, T23},
-         {0.3304142549881402}, {1.982485529928841},
+         {0.3304142549881402},
+         {1.982485529928841},
          {0.2231435513142097, 0.10536051565782628, 0.6931471805599453, 0.01005033585350145, 0.9497834462097748,
           0.0010005003335835344},
-         {{0, {0.2083333333333333, -0.1851851851851852, -0.3333333333333333, 0.16835016835016833, 0.3174603174603174,
-               -0.1668335001668335}},
-          {1, {0.23104906018664842, -0.3662040962227033, 0.0, 0.7658533083557649, -0.14121631006453392,
-               -1.1511257964414254}}}},
+         {{0,
+           {0.2083333333333333, -0.1851851851851852, -0.3333333333333333, 0.16835016835016833, 0.3174603174603174,
+            -0.1668335001668335}},
+          {1,
+           {0.23104906018664842, -0.3662040962227033, 0.0, 0.7658533083557649, -0.14121631006453392,
+            -1.1511257964414254}}}},
         // log clamped at -100; torch's gradient there is +-1e12 (it divides by max(p(1-p), 1e-12)),
         // ours is 0 (documented), so only values are compared.
-        {"binary_cross_entropy clamp", [](const Vars& x, Reduction r) { return binary_cross_entropy(x[0], x[1], r); },
+        {"binary_cross_entropy clamp",
+         [](const Vars& x, Reduction r) { return binary_cross_entropy(x[0], x[1], r); },
          {P_CLAMP, T_CLAMP},
-         {50.115524530093325}, {300.69314718055995},
+         {50.115524530093325},
+         {300.69314718055995},
          {0.0, -0.0, 100.0, 100.0, 100.0, 0.6931471805599453},
          {}},
         {"binary_cross_entropy_with_logits",
-         [](const Vars& x, Reduction r) { return binary_cross_entropy_with_logits(x[0], x[1], r); }, {L23, T23},
-         {7.057123254559492}, {42.342739527356954},
+         [](const Vars& x, Reduction r) { return binary_cross_entropy_with_logits(x[0], x[1], r); },
+         {L23, T23},
+         {7.057123254559492},
+         {42.342739527356954},
          {0.6931471805599453, 0.048587351573741965, 2.1269280110429727, 30.000000000000092, 9.000000000000094,
           0.4740769841801067},
-         {{0, {0.08333333333333333, -0.007904312196261106, -0.14679951299631375, 0.1666666666666511,
-               -0.0499999999999844, -0.0629234447996909}},
+         {{0,
+           {0.08333333333333333, -0.007904312196261106, -0.14679951299631375, 0.1666666666666511, -0.0499999999999844,
+            -0.0629234447996909}},
           {1, {-0.0, -0.5, 0.3333333333333333, -5.0, 5.0, -0.08333333333333333}}}},
-        {"cross_entropy (4, 5)", [](const Vars& x, Reduction r) { return cross_entropy(x[0], C4, r); }, {Z45},
-         {1.5592206711878305}, {4.677662013563491},
+        {"cross_entropy (4, 5)",
+         [](const Vars& x, Reduction r) { return cross_entropy(x[0], C4, r); },
+         {Z45},
+         {1.5592206711878305},
+         {4.677662013563491},
          {3.420514424576177, 0.7679191364885162, 0.4892284524987986, 0.0},
-         {{0, {0.04884385443371991, -0.3224347962712708, 0.21890296856878594, 0.0327410147525692, 0.02194695851619573,
-               -0.17867415385741953, 0.04214954349173994, 0.017136725555658292, 0.034509127484885396,
-               0.08487875732513592, 0.003064592285348983, 0.06155398150189305, 0.03056680260368837,
-               0.03378154129615536, -0.12896691768708574, 0.0, 0.0, 0.0, 0.0, 0.0}}}},
+         {{0,
+           {0.04884385443371991,
+            -0.3224347962712708,
+            0.21890296856878594,
+            0.0327410147525692,
+            0.02194695851619573,
+            -0.17867415385741953,
+            0.04214954349173994,
+            0.017136725555658292,
+            0.034509127484885396,
+            0.08487875732513592,
+            0.003064592285348983,
+            0.06155398150189305,
+            0.03056680260368837,
+            0.03378154129615536,
+            -0.12896691768708574,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0}}}},
         {"cross_entropy (4, 5) ignore_index=2",
-         [](const Vars& x, Reduction r) { return cross_entropy(x[0], C4_IGNORE2, r, 2); }, {Z45},
-         {1.954871438537488}, {3.909742877074976},
+         [](const Vars& x, Reduction r) { return cross_entropy(x[0], C4_IGNORE2, r, 2); },
+         {Z45},
+         {1.954871438537488},
+         {3.909742877074976},
          {3.420514424576177, 0.0, 0.4892284524987986, 0.0},
-         {{0, {0.07326578165057987, -0.4836521944069062, 0.32835445285317894, 0.0491115221288538, 0.0329204377742936,
-               0.0, 0.0, 0.0, 0.0, 0.0, 0.004596888428023475, 0.09233097225283958, 0.04585020390553256,
-               0.050672311944233044, -0.19345037653062863, 0.0, 0.0, 0.0, 0.0, 0.0}}}},
+         {{0,
+           {0.07326578165057987,
+            -0.4836521944069062,
+            0.32835445285317894,
+            0.0491115221288538,
+            0.0329204377742936,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.004596888428023475,
+            0.09233097225283958,
+            0.04585020390553256,
+            0.050672311944233044,
+            -0.19345037653062863,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0}}}},
         // torch: F.cross_entropy(z.permute(0, 2, 1), targets): recur's class axis is last.
-        {"cross_entropy (2, 3, 4) class last", [](const Vars& x, Reduction r) { return cross_entropy(x[0], C23, r); },
+        {"cross_entropy (2, 3, 4) class last",
+         [](const Vars& x, Reduction r) { return cross_entropy(x[0], C23, r); },
          {Z234},
-         {1.7774086066860062}, {8.88704303343003},
+         {1.7774086066860062},
+         {8.88704303343003},
          {0.7553848146038679, 0.342349582389822, 0.0, 0.6190678451281062, 1.9564273788107778, 5.213813412497457},
-         {{0, {0.03820370696772099, 0.04222162590340922, 0.025608710613334803, -0.10603404348446503,
-               -0.057980015422765145, 0.007070758681749775, 0.019220314838019444, 0.03168894190299595, 0.0, 0.0,
-               0.0, 0.0, 0.01457415160204089, -0.09231077621819986, 0.048387887368463924, 0.029348737247695024,
-               0.09386804202254564, -0.17172748905927793, 0.046613490164070626, 0.031245956872661636,
-               0.013256711520662157, 0.1614998080392549, -0.19891182285306905, 0.024155303293151974}}}},
-        {"nll_loss (3, 4)", [](const Vars& x, Reduction r) { return nll_loss(x[0], C3, r); }, {LP34},
-         {0.5}, {1.0},
+         {{0,
+           {0.03820370696772099,
+            0.04222162590340922,
+            0.025608710613334803,
+            -0.10603404348446503,
+            -0.057980015422765145,
+            0.007070758681749775,
+            0.019220314838019444,
+            0.03168894190299595,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.01457415160204089,
+            -0.09231077621819986,
+            0.048387887368463924,
+            0.029348737247695024,
+            0.09386804202254564,
+            -0.17172748905927793,
+            0.046613490164070626,
+            0.031245956872661636,
+            0.013256711520662157,
+            0.1614998080392549,
+            -0.19891182285306905,
+            0.024155303293151974}}}},
+        {"nll_loss (3, 4)",
+         [](const Vars& x, Reduction r) { return nll_loss(x[0], C3, r); },
+         {LP34},
+         {0.5},
+         {1.0},
          {0.9, 0.1, 0.0},
          {{0, {0.0, 0.0, 0.0, -0.5, -0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}}}},
     };
@@ -189,8 +270,8 @@ BOOST_AUTO_TEST_CASE(none_reduction_shapes) {
     // Unbatched: logits (C,), target () — row 0 of Z45 with class 1.
     Ids scalar_target = Ids::from_shape(Shape{});
     scalar_target() = 1;
-    const Var<double> one = cross_entropy(tape.constant(xt::xarray<double>{0.5, -1.0, 2.0, 0.1, -0.3}), scalar_target,
-                                          Reduction::none);
+    const Var<double> one =
+        cross_entropy(tape.constant(xt::xarray<double>{0.5, -1.0, 2.0, 0.1, -0.3}), scalar_target, Reduction::none);
     BOOST_TEST(one.dim() == 0u);
     BOOST_TEST(one.item() == 3.420514424576177, boost::test_tools::tolerance(1e-14));
 }
@@ -211,16 +292,17 @@ BOOST_AUTO_TEST_CASE(gradchecks_of_every_loss_and_reduction) {
     const std::vector<std::pair<std::string, std::pair<std::vector<xt::xarray<double>>, LossFn>>> cases = {
         {"mse_loss", {{x, y}, [](const Vars& v, Reduction r) { return mse_loss(v[0], v[1], r); }}},
         {"l1_loss", {{x, y}, [](const Vars& v, Reduction r) { return l1_loss(v[0], v[1], r); }}},
-        {"binary_cross_entropy", {{p, soft}, [](const Vars& v, Reduction r) { return binary_cross_entropy(v[0], v[1], r); }}},
+        {"binary_cross_entropy",
+         {{p, soft}, [](const Vars& v, Reduction r) { return binary_cross_entropy(v[0], v[1], r); }}},
         {"binary_cross_entropy_with_logits",
          {{logits, soft}, [](const Vars& v, Reduction r) { return binary_cross_entropy_with_logits(v[0], v[1], r); }}},
-        {"cross_entropy (N, C)", {{logits}, [&](const Vars& v, Reduction r) { return cross_entropy(v[0], targets, r); }}},
+        {"cross_entropy (N, C)",
+         {{logits}, [&](const Vars& v, Reduction r) { return cross_entropy(v[0], targets, r); }}},
         {"cross_entropy (B, T, C)",
          {{logits3}, [&](const Vars& v, Reduction r) { return cross_entropy(v[0], targets3, r); }}},
         {"cross_entropy float targets",
-         {{logits3}, [&](const Vars& v, Reduction r) {
-              return cross_entropy(v[0], v[0].tape().constant(float_targets3), r, 7);
-          }}},
+         {{logits3},
+          [&](const Vars& v, Reduction r) { return cross_entropy(v[0], v[0].tape().constant(float_targets3), r, 7); }}},
         {"nll_loss", {{log_probs}, [&](const Vars& v, Reduction r) { return nll_loss(v[0], targets, r); }}},
         {"nll_loss(log_softmax)",
          {{logits}, [&](const Vars& v, Reduction r) { return nll_loss(log_softmax(v[0], -1), targets, r); }}},
@@ -228,8 +310,7 @@ BOOST_AUTO_TEST_CASE(gradchecks_of_every_loss_and_reduction) {
     for (const auto& [name, c] : cases)
         for (Reduction r : {Reduction::mean, Reduction::sum, Reduction::none}) {
             const LossFn& f = c.second;
-            const GradcheckReport rep =
-                gradcheck([&](Tape<double>&, const Vars& v) { return f(v, r); }, c.first);
+            const GradcheckReport rep = gradcheck([&](Tape<double>&, const Vars& v) { return f(v, r); }, c.first);
             BOOST_TEST(rep.passed, name << " reduction " << static_cast<int>(r) << ": " << rep.summary());
         }
 }
@@ -348,13 +429,15 @@ BOOST_AUTO_TEST_CASE(shape_and_index_errors) {
                           raises<shape_error>("binary_cross_entropy", "(2, 3)", "(3, 2)"));
     BOOST_CHECK_EXCEPTION(binary_cross_entropy_with_logits(a, b), shape_error,
                           raises<shape_error>("binary_cross_entropy_with_logits", "(2, 3)", "(3, 2)"));
-    BOOST_CHECK_EXCEPTION(binary_cross_entropy(tape.constant(xt::xarray<double>{0.5, 1.5}), tape.constant(xt::xarray<double>{0, 1})),
-                          value_error, raises<value_error>("binary_cross_entropy", "1.5", "[0, 1]"));
+    BOOST_CHECK_EXCEPTION(
+        binary_cross_entropy(tape.constant(xt::xarray<double>{0.5, 1.5}), tape.constant(xt::xarray<double>{0, 1})),
+        value_error, raises<value_error>("binary_cross_entropy", "1.5", "[0, 1]"));
 
     Var<double> z = tape.constant(Z45);
     BOOST_CHECK_EXCEPTION(cross_entropy(z, Ids{1, 2, 3}), shape_error,
                           raises<shape_error>("cross_entropy", "(3,)", "(4, 5)", "(4,)"));
-    BOOST_CHECK_EXCEPTION(cross_entropy(z, Ids{{1, 2, 3, 4}}), shape_error, raises<shape_error>("cross_entropy", "(1, 4)"));
+    BOOST_CHECK_EXCEPTION(cross_entropy(z, Ids{{1, 2, 3, 4}}), shape_error,
+                          raises<shape_error>("cross_entropy", "(1, 4)"));
     BOOST_CHECK_EXCEPTION(cross_entropy(z, Ids{1, 5, 0, 0}), index_error,
                           raises<index_error>("cross_entropy", "target 5", "[0, 5)"));
     BOOST_CHECK_EXCEPTION(cross_entropy(z, Ids{1, -1, 0, 0}), index_error, raises<index_error>("cross_entropy", "-1"));

@@ -15,7 +15,11 @@ namespace {
 using recur::testing::normal_array;
 
 LSTMOptions options(MergeMode mode, std::size_t layers = 1) {
-    return {.input_size = 3, .hidden_size = 4, .num_layers = layers, .batch_first = true, .bidirectional = true,
+    return {.input_size = 3,
+            .hidden_size = 4,
+            .num_layers = layers,
+            .batch_first = true,
+            .bidirectional = true,
             .merge_mode = mode};
 }
 
@@ -61,10 +65,11 @@ BOOST_AUTO_TEST_CASE(return_last_merges_the_final_states) {
         const Var<double> last = layer(t.constant(x));
         const auto run = layer.module()(t.constant(x));
         const xt::xarray<double> f = xt::view(run.state.h.value(), 0), r = xt::view(run.state.h.value(), 1);
-        const xt::xarray<double> expected = mode == MergeMode::concat ? xt::xarray<double>(xt::concatenate(xt::xtuple(f, r), 1))
-                                            : mode == MergeMode::sum  ? xt::xarray<double>(f + r)
-                                            : mode == MergeMode::mul  ? xt::xarray<double>(f * r)
-                                                                      : xt::xarray<double>((f + r) * 0.5);
+        const xt::xarray<double> expected = mode == MergeMode::concat
+                                                ? xt::xarray<double>(xt::concatenate(xt::xtuple(f, r), 1))
+                                            : mode == MergeMode::sum ? xt::xarray<double>(f + r)
+                                            : mode == MergeMode::mul ? xt::xarray<double>(f * r)
+                                                                     : xt::xarray<double>((f + r) * 0.5);
         BOOST_TEST_REQUIRE((last.shape() == expected.shape()));
         BOOST_TEST(xt::allclose(last.value(), expected, 1e-15, 1e-15));
     }
@@ -72,8 +77,8 @@ BOOST_AUTO_TEST_CASE(return_last_merges_the_final_states) {
 
 // A stacked layer reads the merged width H; unidirectional layers ignore the mode.
 BOOST_AUTO_TEST_CASE(stacked_layers_read_the_merged_width) {
-    GRU<double> gru({.input_size = 3, .hidden_size = 4, .num_layers = 2, .bidirectional = true,
-                     .merge_mode = MergeMode::sum});
+    GRU<double> gru(
+        {.input_size = 3, .hidden_size = 4, .num_layers = 2, .bidirectional = true, .merge_mode = MergeMode::sum});
     BOOST_TEST(gru.named_parameters()[8].first == "weight_ih_l1");
     BOOST_TEST((gru.named_parameters()[8].second->shape() == Shape{12, 4}));
     RNN<double> uni({.input_size = 3, .hidden_size = 4, .merge_mode = MergeMode::mul});

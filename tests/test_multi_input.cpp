@@ -117,8 +117,10 @@ BOOST_AUTO_TEST_CASE(fit_equals_a_hand_written_loop) {
     std::vector<std::size_t> tail;
     for (std::size_t i = 45; i < 60; ++i) tail.push_back(i);
     const train::MultiDataset<double> val{
-        {{"x", data::take_rows(d.x, tail)}, {"category", data::take_rows(d.category, tail)}}, data::take_rows(d.y, tail)};
-    BOOST_TEST(h["val_loss"].back() == train::evaluate(fitted, mse, val, 7).at("loss"), boost::test_tools::tolerance(1e-12));
+        {{"x", data::take_rows(d.x, tail)}, {"category", data::take_rows(d.category, tail)}},
+        data::take_rows(d.y, tail)};
+    BOOST_TEST(h["val_loss"].back() == train::evaluate(fitted, mse, val, 7).at("loss"),
+               boost::test_tools::tolerance(1e-12));
 }
 
 BOOST_AUTO_TEST_CASE(evaluate_and_predict_match_one_pass_and_id_targets_train) {
@@ -126,10 +128,13 @@ BOOST_AUTO_TEST_CASE(evaluate_and_predict_match_one_pass_and_id_targets_train) {
     manual_seed(5);
     TwoInput model(4);  // classifies the category from (x, category): learnable exactly
     optim::Adam<double> adam(model.parameters(), {.lr = 3e-2});
-    const train::LossFn<double> xent = [](const Var<double>& p, const Var<double>& t) { return nn::cross_entropy(p, t); };
+    const train::LossFn<double> xent = [](const Var<double>& p, const Var<double>& t) {
+        return nn::cross_entropy(p, t);
+    };
     const train::MultiDataset<double> data{{{"x", d.x}, {"category", d.category}}, d.category};  // id targets
-    const auto h = train::fit(model, xent, adam, data,
-                              {.epochs = 30, .batch_size = 16, .metrics = {train::categorical_accuracy<double>()}, .verbose = 0});
+    const auto h =
+        train::fit(model, xent, adam, data,
+                   {.epochs = 30, .batch_size = 16, .metrics = {train::categorical_accuracy<double>()}, .verbose = 0});
     BOOST_TEST(h["categorical_accuracy"].back() == 1.0);
 
     const xt::xarray<double> pred = train::predict(model, data.x, 7);
@@ -139,8 +144,9 @@ BOOST_AUTO_TEST_CASE(evaluate_and_predict_match_one_pass_and_id_targets_train) {
     const xt::xarray<double> all = model(train::Batch<double>(tape, data.x)).value();
     BOOST_TEST(xt::amax(xt::abs(pred - all))() < 1e-12);
     const auto ev = train::evaluate(model, xent, data, 11, {train::categorical_accuracy<double>()});
-    BOOST_TEST(ev.at("loss") == nn::cross_entropy(tape.constant(all), tape.constant(xt::cast<double>(d.category))).item(),
-               boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(
+        ev.at("loss") == nn::cross_entropy(tape.constant(all), tape.constant(xt::cast<double>(d.category))).item(),
+        boost::test_tools::tolerance(1e-12));
     BOOST_TEST(ev.at("categorical_accuracy") == 1.0);
 }
 
@@ -155,10 +161,13 @@ BOOST_AUTO_TEST_CASE(errors_name_the_input) {
     const train::MultiDataset<double> mismatched{{{"x", d.x}, {"category", short_ids}}, d.y};
     BOOST_TEST(throws_with<shape_error>([&] { train::fit(model, mse, sgd, mismatched, quiet); },
                                         {"fit", "input 'category'", "(9,)", "input 'x'", "(10, 2)"}));
-    BOOST_TEST(throws_with<shape_error>([&] { train::evaluate(model, mse, mismatched); }, {"evaluate", "input 'category'"}));
-    BOOST_TEST(throws_with<shape_error>([&] { train::predict(model, mismatched.x); }, {"predict", "input 'category'", "(9,)"}));
+    BOOST_TEST(
+        throws_with<shape_error>([&] { train::evaluate(model, mse, mismatched); }, {"evaluate", "input 'category'"}));
+    BOOST_TEST(throws_with<shape_error>([&] { train::predict(model, mismatched.x); },
+                                        {"predict", "input 'category'", "(9,)"}));
     const train::MultiDataset<double> short_y{dataset(d).x, xt::xarray<double>(xt::zeros<double>({8, 1}))};
-    BOOST_TEST(throws_with<shape_error>([&] { train::fit(model, mse, sgd, short_y, quiet); }, {"fit", "y", "(8, 1)", "(10, 2)"}));
+    BOOST_TEST(throws_with<shape_error>([&] { train::fit(model, mse, sgd, short_y, quiet); },
+                                        {"fit", "y", "(8, 1)", "(10, 2)"}));
 
     auto with_nan = d;
     with_nan.x(4, 1) = std::nan("");
@@ -193,7 +202,8 @@ BOOST_AUTO_TEST_CASE(resumed_run_ends_with_the_same_weights) {
     const std::string ckpt = (dir.path / "ckpt.npz").string();
     const Data d = make_data(50, 7), v = make_data(12, 8);
     const auto data = dataset(d), val = dataset(v);
-    const train::FitOptions<double> base{.epochs = 4, .batch_size = 10, .multi_validation_data = &val, .verbose = 0, .seed = 2};
+    const train::FitOptions<double> base{
+        .epochs = 4, .batch_size = 10, .multi_validation_data = &val, .verbose = 0, .seed = 2};
 
     manual_seed(9);
     TwoInput straight;

@@ -8,10 +8,11 @@
 
 BOOST_AUTO_TEST_SUITE(onnx)
 BOOST_AUTO_TEST_CASE(skipped, *boost::unit_test::precondition([](boost::unit_test::test_unit_id) {
-    boost::test_tools::assertion_result r(false);
-    r.message() << "recur::onnx was not built (RECUR_ONNX off, or libonnx-dev / libprotobuf-dev missing): ONNX tests skipped";
-    return r;
-})) {
+                         boost::test_tools::assertion_result r(false);
+                         r.message() << "recur::onnx was not built (RECUR_ONNX off, or libonnx-dev / libprotobuf-dev "
+                                        "missing): ONNX tests skipped";
+                         return r;
+                     })) {
     BOOST_TEST(false);
 }
 BOOST_AUTO_TEST_SUITE_END()
@@ -49,10 +50,11 @@ using recur::testing::throws_with;
 
 namespace {
 
-using Outputs = std::map<std::string, xt::xarray<float>>;
+using Outputs = std::map<std::string, xt::xarray<float> >;
 
 /// Seeded data, uniform in [lo, hi).
-xt::xarray<float> uniform_array(const std::vector<std::size_t>& shape, std::uint64_t seed, double lo = -1, double hi = 1) {
+xt::xarray<float> uniform_array(const std::vector<std::size_t>& shape, std::uint64_t seed, double lo = -1,
+                                double hi = 1) {
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<double> u(lo, hi);
     xt::xarray<float> a = xt::xarray<float>::from_shape(shape);
@@ -96,11 +98,13 @@ struct Feed {
 };
 
 Feed float_feed(const std::string& name, const xt::xarray<float>& a, const std::string& type = "float32") {
-    return {name, type, std::vector<std::size_t>(a.shape().begin(), a.shape().end()), std::vector<double>(a.begin(), a.end())};
+    return {name, type, std::vector<std::size_t>(a.shape().begin(), a.shape().end()),
+            std::vector<double>(a.begin(), a.end())};
 }
 
 /// Every (model, feeds) in one ONNX Runtime process; per job, its outputs by name.
-std::vector<Outputs> onnx_runtime(const Scratch& scratch, const std::vector<std::pair<std::string, std::vector<Feed>>>& jobs) {
+std::vector<Outputs> onnx_runtime(const Scratch& scratch,
+                                  const std::vector<std::pair<std::string, std::vector<Feed> > >& jobs) {
     std::string command = "node " RECUR_ONNX_RUNNER " " RECUR_ONNXRUNTIME_DIR;
     for (std::size_t j = 0; j < jobs.size(); ++j) {
         const std::string in = scratch / ("in" + std::to_string(j) + ".txt");
@@ -117,9 +121,10 @@ std::vector<Outputs> onnx_runtime(const Scratch& scratch, const std::vector<std:
     }
     const std::string log = scratch / "node.log";
     const int status = run(command, log);
-    BOOST_REQUIRE_MESSAGE(status == 0, "ONNX Runtime (node tests/onnx/run.js, onnxruntime-node in " RECUR_ONNXRUNTIME_DIR
-                                       "; scripts/recur deps installs both) failed with status "
-                                           << status << ": " << slurp(log));
+    BOOST_REQUIRE_MESSAGE(status == 0,
+                          "ONNX Runtime (node tests/onnx/run.js, onnxruntime-node in " RECUR_ONNXRUNTIME_DIR
+                          "; scripts/recur deps installs both) failed with status "
+                              << status << ": " << slurp(log));
     std::vector<Outputs> results;
     for (std::size_t j = 0; j < jobs.size(); ++j) {
         std::ifstream f(scratch / ("out" + std::to_string(j) + ".txt"));
@@ -150,8 +155,9 @@ void onnx_check(const Scratch& scratch, const std::vector<std::string>& files) {
     for (const auto& f : files) command += " " + f;
     const std::string log = scratch / "checker.log";
     const int status = run(command, log);
-    BOOST_REQUIRE_MESSAGE(status == 0, "onnx.checker (python3-onnx; scripts/recur deps installs it) rejected a file or could not run: "
-                                           << slurp(log));
+    BOOST_REQUIRE_MESSAGE(
+        status == 0,
+        "onnx.checker (python3-onnx; scripts/recur deps installs it) rejected a file or could not run: " << slurp(log));
 }
 
 double max_difference(const xt::xarray<float>& a, const xt::xarray<float>& b) {
@@ -166,7 +172,7 @@ double max_difference(const xt::xarray<float>& a, const xt::xarray<float>& b) {
 /// A model, how recur runs it, and what input it takes.
 struct Case {
     std::string name;
-    std::unique_ptr<nn::Module<float>> model;
+    std::unique_ptr<nn::Module<float> > model;
     std::function<Outputs(const Var<float>& x, const std::vector<std::int64_t>& lengths)> run;
     bool batch_first = false;
     std::size_t width = 0;  // features of the input; 0 for ids
@@ -175,30 +181,40 @@ struct Case {
 };
 
 template <class M, class O>
-std::unique_ptr<nn::RecurrentLayer<M>> rec(O o, nn::Return mode) {
+std::unique_ptr<nn::RecurrentLayer<M> > rec(O o, nn::Return mode) {
     return nn::recurrent_layer(std::make_unique<M>(o), mode);
 }
 
-Case sequential(std::string name, std::unique_ptr<nn::Sequential<float>> s, bool batch_first, std::size_t width, bool lengths,
-                std::size_t vocabulary = 0) {
+Case sequential(std::string name, std::unique_ptr<nn::Sequential<float> > s, bool batch_first, std::size_t width,
+                bool lengths, std::size_t vocabulary = 0) {
     auto* model = s.get();
-    return {std::move(name), std::move(s),
-            [model](const Var<float>& x, const std::vector<std::int64_t>& l) { return Outputs{{"output", model->forward(x, l).value()}}; },
-            batch_first, width, vocabulary, lengths};
+    return {std::move(name),
+            std::move(s),
+            [model](const Var<float>& x, const std::vector<std::int64_t>& l) {
+                return Outputs{{"output", model->forward(x, l).value()}};
+            },
+            batch_first,
+            width,
+            vocabulary,
+            lengths};
 }
 
 template <class M, class O>
 Case bare(std::string name, O o, bool lengths) {
     auto m = std::make_unique<M>(o);
     auto* model = m.get();
-    return {std::move(name), std::move(m),
+    return {std::move(name),
+            std::move(m),
             [model](const Var<float>& x, const std::vector<std::int64_t>& l) {
                 auto run = model->forward(x, {}, l);
                 Outputs out{{"output", run.output.value()}, {"h_n", run.state[0].value()}};
                 if (run.state.size() > 1) out["c_n"] = run.state[1].value();  // the LSTM's
                 return out;
             },
-            o.batch_first, o.input_size, 0, lengths};
+            o.batch_first,
+            o.input_size,
+            0,
+            lengths};
 }
 
 std::vector<Case> export_cases() {
@@ -206,86 +222,98 @@ std::vector<Case> export_cases() {
     using nn::Return;
     std::vector<Case> cases;
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->add(rec<nn::LSTM<float>>(nn::LSTMOptions{.input_size = 3, .hidden_size = 5}, Return::sequences));
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(rec<nn::LSTM<float> >(nn::LSTMOptions{.input_size = 3, .hidden_size = 5}, Return::sequences));
         cases.push_back(sequential("lstm_time_major", std::move(s), false, 3, false));
     }
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->add(rec<nn::LSTM<float>>(nn::LSTMOptions{.input_size = 4, .hidden_size = 6, .num_layers = 2, .batch_first = true,
-                                                    .bidirectional = true},
-                                    Return::sequences));
-        s->emplace<nn::Linear<float>>(12, 3);
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(rec<nn::LSTM<float> >(
+            nn::LSTMOptions{
+                .input_size = 4, .hidden_size = 6, .num_layers = 2, .batch_first = true, .bidirectional = true},
+            Return::sequences));
+        s->emplace<nn::Linear<float> >(12, 3);
         cases.push_back(sequential("lstm_bi_stack_linear", std::move(s), true, 4, false));
     }
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->add(rec<nn::GRU<float>>(nn::GRUOptions{.input_size = 4, .hidden_size = 7, .batch_first = true}, Return::last));
-        s->emplace<nn::Linear<float>>(7, 2);
-        s->emplace<nn::Sigmoid<float>>();
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(
+            rec<nn::GRU<float> >(nn::GRUOptions{.input_size = 4, .hidden_size = 7, .batch_first = true}, Return::last));
+        s->emplace<nn::Linear<float> >(7, 2);
+        s->emplace<nn::Sigmoid<float> >();
         cases.push_back(sequential("gru_last_sigmoid", std::move(s), true, 4, false));
     }
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->add(rec<nn::GRU<float>>(nn::GRUOptions{.input_size = 3, .hidden_size = 4, .num_layers = 2, .bidirectional = true},
-                                   Return::sequences));
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(rec<nn::GRU<float> >(
+            nn::GRUOptions{.input_size = 3, .hidden_size = 4, .num_layers = 2, .bidirectional = true},
+            Return::sequences));
         cases.push_back(sequential("gru_bi_stack_lengths", std::move(s), false, 3, true));
     }
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->add(rec<nn::RNN<float>>(nn::RNNOptions{.input_size = 3, .hidden_size = 5, .batch_first = true}, Return::sequences));
-        s->emplace<nn::Tanh<float>>();
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(rec<nn::RNN<float> >(nn::RNNOptions{.input_size = 3, .hidden_size = 5, .batch_first = true},
+                                    Return::sequences));
+        s->emplace<nn::Tanh<float> >();
         cases.push_back(sequential("rnn_tanh_batch_first", std::move(s), true, 3, false));
     }
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->add(rec<nn::RNN<float>>(nn::RNNOptions{.input_size = 3, .hidden_size = 4, .nonlinearity = nn::Nonlinearity::relu,
-                                                  .bidirectional = true},
-                                   Return::last));
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(rec<nn::RNN<float> >(
+            nn::RNNOptions{
+                .input_size = 3, .hidden_size = 4, .nonlinearity = nn::Nonlinearity::relu, .bidirectional = true},
+            Return::last));
         cases.push_back(sequential("rnn_relu_bi_last_lengths", std::move(s), false, 3, true));
     }
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->add(rec<nn::LSTM<float>>(nn::LSTMOptions{.input_size = 4, .hidden_size = 5, .batch_first = true, .bidirectional = true},
-                                    Return::last));
-        s->emplace<nn::Linear<float>>(10, 3);
-        s->emplace<nn::LogSoftmax<float>>();
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(rec<nn::LSTM<float> >(
+            nn::LSTMOptions{.input_size = 4, .hidden_size = 5, .batch_first = true, .bidirectional = true},
+            Return::last));
+        s->emplace<nn::Linear<float> >(10, 3);
+        s->emplace<nn::LogSoftmax<float> >();
         cases.push_back(sequential("lstm_bi_last_lengths_logsoftmax", std::move(s), true, 4, true));
     }
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->emplace<nn::Embedding<float>>(11, 4);
-        s->add(rec<nn::LSTM<float>>(nn::LSTMOptions{.input_size = 4, .hidden_size = 6, .batch_first = true}, Return::last));
-        s->emplace<nn::Dropout<float>>(0.3);
-        s->emplace<nn::Linear<float>>(6, 3);
-        s->emplace<nn::Softmax<float>>();
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->emplace<nn::Embedding<float> >(11, 4);
+        s->add(rec<nn::LSTM<float> >(nn::LSTMOptions{.input_size = 4, .hidden_size = 6, .batch_first = true},
+                                     Return::last));
+        s->emplace<nn::Dropout<float> >(0.3);
+        s->emplace<nn::Linear<float> >(6, 3);
+        s->emplace<nn::Softmax<float> >();
         cases.push_back(sequential("embedding_lstm_softmax", std::move(s), true, 0, false, 11));
     }
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->emplace<nn::Linear<float>>(3, 5);
-        s->emplace<nn::ReLU<float>>();
-        s->add(rec<nn::GRU<float>>(nn::GRUOptions{.input_size = 5, .hidden_size = 4, .bias = false}, Return::sequences));
-        s->emplace<nn::Linear<float>>(4, 2, false);
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->emplace<nn::Linear<float> >(3, 5);
+        s->emplace<nn::ReLU<float> >();
+        s->add(
+            rec<nn::GRU<float> >(nn::GRUOptions{.input_size = 5, .hidden_size = 4, .bias = false}, Return::sequences));
+        s->emplace<nn::Linear<float> >(4, 2, false);
         cases.push_back(sequential("linear_gru_nobias", std::move(s), false, 3, false));
     }
     {
-        auto s = std::make_unique<nn::Sequential<float>>();
-        s->add(rec<nn::LSTM<float>>(nn::LSTMOptions{.input_size = 2, .hidden_size = 3, .num_layers = 3, .batch_first = true},
-                                    Return::sequences));
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(rec<nn::LSTM<float> >(
+            nn::LSTMOptions{.input_size = 2, .hidden_size = 3, .num_layers = 3, .batch_first = true},
+            Return::sequences));
         cases.push_back(sequential("lstm_stack3_lengths", std::move(s), true, 2, true));
     }
-    cases.push_back(bare<nn::LSTM<float>>("bare_lstm_bi_stack_lengths",
-                                          nn::LSTMOptions{.input_size = 3, .hidden_size = 4, .num_layers = 2, .bidirectional = true}, true));
-    cases.push_back(bare<nn::GRU<float>>("bare_gru_batch_first", nn::GRUOptions{.input_size = 3, .hidden_size = 5, .batch_first = true},
-                                         false));
-    cases.push_back(bare<nn::RNN<float>>("bare_rnn_stack", nn::RNNOptions{.input_size = 2, .hidden_size = 3, .num_layers = 2}, false));
+    cases.push_back(bare<nn::LSTM<float> >(
+        "bare_lstm_bi_stack_lengths",
+        nn::LSTMOptions{.input_size = 3, .hidden_size = 4, .num_layers = 2, .bidirectional = true}, true));
+    cases.push_back(bare<nn::GRU<float> >(
+        "bare_gru_batch_first", nn::GRUOptions{.input_size = 3, .hidden_size = 5, .batch_first = true}, false));
+    cases.push_back(bare<nn::RNN<float> >("bare_rnn_stack",
+                                          nn::RNNOptions{.input_size = 2, .hidden_size = 3, .num_layers = 2}, false));
     return cases;
 }
 
 /// The input of a case for batch B and length T (features uniform, ids in [0, V)).
 xt::xarray<float> case_input(const Case& c, std::size_t batch, std::size_t steps, std::uint64_t seed) {
-    std::vector<std::size_t> shape = c.batch_first ? std::vector<std::size_t>{batch, steps} : std::vector<std::size_t>{steps, batch};
+    std::vector<std::size_t> shape =
+        c.batch_first ? std::vector<std::size_t>{batch, steps} : std::vector<std::size_t>{steps, batch};
     if (c.width == 0) {
         xt::xarray<float> ids = uniform_array(shape, seed, 0.0, double(c.vocabulary));
         for (auto& v : ids) v = std::floor(v);
@@ -297,7 +325,8 @@ xt::xarray<float> case_input(const Case& c, std::size_t batch, std::size_t steps
 
 std::vector<std::int64_t> case_lengths(std::size_t batch, std::size_t steps) {
     std::vector<std::int64_t> lengths;
-    for (std::size_t b = 0; b < batch; ++b) lengths.push_back(std::max<std::int64_t>(1, std::int64_t(steps) - 2 * std::int64_t(b)));
+    for (std::size_t b = 0; b < batch; ++b)
+        lengths.push_back(std::max<std::int64_t>(1, std::int64_t(steps) - 2 * std::int64_t(b)));
     return lengths;
 }
 
@@ -311,9 +340,9 @@ BOOST_AUTO_TEST_CASE(export_matches_onnx_runtime) {
     Scratch scratch;
     std::vector<Case> cases = export_cases();
     BOOST_REQUIRE_GE(cases.size(), 10u);
-    const std::vector<std::pair<std::size_t, std::size_t>> sizes{{3, 5}, {2, 8}};
+    const std::vector<std::pair<std::size_t, std::size_t> > sizes{{3, 5}, {2, 8}};
     std::vector<std::string> files;
-    std::vector<std::pair<std::string, std::vector<Feed>>> jobs;
+    std::vector<std::pair<std::string, std::vector<Feed> > > jobs;
     std::vector<Outputs> expected;
     for (Case& c : cases) {
         c.model->eval();
@@ -329,7 +358,9 @@ BOOST_AUTO_TEST_CASE(export_matches_onnx_runtime) {
             Tape<float> tape;
             expected.push_back(c.run(tape.constant(x), lengths));
             std::vector<Feed> feeds{float_feed("input", x, c.width == 0 ? "int64" : "float32")};
-            if (c.lengths) feeds.push_back({"sequence_lens", "int32", {batch}, std::vector<double>(lengths.begin(), lengths.end())});
+            if (c.lengths)
+                feeds.push_back(
+                    {"sequence_lens", "int32", {batch}, std::vector<double>(lengths.begin(), lengths.end())});
             jobs.emplace_back(file, std::move(feeds));
         }
     }
@@ -351,7 +382,7 @@ BOOST_AUTO_TEST_CASE(export_matches_onnx_runtime) {
 BOOST_AUTO_TEST_CASE(export_options_reach_the_file) {
     Scratch scratch;
     nn::Sequential<float> s;
-    s.emplace<nn::Linear<float>>(3, 2);
+    s.emplace<nn::Linear<float> >(3, 2);
     io::OnnxExportOptions o;
     o.opset = 17;
     o.producer_name = "recur-test";
@@ -359,10 +390,11 @@ BOOST_AUTO_TEST_CASE(export_options_reach_the_file) {
     const std::string file = scratch / "options.onnx";
     io::export_onnx(s, file, o);
     const std::string log = scratch / "options.log";
-    const int status = run("/usr/bin/python3 -c \"import sys, onnx\nm = onnx.load(sys.argv[1])\n"
-                           "print(m.producer_name, m.opset_import[0].version, *[p.key + '=' + p.value for p in m.metadata_props])\" " +
-                               file,
-                           log);
+    const int status =
+        run("/usr/bin/python3 -c \"import sys, onnx\nm = onnx.load(sys.argv[1])\n"
+            "print(m.producer_name, m.opset_import[0].version, *[p.key + '=' + p.value for p in m.metadata_props])\" " +
+                file,
+            log);
     BOOST_REQUIRE_EQUAL(status, 0);
     BOOST_TEST(slurp(log) == "recur-test 17 task=sine author=tests\n");
 }
@@ -371,13 +403,14 @@ BOOST_AUTO_TEST_CASE(unsupported_models_name_the_layer_and_leave_no_file) {
     Scratch scratch;
     const std::string file = scratch / "bad.onnx";
     nn::Sequential<float> s;
-    s.emplace<nn::Linear<float>>(3, 4);
-    s.add(nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{.input_size = 4, .hidden_size = 5, .proj_size = 2})));
+    s.emplace<nn::Linear<float> >(3, 4);
+    s.add(nn::recurrent_layer(
+        std::make_unique<nn::LSTM<float> >(nn::LSTMOptions{.input_size = 4, .hidden_size = 5, .proj_size = 2})));
     BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(s, file); }, {"layer '1'", "LSTM", "proj_size"}));
     BOOST_TEST(!fs::exists(file));
 
     nn::Sequential<float> only_activations;
-    only_activations.emplace<nn::Tanh<float>>();
+    only_activations.emplace<nn::Tanh<float> >();
     BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(only_activations, file); }, {"input's width"}));
     io::OnnxExportOptions old;
     old.opset = 11;
@@ -389,7 +422,8 @@ BOOST_AUTO_TEST_CASE(unsupported_models_name_the_layer_and_leave_no_file) {
 // ---- Import --------------------------------------------------------------------------------
 
 /// recur's output for x (a whole batch, eval mode).
-xt::xarray<float> predict(nn::Sequential<float>& model, const xt::xarray<float>& x, const std::vector<std::int64_t>& lengths = {}) {
+xt::xarray<float> predict(nn::Sequential<float>& model, const xt::xarray<float>& x,
+                          const std::vector<std::int64_t>& lengths = {}) {
     model.eval();
     Tape<float> tape;
     return model(tape.constant(x), lengths).value();
@@ -397,7 +431,8 @@ xt::xarray<float> predict(nn::Sequential<float>& model, const xt::xarray<float>&
 
 // torch.onnx.export files (PyTorch 1.13, opset 14) give PyTorch's outputs within 1e-5.
 BOOST_AUTO_TEST_CASE(import_matches_pytorch) {
-    for (std::string name : {"lstm_bi_stack", "gru_last", "rnn_relu_time_major", "embedding_lstm", "gru_bi_stack_time_major"}) {
+    for (std::string name :
+         {"lstm_bi_stack", "gru_last", "rnn_relu_time_major", "embedding_lstm", "gru_bi_stack_time_major"}) {
         BOOST_TEST_CONTEXT(name) {
             const std::string base = std::string(RECUR_ONNX_DATA_DIR) + "/torch/" + name;
             auto model = io::import_onnx<float>(base + ".onnx");
@@ -449,9 +484,11 @@ BOOST_AUTO_TEST_CASE(imported_model_trains) {
 
 BOOST_AUTO_TEST_CASE(unsupported_node_names_node_op_and_reason) {
     const std::string file = std::string(RECUR_ONNX_DATA_DIR) + "/torch/unsupported_gelu.onnx";
-    BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(file); }, {"unsupported_gelu.onnx", "/1/Div", "(Div)", "not supported"}));
+    BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(file); },
+                                     {"unsupported_gelu.onnx", "/1/Div", "(Div)", "not supported"}));
     const std::string lbr0 = std::string(RECUR_ONNX_DATA_DIR) + "/torch/unsupported_gru_lbr0.onnx";
-    BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(lbr0); }, {"gru_lbr0", "(GRU)", "linear_before_reset = 0"}));
+    BOOST_TEST(
+        throws_with<io_error>([&] { io::import_onnx<float>(lbr0); }, {"gru_lbr0", "(GRU)", "linear_before_reset = 0"}));
 }
 
 // A double model is written as float32 and read back as double: the weights within float
@@ -460,9 +497,10 @@ BOOST_AUTO_TEST_CASE(double_models_round_trip_through_float32) {
     Scratch scratch;
     manual_seed(3);
     nn::Sequential<double> s;
-    s.add(nn::recurrent_layer(std::make_unique<nn::GRU<double>>(nn::GRUOptions{.input_size = 3, .hidden_size = 4, .batch_first = true}),
-                              nn::Return::last));
-    s.emplace<nn::Linear<double>>(4, 2);
+    s.add(nn::recurrent_layer(
+        std::make_unique<nn::GRU<double> >(nn::GRUOptions{.input_size = 3, .hidden_size = 4, .batch_first = true}),
+        nn::Return::last));
+    s.emplace<nn::Linear<double> >(4, 2);
     io::export_onnx(s, scratch / "double.onnx");
     auto back = io::import_onnx<double>(scratch / "double.onnx");
     auto a = s.parameters(), b = back->parameters();
@@ -499,7 +537,8 @@ BOOST_AUTO_TEST_CASE(malformed_files_raise_io_error) {
     for (std::size_t k = 40; k < flipped.size(); k += 13) flipped[k] = static_cast<char>(flipped[k] ^ 0x5a);
     std::ofstream(bad, std::ios::binary).write(flipped.data(), static_cast<std::streamsize>(flipped.size()));
     BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(bad); }, {"bad.onnx"}));
-    BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(scratch / "missing.onnx"); }, {"missing.onnx", "cannot open"}));
+    BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(scratch / "missing.onnx"); },
+                                     {"missing.onnx", "cannot open"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -90,9 +90,11 @@ Cases gradient_cases<Op::add>() {
         {"() + (2, 3)", f, {rnd({}, 11), rnd({2, 3}, 12)}},
         {"(2, 3) + ()", f, {rnd({2, 3}, 13), rnd({}, 14)}},
         {"fan-out x + x", [](Tape<double>&, const Vars& x) { return x[0] + x[0]; }, {rnd({2, 3}, 15)}},
-        {"fan-out (x + y) + x", [](Tape<double>&, const Vars& x) { return (x[0] + x[1]) + x[0]; },
+        {"fan-out (x + y) + x",
+         [](Tape<double>&, const Vars& x) { return (x[0] + x[1]) + x[0]; },
          {rnd({3}, 16), rnd({2, 3}, 17)}},
-        {"x + constant (4,)", [](Tape<double>& t, const Vars& x) { return x[0] + t.constant(rnd({4}, 18)); },
+        {"x + constant (4,)",
+         [](Tape<double>& t, const Vars& x) { return x[0] + t.constant(rnd({4}, 18)); },
          {rnd({3, 4}, 19)}},
     };
 }
@@ -106,7 +108,8 @@ Cases gradient_cases<Op::sub>() {
         {"(4,) - (3, 4)", f, {rnd({4}, 25), rnd({3, 4}, 26)}},
         {"(2, 1, 3) - (4, 1)", f, {rnd({2, 1, 3}, 27), rnd({4, 1}, 28)}},
         {"() - (2, 3)", f, {rnd({}, 29), rnd({2, 3}, 30)}},
-        {"fan-out x - x * y", [](Tape<double>&, const Vars& x) { return x[0] - x[0] * x[1]; },
+        {"fan-out x - x * y",
+         [](Tape<double>&, const Vars& x) { return x[0] - x[0] * x[1]; },
          {rnd({2, 3}, 31), rnd({2, 3}, 32)}},
     };
 }
@@ -136,9 +139,13 @@ Cases gradient_cases<Op::div>() {
         {"(2, 1, 3) / (4, 1)", f, {rnd({2, 1, 3}, 67), pos({4, 1}, 68)}},
         {"() / (2, 3)", f, {rnd({}, 69), pos({2, 3}, 70)}},
         {"(2, 3) / ()", f, {rnd({2, 3}, 71), pos({}, 72)}},
-        {"fan-out x / (x * y)", [](Tape<double>&, const Vars& x) { return x[0] / (x[0] * x[1]); },
+        {"fan-out x / (x * y)",
+         [](Tape<double>&, const Vars& x) { return x[0] / (x[0] * x[1]); },
          {pos({2, 3}, 73), pos({3}, 74)}},
-        {"constant / x", [](Tape<double>& t, const Vars& x) { return t.constant(rnd({2, 3}, 75)) / x[0]; },
+        {"constant / x",
+         [](Tape<double>& t, const Vars& x) {
+             return t.constant(rnd({2, 3}, 75)) / x[0];
+         },
          {pos({3}, 76)}},
     };
 }
@@ -170,7 +177,8 @@ Cases gradient_cases<Op::rdiv>() {
     return {
         {"2 / x", [](Tape<double>&, const Vars& x) { return rdiv(2.0, x[0]); }, {pos({2, 3}, 101)}},
         {"-1.5 / x on ()", [](Tape<double>&, const Vars& x) { return rdiv(-1.5, x[0]); }, {pos({}, 102)}},
-        {"operator 3 / x, fan-out", [](Tape<double>&, const Vars& x) { return (3.0 / x[0]) * x[0] * x[0]; },
+        {"operator 3 / x, fan-out",
+         [](Tape<double>&, const Vars& x) { return (3.0 / x[0]) * x[0] * x[0]; },
          {pos({4}, 103)}},
     };
 }
@@ -258,9 +266,11 @@ Cases axis_cases(F op, std::uint64_t seed) {
         cs.push_back({"(2, 3, 4) axis " + std::to_string(axis),
                       [op, axis](Tape<double>&, const Vars& x) { return op(x[0], axis); },
                       {uniform({2, 3, 4}, seed + 20 + static_cast<std::uint64_t>(axis + 3), -3.0, 3.0)}});
-    cs.push_back({"(5,) axis 0", [op](Tape<double>&, const Vars& x) { return op(x[0], 0); },
+    cs.push_back({"(5,) axis 0",
+                  [op](Tape<double>&, const Vars& x) { return op(x[0], 0); },
                   {uniform({5}, seed + 30, -3.0, 3.0)}});
-    cs.push_back({"(3, 1) axis 1 (one element)", [op](Tape<double>&, const Vars& x) { return op(x[0], 1); },
+    cs.push_back({"(3, 1) axis 1 (one element)",
+                  [op](Tape<double>&, const Vars& x) { return op(x[0], 1); },
                   {uniform({3, 1}, seed + 31, -3.0, 3.0)}});
     return cs;
 }
@@ -280,8 +290,8 @@ template <class All, class Axis>
 Cases reduce_cases(All all, Axis along, std::uint64_t seed) {
     Cases cs;
     cs.push_back({"all of (3, 4)", [all](Tape<double>&, const Vars& x) { return all(x[0]); }, {rnd({3, 4}, seed)}});
-    cs.push_back({"all of (2, 3, 4)", [all](Tape<double>&, const Vars& x) { return all(x[0]); },
-                  {rnd({2, 3, 4}, seed + 1)}});
+    cs.push_back(
+        {"all of (2, 3, 4)", [all](Tape<double>&, const Vars& x) { return all(x[0]); }, {rnd({2, 3, 4}, seed + 1)}});
     cs.push_back({"all of ()", [all](Tape<double>&, const Vars& x) { return all(x[0]); }, {rnd({}, seed + 2)}});
     std::uint64_t s = seed + 3;
     for (bool keep : {false, true}) {
@@ -294,10 +304,11 @@ Cases reduce_cases(All all, Axis along, std::uint64_t seed) {
                           [along, axis, keep](Tape<double>&, const Vars& x) { return along(x[0], axis, keep); },
                           {rnd({5}, s++)}});
     }
-    cs.push_back({"fan-out all(x) * x", [all](Tape<double>&, const Vars& x) { return all(x[0]) * x[0]; },
-                  {rnd({2, 3}, s++)}});
+    cs.push_back(
+        {"fan-out all(x) * x", [all](Tape<double>&, const Vars& x) { return all(x[0]) * x[0]; }, {rnd({2, 3}, s++)}});
     cs.push_back({"fan-out along(x, 1, keepdim) * x",
-                  [along](Tape<double>&, const Vars& x) { return along(x[0], 1, true) * x[0]; }, {rnd({2, 3}, s++)}});
+                  [along](Tape<double>&, const Vars& x) { return along(x[0], 1, true) * x[0]; },
+                  {rnd({2, 3}, s++)}});
     return cs;
 }
 
@@ -322,13 +333,18 @@ Cases gradient_cases<Op::matmul>() {
         {"(1, 3) x (3, 1)", f, {rnd({1, 3}, 345), rnd({3, 1}, 346)}},
         {"(4, 1) x (1, 3)", f, {rnd({4, 1}, 347), rnd({1, 3}, 348)}},
         {"fan-out x x", [](Tape<double>&, const Vars& x) { return matmul(x[0], x[0]); }, {rnd({3, 3}, 349)}},
-        {"fan-out (x w) w", [](Tape<double>&, const Vars& x) { return matmul(matmul(x[0], x[1]), x[1]); },
+        {"fan-out (x w) w",
+         [](Tape<double>&, const Vars& x) { return matmul(matmul(x[0], x[1]), x[1]); },
          {rnd({2, 2, 3}, 350), rnd({3, 3}, 351)}},
         {"constant (2, 3) x w",
-         [](Tape<double>& t, const Vars& x) { return matmul(t.constant(rnd({2, 3}, 352)), x[0]); },
+         [](Tape<double>& t, const Vars& x) {
+             return matmul(t.constant(rnd({2, 3}, 352)), x[0]);
+         },
          {rnd({3, 2}, 353)}},
         {"x (2, 3) x constant",
-         [](Tape<double>& t, const Vars& x) { return matmul(x[0], t.constant(rnd({3, 2}, 354))); },
+         [](Tape<double>& t, const Vars& x) {
+             return matmul(x[0], t.constant(rnd({3, 2}, 354)));
+         },
          {rnd({2, 3}, 355)}},
     };
 }
@@ -342,14 +358,18 @@ Cases gradient_cases<Op::linear>() {
         {"x (2, 3, 4), W (5, 4), b (5,)", f3, {rnd({2, 3, 4}, 363), rnd({5, 4}, 364), rnd({5}, 365)}},
         {"x (3, 4), W (2, 4), b (2,)", f3, {rnd({3, 4}, 366), rnd({2, 4}, 367), rnd({2}, 368)}},
         {"x (4,), W (3, 4), b (3,)", f3, {rnd({4}, 369), rnd({3, 4}, 370), rnd({3}, 371)}},
-        {"fan-out linear(x, x, b)", [](Tape<double>&, const Vars& x) { return linear(x[0], x[0], x[1]); },
+        {"fan-out linear(x, x, b)",
+         [](Tape<double>&, const Vars& x) { return linear(x[0], x[0], x[1]); },
          {rnd({3, 3}, 372), rnd({3}, 373)}},
-        {"constant x and W, b only", [](Tape<double>& t, const Vars& x) {
+        {"constant x and W, b only",
+         [](Tape<double>& t, const Vars& x) {
              return linear(t.constant(rnd({2, 3, 4}, 374)), t.constant(rnd({2, 4}, 375)), x[0]);
          },
          {rnd({2}, 376)}},
         {"constant W, x and b",
-         [](Tape<double>& t, const Vars& x) { return linear(x[0], t.constant(rnd({2, 4}, 377)), x[1]); },
+         [](Tape<double>& t, const Vars& x) {
+             return linear(x[0], t.constant(rnd({2, 4}, 377)), x[1]);
+         },
          {rnd({3, 4}, 378), rnd({2}, 379)}},
     };
 }
@@ -357,13 +377,26 @@ Cases gradient_cases<Op::linear>() {
 template <>
 Cases gradient_cases<Op::reshape>() {
     return {
-        {"(2, 3, 4) -> (4, -1)", [](Tape<double>&, const Vars& x) { return reshape(x[0], {4, -1}); },
+        {"(2, 3, 4) -> (4, -1)",
+         [](Tape<double>&, const Vars& x) {
+             return reshape(x[0], {4, -1});
+         },
          {rnd({2, 3, 4}, 381)}},
-        {"(6,) -> (2, 3)", [](Tape<double>&, const Vars& x) { return reshape(x[0], {2, 3}); }, {rnd({6}, 382)}},
-        {"(2, 3) -> (3, 1, 2)", [](Tape<double>&, const Vars& x) { return reshape(x[0], {3, 1, 2}); },
+        {"(6,) -> (2, 3)",
+         [](Tape<double>&, const Vars& x) {
+             return reshape(x[0], {2, 3});
+         },
+         {rnd({6}, 382)}},
+        {"(2, 3) -> (3, 1, 2)",
+         [](Tape<double>&, const Vars& x) {
+             return reshape(x[0], {3, 1, 2});
+         },
          {rnd({2, 3}, 383)}},
         {"(1, 1) -> ()", [](Tape<double>&, const Vars& x) { return reshape(x[0], {}); }, {rnd({1, 1}, 384)}},
-        {"fan-out reshape(x) * x^T", [](Tape<double>&, const Vars& x) { return reshape(x[0], {3, 2}) * x[1]; },
+        {"fan-out reshape(x) * x^T",
+         [](Tape<double>&, const Vars& x) {
+             return reshape(x[0], {3, 2}) * x[1];
+         },
          {rnd({2, 3}, 385), rnd({3, 2}, 386)}},
     };
 }
@@ -371,14 +404,30 @@ Cases gradient_cases<Op::reshape>() {
 template <>
 Cases gradient_cases<Op::permute>() {
     return {
-        {"(2, 3, 4) {2, 0, 1}", [](Tape<double>&, const Vars& x) { return permute(x[0], {2, 0, 1}); },
+        {"(2, 3, 4) {2, 0, 1}",
+         [](Tape<double>&, const Vars& x) {
+             return permute(x[0], {2, 0, 1});
+         },
          {rnd({2, 3, 4}, 391)}},
-        {"(2, 3, 4) {1, 2, 0}", [](Tape<double>&, const Vars& x) { return permute(x[0], {1, 2, 0}); },
+        {"(2, 3, 4) {1, 2, 0}",
+         [](Tape<double>&, const Vars& x) {
+             return permute(x[0], {1, 2, 0});
+         },
          {rnd({2, 3, 4}, 392)}},
-        {"(2, 3, 4) {-1, 0, -2}", [](Tape<double>&, const Vars& x) { return permute(x[0], {-1, 0, -2}); },
+        {"(2, 3, 4) {-1, 0, -2}",
+         [](Tape<double>&, const Vars& x) {
+             return permute(x[0], {-1, 0, -2});
+         },
          {rnd({2, 3, 4}, 393)}},
-        {"(3, 4) {1, 0}", [](Tape<double>&, const Vars& x) { return permute(x[0], {1, 0}); }, {rnd({3, 4}, 394)}},
-        {"fan-out x^T * x (square)", [](Tape<double>&, const Vars& x) { return permute(x[0], {1, 0}) * x[0]; },
+        {"(3, 4) {1, 0}",
+         [](Tape<double>&, const Vars& x) {
+             return permute(x[0], {1, 0});
+         },
+         {rnd({3, 4}, 394)}},
+        {"fan-out x^T * x (square)",
+         [](Tape<double>&, const Vars& x) {
+             return permute(x[0], {1, 0}) * x[0];
+         },
          {rnd({3, 3}, 395)}},
     };
 }
@@ -386,12 +435,15 @@ Cases gradient_cases<Op::permute>() {
 template <>
 Cases gradient_cases<Op::transpose>() {
     return {
-        {"(2, 3, 4) axes 0, 2", [](Tape<double>&, const Vars& x) { return transpose(x[0], 0, 2); },
+        {"(2, 3, 4) axes 0, 2",
+         [](Tape<double>&, const Vars& x) { return transpose(x[0], 0, 2); },
          {rnd({2, 3, 4}, 401)}},
-        {"(2, 3, 4) axes -1, -2", [](Tape<double>&, const Vars& x) { return transpose(x[0], -1, -2); },
+        {"(2, 3, 4) axes -1, -2",
+         [](Tape<double>&, const Vars& x) { return transpose(x[0], -1, -2); },
          {rnd({2, 3, 4}, 402)}},
         {"(3, 4) axes 0, 1", [](Tape<double>&, const Vars& x) { return transpose(x[0], 0, 1); }, {rnd({3, 4}, 403)}},
-        {"matmul(x, x^T) fan-out", [](Tape<double>&, const Vars& x) { return matmul(x[0], transpose(x[0], 0, 1)); },
+        {"matmul(x, x^T) fan-out",
+         [](Tape<double>&, const Vars& x) { return matmul(x[0], transpose(x[0], 0, 1)); },
          {rnd({2, 3}, 404)}},
     };
 }
@@ -399,16 +451,20 @@ Cases gradient_cases<Op::transpose>() {
 template <>
 Cases gradient_cases<Op::slice>() {
     return {
-        {"(5, 4) axis 0 [1, 4)", [](Tape<double>&, const Vars& x) { return slice(x[0], 0, 1, 4); },
-         {rnd({5, 4}, 411)}},
-        {"(5, 4) axis -1 [-3, -1)", [](Tape<double>&, const Vars& x) { return slice(x[0], -1, -3, -1); },
+        {"(5, 4) axis 0 [1, 4)", [](Tape<double>&, const Vars& x) { return slice(x[0], 0, 1, 4); }, {rnd({5, 4}, 411)}},
+        {"(5, 4) axis -1 [-3, -1)",
+         [](Tape<double>&, const Vars& x) { return slice(x[0], -1, -3, -1); },
          {rnd({5, 4}, 412)}},
-        {"(5, 4) axis 0 [2, 100) clamped", [](Tape<double>&, const Vars& x) { return slice(x[0], 0, 2, 100); },
+        {"(5, 4) axis 0 [2, 100) clamped",
+         [](Tape<double>&, const Vars& x) { return slice(x[0], 0, 2, 100); },
          {rnd({5, 4}, 413)}},
-        {"(2, 5, 3) middle axis [1, 3)", [](Tape<double>&, const Vars& x) { return slice(x[0], 1, 1, 3); },
+        {"(2, 5, 3) middle axis [1, 3)",
+         [](Tape<double>&, const Vars& x) { return slice(x[0], 1, 1, 3); },
          {rnd({2, 5, 3}, 414)}},
         {"empty slice [3, 1) joined to x",
-         [](Tape<double>&, const Vars& x) { return concat(Vars{slice(x[0], 0, 3, 1), x[0]}, 0); },
+         [](Tape<double>&, const Vars& x) {
+             return concat(Vars{slice(x[0], 0, 3, 1), x[0]}, 0);
+         },
          {rnd({4, 2}, 416)}},
         {"fan-out two overlapping slices",
          [](Tape<double>&, const Vars& x) { return slice(x[0], 1, 0, 3) * slice(x[0], 1, 1, 4); },
@@ -444,18 +500,30 @@ template <>
 Cases gradient_cases<Op::concat>() {
     return {
         {"(2, 3), (2, 1), (2, 2) along 1",
-         [](Tape<double>&, const Vars& x) { return concat(Vars{x[0], x[1], x[2]}, 1); },
+         [](Tape<double>&, const Vars& x) {
+             return concat(Vars{x[0], x[1], x[2]}, 1);
+         },
          {rnd({2, 3}, 431), rnd({2, 1}, 432), rnd({2, 2}, 433)}},
         {"(2, 1, 3), (2, 2, 3) along middle axis 1",
-         [](Tape<double>&, const Vars& x) { return concat(Vars{x[0], x[1]}, 1); },
+         [](Tape<double>&, const Vars& x) {
+             return concat(Vars{x[0], x[1]}, 1);
+         },
          {rnd({2, 1, 3}, 434), rnd({2, 2, 3}, 435)}},
-        {"(2, 1, 3), (2, 2, 3) along -2", [](Tape<double>&, const Vars& x) { return concat(Vars{x[1], x[0]}, -2); },
+        {"(2, 1, 3), (2, 2, 3) along -2",
+         [](Tape<double>&, const Vars& x) {
+             return concat(Vars{x[1], x[0]}, -2);
+         },
          {rnd({2, 1, 3}, 436), rnd({2, 2, 3}, 437)}},
-        {"fan-out {x1, x2, x1} along 0", [](Tape<double>&, const Vars& x) { return concat(Vars{x[0], x[1], x[0]}, 0); },
+        {"fan-out {x1, x2, x1} along 0",
+         [](Tape<double>&, const Vars& x) {
+             return concat(Vars{x[0], x[1], x[0]}, 0);
+         },
          {rnd({2, 3}, 438), rnd({1, 3}, 439)}},
         {"one input", [](Tape<double>&, const Vars& x) { return concat(Vars{x[0]}, 0); }, {rnd({3}, 440)}},
         {"{constant, x} along 1",
-         [](Tape<double>& t, const Vars& x) { return concat(Vars{t.constant(rnd({2, 2}, 441)), x[0]}, 1); },
+         [](Tape<double>& t, const Vars& x) {
+             return concat(Vars{t.constant(rnd({2, 2}, 441)), x[0]}, 1);
+         },
          {rnd({2, 3}, 442)}},
     };
 }
@@ -470,9 +538,15 @@ Cases gradient_cases<Op::stack>() {
         {"3 x (2, 3) along middle axis 1", at(1), {rnd({2, 3}, 454), rnd({2, 3}, 455), rnd({2, 3}, 456)}},
         {"3 x (2, 3) along 2", at(2), {rnd({2, 3}, 457), rnd({2, 3}, 458), rnd({2, 3}, 459)}},
         {"3 x (2, 3) along -2", at(-2), {rnd({2, 3}, 460), rnd({2, 3}, 461), rnd({2, 3}, 462)}},
-        {"fan-out {x, y, x} along 1", [](Tape<double>&, const Vars& x) { return stack(Vars{x[0], x[1], x[0]}, 1); },
+        {"fan-out {x, y, x} along 1",
+         [](Tape<double>&, const Vars& x) {
+             return stack(Vars{x[0], x[1], x[0]}, 1);
+         },
          {rnd({2, 3}, 463), rnd({2, 3}, 464)}},
-        {"scalars", [](Tape<double>&, const Vars& x) { return stack(Vars{x[0], x[1]}, 0); },
+        {"scalars",
+         [](Tape<double>&, const Vars& x) {
+             return stack(Vars{x[0], x[1]}, 0);
+         },
          {rnd({}, 465), rnd({}, 466)}},
     };
 }
@@ -480,11 +554,14 @@ Cases gradient_cases<Op::stack>() {
 template <>
 Cases gradient_cases<Op::select>() {
     return {
-        {"(3, 4) axis 0 index -1", [](Tape<double>&, const Vars& x) { return select(x[0], 0, -1); },
+        {"(3, 4) axis 0 index -1",
+         [](Tape<double>&, const Vars& x) { return select(x[0], 0, -1); },
          {rnd({3, 4}, 471)}},
-        {"(2, 3, 4) axis 1 index 2", [](Tape<double>&, const Vars& x) { return select(x[0], 1, 2); },
+        {"(2, 3, 4) axis 1 index 2",
+         [](Tape<double>&, const Vars& x) { return select(x[0], 1, 2); },
          {rnd({2, 3, 4}, 472)}},
-        {"(2, 3, 4) axis -1 index -2", [](Tape<double>&, const Vars& x) { return select(x[0], -1, -2); },
+        {"(2, 3, 4) axis -1 index -2",
+         [](Tape<double>&, const Vars& x) { return select(x[0], -1, -2); },
          {rnd({2, 3, 4}, 473)}},
         {"(4,) index 1 -> ()", [](Tape<double>&, const Vars& x) { return select(x[0], 0, 1); }, {rnd({4}, 474)}},
         {"fan-out first and last rows",
@@ -499,11 +576,14 @@ Cases gradient_cases<Op::embedding>() {
     const xt::xarray<std::int64_t> ids1{1, 1, 1, 3};
     const xt::xarray<std::int64_t> ids3{{{0, 1}, {1, 0}}, {{3, 3}, {0, 2}}};
     return {
-        {"W (5, 3), ids (2, 3) repeated", [ids2](Tape<double>&, const Vars& x) { return embedding(x[0], ids2); },
+        {"W (5, 3), ids (2, 3) repeated",
+         [ids2](Tape<double>&, const Vars& x) { return embedding(x[0], ids2); },
          {rnd({5, 3}, 481)}},
-        {"W (4, 2), ids (4,) repeated", [ids1](Tape<double>&, const Vars& x) { return embedding(x[0], ids1); },
+        {"W (4, 2), ids (4,) repeated",
+         [ids1](Tape<double>&, const Vars& x) { return embedding(x[0], ids1); },
          {rnd({4, 2}, 482)}},
-        {"W (4, 3), ids (2, 2, 2)", [ids3](Tape<double>&, const Vars& x) { return embedding(x[0], ids3); },
+        {"W (4, 3), ids (2, 2, 2)",
+         [ids3](Tape<double>&, const Vars& x) { return embedding(x[0], ids3); },
          {rnd({4, 3}, 483)}},
         {"fan-out embedding(W, ids) * W[0]",
          [ids1](Tape<double>&, const Vars& x) { return embedding(x[0], ids1) * select(x[0], 0, 0); },
@@ -520,9 +600,11 @@ Cases gradient_cases<Op::where>() {
     xt::xarray<double> frac{0.3, 0.9, -0.2};  // a non-0/1 mask blends
     frac.reshape({3, 1});
     return {
-        {"mask (3, 4), a (3, 4), b (4,)", [m34](Tape<double>&, const Vars& x) { return recur::where(m34, x[0], x[1]); },
+        {"mask (3, 4), a (3, 4), b (4,)",
+         [m34](Tape<double>&, const Vars& x) { return recur::where(m34, x[0], x[1]); },
          {rnd({3, 4}, 491), rnd({4}, 492)}},
-        {"mask (4,), a (3, 4), b (3, 4)", [m4](Tape<double>&, const Vars& x) { return recur::where(m4, x[0], x[1]); },
+        {"mask (4,), a (3, 4), b (3, 4)",
+         [m4](Tape<double>&, const Vars& x) { return recur::where(m4, x[0], x[1]); },
          {rnd({3, 4}, 493), rnd({3, 4}, 494)}},
         {"mask (3, 1), a (2, 1, 4), b ()",
          [frac](Tape<double>&, const Vars& x) { return recur::where(frac, x[0], x[1]); },
@@ -534,7 +616,9 @@ Cases gradient_cases<Op::where>() {
          [m34](Tape<double>&, const Vars& x) { return recur::where(m34, x[0], x[0] * x[0]); },
          {rnd({3, 4}, 499)}},
         {"where(m, constant, x)",
-         [m34](Tape<double>& t, const Vars& x) { return recur::where(m34, t.constant(rnd({3, 4}, 500)), x[0]); },
+         [m34](Tape<double>& t, const Vars& x) {
+             return recur::where(m34, t.constant(rnd({3, 4}, 500)), x[0]);
+         },
          {rnd({4}, 509)}},
     };
 }
@@ -545,10 +629,13 @@ Cases gradient_cases<Op::dropout>() {
         {"p 0.3 on (4, 5)", [](Tape<double>&, const Vars& x) { return dropout(x[0], 0.3, true); }, {rnd({4, 5}, 501)}},
         {"p 0.3 on (2, 3, 4)", [](Tape<double>&, const Vars& x) { return dropout(x[0], 0.3); }, {rnd({2, 3, 4}, 502)}},
         {"p 0.5 after tanh, fan-out",
-         [](Tape<double>&, const Vars& x) { return dropout(tanh(x[0]), 0.5) * x[0]; }, {rnd({3, 4}, 503)}},
+         [](Tape<double>&, const Vars& x) { return dropout(tanh(x[0]), 0.5) * x[0]; },
+         {rnd({3, 4}, 503)}},
         {"two masks in one graph",
-         [](Tape<double>&, const Vars& x) { return dropout(x[0], 0.3) + dropout(x[0], 0.3); }, {rnd({3, 3}, 504)}},
-        {"eval mode (identity)", [](Tape<double>&, const Vars& x) { return dropout(x[0], 0.3, false); },
+         [](Tape<double>&, const Vars& x) { return dropout(x[0], 0.3) + dropout(x[0], 0.3); },
+         {rnd({3, 3}, 504)}},
+        {"eval mode (identity)",
+         [](Tape<double>&, const Vars& x) { return dropout(x[0], 0.3, false); },
          {rnd({2, 3}, 505)}},
         {"p 0 (identity)", [](Tape<double>&, const Vars& x) { return dropout(x[0], 0.0); }, {rnd({2, 3}, 506)}},
     };
@@ -562,7 +649,9 @@ template <>
 Cases gradient_cases<Op::detach>() {
     return {
         {"x * detach(tanh(c))",
-         [](Tape<double>& t, const Vars& x) { return x[0] * detach(tanh(t.constant(rnd({2, 3}, 511)))); },
+         [](Tape<double>& t, const Vars& x) {
+             return x[0] * detach(tanh(t.constant(rnd({2, 3}, 511))));
+         },
          {rnd({2, 3}, 512)}},
         {"detach(c * x) where x is a leaf of this tape, plus y",
          [](Tape<double>& t, const Vars& x) {
@@ -580,9 +669,11 @@ Cases gradient_cases<Op::lstm_pointwise>() {
     const std::size_t b = 2, h = 3, g = 4 * h;
     auto both = [](const recur::LSTMPointwise<double>& r) { return r.h * 2.0 + r.c; };
     return {
-        {"h'", [](Tape<double>&, const Vars& x) { return lstm_pointwise(x[0], x[1], x[2]).h; },
+        {"h'",
+         [](Tape<double>&, const Vars& x) { return lstm_pointwise(x[0], x[1], x[2]).h; },
          {rnd({b, g}, 701), rnd({b, g}, 702), rnd({b, h}, 703)}},
-        {"c'", [](Tape<double>&, const Vars& x) { return lstm_pointwise(x[0], x[1], x[2]).c; },
+        {"c'",
+         [](Tape<double>&, const Vars& x) { return lstm_pointwise(x[0], x[1], x[2]).c; },
          {rnd({b, g}, 704), rnd({b, g}, 705), rnd({b, h}, 706)}},
         {"2 h' + c', large pre-activations",
          [both](Tape<double>&, const Vars& x) { return both(lstm_pointwise(x[0], x[1], x[2])); },
@@ -592,7 +683,8 @@ Cases gradient_cases<Op::lstm_pointwise>() {
              return lstm_pointwise(x[0], t.constant(rnd({b, g}, 720)), t.constant(rnd({b, h}, 721))).h;
          },
          {rnd({b, g}, 722)}},
-        {"chained: hg = h W", [both](Tape<double>&, const Vars& x) {
+        {"chained: hg = h W",
+         [both](Tape<double>&, const Vars& x) {
              auto s0 = lstm_pointwise(x[0], matmul(x[2], x[1]), x[3]);
              return both(lstm_pointwise(x[0], matmul(s0.h, x[1]), s0.c)) + s0.h;
          },
@@ -607,33 +699,40 @@ Cases gradient_cases<Op::lstm_step>() {
     const std::size_t b = 2, h = 3, g = 4 * h;
     auto both = [](const recur::LSTMPointwise<double>& r) { return r.h * 2.0 + r.c; };
     return {
-        {"(T, B, 4H), step 2", [both](Tape<double>&, const Vars& x) { return both(lstm_step(x[0], 0, 2, x[1], x[2], x[3], x[4])); },
+        {"(T, B, 4H), step 2",
+         [both](Tape<double>&, const Vars& x) { return both(lstm_step(x[0], 0, 2, x[1], x[2], x[3], x[4])); },
          {rnd({4, b, g}, 750), rnd({b, h}, 751), rnd({b, h}, 752), rnd({g, h}, 753), rnd({g}, 754)}},
-        {"(B, T, 4H), step 0, no bias, h' only", [](Tape<double>&, const Vars& x) { return lstm_step(x[0], 1, 0, x[1], x[2], x[3]).h; },
+        {"(B, T, 4H), step 0, no bias, h' only",
+         [](Tape<double>&, const Vars& x) { return lstm_step(x[0], 1, 0, x[1], x[2], x[3]).h; },
          {rnd({b, 3, g}, 755), rnd({b, h}, 756), rnd({b, h}, 757), rnd({g, h}, 758)}},
-        {"c' only, projected h (B, 2)", [](Tape<double>&, const Vars& x) { return lstm_step(x[0], 0, 1, x[1], x[2], x[3], x[4]).c; },
+        {"c' only, projected h (B, 2)",
+         [](Tape<double>&, const Vars& x) { return lstm_step(x[0], 0, 1, x[1], x[2], x[3], x[4]).c; },
          {rnd({2, b, g}, 759), rnd({b, 2}, 760), rnd({b, h}, 761), rnd({g, 2}, 762), rnd({g}, 763)}},
         // xs read elsewhere too: before the steps (backward meets the steps first, writing
         // slices, then a whole-gradient add) and after them (a whole gradient first).
-        {"xs also read before the steps", [both](Tape<double>&, const Vars& x) {
+        {"xs also read before the steps",
+         [both](Tape<double>&, const Vars& x) {
              Var<double> before = sum(x[0] * x[0]);
              auto s1 = lstm_step(x[0], 0, 1, x[1], x[2], x[3], x[4]);
              return both(lstm_step(x[0], 0, 2, s1.h, s1.c, x[3], x[4])) + before;
          },
          {rnd({4, b, g}, 790), rnd({b, h}, 791), rnd({b, h}, 792), rnd({g, h}, 793), rnd({g}, 794)}},
-        {"xs also read after the steps", [both](Tape<double>&, const Vars& x) {
+        {"xs also read after the steps",
+         [both](Tape<double>&, const Vars& x) {
              auto s1 = lstm_step(x[0], 1, 1, x[1], x[2], x[3], x[4]);
              auto s2 = lstm_step(x[0], 1, 2, s1.h, s1.c, x[3], x[4]);
              return both(s2) + sum(tanh(x[0]));
          },
          {rnd({b, 4, g}, 795), rnd({b, h}, 796), rnd({b, h}, 797), rnd({g, h}, 798), rnd({g}, 799)}},
-        {"two chained steps, large pre-activations", [both](Tape<double>&, const Vars& x) {
+        {"two chained steps, large pre-activations",
+         [both](Tape<double>&, const Vars& x) {
              auto s0 = lstm_step(x[0], 1, 0, x[1], x[2], x[3], x[4]);
              return both(lstm_step(x[0], 1, 1, s0.h, s0.c, x[3], x[4])) + s0.h;
          },
          {uniform({b, 2, g}, 764, -3, 3), rnd({b, h}, 765), rnd({b, h}, 766), rnd({g, h}, 767), rnd({g}, 768)}},
         // issue 12: recurrent dropout, a constant mask on h in the product (two steps, no bias in one)
-        {"recurrent dropout mask on h", [both](Tape<double>& t, const Vars& x) {
+        {"recurrent dropout mask on h",
+         [both](Tape<double>& t, const Vars& x) {
              Var<double> m = t.constant(xt::xarray<double>{{2.0, 0.0, 2.0}, {0.0, 2.0, 2.0}});
              auto s1 = lstm_step(x[0], 0, 0, x[1], x[2], x[3], x[4], m);
              return both(lstm_step(x[0], 0, 1, s1.h, s1.c, x[3], Var<double>(), m)) + s1.h;
@@ -646,12 +745,16 @@ template <>
 Cases gradient_cases<Op::gru_pointwise>() {
     const std::size_t b = 2, h = 3, g = 3 * h;
     return {
-        {"h'", [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], x[1], x[2]); },
+        {"h'",
+         [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], x[1], x[2]); },
          {rnd({b, g}, 731), rnd({b, g}, 732), rnd({b, h}, 733)}},
         {"large pre-activations",
          [](Tape<double>&, const Vars& x) { return gru_pointwise(x[0], x[1], x[2]); },
          {uniform({b, g}, 734, -3, 3), uniform({b, g}, 735, -3, 3), rnd({b, h}, 736)}},
-        {"constant hg", [](Tape<double>& t, const Vars& x) { return gru_pointwise(x[0], t.constant(rnd({b, g}, 746)), x[1]); },
+        {"constant hg",
+         [](Tape<double>& t, const Vars& x) {
+             return gru_pointwise(x[0], t.constant(rnd({b, g}, 746)), x[1]);
+         },
          {rnd({b, g}, 747), rnd({b, h}, 748)}},
     };
 }
@@ -660,17 +763,21 @@ template <>
 Cases gradient_cases<Op::gru_step>() {
     const std::size_t b = 2, h = 3, g = 3 * h;
     return {
-        {"(T, B, 3H), step 1", [](Tape<double>&, const Vars& x) { return gru_step(x[0], 0, 1, x[1], x[2], x[3]); },
+        {"(T, B, 3H), step 1",
+         [](Tape<double>&, const Vars& x) { return gru_step(x[0], 0, 1, x[1], x[2], x[3]); },
          {rnd({3, b, g}, 770), rnd({b, h}, 771), rnd({g, h}, 772), rnd({g}, 773)}},
-        {"(B, T, 3H), step 2, no bias", [](Tape<double>&, const Vars& x) { return gru_step(x[0], 1, 2, x[1], x[2]); },
+        {"(B, T, 3H), step 2, no bias",
+         [](Tape<double>&, const Vars& x) { return gru_step(x[0], 1, 2, x[1], x[2]); },
          {rnd({b, 3, g}, 774), rnd({b, h}, 775), rnd({g, h}, 776)}},
-        {"two chained steps, large pre-activations", [](Tape<double>&, const Vars& x) {
+        {"two chained steps, large pre-activations",
+         [](Tape<double>&, const Vars& x) {
              Var<double> h1 = gru_step(x[0], 0, 0, x[1], x[2], x[3]);
              return gru_step(x[0], 0, 1, h1, x[2], x[3]) * 2.0 + h1;
          },
          {uniform({2, b, g}, 777, -3, 3), rnd({b, h}, 778), rnd({g, h}, 779), rnd({g}, 780)}},
         // issue 12: recurrent dropout, the mask in the product only (the blend reads the unmasked h)
-        {"recurrent dropout mask on h", [](Tape<double>& t, const Vars& x) {
+        {"recurrent dropout mask on h",
+         [](Tape<double>& t, const Vars& x) {
              Var<double> m = t.constant(xt::xarray<double>{{2.0, 0.0, 2.0}, {0.0, 2.0, 2.0}});
              Var<double> h1 = gru_step(x[0], 0, 0, x[1], x[2], x[3], m);
              return gru_step(x[0], 0, 1, h1, x[2], Var<double>(), m) * 2.0 + h1;
@@ -687,7 +794,8 @@ Cases gradient_cases<Op::layer_norm>() {
         {"(3, 5) with weight and bias",
          [](Tape<double>&, const Vars& x) { return recur::layer_norm(x[0], 5, x[1], x[2]); },
          {uniform({3, 5}, 801, -2, 2), pos({5}, 802), rnd({5}, 803)}},
-        {"(2, 3, 4) without affine", [](Tape<double>&, const Vars& x) { return recur::layer_norm(x[0], 4); },
+        {"(2, 3, 4) without affine",
+         [](Tape<double>&, const Vars& x) { return recur::layer_norm(x[0], 4); },
          {uniform({2, 3, 4}, 804, -2, 2)}},
         {"(4,) weight only, eps 0.1",
          [](Tape<double>&, const Vars& x) { return recur::layer_norm(x[0], 4, x[1], Var<double>(), 0.1); },
@@ -705,9 +813,14 @@ Cases gradient_cases<Op::layer_norm_lstm_step>() {
     const std::size_t b = 2, h = 3, g = 4 * h;
     auto both = [](const recur::LSTMPointwise<double>& r) { return r.h * 2.0 + r.c; };
     auto ins = [=](std::uint64_t s, std::size_t steps, bool batch_first) {
-        return std::vector<xt::xarray<double>>{
-            batch_first ? rnd({b, steps, g}, s) : rnd({steps, b, g}, s), rnd({b, h}, s + 1), rnd({b, h}, s + 2),
-            rnd({g, h}, s + 3), pos({g}, s + 4), rnd({g}, s + 5), pos({h}, s + 6), rnd({h}, s + 7)};
+        return std::vector<xt::xarray<double>>{batch_first ? rnd({b, steps, g}, s) : rnd({steps, b, g}, s),
+                                               rnd({b, h}, s + 1),
+                                               rnd({b, h}, s + 2),
+                                               rnd({g, h}, s + 3),
+                                               pos({g}, s + 4),
+                                               rnd({g}, s + 5),
+                                               pos({h}, s + 6),
+                                               rnd({h}, s + 7)};
     };
     return {
         {"(T, B, 4H), step 1, h' and c'",
@@ -739,7 +852,8 @@ Cases gradient_cases<Op::layer_norm_gru_step>() {
     const std::size_t b = 2, h = 3, g = 3 * h;
     auto ins = [=](std::uint64_t s, std::size_t steps, bool batch_first) {
         return std::vector<xt::xarray<double>>{batch_first ? rnd({b, steps, g}, s) : rnd({steps, b, g}, s),
-                                               rnd({b, h}, s + 1), rnd({g, h}, s + 2), pos({g}, s + 3), rnd({g}, s + 4)};
+                                               rnd({b, h}, s + 1), rnd({g, h}, s + 2), pos({g}, s + 3),
+                                               rnd({g}, s + 4)};
     };
     return {
         {"(T, B, 3H), step 1",
@@ -770,9 +884,13 @@ Cases gradient_cases<Op::bmm>() {
         {"(2, 3, 4) x (2, 4, 5)", f, {rnd({2, 3, 4}, 1001), rnd({2, 4, 5}, 1002)}},
         {"(1, 1, 3) x (1, 3, 2)", f, {rnd({1, 1, 3}, 1003), rnd({1, 3, 2}, 1004)}},
         {"(3, 5, 2) x (3, 2, 1)", f, {rnd({3, 5, 2}, 1005), rnd({3, 2, 1}, 1006)}},
-        {"fan-out x x^T", [](Tape<double>&, const Vars& x) { return bmm(x[0], transpose(x[0], 1, 2)); },
+        {"fan-out x x^T",
+         [](Tape<double>&, const Vars& x) { return bmm(x[0], transpose(x[0], 1, 2)); },
          {rnd({2, 3, 4}, 1007)}},
-        {"constant a", [](Tape<double>& t, const Vars& x) { return bmm(t.constant(rnd({2, 2, 3}, 1008)), x[0]); },
+        {"constant a",
+         [](Tape<double>& t, const Vars& x) {
+             return bmm(t.constant(rnd({2, 2, 3}, 1008)), x[0]);
+         },
          {rnd({2, 3, 4}, 1009)}},
     };
 }
@@ -788,16 +906,23 @@ Cases gradient_cases<Op::masked_softmax>() {
     column_mask(1, 0) = 0.0;
     return {
         {"(3, 4) mask, one row fully masked",
-         [mask](Tape<double>&, const Vars& v) { return masked_softmax(v[0], mask); }, {x}},
+         [mask](Tape<double>&, const Vars& v) { return masked_softmax(v[0], mask); },
+         {x}},
         {"(2, 3, 4) broadcast (3, 4) mask",
-         [mask](Tape<double>&, const Vars& v) { return masked_softmax(v[0], mask, -1); }, {rnd({2, 3, 4}, 1012)}},
-        {"axis 0, (3, 1) mask", [column_mask](Tape<double>&, const Vars& v) { return masked_softmax(v[0], column_mask, 0); },
+         [mask](Tape<double>&, const Vars& v) { return masked_softmax(v[0], mask, -1); },
+         {rnd({2, 3, 4}, 1012)}},
+        {"axis 0, (3, 1) mask",
+         [column_mask](Tape<double>&, const Vars& v) { return masked_softmax(v[0], column_mask, 0); },
          {rnd({3, 2}, 1013)}},
         {"lengths (B) over (B, Tq, T), a zero length",
-         [](Tape<double>&, const Vars& v) { return masked_softmax(v[0], std::vector<std::int64_t>{3, 0, 5}); },
+         [](Tape<double>&, const Vars& v) {
+             return masked_softmax(v[0], std::vector<std::int64_t>{3, 0, 5});
+         },
          {uniform({3, 2, 5}, 1014, -3, 3)}},
         {"lengths (B, Tq)",
-         [](Tape<double>&, const Vars& v) { return masked_softmax(v[0], ints({2, 2}, {1, 4, 2, 3})); },
+         [](Tape<double>&, const Vars& v) {
+             return masked_softmax(v[0], ints({2, 2}, {1, 4, 2, 3}));
+         },
          {rnd({2, 2, 4}, 1015)}},
     };
 }
@@ -807,9 +932,11 @@ Cases gradient_cases<Op::masked_fill>() {
     const xt::xarray<double> mask = {{0, 1, 0}, {1, 0, 0}};
     const xt::xarray<double> row = {1, 0, 1};
     return {
-        {"(2, 3) mask", [mask](Tape<double>&, const Vars& x) { return masked_fill(x[0], mask, -2.5) * x[0]; },
+        {"(2, 3) mask",
+         [mask](Tape<double>&, const Vars& x) { return masked_fill(x[0], mask, -2.5) * x[0]; },
          {rnd({2, 3}, 1021)}},
-        {"(3,) mask broadcast to (2, 2, 3)", [row](Tape<double>&, const Vars& x) { return masked_fill(x[0], row, 0.0); },
+        {"(3,) mask broadcast to (2, 2, 3)",
+         [row](Tape<double>&, const Vars& x) { return masked_fill(x[0], row, 0.0); },
          {rnd({2, 2, 3}, 1022)}},
     };
 }
@@ -818,7 +945,8 @@ template <>
 Cases gradient_cases<Op::max>() {
     return {
         {"(3, 4) axis 1", [](Tape<double>&, const Vars& x) { return max(x[0], 1); }, {rnd({3, 4}, 1031)}},
-        {"(2, 3, 4) axis 1 keepdim", [](Tape<double>&, const Vars& x) { return max(x[0], 1, true) * x[0]; },
+        {"(2, 3, 4) axis 1 keepdim",
+         [](Tape<double>&, const Vars& x) { return max(x[0], 1, true) * x[0]; },
          {rnd({2, 3, 4}, 1032)}},
         {"(4,) axis -1", [](Tape<double>&, const Vars& x) { return max(x[0], -1); }, {rnd({4}, 1033)}},
     };
@@ -828,7 +956,8 @@ template <>
 Cases gradient_cases<Op::min>() {
     return {
         {"(3, 4) axis 0", [](Tape<double>&, const Vars& x) { return min(x[0], 0); }, {rnd({3, 4}, 1041)}},
-        {"(2, 3, 4) axis -1 keepdim", [](Tape<double>&, const Vars& x) { return min(x[0], -1, true) - x[0]; },
+        {"(2, 3, 4) axis -1 keepdim",
+         [](Tape<double>&, const Vars& x) { return min(x[0], -1, true) - x[0]; },
          {rnd({2, 3, 4}, 1042)}},
     };
 }
@@ -836,14 +965,18 @@ Cases gradient_cases<Op::min>() {
 // Repeated indices: their gradients add up (scatter-add).
 template <>
 Cases gradient_cases<Op::gather>() {
-    const auto rows = ints({2, 3}, {2, 0, 2, 1, 1, 0});      // along axis 1 of (2, 3)
-    const auto cols = ints({2, 2}, {0, 1, 0, 0});            // along axis 0 of (2, 3), fewer columns
-    const auto deep = ints({2, 2, 1}, {1, 1, 0, 2});         // along axis 1 of (2, 3, 2)
+    const auto rows = ints({2, 3}, {2, 0, 2, 1, 1, 0});  // along axis 1 of (2, 3)
+    const auto cols = ints({2, 2}, {0, 1, 0, 0});  // along axis 0 of (2, 3), fewer columns
+    const auto deep = ints({2, 2, 1}, {1, 1, 0, 2});  // along axis 1 of (2, 3, 2)
     return {
-        {"axis 1, repeats", [rows](Tape<double>&, const Vars& x) { return gather(x[0], 1, rows); }, {rnd({2, 3}, 1051)}},
-        {"axis 0, smaller index", [cols](Tape<double>&, const Vars& x) { return gather(x[0], 0, cols); },
+        {"axis 1, repeats",
+         [rows](Tape<double>&, const Vars& x) { return gather(x[0], 1, rows); },
+         {rnd({2, 3}, 1051)}},
+        {"axis 0, smaller index",
+         [cols](Tape<double>&, const Vars& x) { return gather(x[0], 0, cols); },
          {rnd({2, 3}, 1052)}},
-        {"(2, 3, 2) axis 1", [deep](Tape<double>&, const Vars& x) { return gather(x[0], 1, deep); },
+        {"(2, 3, 2) axis 1",
+         [deep](Tape<double>&, const Vars& x) { return gather(x[0], 1, deep); },
          {rnd({2, 3, 2}, 1053)}},
         {"topk values", [](Tape<double>&, const Vars& x) { return topk(x[0], 2, 1).values; }, {rnd({3, 4}, 1054)}},
     };
@@ -853,10 +986,14 @@ template <>
 Cases gradient_cases<Op::index_select>() {
     const auto idx = ints({4}, {2, 0, 2, 2});
     return {
-        {"axis 0, repeats", [idx](Tape<double>&, const Vars& x) { return index_select(x[0], 0, idx); }, {rnd({3, 2}, 1061)}},
-        {"(2, 3, 2) axis 1", [idx](Tape<double>&, const Vars& x) { return index_select(x[0], 1, idx); },
+        {"axis 0, repeats",
+         [idx](Tape<double>&, const Vars& x) { return index_select(x[0], 0, idx); },
+         {rnd({3, 2}, 1061)}},
+        {"(2, 3, 2) axis 1",
+         [idx](Tape<double>&, const Vars& x) { return index_select(x[0], 1, idx); },
          {rnd({2, 3, 2}, 1062)}},
-        {"axis -1, empty index", [](Tape<double>&, const Vars& x) { return index_select(x[0], -1, ints({0}, {})) + sum(x[0]); },
+        {"axis -1, empty index",
+         [](Tape<double>&, const Vars& x) { return index_select(x[0], -1, ints({0}, {})) + sum(x[0]); },
          {rnd({2, 3}, 1063)}},
     };
 }
@@ -864,8 +1001,12 @@ Cases gradient_cases<Op::index_select>() {
 template <>
 Cases gradient_cases<Op::clamp>() {
     return {
-        {"[-0.5, 0.5] on [-1, 1)", [](Tape<double>&, const Vars& x) { return clamp(x[0], -0.5, 0.5); }, {rnd({3, 4}, 1071)}},
-        {"[0, inf) fan-out", [](Tape<double>&, const Vars& x) { return clamp(x[0], 0.0, 1e300) * x[0]; }, {away({5}, 1072)}},
+        {"[-0.5, 0.5] on [-1, 1)",
+         [](Tape<double>&, const Vars& x) { return clamp(x[0], -0.5, 0.5); },
+         {rnd({3, 4}, 1071)}},
+        {"[0, inf) fan-out",
+         [](Tape<double>&, const Vars& x) { return clamp(x[0], 0.0, 1e300) * x[0]; },
+         {away({5}, 1072)}},
     };
 }
 
@@ -900,10 +1041,10 @@ BOOST_AUTO_TEST_SUITE(op_gradients)
 // One test case per primitive, from the op list: op_gradients/gradcheck/<op>. (A nested suite,
 // so the generated case types named after ops do not hide the ops in the tests further down.)
 BOOST_AUTO_TEST_SUITE(gradcheck)
-#define RECUR_TEST_OP_CASE(name)                                                                       \
-    BOOST_AUTO_TEST_CASE(name) {                                                                       \
-        using namespace recur_op_gradients;                                                            \
-        run(#name, gradient_cases<Op::name>());                                                        \
+#define RECUR_TEST_OP_CASE(name)                \
+    BOOST_AUTO_TEST_CASE(name) {                \
+        using namespace recur_op_gradients;     \
+        run(#name, gradient_cases<Op::name>()); \
     }
 RECUR_PRIMITIVES(RECUR_TEST_OP_CASE)
 #undef RECUR_TEST_OP_CASE

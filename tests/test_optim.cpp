@@ -80,8 +80,10 @@ std::vector<Block> read_blocks() {
             cur->name = t.at(1);
             for (std::size_t i = 2; i < t.size(); ++i) {
                 const auto eq = t[i].find('=');
-                if (eq == std::string::npos) cur->type = t[i];
-                else cur->opts[t[i].substr(0, eq)] = t[i].substr(eq + 1);
+                if (eq == std::string::npos)
+                    cur->type = t[i];
+                else
+                    cur->opts[t[i].substr(0, eq)] = t[i].substr(eq + 1);
             }
         } else if (t.at(0) == "end") {
             cur = nullptr;
@@ -110,10 +112,10 @@ xt::xarray<T> make_array(const Shape& shape, const std::vector<double>& values) 
 // The arrays of an optim / clip block: initial parameters, grads and expectations per step.
 struct Case {
     std::vector<Shape> shapes;
-    std::vector<std::vector<double>> params;                // [i]
-    std::map<int, std::vector<std::vector<double>>> grads;   // [t][i]
+    std::vector<std::vector<double>> params;  // [i]
+    std::map<int, std::vector<std::vector<double>>> grads;  // [t][i]
     std::map<int, std::vector<std::vector<double>>> expect;  // [t][i]
-    std::map<int, double> setlr;                             // [t]
+    std::map<int, double> setlr;  // [t]
     int steps = 0;
 };
 
@@ -191,8 +193,10 @@ std::unique_ptr<op::Optimizer<T>> make_optimizer(const Block& b, const std::vect
             o.amsgrad = flag("amsgrad");
             return o;
         };
-        if (b.type == "Adam") out = std::make_unique<op::Adam<T>>(ps, fill(op::AdamOptions{}));
-        else out = std::make_unique<op::AdamW<T>>(ps, fill(op::AdamWOptions{}));
+        if (b.type == "Adam")
+            out = std::make_unique<op::Adam<T>>(ps, fill(op::AdamOptions{}));
+        else
+            out = std::make_unique<op::AdamW<T>>(ps, fill(op::AdamWOptions{}));
     } else if (b.type == "RMSprop") {
         op::RMSpropOptions o;
         o.lr = num("lr", o.lr);
@@ -435,8 +439,8 @@ BOOST_AUTO_TEST_CASE(state_names_and_shapes) {
     op::Adam<double> adam(two.ptrs(), {.amsgrad = true});
     std::vector<std::string> names;
     for (const auto& [n, a] : adam.state()) names.push_back(n);
-    const std::vector<std::string> expected = {"step", "lr", "0.exp_avg", "0.exp_avg_sq", "0.max_exp_avg_sq",
-                                               "1.exp_avg", "1.exp_avg_sq", "1.max_exp_avg_sq"};
+    const std::vector<std::string> expected = {
+        "step", "lr", "0.exp_avg", "0.exp_avg_sq", "0.max_exp_avg_sq", "1.exp_avg", "1.exp_avg_sq", "1.max_exp_avg_sq"};
     BOOST_TEST(names == expected, boost::test_tools::per_element());
     BOOST_TEST(adam.state()[2].second.shape() == two.a.shape());
     BOOST_TEST(adam.state()[5].second.shape() == two.b.shape());
@@ -448,9 +452,9 @@ BOOST_AUTO_TEST_CASE(state_names_and_shapes) {
     op::RMSprop<double> rms(two.ptrs(), {.momentum = 0.5, .centered = true});
     names.clear();
     for (const auto& [n, a] : rms.state()) names.push_back(n);
-    const std::vector<std::string> rms_expected = {"step",          "lr",           "0.square_avg",
-                                                   "0.momentum_buffer", "0.grad_avg", "1.square_avg",
-                                                   "1.momentum_buffer", "1.grad_avg"};
+    const std::vector<std::string> rms_expected = {
+        "step",       "lr",           "0.square_avg",      "0.momentum_buffer",
+        "0.grad_avg", "1.square_avg", "1.momentum_buffer", "1.grad_avg"};
     BOOST_TEST(names == rms_expected, boost::test_tools::per_element());
 }
 
@@ -498,8 +502,9 @@ BOOST_AUTO_TEST_CASE(load_state_checks_everything_first) {
     };
     auto unchanged = [&] { BOOST_TEST(state_equal(opt.state(), before)); };
 
-    expect_error<value_error>([&] { opt.load_state(with([](auto& s) { s.emplace_back("2.exp_avg", xt::xarray<double>{1.0}); })); },
-                              {"Adam", "unknown", "'2.exp_avg'"});
+    expect_error<value_error>(
+        [&] { opt.load_state(with([](auto& s) { s.emplace_back("2.exp_avg", xt::xarray<double>{1.0}); })); },
+        {"Adam", "unknown", "'2.exp_avg'"});
     unchanged();
     expect_error<value_error>([&] { opt.load_state(with([](auto& s) { s.erase(s.begin() + 3); })); },
                               {"Adam", "missing", "'0.exp_avg_sq'"});
@@ -508,7 +513,9 @@ BOOST_AUTO_TEST_CASE(load_state_checks_everything_first) {
                               {"repeated", "'0.exp_avg'"});
     unchanged();
     expect_error<shape_error>(
-        [&] { opt.load_state(with([](auto& s) { s[4].second = xt::xarray<double>{1.0, 2.0, 3.0}; })); },
+        [&] {
+            opt.load_state(with([](auto& s) { s[4].second = xt::xarray<double>{1.0, 2.0, 3.0}; }));
+        },
         {"Adam", "'1.exp_avg'", "(3,)", "(2,)"});
     unchanged();
     expect_error<value_error>([&] { opt.load_state(with([](auto& s) { s[0].second = xt::xarray<double>{2.5}; })); },
@@ -521,7 +528,9 @@ BOOST_AUTO_TEST_CASE(load_state_checks_everything_first) {
                               {"'lr'", "-0.1"});
     unchanged();
     expect_error<shape_error>(
-        [&] { opt.load_state(with([](auto& s) { s[1].second = xt::xarray<double>{{0.1, 0.2}}; })); }, {"'lr'"});
+        [&] { opt.load_state(with([](auto& s) {
+                  s[1].second = xt::xarray<double>{{0.1, 0.2}};
+              })); }, {"'lr'"});
     unchanged();
 
     // Another optimizer's state is rejected by its names.
@@ -544,16 +553,20 @@ BOOST_AUTO_TEST_CASE(invalid_hyper_parameters_raise_value_error) {
     expect_error<value_error>([&] { op::SGD<double>(ps, {.lr = -0.1}); }, {"SGD", "lr", "-0.1"});
     expect_error<value_error>([&] { op::SGD<double>(ps, {.lr = nan}); }, {"SGD", "lr", "nan"});
     expect_error<value_error>([&] { op::SGD<double>(ps, {.lr = 0.1, .momentum = -0.5}); }, {"SGD", "momentum", "-0.5"});
-    expect_error<value_error>([&] { op::SGD<double>(ps, {.lr = 0.1, .weight_decay = -1}); }, {"SGD", "weight_decay", "-1"});
-    expect_error<value_error>([&] { op::SGD<double>(ps, {.lr = 0.1, .nesterov = true}); }, {"SGD", "Nesterov", "momentum 0"});
-    expect_error<value_error>([&] { op::SGD<double>(ps, {.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = true}); },
-                              {"SGD", "Nesterov", "dampening 0.1"});
+    expect_error<value_error>([&] { op::SGD<double>(ps, {.lr = 0.1, .weight_decay = -1}); },
+                              {"SGD", "weight_decay", "-1"});
+    expect_error<value_error>([&] { op::SGD<double>(ps, {.lr = 0.1, .nesterov = true}); },
+                              {"SGD", "Nesterov", "momentum 0"});
+    expect_error<value_error>(
+        [&] { op::SGD<double>(ps, {.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = true}); },
+        {"SGD", "Nesterov", "dampening 0.1"});
     expect_error<value_error>([&] { op::Adam<double>(ps, {.lr = -1}); }, {"Adam", "lr", "-1"});
     expect_error<value_error>([&] { op::Adam<double>(ps, {.beta1 = 1.0}); }, {"Adam", "beta1", "1"});
     expect_error<value_error>([&] { op::Adam<double>(ps, {.beta2 = -0.1}); }, {"Adam", "beta2", "-0.1"});
     expect_error<value_error>([&] { op::Adam<double>(ps, {.beta2 = nan}); }, {"Adam", "beta2", "nan"});
     expect_error<value_error>([&] { op::Adam<double>(ps, {.eps = -1e-8}); }, {"Adam", "eps", "-1e-08"});
-    expect_error<value_error>([&] { op::Adam<double>(ps, {.weight_decay = -0.01}); }, {"Adam", "weight_decay", "-0.01"});
+    expect_error<value_error>([&] { op::Adam<double>(ps, {.weight_decay = -0.01}); },
+                              {"Adam", "weight_decay", "-0.01"});
     expect_error<value_error>([&] { op::AdamW<double>(ps, {.beta1 = 1.5}); }, {"AdamW", "beta1", "1.5"});
     expect_error<value_error>([&] { op::AdamW<double>(ps, {.weight_decay = -0.01}); }, {"AdamW", "weight_decay"});
     expect_error<value_error>([&] { op::RMSprop<double>(ps, {.alpha = -0.9}); }, {"RMSprop", "alpha", "-0.9"});
@@ -667,8 +680,10 @@ BOOST_AUTO_TEST_CASE(schedule_validation) {
     op::SGD<double> opt(t.ptrs(), {.lr = 0.1});
     expect_error<value_error>([&] { op::StepLR<double>(opt, 0); }, {"StepLR", "step_size", "0"});
     expect_error<value_error>([&] { op::StepLR<double>(opt, 2, -0.5); }, {"StepLR", "gamma", "-0.5"});
-    expect_error<value_error>([&] { op::ReduceLROnPlateau<double>(opt, {.factor = 1.0}); }, {"ReduceLROnPlateau", "factor", "1"});
-    expect_error<value_error>([&] { op::ReduceLROnPlateau<double>(opt, {.patience = -1}); }, {"ReduceLROnPlateau", "patience", "-1"});
+    expect_error<value_error>([&] { op::ReduceLROnPlateau<double>(opt, {.factor = 1.0}); },
+                              {"ReduceLROnPlateau", "factor", "1"});
+    expect_error<value_error>([&] { op::ReduceLROnPlateau<double>(opt, {.patience = -1}); },
+                              {"ReduceLROnPlateau", "patience", "-1"});
     expect_error<value_error>([&] { op::ReduceLROnPlateau<double>(opt, {.cooldown = -2}); }, {"cooldown", "-2"});
     expect_error<value_error>([&] { op::ReduceLROnPlateau<double>(opt, {.min_lr = -1e-3}); }, {"min_lr"});
     expect_error<value_error>([&] { op::ReduceLROnPlateau<double>(opt, {.eps = -1}); }, {"eps"});
@@ -686,9 +701,12 @@ BOOST_AUTO_TEST_CASE(clip_grad_norm_matches_torch) {
         ps.set_grads(c, 1);
         const double total = op::clip_grad_norm(ps.ptrs, b.num("max_norm", 0), b.num("norm_type", 0));
         const double expected = std::strtod(b.find("total")->tokens.at(0).c_str(), nullptr);
-        if (std::isnan(expected)) BOOST_TEST(std::isnan(total), b.name);
-        else if (std::isinf(expected)) BOOST_TEST(total == expected, b.name);
-        else BOOST_TEST(std::fabs(total - expected) <= 1e-12 * expected, b.name << ": " << total << " vs " << expected);
+        if (std::isnan(expected))
+            BOOST_TEST(std::isnan(total), b.name);
+        else if (std::isinf(expected))
+            BOOST_TEST(total == expected, b.name);
+        else
+            BOOST_TEST(std::fabs(total - expected) <= 1e-12 * expected, b.name << ": " << total << " vs " << expected);
         for (std::size_t i = 0; i < ps.ptrs.size(); ++i) {
             const double err = max_rel_error(ps.ptrs[i]->grad(), c.expect.at(1)[i], 1e-12);
             BOOST_TEST(err <= 1e-12, b.name << " grad " << i << ": relative error " << err);
@@ -699,7 +717,8 @@ BOOST_AUTO_TEST_CASE(clip_grad_norm_matches_torch) {
         const double total_f = op::clip_grad_norm(pf.ptrs, b.num("max_norm", 0), b.num("norm_type", 0));
         if (std::isfinite(expected)) BOOST_TEST(std::fabs(total_f - expected) <= 1e-6 * expected, b.name);
         for (std::size_t i = 0; i < pf.ptrs.size(); ++i)
-            BOOST_TEST(max_rel_error(pf.ptrs[i]->grad(), c.expect.at(1)[i], 1e-3) <= 1e-5, b.name << " float grad " << i);
+            BOOST_TEST(max_rel_error(pf.ptrs[i]->grad(), c.expect.at(1)[i], 1e-3) <= 1e-5,
+                       b.name << " float grad " << i);
     }
 }
 

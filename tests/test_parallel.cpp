@@ -37,7 +37,8 @@ train::Dataset<double> batch_data(std::size_t batch, std::uint64_t seed, bool wi
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> nd(0.0, 1.0);
     train::Dataset<double> d{xt::xarray<double>::from_shape({batch, std::size_t(4), std::size_t(3)}),
-                             xt::zeros<double>({batch, std::size_t(2)}), {}};
+                             xt::zeros<double>({batch, std::size_t(2)}),
+                             {}};
     for (auto& v : d.x) v = nd(rng);
     for (std::size_t b = 0; b < batch; ++b) {
         for (std::size_t t = 0; t < 4; ++t) d.y(b, 0) += d.x(b, t, 0);
@@ -110,7 +111,8 @@ BOOST_AUTO_TEST_CASE(gradient_equals_the_full_batch_gradient) {
                 const auto params = model->parameters();
                 for (std::size_t p = 0; p < params.size(); ++p) {
                     BOOST_TEST(max_abs(reference[p]) > 0);  // the check below is not vacuous
-                    BOOST_TEST(max_abs_diff(params[p]->grad(), reference[p]) <= 1e-12 * std::max(1.0, max_abs(reference[p])));
+                    BOOST_TEST(max_abs_diff(params[p]->grad(), reference[p]) <=
+                               1e-12 * std::max(1.0, max_abs(reference[p])));
                     if (threads == 1)  // one shard of weight 1: exactly the single tape's gradient
                         BOOST_TEST(max_abs_diff(params[p]->grad(), reference[p]) == 0.0);
                 }
@@ -272,17 +274,35 @@ BOOST_AUTO_TEST_CASE(bad_input_raises_clear_errors) {
     BOOST_TEST(throws_with<value_error>([] { set_num_threads(0); }, {"set_num_threads", "0"}));
 
     train::DataParallel<double> dp(*model, mse, {.threads = 2});
-    BOOST_TEST(throws_with<value_error>([&] { dp.step(xt::zeros<double>({0, 4, 3}), xt::zeros<double>({0, 2})); },
-                                        {"DataParallel::step", "empty", "(0, 4, 3)"}));
-    BOOST_TEST(throws_with<shape_error>([&] { dp.step(d.x, xt::zeros<double>({4, 2})); },
-                                        {"DataParallel::step", "(5, 4, 3)", "(4, 2)"}));
-    BOOST_TEST(throws_with<shape_error>([&] { dp.step(d.x, d.y, {1, 2}); }, {"DataParallel::step", "2 lengths for 5 samples"}));
-    BOOST_TEST(throws_with<index_error>([&] { dp.step(d.x, d.y, {1, 2, 3, 4, 9}); }, {"LSTM"}));  // from a shard's model
+    BOOST_TEST(throws_with<value_error>(
+        [&] {
+            dp.step(xt::zeros<double>({0, 4, 3}), xt::zeros<double>({0, 2}));
+        },
+        {"DataParallel::step", "empty", "(0, 4, 3)"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            dp.step(d.x, xt::zeros<double>({4, 2}));
+        },
+        {"DataParallel::step", "(5, 4, 3)", "(4, 2)"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            dp.step(d.x, d.y, {1, 2});
+        },
+        {"DataParallel::step", "2 lengths for 5 samples"}));
+    BOOST_TEST(throws_with<index_error>(
+        [&] {
+            dp.step(d.x, d.y, {1, 2, 3, 4, 9});
+        },
+        {"LSTM"}));  // from a shard's model
     BOOST_TEST(throws_with<index_error>([&] { dp.prediction(7); }, {"DataParallel::prediction", "7"}));
 
     // A model error inside the shards reaches the caller and adds nothing.
     model->zero_grad();
-    BOOST_TEST(throws_with<shape_error>([&] { dp.step(xt::zeros<double>({5, 4, 2}), d.y); }, {"LSTM", "(2, 4, 2)"}));  // shard 0's
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            dp.step(xt::zeros<double>({5, 4, 2}), d.y);
+        },
+        {"LSTM", "(2, 4, 2)"}));  // shard 0's
     BOOST_TEST(max_abs(model->parameters()[0]->grad()) == 0.0);
     // A non-finite loss is returned and adds no gradient.
     auto bad = d;
@@ -301,8 +321,13 @@ BOOST_AUTO_TEST_CASE(bad_input_raises_clear_errors) {
 
 BOOST_AUTO_TEST_CASE(fit_with_threads_learns_and_is_reproducible) {
     const auto data = batch_data(96, 30, true);
-    const train::FitOptions<double> o{.epochs = 6, .batch_size = 16, .validation_split = 0.25,
-                                      .metrics = {train::mae<double>()}, .verbose = 0, .seed = 3, .threads = 2};
+    const train::FitOptions<double> o{.epochs = 6,
+                                      .batch_size = 16,
+                                      .validation_split = 0.25,
+                                      .metrics = {train::mae<double>()},
+                                      .verbose = 0,
+                                      .seed = 3,
+                                      .threads = 2};
     std::vector<train::History> histories;
     std::vector<std::vector<xt::xarray<double>>> weights;
     for (std::size_t threads : {2, 2, 1}) {
@@ -379,8 +404,8 @@ BOOST_AUTO_TEST_CASE(intra_op_elementwise_results_do_not_depend_on_the_thread_co
         recur::set_num_threads(threads);
         Tape<float> t({.record = false});
         auto x = t.constant(a), y = t.constant(b);
-        std::vector<xt::xarray<float>> out{tanh(x).value(), sigmoid(x).value(), exp(x).value(), (x * y + x).value(),
-                                           (x * 2.0f).value(), relu(x - y).value()};
+        std::vector<xt::xarray<float>> out{tanh(x).value(),     sigmoid(x).value(), exp(x).value(),
+                                           (x * y + x).value(), (x * 2.0f).value(), relu(x - y).value()};
         return out;
     };
     const auto one = run(1), two = run(2);

@@ -162,7 +162,7 @@ BOOST_AUTO_TEST_CASE(default_init_is_uniform_within_one_over_sqrt_hidden) {
         const auto& v = p->value();
         const double mx = xt::amax(xt::abs(v))();
         BOOST_TEST(mx <= k, name);
-        BOOST_TEST(mx > 0.9 * k, name);                     // spread over the whole range
+        BOOST_TEST(mx > 0.9 * k, name);  // spread over the whole range
         BOOST_TEST(std::abs(xt::mean(v)()) < 0.1 * k, name);  // centred
     }
 }
@@ -171,12 +171,26 @@ BOOST_AUTO_TEST_CASE(names_and_shapes_follow_pytorch) {
     LSTM<float> lstm({.input_size = 3, .hidden_size = 4, .num_layers = 2, .bidirectional = true, .proj_size = 2});
     std::vector<std::string> names;
     for (auto& [n, p] : lstm.named_parameters()) names.push_back(n + shape_str(p->shape()));
-    const std::vector<std::string> expected = {
-        "weight_ih_l0(16, 3)",         "weight_hh_l0(16, 2)",         "bias_ih_l0(16,)",         "bias_hh_l0(16,)",
-        "weight_hr_l0(2, 4)",          "weight_ih_l0_reverse(16, 3)", "weight_hh_l0_reverse(16, 2)", "bias_ih_l0_reverse(16,)",
-        "bias_hh_l0_reverse(16,)",     "weight_hr_l0_reverse(2, 4)",  "weight_ih_l1(16, 4)",     "weight_hh_l1(16, 2)",
-        "bias_ih_l1(16,)",             "bias_hh_l1(16,)",             "weight_hr_l1(2, 4)",      "weight_ih_l1_reverse(16, 4)",
-        "weight_hh_l1_reverse(16, 2)", "bias_ih_l1_reverse(16,)",     "bias_hh_l1_reverse(16,)", "weight_hr_l1_reverse(2, 4)"};
+    const std::vector<std::string> expected = {"weight_ih_l0(16, 3)",
+                                               "weight_hh_l0(16, 2)",
+                                               "bias_ih_l0(16,)",
+                                               "bias_hh_l0(16,)",
+                                               "weight_hr_l0(2, 4)",
+                                               "weight_ih_l0_reverse(16, 3)",
+                                               "weight_hh_l0_reverse(16, 2)",
+                                               "bias_ih_l0_reverse(16,)",
+                                               "bias_hh_l0_reverse(16,)",
+                                               "weight_hr_l0_reverse(2, 4)",
+                                               "weight_ih_l1(16, 4)",
+                                               "weight_hh_l1(16, 2)",
+                                               "bias_ih_l1(16,)",
+                                               "bias_hh_l1(16,)",
+                                               "weight_hr_l1(2, 4)",
+                                               "weight_ih_l1_reverse(16, 4)",
+                                               "weight_hh_l1_reverse(16, 2)",
+                                               "bias_ih_l1_reverse(16,)",
+                                               "bias_hh_l1_reverse(16,)",
+                                               "weight_hr_l1_reverse(2, 4)"};
     BOOST_TEST(names == expected, boost::test_tools::per_element());
     GRU<float> gru({.input_size = 3, .hidden_size = 4, .bias = false});
     std::vector<std::string> gnames;
@@ -199,8 +213,10 @@ BOOST_AUTO_TEST_CASE(lengths_zero_outputs_and_gradients_past_the_end) {
             for (std::size_t k = 0; k < 6; ++k)
                 if (pad) BOOST_TEST(y.value()(b, s, k) == 0.0);
             for (std::size_t k = 0; k < 2; ++k)
-                if (pad) BOOST_TEST(x.grad()(b, s, k) == 0.0);
-                else BOOST_TEST(x.grad()(b, s, k) != 0.0);
+                if (pad)
+                    BOOST_TEST(x.grad()(b, s, k) == 0.0);
+                else
+                    BOOST_TEST(x.grad()(b, s, k) != 0.0);
         }
     // A sequence run alone, unpadded, gives the same output and final state.
     Tape<double> t2;
@@ -208,9 +224,11 @@ BOOST_AUTO_TEST_CASE(lengths_zero_outputs_and_gradients_past_the_end) {
     xt::xarray<double> alone = xt::view(xv, xt::range(0, 1), xt::range(0, 2), xt::all());
     auto [y1, h1] = gru(t2.constant(alone));
     for (std::size_t s = 0; s < 2; ++s)
-        for (std::size_t k = 0; k < 6; ++k) BOOST_TEST(y1.value()(0, s, k) == y.value()(0, s, k), boost::test_tools::tolerance(1e-14));
+        for (std::size_t k = 0; k < 6; ++k)
+            BOOST_TEST(y1.value()(0, s, k) == y.value()(0, s, k), boost::test_tools::tolerance(1e-14));
     for (std::size_t d = 0; d < 2; ++d)
-        for (std::size_t k = 0; k < 3; ++k) BOOST_TEST(h1.value()(d, 0, k) == h.value()(d, 0, k), boost::test_tools::tolerance(1e-14));
+        for (std::size_t k = 0; k < 3; ++k)
+            BOOST_TEST(h1.value()(d, 0, k) == h.value()(d, 0, k), boost::test_tools::tolerance(1e-14));
 }
 
 BOOST_AUTO_TEST_CASE(truncated_bptt_carries_state_but_not_gradient) {
@@ -295,16 +313,24 @@ BOOST_AUTO_TEST_CASE(bad_input_names_the_module_and_shapes) {
     LSTM<double> lstm({.input_size = 3, .hidden_size = 4, .num_layers = 2});
     Tape<double> t;
     Var<double> x = t.constant(xt::zeros<double>({5, 2, 3}));
-    BOOST_TEST(throws_with<shape_error>([&] { lstm(t.constant(xt::zeros<double>({5, 2, 4}))); }, {"LSTM", "(5, 2, 4)"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            lstm(t.constant(xt::zeros<double>({5, 2, 4})));
+        },
+        {"LSTM", "(5, 2, 4)"}));
     BOOST_TEST(throws_with<shape_error>([&] { lstm(t.constant(xt::zeros<double>({5, 3}))); }, {"LSTM", "(5, 3)"}));
     BOOST_TEST(throws_with<index_error>([&] { lstm(x, {}, {0, 5}); }, {"LSTM", "length 0"}));
     BOOST_TEST(throws_with<index_error>([&] { lstm(x, {}, {6, 5}); }, {"LSTM", "length 6"}));
     BOOST_TEST(throws_with<shape_error>([&] { lstm(x, {}, {5}); }, {"LSTM", "1 lengths", "batch of 2"}));
-    BOOST_TEST(throws_with<shape_error>([&] { lstm(x, {t.constant(xt::zeros<double>({1, 2, 4})), {}}); },
-                                        {"LSTM", "(2, 2, 4)", "(1, 2, 4)"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            lstm(x, {t.constant(xt::zeros<double>({1, 2, 4})), {}});
+        },
+        {"LSTM", "(2, 2, 4)", "(1, 2, 4)"}));
     BOOST_TEST(throws_with<value_error>([&] { LSTM<double> bad({.input_size = 3, .hidden_size = 4, .proj_size = 4}); },
                                         {"proj_size"}));
-    BOOST_TEST(throws_with<value_error>([&] { GRU<double> bad({.input_size = 3, .hidden_size = 0}); }, {"hidden_size"}));
+    BOOST_TEST(
+        throws_with<value_error>([&] { GRU<double> bad({.input_size = 3, .hidden_size = 0}); }, {"hidden_size"}));
     BOOST_TEST(throws_with<value_error>([&] { RNN<double> bad({.input_size = 3, .hidden_size = 2, .dropout = 1.0}); },
                                         {"RNN", "dropout"}));
 }

@@ -47,7 +47,8 @@ BOOST_AUTO_TEST_CASE(input_mask_is_the_same_at_every_step) {
     RNN<double> rnn({.input_size = H, .hidden_size = H, .input_dropout = 0.5});
     rnn.keep_masks(true);
     for (auto& [name, p] : rnn.named_parameters())
-        p->assign(name == "weight_ih_l0" ? xt::xarray<double>(xt::eye<double>(H)) : xt::xarray<double>(xt::zeros<double>(p->shape())));
+        p->assign(name == "weight_ih_l0" ? xt::xarray<double>(xt::eye<double>(H))
+                                         : xt::xarray<double>(xt::zeros<double>(p->shape())));
     xt::xarray<double> x = xt::xarray<double>::from_shape({T, B, H});
     const xt::xarray<double> row = normal_array({1, B, H}, 1) + 3.0;  // nonzero
     for (std::size_t t = 0; t < T; ++t) xt::view(x, t) = xt::view(row, 0);
@@ -137,7 +138,8 @@ BOOST_AUTO_TEST_CASE(eval_mode_and_zero_probability_draw_no_mask) {
     manual_seed(9);
     LSTM<double> zero({.input_size = I, .hidden_size = H, .num_layers = 2, .input_dropout = 0, .recurrent_dropout = 0});
     manual_seed(9);
-    LSTM<double> dropped({.input_size = I, .hidden_size = H, .num_layers = 2, .input_dropout = 0.5, .recurrent_dropout = 0.5});
+    LSTM<double> dropped(
+        {.input_size = I, .hidden_size = H, .num_layers = 2, .input_dropout = 0.5, .recurrent_dropout = 0.5});
     dropped.keep_masks(true);
     Tape<double> t;
     const xt::xarray<double> y = plain(t.constant(xv)).output.value();
@@ -166,8 +168,13 @@ BOOST_AUTO_TEST_CASE(masks_follow_the_tape_seed) {
 
 // gradcheck reseeds the tape's generator before every evaluation: the masks are fixed.
 BOOST_AUTO_TEST_CASE(gradcheck_with_fixed_masks) {
-    LSTM<double> lstm({.input_size = I, .hidden_size = H, .num_layers = 2, .batch_first = true, .bidirectional = true,
-                       .input_dropout = 0.3, .recurrent_dropout = 0.4});
+    LSTM<double> lstm({.input_size = I,
+                       .hidden_size = H,
+                       .num_layers = 2,
+                       .batch_first = true,
+                       .bidirectional = true,
+                       .input_dropout = 0.3,
+                       .recurrent_dropout = 0.4});
     const std::vector<std::int64_t> lengths{6, 2, 5, 1, 4};
     auto f = [&](Tape<double>&, const std::vector<Var<double>>& x) {
         auto r = lstm(x[0], {}, lengths);
@@ -195,10 +202,10 @@ BOOST_AUTO_TEST_CASE(bad_probabilities_and_masks_are_refused) {
     auto xs = t.variable(normal_array({2, B, 4 * H}, 9));
     auto h = t.variable(normal_array({B, H}, 10));
     auto w = t.variable(normal_array({4 * H, H}, 11));
-    BOOST_CHECK_EXCEPTION(lstm_step(xs, 0, 0, h, h, w, Var<double>(), t.variable(normal_array({B, H}, 12))), value_error,
-                          raises<value_error>("lstm_step", "h_mask", "constant"));
-    BOOST_CHECK_EXCEPTION(lstm_step(xs, 0, 0, h, h, w, Var<double>(), t.constant(normal_array({B, 2}, 13))), shape_error,
-                          raises<shape_error>("lstm_step", "h_mask", "(5, 2)"));
+    BOOST_CHECK_EXCEPTION(lstm_step(xs, 0, 0, h, h, w, Var<double>(), t.variable(normal_array({B, H}, 12))),
+                          value_error, raises<value_error>("lstm_step", "h_mask", "constant"));
+    BOOST_CHECK_EXCEPTION(lstm_step(xs, 0, 0, h, h, w, Var<double>(), t.constant(normal_array({B, 2}, 13))),
+                          shape_error, raises<shape_error>("lstm_step", "h_mask", "(5, 2)"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -43,11 +43,8 @@ std::string name(const std::string& kind, const Case& c) {
 }
 
 const std::vector<Case> kCases = {
-    {1, false, false, true, false, false},
-    {1, false, true, false, false, true},
-    {2, true, false, true, true, true},
-    {2, true, true, true, true, false},
-    {3, false, false, true, true, true},
+    {1, false, false, true, false, false}, {1, false, true, false, false, true}, {2, true, false, true, true, true},
+    {2, true, true, true, true, false},    {3, false, false, true, true, true},
 };
 
 }  // namespace
@@ -115,9 +112,8 @@ BOOST_AUTO_TEST_CASE(dropout_between_layers_is_checked_with_a_fixed_mask) {
     manual_seed(14);
     LSTM<double> lstm({I, H, 2, true, false, 0.4, false});
     lstm.train();
-    check("LSTM dropout 0.4", {normal_array({T, B, I}, 8)}, [&](Tape<double>&, const std::vector<Var<double>>& x) {
-        return lstm(x[0]).output;
-    });
+    check("LSTM dropout 0.4", {normal_array({T, B, I}, 8)},
+          [&](Tape<double>&, const std::vector<Var<double>>& x) { return lstm(x[0]).output; });
 }
 
 BOOST_AUTO_TEST_CASE(standalone_cells) {
@@ -130,8 +126,10 @@ BOOST_AUTO_TEST_CASE(standalone_cells) {
         auto s = lstm.step(v[0], {v[1], v[2]});
         return concat<double>({s[0], s[1]}, 1);
     });
-    check("GRUCell", {x, h}, [&](Tape<double>&, const std::vector<Var<double>>& v) { return gru.step(v[0], {v[1]})[0]; });
-    check("RNNCell", {x, h}, [&](Tape<double>&, const std::vector<Var<double>>& v) { return rnn.step(v[0], {v[1]})[0]; });
+    check("GRUCell", {x, h},
+          [&](Tape<double>&, const std::vector<Var<double>>& v) { return gru.step(v[0], {v[1]})[0]; });
+    check("RNNCell", {x, h},
+          [&](Tape<double>&, const std::vector<Var<double>>& v) { return rnn.step(v[0], {v[1]})[0]; });
 }
 
 BOOST_AUTO_TEST_SUITE_END()

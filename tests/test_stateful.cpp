@@ -56,12 +56,15 @@ BOOST_AUTO_TEST_SUITE(stateful)
 
 BOOST_AUTO_TEST_CASE(chunked_calls_equal_one_whole_call) {
     manual_seed(1);
-    auto lstm = nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(
-        nn::LSTMOptions{.input_size = 2, .hidden_size = 5, .num_layers = 2, .batch_first = true}), nn::Return::sequences, true);
-    auto gru = nn::recurrent_layer(std::make_unique<nn::GRU<float>>(
-        nn::GRUOptions{.input_size = 2, .hidden_size = 5, .num_layers = 2, .batch_first = true}), nn::Return::sequences, true);
-    auto rnn = nn::recurrent_layer(std::make_unique<nn::RNN<float>>(
-        nn::RNNOptions{.input_size = 2, .hidden_size = 5, .batch_first = true}), nn::Return::sequences, true);
+    auto lstm = nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{
+                                        .input_size = 2, .hidden_size = 5, .num_layers = 2, .batch_first = true}),
+                                    nn::Return::sequences, true);
+    auto gru = nn::recurrent_layer(std::make_unique<nn::GRU<float>>(nn::GRUOptions{
+                                       .input_size = 2, .hidden_size = 5, .num_layers = 2, .batch_first = true}),
+                                   nn::Return::sequences, true);
+    auto rnn = nn::recurrent_layer(
+        std::make_unique<nn::RNN<float>>(nn::RNNOptions{.input_size = 2, .hidden_size = 5, .batch_first = true}),
+        nn::Return::sequences, true);
     check_chunks_equal_whole(*lstm);
     BOOST_TEST(lstm->states().size() == 2u);  // h and c
     BOOST_TEST(lstm->states()[1].shape() == (Shape{2, 3, 5}));
@@ -69,7 +72,8 @@ BOOST_AUTO_TEST_CASE(chunked_calls_equal_one_whole_call) {
     check_chunks_equal_whole(*rnn);
 
     // Not stateful: every call starts from zeros, and nothing is carried.
-    auto plain = nn::recurrent_layer(std::make_unique<nn::GRU<float>>(nn::GRUOptions{.input_size = 2, .hidden_size = 5, .batch_first = true}));
+    auto plain = nn::recurrent_layer(
+        std::make_unique<nn::GRU<float>>(nn::GRUOptions{.input_size = 2, .hidden_size = 5, .batch_first = true}));
     Tape<float> tape;
     const xt::xarray<float> x = steps(sequence(3, 10, 2, 2), 0, 4);
     const xt::xarray<float> first = (*plain)(tape.constant(x)).value();
@@ -107,7 +111,8 @@ BOOST_AUTO_TEST_CASE(reset_all_or_some_rows) {
     BOOST_TEST(mixed(0, 0) == continued(0, 0), boost::test_tools::tolerance(1e-6f));
     BOOST_TEST(mixed(1, 0) == from_zero(1, 0), boost::test_tools::tolerance(1e-6f));
     BOOST_TEST(mixed(2, 0) == continued(2, 0), boost::test_tools::tolerance(1e-6f));
-    BOOST_TEST(throws_with<index_error>([&] { model.reset_states({3}); }, {"RecurrentLayer(LSTM, stateful)", "row 3", "3 rows"}));
+    BOOST_TEST(throws_with<index_error>([&] { model.reset_states({3}); },
+                                        {"RecurrentLayer(LSTM, stateful)", "row 3", "3 rows"}));
 }
 
 BOOST_AUTO_TEST_CASE(a_batch_of_another_size_is_an_error) {
@@ -116,8 +121,11 @@ BOOST_AUTO_TEST_CASE(a_batch_of_another_size_is_an_error) {
                                    nn::Return::sequences, true);  // time-major: (T, B, I)
     Tape<float> tape;
     (*gru)(tape.constant(xt::xarray<float>(xt::zeros<float>({5, 4, 2}))));
-    BOOST_TEST(throws_with<value_error>([&] { (*gru)(tape.constant(xt::xarray<float>(xt::zeros<float>({5, 3, 2})))); },
-                                        {"RecurrentLayer(GRU, stateful)", "batch of 4", "(5, 3, 2)", "has 3", "reset_states"}));
+    BOOST_TEST(throws_with<value_error>(
+        [&] {
+            (*gru)(tape.constant(xt::xarray<float>(xt::zeros<float>({5, 3, 2}))));
+        },
+        {"RecurrentLayer(GRU, stateful)", "batch of 4", "(5, 3, 2)", "has 3", "reset_states"}));
     gru->reset_states();
     BOOST_CHECK_NO_THROW((*gru)(tape.constant(xt::xarray<float>(xt::zeros<float>({5, 3, 2})))));
 }
@@ -128,7 +136,8 @@ BOOST_AUTO_TEST_CASE(fit_trains_consecutive_chunks) {
     // B = 4 streams of a sine, each cut into K = 12 chunks of 6 steps; sample k * B + b is
     // chunk k of stream b; the target is the next value at every step.
     const std::size_t B = 4, K = 12, Tc = 6;
-    xt::xarray<double> x = xt::zeros<double>({K * B, Tc, std::size_t(1)}), y = xt::zeros<double>({K * B, Tc, std::size_t(1)});
+    xt::xarray<double> x = xt::zeros<double>({K * B, Tc, std::size_t(1)}),
+                       y = xt::zeros<double>({K * B, Tc, std::size_t(1)});
     for (std::size_t b = 0; b < B; ++b)
         for (std::size_t k = 0; k < K; ++k)
             for (std::size_t t = 0; t < Tc; ++t) {
@@ -138,8 +147,9 @@ BOOST_AUTO_TEST_CASE(fit_trains_consecutive_chunks) {
             }
     auto make = [] {
         auto m = std::make_unique<nn::Sequential<double>>();
-        m->add(nn::recurrent_layer(std::make_unique<nn::LSTM<double>>(nn::LSTMOptions{.input_size = 1, .hidden_size = 8, .batch_first = true}),
-                                   nn::Return::sequences, true));
+        m->add(nn::recurrent_layer(
+            std::make_unique<nn::LSTM<double>>(nn::LSTMOptions{.input_size = 1, .hidden_size = 8, .batch_first = true}),
+            nn::Return::sequences, true));
         m->emplace<nn::Linear<double>>(8, 1);
         return m;
     };
@@ -148,7 +158,8 @@ BOOST_AUTO_TEST_CASE(fit_trains_consecutive_chunks) {
     manual_seed(4);
     auto fitted = make();
     optim::Adam<double> adam(fitted->parameters(), {.lr = 1e-2});
-    const auto h = train::fit<double>(*fitted, mse, adam, {x, y}, {.epochs = 40, .batch_size = B, .verbose = 0, .shuffle = false});
+    const auto h =
+        train::fit<double>(*fitted, mse, adam, {x, y}, {.epochs = 40, .batch_size = B, .verbose = 0, .shuffle = false});
     BOOST_TEST(h["loss"].back() < 0.05 * h["loss"].front());
 
     manual_seed(4);
@@ -160,7 +171,8 @@ BOOST_AUTO_TEST_CASE(fit_trains_consecutive_chunks) {
             std::vector<std::size_t> idx;
             for (std::size_t b = 0; b < B; ++b) idx.push_back(k * B + b);
             Tape<double> tape;
-            Var<double> l = mse((*by_hand)(tape.constant(data::take_rows(x, idx))), tape.constant(data::take_rows(y, idx)));
+            Var<double> l =
+                mse((*by_hand)(tape.constant(data::take_rows(x, idx))), tape.constant(data::take_rows(y, idx)));
             adam2.zero_grad();
             tape.backward(l);
             adam2.step();
@@ -170,12 +182,17 @@ BOOST_AUTO_TEST_CASE(fit_trains_consecutive_chunks) {
     for (std::size_t k = 0; k < a.size(); ++k) BOOST_TEST(a[k]->value() == b[k]->value());
 
     // A validation batch of another size is the layer's error; threads > 1 is refused.
-    BOOST_TEST(throws_with<value_error>([&] {
-        train::fit<double>(*fitted, mse, adam, {x, y}, {.batch_size = B, .validation_split = 0.15, .verbose = 0, .shuffle = false});
-    }, {"RecurrentLayer(LSTM, stateful)", "batch of 4"}));
-    BOOST_TEST(throws_with<value_error>([&] {
-        train::fit<double>(*fitted, mse, adam, {x, y}, {.batch_size = B, .verbose = 0, .threads = 2});
-    }, {"fit", "stateful"}));
+    BOOST_TEST(throws_with<value_error>(
+        [&] {
+            train::fit<double>(*fitted, mse, adam, {x, y},
+                               {.batch_size = B, .validation_split = 0.15, .verbose = 0, .shuffle = false});
+        },
+        {"RecurrentLayer(LSTM, stateful)", "batch of 4"}));
+    BOOST_TEST(throws_with<value_error>(
+        [&] {
+            train::fit<double>(*fitted, mse, adam, {x, y}, {.batch_size = B, .verbose = 0, .threads = 2});
+        },
+        {"fit", "stateful"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -109,23 +109,30 @@ BOOST_AUTO_TEST_CASE(follows_weight_updates_and_resets_rows) {
     BOOST_TEST(std::abs(second(1, 0) - first(1, 0)) < 1e-6f);
     BOOST_TEST(std::abs(second(0, 0) - first(0, 0)) > 1e-6f);
     BOOST_TEST(throws_with<index_error>([&] { stream.reset(3); }, {"Streamer::reset", "row 3", "batch of 3"}));
-    BOOST_TEST(throws_with<shape_error>([&] { stream.step(xt::xarray<float>(xt::zeros<float>({std::size_t(2), I}))); },
-                                        {"Streamer::step", "3 x 3", "got 6"}));
+    BOOST_TEST(throws_with<shape_error>(
+        [&] {
+            stream.step(xt::xarray<float>(xt::zeros<float>({std::size_t(2), I})));
+        },
+        {"Streamer::step", "3 x 3", "got 6"}));
 }
 
 BOOST_AUTO_TEST_CASE(reports_what_it_cannot_step) {
     manual_seed(5);
     nn::Sequential<float> bi;
-    bi.add(nn::recurrent_layer(std::make_unique<nn::GRU<float>>(nn::GRUOptions{.input_size = 2, .hidden_size = 4, .bidirectional = true})));
+    bi.add(nn::recurrent_layer(
+        std::make_unique<nn::GRU<float>>(nn::GRUOptions{.input_size = 2, .hidden_size = 4, .bidirectional = true})));
     BOOST_TEST(throws_with<value_error>([&] { nn::Streamer<float> s(bi); }, {"Streamer", "layer 0", "bidirectional"}));
     nn::Sequential<float> emb;
     emb.emplace<nn::Linear<float>>(2, 4);
     emb.emplace<nn::Embedding<float>>(4, 4);
-    BOOST_TEST(throws_with<value_error>([&] { nn::Streamer<float> s(emb); }, {"Streamer", "layer 1", "not a layer it steps"}));
+    BOOST_TEST(
+        throws_with<value_error>([&] { nn::Streamer<float> s(emb); }, {"Streamer", "layer 1", "not a layer it steps"}));
     nn::Sequential<float> mismatch;
-    mismatch.add(nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{.input_size = 2, .hidden_size = 4})));
+    mismatch.add(
+        nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{.input_size = 2, .hidden_size = 4})));
     mismatch.emplace<nn::Linear<float>>(5, 1);
-    BOOST_TEST(throws_with<value_error>([&] { nn::Streamer<float> s(mismatch); }, {"Streamer", "layer 1", "5", "gives 4"}));
+    BOOST_TEST(
+        throws_with<value_error>([&] { nn::Streamer<float> s(mismatch); }, {"Streamer", "layer 1", "5", "gives 4"}));
     BOOST_TEST(throws_with<value_error>([&] { nn::Streamer<float> s(mismatch, 0); }, {"Streamer", "batch"}));
 }
 

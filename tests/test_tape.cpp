@@ -266,7 +266,7 @@ BOOST_AUTO_TEST_CASE(backward_twice_same_var_grads_accumulating_parameter_grads)
     BOOST_TEST(!same(gp, full({3, 2}, 0.0)));
 
     t.backward(loss);
-    BOOST_TEST(same(x.grad(), gx));   // Vars: the last backward's gradient
+    BOOST_TEST(same(x.grad(), gx));  // Vars: the last backward's gradient
     BOOST_TEST(same(h.grad(), gh));
     BOOST_TEST(same(p.grad(), xt::xarray<double>(2.0 * gp)));  // Parameters: accumulated
 
@@ -345,7 +345,9 @@ BOOST_AUTO_TEST_CASE(an_op_with_two_outputs_is_one_node_whose_backward_reads_bot
         auto [u, v] = polar(in[0], 1.5);
         return sum(v * t.constant(wv)) + sum(tanh(u) * t.constant(wu));
     };
-    auto only_u = [&](Tape<double>&, const std::vector<Var<double>>& in) { return sum(polar(in[0], 1.5).first * in[0]); };
+    auto only_u = [&](Tape<double>&, const std::vector<Var<double>>& in) {
+        return sum(polar(in[0], 1.5).first * in[0]);
+    };
     auto only_v = [&](Tape<double>&, const std::vector<Var<double>>& in) { return sum(polar(in[0], 1.5).second); };
     for (const auto& f : {GradcheckFn(both), GradcheckFn(only_u), GradcheckFn(only_v)}) {
         const auto report = gradcheck(f, {xv});
@@ -373,7 +375,8 @@ BOOST_AUTO_TEST_CASE(a_tape_used_by_a_second_thread_is_a_clear_error) {
     auto y = tanh(x);
     bool threw = false;
     std::thread other([&] {
-        threw = recur::testing::throws_with<recur::tape_error>([&] { (void)exp(x); }, {"another thread", "single-threaded"});
+        threw = recur::testing::throws_with<recur::tape_error>([&] { (void)exp(x); },
+                                                               {"another thread", "single-threaded"});
     });
     other.join();
     BOOST_TEST(threw);
@@ -475,7 +478,8 @@ BOOST_AUTO_TEST_CASE(a_view_reads_its_array_in_place) {
     t.backward(sum(matmul(x, w)));
     // dL/dw[k, j] = sum_i x[i, k]
     for (std::size_t k = 0; k < 2; ++k)
-        for (std::size_t j = 0; j < 2; ++j) BOOST_TEST(std::abs(w.grad()(k, j) - (xv(0, k) + xv(1, k) + xv(2, k))) < 1e-15);
+        for (std::size_t j = 0; j < 2; ++j)
+            BOOST_TEST(std::abs(w.grad()(k, j) - (xv(0, k) + xv(1, k) + xv(2, k))) < 1e-15);
     // The same array on another step: constant(const&) copies into the slot's kept buffer.
     t.clear();
     auto c = t.constant(xv);
@@ -496,7 +500,8 @@ BOOST_AUTO_TEST_CASE(without_retained_grads_leaves_and_parameters_get_the_same_g
         t.backward(sum(y * y));
         std::vector<xt::xarray<double>> out{x.grad(), w.grad()};
         if (!t.retains_grads())
-            BOOST_TEST(recur::testing::throws_with<recur::tape_error>([&] { (void)h.grad(); }, {"Var::grad", "retain_grads"}));
+            BOOST_TEST(
+                recur::testing::throws_with<recur::tape_error>([&] { (void)h.grad(); }, {"Var::grad", "retain_grads"}));
         t.clear();
         return out;
     };
@@ -660,8 +665,10 @@ BOOST_AUTO_TEST_CASE(dropout_mask_values_and_kept_fraction) {
     std::size_t kept = 0, bad = 0;
     for (std::size_t k = 0; k < n; ++k) {
         const double v = y.value()(k);
-        if (v == keep) ++kept;
-        else if (v != 0.0) ++bad;
+        if (v == keep)
+            ++kept;
+        else if (v != 0.0)
+            ++bad;
     }
     BOOST_TEST(bad == 0u);
     BOOST_TEST(static_cast<double>(kept) / static_cast<double>(n) == 1.0 - p, boost::test_tools::tolerance(0.02));
@@ -694,18 +701,18 @@ BOOST_AUTO_TEST_CASE(gradcheck_reports_a_wrong_backward) {
 BOOST_AUTO_TEST_CASE(gradcheck_checks_parameters_bound_inside_f) {
     Parameter<double> w(rnd({3, 4}, 32)), b(rnd({4}, 33));
     const xt::xarray<double> w0 = w.value();
-    auto rep = gradcheck(
-        [&](Tape<double>& t, const Vars& x) { return tanh(matmul(x[0], t.bind(w)) + t.bind(b)); }, {rnd({2, 3}, 34)});
+    auto rep = gradcheck([&](Tape<double>& t, const Vars& x) { return tanh(matmul(x[0], t.bind(w)) + t.bind(b)); },
+                         {rnd({2, 3}, 34)});
     BOOST_TEST(rep.passed, rep.summary());
     BOOST_TEST(rep.parameters == 2u);
     BOOST_TEST(rep.elements == 6u + 12u + 4u);
-    BOOST_TEST(same(w.value(), w0));                       // perturbations undone
+    BOOST_TEST(same(w.value(), w0));  // perturbations undone
     BOOST_TEST(same(w.grad(), full({3, 4}, 0.0)));  // and the grad left as it was
 
     // A wrong backward that only the parameter sees is found there.
     Parameter<double> q(rnd({2, 2}, 35, 0.5, 1.0));
-    auto bad = gradcheck([&](Tape<double>& t, const Vars& x) { return square<true>(t.bind(q)) + x[0]; },
-                         {rnd({2, 2}, 36)});
+    auto bad =
+        gradcheck([&](Tape<double>& t, const Vars& x) { return square<true>(t.bind(q)) + x[0]; }, {rnd({2, 2}, 36)});
     BOOST_TEST(!bad.passed);
     BOOST_TEST(bad.parameters == 1u);
     BOOST_TEST(bad.worst.find("parameter 0") != std::string::npos, bad.worst);
@@ -717,8 +724,11 @@ BOOST_AUTO_TEST_CASE(gradcheck_checks_parameters_bound_inside_f) {
 BOOST_AUTO_TEST_CASE(gradcheck_is_not_fooled_by_large_unrelated_outputs) {
     xt::xarray<double> c = rnd({16}, 37, 0.5, 1.0);
     c *= 1e4;
-    auto rep = gradcheck([c](Tape<double>& t, const Vars& x) { return concat(Vars{x[0], t.constant(c)}, 0); },
-                         {rnd({4}, 38)});
+    auto rep = gradcheck(
+        [c](Tape<double>& t, const Vars& x) {
+            return concat(Vars{x[0], t.constant(c)}, 0);
+        },
+        {rnd({4}, 38)});
     BOOST_TEST(rep.passed, rep.summary());
 }
 

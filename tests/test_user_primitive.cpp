@@ -28,9 +28,8 @@ Var<T> softsign(const Var<T>& x) {
     return primitive("softsign", {x}, [](OpContext<T>& op) {
         const auto& v = op.input(0);
         op.output(v.shape()) = v / (T(1) + xt::abs(v));
-        return [](OpContext<T>& op) {
-            op.add_input_grad(0, op.output_grad() / xt::square(T(1) + xt::abs(op.input(0))));
-        };
+        return
+            [](OpContext<T>& op) { op.add_input_grad(0, op.output_grad() / xt::square(T(1) + xt::abs(op.input(0)))); };
     });
 }
 
@@ -88,8 +87,9 @@ BOOST_AUTO_TEST_CASE(softsign_forward_and_gradcheck) {
     for (std::size_t k = 0; k < v.size(); ++k)
         BOOST_TEST(x.grad().flat(k) == 1 / std::pow(1 + std::abs(v.flat(k)), 2), boost::test_tools::tolerance(1e-15));
 
-    const auto report = gradcheck([](Tape<double>&, const Vars& in) { return softsign(in[0] * in[1]); },
-                                  {uniform_array(std::vector<std::size_t>{3, 4}, 1), uniform_array(std::vector<std::size_t>{3, 4}, 2)});
+    const auto report =
+        gradcheck([](Tape<double>&, const Vars& in) { return softsign(in[0] * in[1]); },
+                  {uniform_array(std::vector<std::size_t>{3, 4}, 1), uniform_array(std::vector<std::size_t>{3, 4}, 2)});
     BOOST_TEST_INFO(report.summary());
     BOOST_TEST(report.passed);
     BOOST_TEST(report.max_rel_error < 1e-8);

@@ -49,8 +49,16 @@ inline std::vector<unsigned char> stored_zip(const std::vector<ZipMember>& membe
         // The fields both headers share: version needed 2.0, flags, method 0 (stored), time,
         // date, crc, compressed and uncompressed size, name length, extra length.
         auto shared_fields = [&](std::vector<unsigned char>& v) {
-            for (auto [value, bytes] : {std::pair<std::uint32_t, int>{20, 2}, {0, 2}, {0, 2}, {0, 2}, {dos_date, 2},
-                                        {crc, 4}, {size, 4}, {size, 4}, {name_len, 2}, {0, 2}})
+            for (auto [value, bytes] : {std::pair<std::uint32_t, int>{20, 2},
+                                        {0, 2},
+                                        {0, 2},
+                                        {0, 2},
+                                        {dos_date, 2},
+                                        {crc, 4},
+                                        {size, 4},
+                                        {size, 4},
+                                        {name_len, 2},
+                                        {0, 2}})
                 put(v, value, bytes);
         };
         put(out, 0x04034b50u, 4);  // local header
@@ -58,8 +66,8 @@ inline std::vector<unsigned char> stored_zip(const std::vector<ZipMember>& membe
         out.insert(out.end(), name.begin(), name.end());
         out.insert(out.end(), data.begin(), data.end());
         put(central, 0x02014b50u, 4);  // central directory entry: made-by version, the shared
-        put(central, 20, 2);           // fields, comment length, disk number, internal and
-        shared_fields(central);        // external attributes, the local header's offset
+        put(central, 20, 2);  // fields, comment length, disk number, internal and
+        shared_fields(central);  // external attributes, the local header's offset
         put(central, 0, 2);
         put(central, 0, 2);
         put(central, 0, 2);

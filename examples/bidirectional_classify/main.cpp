@@ -63,10 +63,10 @@ Result train_one(bool bidirectional, std::size_t steps, std::size_t epochs, std:
     const std::size_t hidden = 32, directions = bidirectional ? 2 : 1;
     manual_seed(seed);
     nn::Sequential<float> model;
-    model.add(nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{
-                                      .input_size = 1, .hidden_size = hidden, .batch_first = true,
-                                      .bidirectional = bidirectional}),
-                                  nn::Return::last));  // (B, directions * hidden)
+    model.add(nn::recurrent_layer(
+        std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{
+            .input_size = 1, .hidden_size = hidden, .batch_first = true, .bidirectional = bidirectional}),
+        nn::Return::last));  // (B, directions * hidden)
     model.emplace<nn::Linear<float>>(directions * hidden, 16);
     model.emplace<nn::Tanh<float>>();
     model.emplace<nn::Linear<float>>(16, 1);
@@ -80,8 +80,13 @@ Result train_one(bool bidirectional, std::size_t steps, std::size_t epochs, std:
     };
     const auto accuracy = train::binary_accuracy<float>(0.0);  // logits: > 0 means class 1
     const auto history = train::fit<float>(model, bce, adam, train_data,
-                                           {.epochs = epochs, .batch_size = 32, .validation_data = &val_data,
-                                            .clip_norm = 1.0, .metrics = {accuracy}, .verbose = 0, .seed = seed});
+                                           {.epochs = epochs,
+                                            .batch_size = 32,
+                                            .validation_data = &val_data,
+                                            .clip_norm = 1.0,
+                                            .metrics = {accuracy},
+                                            .verbose = 0,
+                                            .seed = seed});
     const auto test = train::evaluate<float>(model, bce, test_data, 256, {accuracy});
     double seconds = 0;
     for (double s : history["seconds"]) seconds += s;
@@ -130,11 +135,17 @@ int main(int argc, char** argv) {
     csv.close();
     example::plot(out + "/bidirectional_classify.gp",
                   "set terminal pngcairo size 900,500\nset datafile separator ','\n"
-                  "set output '" + out + "/bidirectional_classify.png'\n"
-                  "set title 'first XOR last element (T = " + std::to_string(steps) +
+                  "set output '" +
+                      out +
+                      "/bidirectional_classify.png'\n"
+                      "set title 'first XOR last element (T = " +
+                      std::to_string(steps) +
                       "): validation accuracy while training'\n"
-                      "set xlabel 'epoch'\nset ylabel 'accuracy'\nset xrange [0:*]\nset yrange [0.4:1.02]\nset key right center\nset grid\n"
-                      "plot '" + out + "/bidirectional_classify.csv' using 1:2 with linespoints lw 2 title 'LSTM', "
+                      "set xlabel 'epoch'\nset ylabel 'accuracy'\nset xrange [0:*]\nset yrange [0.4:1.02]\nset key "
+                      "right center\nset grid\n"
+                      "plot '" +
+                      out +
+                      "/bidirectional_classify.csv' using 1:2 with linespoints lw 2 title 'LSTM', "
                       "'' using 1:3 with linespoints lw 2 title 'bidirectional LSTM'\n",
                   out + "/bidirectional_classify.csv");
 

@@ -59,10 +59,11 @@ class PerplexityLogger : public train::Callback<float> {
 public:
     void on_epoch_end(train::TrainContext<float>& ctx, const std::map<std::string, double>& logs) override {
         const double loss = logs.at("loss"), val = logs.at("val_loss");
-        std::printf("epoch %2zu  loss %.3f  perplexity %6.2f  |  val_loss %.3f  val_perplexity %6.2f  "
-                    "val_accuracy %.3f  (%.1f s)\n",
-                    ctx.epoch + 1, loss, std::exp(loss), val, std::exp(val), logs.at("val_categorical_accuracy"),
-                    logs.at("seconds"));
+        std::printf(
+            "epoch %2zu  loss %.3f  perplexity %6.2f  |  val_loss %.3f  val_perplexity %6.2f  "
+            "val_accuracy %.3f  (%.1f s)\n",
+            ctx.epoch + 1, loss, std::exp(loss), val, std::exp(val), logs.at("val_categorical_accuracy"),
+            logs.at("seconds"));
         std::fflush(stdout);
     }
 };
@@ -161,11 +162,12 @@ int main(int argc, char** argv) {
     for (std::size_t k = 0; k < split; ++k) counts[static_cast<std::size_t>(ids[k])] += 1;
     double total = 0, nll = 0;
     for (double c : counts) total += c;
-    for (std::size_t k = split + 1; k < ids.size(); ++k) nll -= std::log(counts[static_cast<std::size_t>(ids[k])] / total);
+    for (std::size_t k = split + 1; k < ids.size(); ++k)
+        nll -= std::log(counts[static_cast<std::size_t>(ids[k])] / total);
     const double unigram_perplexity = std::exp(nll / double(ids.size() - split - 1));
 
-    std::printf("text: %s, %zu characters, vocabulary of %zu; %zu sequences of %zu (%zu validate)\n",
-                text_path.c_str(), ids.size(), V, n, seq, n_val);
+    std::printf("text: %s, %zu characters, vocabulary of %zu; %zu sequences of %zu (%zu validate)\n", text_path.c_str(),
+                ids.size(), V, n, seq, n_val);
     std::printf("unigram perplexity of the validation text: %.2f\n\n", unigram_perplexity);
 
     manual_seed(2024);
@@ -184,20 +186,26 @@ int main(int argc, char** argv) {
     auto& head = model.emplace<nn::Linear<float>>(64, V);
     std::size_t n_params = 0;
     for (auto* p : model.parameters()) n_params += p->size();
-    std::printf("model: Embedding(%zu, 32) -> LSTM(128) -> Dropout(0.2) -> LSTM(64) -> Dropout(0.2) -> Linear(64, %zu)"
-                ", %zu parameters\n",
-                V, V, n_params);
+    std::printf(
+        "model: Embedding(%zu, 32) -> LSTM(128) -> Dropout(0.2) -> LSTM(64) -> Dropout(0.2) -> Linear(64, %zu)"
+        ", %zu parameters\n",
+        V, V, n_params);
 
     optim::Adam<float> adam(model.parameters(), {.lr = 2e-3});
     const train::LossFn<float> loss = [](const Var<float>& logits, const Var<float>& y) {
         return nn::cross_entropy(logits, y);  // (B, T, V) against (B, T)
     };
     PerplexityLogger logger;
-    const auto history = train::fit<float>(
-        model, loss, adam, d,
-        {.epochs = epochs, .batch_size = batch, .validation_split = val_fraction, .clip_norm = 1.0,
-         .metrics = {train::categorical_accuracy<float>()}, .callbacks = {&logger}, .verbose = 0, .seed = 1,
-         .precision = precision});
+    const auto history = train::fit<float>(model, loss, adam, d,
+                                           {.epochs = epochs,
+                                            .batch_size = batch,
+                                            .validation_split = val_fraction,
+                                            .clip_norm = 1.0,
+                                            .metrics = {train::categorical_accuracy<float>()},
+                                            .callbacks = {&logger},
+                                            .verbose = 0,
+                                            .seed = 1,
+                                            .precision = precision});
     history.write_csv(out + "/history.csv");
 
     Generator gen{embedding, lstm1, lstm2, head, vocab, {}, {}, {}, {}};
@@ -213,11 +221,15 @@ int main(int argc, char** argv) {
 
     example::plot(out + "/char_textgen.gp",
                   "set terminal pngcairo size 900,500\nset datafile separator ','\n"
-                  "set output '" + out + "/char_textgen.png'\n"
-                  "set title 'Character-level LSTM on Genesis (KJV): perplexity per character'\n"
-                  "set xlabel 'epoch'\nset ylabel 'perplexity'\nset grid\nset xrange [0:*]\nset logscale y\n"
-                  "plot '" + out + "/history.csv' using 1:(exp($2)) with linespoints lw 2 title 'training', "
-                  "'' using 1:(exp($4)) with linespoints lw 2 title 'validation', " +
+                  "set output '" +
+                      out +
+                      "/char_textgen.png'\n"
+                      "set title 'Character-level LSTM on Genesis (KJV): perplexity per character'\n"
+                      "set xlabel 'epoch'\nset ylabel 'perplexity'\nset grid\nset xrange [0:*]\nset logscale y\n"
+                      "plot '" +
+                      out +
+                      "/history.csv' using 1:(exp($2)) with linespoints lw 2 title 'training', "
+                      "'' using 1:(exp($4)) with linespoints lw 2 title 'validation', " +
                       std::to_string(unigram_perplexity) + " with lines dt 2 title 'unigram baseline'\n",
                   out + "/history.csv");
 

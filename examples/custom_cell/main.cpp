@@ -77,7 +77,8 @@ int main(int argc, char** argv) {
     auto task = [&rng](std::size_t n) {
         std::normal_distribution<float> noise(0.f, 2.f);
         std::bernoulli_distribution coin(0.5);
-        train::Dataset<float> d{xt::zeros<float>({n, std::size_t(10), std::size_t(2)}), xt::zeros<float>({n, std::size_t(1)}), {}};
+        train::Dataset<float> d{
+            xt::zeros<float>({n, std::size_t(10), std::size_t(2)}), xt::zeros<float>({n, std::size_t(1)}), {}};
         for (std::size_t i = 0; i < n; ++i) {
             const bool positive = coin(rng);
             d.x(i, 0, 0) = positive ? 1.f : -1.f;
@@ -101,8 +102,12 @@ int main(int argc, char** argv) {
         return nn::binary_cross_entropy_with_logits(p, t);
     };
     train::fit<float>(classifier, bce, adam, train_set,
-                      {.epochs = static_cast<std::size_t>(epochs), .batch_size = 32, .validation_split = 0.2,
-                       .clip_norm = 1.0, .metrics = {train::binary_accuracy<float>(0.0)}, .verbose = 2});
+                      {.epochs = static_cast<std::size_t>(epochs),
+                       .batch_size = 32,
+                       .validation_split = 0.2,
+                       .clip_norm = 1.0,
+                       .metrics = {train::binary_accuracy<float>(0.0)},
+                       .verbose = 2});
     const double accuracy = train::evaluate<float>(classifier, bce, test_set, 100, {train::binary_accuracy<float>(0.0)})
                                 .at("binary_accuracy");
     std::cout << "MGU test accuracy on 'is the first element positive?' (T = 10): " << accuracy << '\n';

@@ -20,8 +20,10 @@ public:
     // `suffix` is what nn::Recurrent asks cells to append to their parameter names
     // ("_l0", "_l0_reverse", ...), so every layer and direction has distinct names.
     MGUCell(std::size_t input_size, std::size_t hidden_size, const std::string& suffix = "")
-        : input_size_(input_size), hidden_size_(hidden_size),
-          w_x_(this->register_parameter("weight_ih" + suffix, xt::xarray<T>::from_shape({2 * hidden_size, input_size}))),
+        : input_size_(input_size),
+          hidden_size_(hidden_size),
+          w_x_(
+              this->register_parameter("weight_ih" + suffix, xt::xarray<T>::from_shape({2 * hidden_size, input_size}))),
           b_(this->register_parameter("bias" + suffix, xt::xarray<T>::from_shape({2 * hidden_size}))),
           u_f_(this->register_parameter("weight_hf" + suffix, xt::xarray<T>::from_shape({hidden_size, hidden_size}))),
           u_h_(this->register_parameter("weight_hh" + suffix, xt::xarray<T>::from_shape({hidden_size, hidden_size}))) {
@@ -43,10 +45,10 @@ public:
         using namespace recur;
         auto& tape = xp.tape();
         const Var<T>& h = state[0];
-        const auto parts = chunk(xp, 2, 1);                              // [W_f x + b_f | W_h x + b_h]
+        const auto parts = chunk(xp, 2, 1);  // [W_f x + b_f | W_h x + b_h]
         Var<T> f = sigmoid(parts[0] + linear(h, tape.bind(u_f_)));
         Var<T> candidate = tanh(parts[1] + linear(f * h, tape.bind(u_h_)));
-        return {h + f * (candidate - h)};                               // (1 - f) h + f h~
+        return {h + f * (candidate - h)};  // (1 - f) h + f h~
     }
 
     // One step from the raw input x (B, I).

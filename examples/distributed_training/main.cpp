@@ -48,7 +48,7 @@ struct Run {
     std::string label;
     double seconds_per_epoch = 0, samples_per_second = 0;
     double comm_share = 0, exposed_share = 0;  // of the epoch: allreduce time, and the part backward did not hide
-    double cpu_per_epoch = 0;                  // processor seconds of all the run's ranks and threads
+    double cpu_per_epoch = 0;  // processor seconds of all the run's ranks and threads
     double first_loss = 0, final_loss = 0;
 };
 
@@ -56,7 +56,9 @@ struct Run {
 double cpu_seconds() {
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
-    auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+    auto seconds = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec);
+    };
     return seconds(u.ru_utime) + seconds(u.ru_stime);
 }
 
@@ -87,30 +89,33 @@ int main(int argc, char** argv) {
     xt::random::default_engine_type engine(7);
     data.x = xt::random::randn<float>(Shape{samples, steps, input}, 0.0f, 1.0f, engine);
     data.y = 0.5f * xt::view(data.x, xt::all(), xt::all(), xt::range(0, 1));
-    xt::view(data.y, xt::all(), xt::range(1, steps), 0) += 0.5f * xt::view(data.x, xt::all(), xt::range(0, steps - 1), 1);
+    xt::view(data.y, xt::all(), xt::range(1, steps), 0) +=
+        0.5f * xt::view(data.x, xt::all(), xt::range(0, steps - 1), 1);
 
     auto make_model = [&] {
         manual_seed(42);  // the same initial weights for every run
         auto model = std::make_unique<nn::Sequential<float>>();
-        model->add(nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(nn::LSTMOptions{
-                                           .input_size = input, .hidden_size = hidden, .num_layers = layers,
-                                           .batch_first = true}),
-                                       nn::Return::sequences));
+        model->add(nn::recurrent_layer(
+            std::make_unique<nn::LSTM<float>>(
+                nn::LSTMOptions{.input_size = input, .hidden_size = hidden, .num_layers = layers, .batch_first = true}),
+            nn::Return::sequences));
         model->emplace<nn::Linear<float>>(hidden, 1);
         return model;
     };
     const train::LossFn<float> mse = [](const Var<float>& p, const Var<float>& t) { return nn::mse_loss(p, t); };
 
     if (rank == 0)
-        std::printf("LSTM(%zu -> %zu, %zu layer%s) -> Linear(%zu -> 1), float32, per-rank batch %zu, T %zu, %zu samples, "
-                    "%zu epochs, %d ranks, %d processors per rank, buckets of %zu bytes\n",
-                    input, hidden, layers, layers > 1 ? "s" : "", hidden, batch, steps, samples, epochs, size,
-                    num_procs(), bucket);
+        std::printf(
+            "LSTM(%zu -> %zu, %zu layer%s) -> Linear(%zu -> 1), float32, per-rank batch %zu, T %zu, %zu samples, "
+            "%zu epochs, %d ranks, %d processors per rank, buckets of %zu bytes\n",
+            input, hidden, layers, layers > 1 ? "s" : "", hidden, batch, steps, samples, epochs, size, num_procs(),
+            bucket);
 
     if (rank == 0 && size > 1 && num_procs() < size)
-        std::printf("note: each rank may use %d processor(s) (mpirun binds a rank to a core by default); "
-                    "run with --bind-to none for the 1 rank x %d threads comparison\n",
-                    num_procs(), size);
+        std::printf(
+            "note: each rank may use %d processor(s) (mpirun binds a rank to a core by default); "
+            "run with --bind-to none for the 1 rank x %d threads comparison\n",
+            num_procs(), size);
 
     // The cost of one reduction of the model's gradients: recur's fixed-order ring against
     // MPI_Allreduce (whose order of additions Open MPI chooses), best and mean of 20.
@@ -133,13 +138,15 @@ int main(int argc, char** argv) {
         };
         const auto ring = time([&] { world.allreduce_sum(std::span<float>(gradients)); });
         const auto mpi = time([&] {
-            MPI_Allreduce(MPI_IN_PLACE, gradients.data(), static_cast<int>(gradients.size()), MPI_FLOAT, MPI_SUM, world.comm());
+            MPI_Allreduce(MPI_IN_PLACE, gradients.data(), static_cast<int>(gradients.size()), MPI_FLOAT, MPI_SUM,
+                          world.comm());
         });
         if (rank == 0)
-            std::printf("allreduce of the %.2f MB of gradients: fixed-order ring %.3f ms (mean %.3f), MPI_Allreduce %.3f ms "
-                        "(mean %.3f)\n",
-                        4e-6 * static_cast<double>(gradients.size()), 1e3 * ring.first, 1e3 * ring.second, 1e3 * mpi.first,
-                        1e3 * mpi.second);
+            std::printf(
+                "allreduce of the %.2f MB of gradients: fixed-order ring %.3f ms (mean %.3f), MPI_Allreduce %.3f ms "
+                "(mean %.3f)\n",
+                4e-6 * static_cast<double>(gradients.size()), 1e3 * ring.first, 1e3 * ring.second, 1e3 * mpi.first,
+                1e3 * mpi.second);
     }
 
     // Trains on `comm` (every rank of it) with `threads` threads per rank.
@@ -148,8 +155,13 @@ int main(int argc, char** argv) {
         optim::Adam<float> adam(model->parameters(), {.lr = lr});
         const double cpu_before = cpu_seconds();
         const auto h = train::fit<float>(*model, mse, adam, data,
-                                         {.epochs = epochs, .batch_size = batch, .verbose = 0, .seed = 1,
-                                          .threads = threads, .communicator = &comm, .bucket_bytes = bucket});
+                                         {.epochs = epochs,
+                                          .batch_size = batch,
+                                          .verbose = 0,
+                                          .seed = 1,
+                                          .threads = threads,
+                                          .communicator = &comm,
+                                          .bucket_bytes = bucket});
         Run r{label};
         r.cpu_per_epoch = (cpu_seconds() - cpu_before) / static_cast<double>(h.epochs());
         comm.allreduce_sum(std::span<double>(&r.cpu_per_epoch, 1));  // over the run's ranks
@@ -180,9 +192,9 @@ int main(int argc, char** argv) {
         // thread hand-overs, so it can exceed the allreduce time: then nothing was hidden).
         const double hidden = r.comm_share > 0 ? std::max(0.0, 1 - r.exposed_share / r.comm_share) : 0;
         const std::string hidden_text = r.comm_share > 0 ? std::to_string(static_cast<int>(100 * hidden)) + "%" : "-";
-        std::printf("%-24s %9.3f %10.1f %8.2fx %9.2f%% %7.2f%% %7s %11.5f %11.3f\n", r.label.c_str(), r.seconds_per_epoch,
-                    r.samples_per_second, r.samples_per_second / runs.front().samples_per_second, 100 * r.comm_share,
-                    100 * r.exposed_share, hidden_text.c_str(), r.final_loss, r.cpu_per_epoch);
+        std::printf("%-24s %9.3f %10.1f %8.2fx %9.2f%% %7.2f%% %7s %11.5f %11.3f\n", r.label.c_str(),
+                    r.seconds_per_epoch, r.samples_per_second, r.samples_per_second / runs.front().samples_per_second,
+                    100 * r.comm_share, 100 * r.exposed_share, hidden_text.c_str(), r.final_loss, r.cpu_per_epoch);
         std::fflush(stdout);
     };
     // Rank 0 alone (the others wait at the barrier, napping).
@@ -224,11 +236,14 @@ int main(int argc, char** argv) {
                 const bool mine = static_cast<std::size_t>(rank) < parts.size();
                 std::vector<std::size_t> idx;
                 if (mine)
-                    idx.assign(global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].first),
-                               global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].second));
+                    idx.assign(
+                        global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].first),
+                        global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].second));
                 const bool attached = epoch == 0 || step % 2 == 0;
-                if (attached) reducer.attach(tape);
-                else tape.on_grad_final({});
+                if (attached)
+                    reducer.attach(tape);
+                else
+                    tape.on_grad_final({});
                 const double wait_before = reducer.wait_seconds(), comm_before = reducer.comm_seconds();
                 adam.zero_grad();
                 reducer.begin(mine ? static_cast<double>(idx.size()) / static_cast<double>(global.size()) : 0.0);
@@ -256,12 +271,15 @@ int main(int argc, char** argv) {
         if (rank == 0) {
             std::printf("\nown loop with GradReducer, %d rank%s: %.3f s per epoch, last epoch's loss %.5f\n", size,
                         size > 1 ? "s" : "", seconds, loss_sum / static_cast<double>(samples));
-            auto per_step = [&](int k, const double* v) { return counted[k] ? 1e3 * v[k] / static_cast<double>(counted[k]) : 0.0; };
+            auto per_step = [&](int k, const double* v) {
+                return counted[k] ? 1e3 * v[k] / static_cast<double>(counted[k]) : 0.0;
+            };
             if (size > 1 && counted[0] > 0 && counted[1] > 0)
-                std::printf("per step: allreduce %.2f ms; waited after backward %.2f ms with buckets reduced during "
-                            "backward, %.2f ms with all after it: %.0f%% of the wait hidden (%zu + %zu steps)\n",
-                            per_step(0, reduced), per_step(1, waited), per_step(0, waited),
-                            100 * (1 - per_step(1, waited) / per_step(0, waited)), counted[1], counted[0]);
+                std::printf(
+                    "per step: allreduce %.2f ms; waited after backward %.2f ms with buckets reduced during "
+                    "backward, %.2f ms with all after it: %.0f%% of the wait hidden (%zu + %zu steps)\n",
+                    per_step(0, reduced), per_step(1, waited), per_step(0, waited),
+                    100 * (1 - per_step(1, waited) / per_step(0, waited)), counted[1], counted[0]);
         }
     }
 

@@ -22,8 +22,8 @@ using namespace recur;
 
 namespace {
 
-constexpr std::size_t N = 128;     // training points
-constexpr std::size_t H = 16;      // hidden units
+constexpr std::size_t N = 128;  // training points
+constexpr std::size_t H = 16;  // hidden units
 constexpr int steps = 5000;
 constexpr int print_every = 500;
 constexpr float learning_rate = 0.1f;

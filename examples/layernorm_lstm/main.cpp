@@ -87,8 +87,13 @@ Run train_one(bool layer_norm, std::size_t steps, std::size_t epochs, std::size_
     };
     const auto accuracy = train::binary_accuracy<float>(0.0);
     const auto history = train::fit<float>(model, bce, adam, train_data,
-                                           {.epochs = epochs, .batch_size = 32, .validation_data = &val_data,
-                                            .clip_norm = 1.0, .metrics = {accuracy}, .verbose = 0, .seed = 3});
+                                           {.epochs = epochs,
+                                            .batch_size = 32,
+                                            .validation_data = &val_data,
+                                            .clip_norm = 1.0,
+                                            .metrics = {accuracy},
+                                            .verbose = 0,
+                                            .seed = 3});
     const auto test = train::evaluate<float>(model, bce, test_data, 256, {accuracy});
     double seconds = 0;
     for (double s : history["seconds"]) seconds += s;
@@ -113,9 +118,10 @@ int main(int argc, char** argv) {
     const std::string out = args.get_string("out", ".");
     const bool full = epochs >= 10 && n_train >= 2000 && steps >= 50;
 
-    std::printf("Is x_0 positive? x_0 = +-%.3g (flagged), then T - 1 = %zu steps of N(0, %.3g^2) noise; %zu training "
-                "sequences\n",
-                scale, steps - 1, noise * scale, n_train);
+    std::printf(
+        "Is x_0 positive? x_0 = +-%.3g (flagged), then T - 1 = %zu steps of N(0, %.3g^2) noise; %zu training "
+        "sequences\n",
+        scale, steps - 1, noise * scale, n_train);
     std::vector<Run> runs;
     for (bool ln : {false, true}) runs.push_back(train_one(ln, steps, epochs, n_train, scale, noise, forget_bias));
     std::printf("\ntest accuracy (1000 sequences, chance = 0.50): LSTM %.3f, LayerNormLSTM %.3f\n",
@@ -130,15 +136,22 @@ int main(int argc, char** argv) {
     const std::string data = "'" + out + "/layernorm_lstm.csv'";
     example::plot(out + "/layernorm_lstm.gp",
                   "set terminal pngcairo size 1000,450\nset datafile separator ','\n"
-                  "set output '" + out + "/layernorm_lstm.png'\nset multiplot layout 1,2 title "
-                  "'Is the first element positive? Inputs scaled by " + std::to_string(static_cast<int>(scale)) +
-                      ", T = " + std::to_string(steps) + "'\n"
-                  "set xlabel 'epoch'\nset grid\nset key top right\nset ylabel 'training loss'\n"
-                  "plot " + data + " using 1:2 with linespoints lw 2 dt 2 title 'LSTM', '' using 1:3 with linespoints lw 2 "
-                  "title 'LayerNormLSTM'\n"
-                  "set ylabel 'validation accuracy'\nset yrange [0.4:1.02]\nset key bottom right\n"
-                  "plot " + data + " using 1:4 with linespoints lw 2 dt 2 title 'LSTM', '' using 1:5 with linespoints lw 2 "
-                  "title 'LayerNormLSTM'\nunset multiplot\n",
+                  "set output '" +
+                      out +
+                      "/layernorm_lstm.png'\nset multiplot layout 1,2 title "
+                      "'Is the first element positive? Inputs scaled by " +
+                      std::to_string(static_cast<int>(scale)) + ", T = " + std::to_string(steps) +
+                      "'\n"
+                      "set xlabel 'epoch'\nset grid\nset key top right\nset ylabel 'training loss'\n"
+                      "plot " +
+                      data +
+                      " using 1:2 with linespoints lw 2 dt 2 title 'LSTM', '' using 1:3 with linespoints lw 2 "
+                      "title 'LayerNormLSTM'\n"
+                      "set ylabel 'validation accuracy'\nset yrange [0.4:1.02]\nset key bottom right\n"
+                      "plot " +
+                      data +
+                      " using 1:4 with linespoints lw 2 dt 2 title 'LSTM', '' using 1:5 with linespoints lw 2 "
+                      "title 'LayerNormLSTM'\nunset multiplot\n",
                   out + "/layernorm_lstm.csv");
 
     const bool ok = runs[1].test_accuracy >= 0.9 && runs[0].test_accuracy <= runs[1].test_accuracy - 0.15;

@@ -60,13 +60,16 @@ int main(int argc, char** argv) {
     model.emplace<nn::Linear<float>>(16, 1);
     optim::Adam<float> adam(model.parameters(), {.lr = 1e-2});
     const train::LossFn<float> mse = [](const Var<float>& p, const Var<float>& t) { return nn::mse_loss(p, t); };
-    const auto history = train::fit<float>(model, mse, adam, {xs[0], ys[0]}, {.epochs = epochs, .batch_size = 16, .verbose = 0, .seed = 1});
+    const auto history = train::fit<float>(model, mse, adam, {xs[0], ys[0]},
+                                           {.epochs = epochs, .batch_size = 16, .verbose = 0, .seed = 1});
     std::cout << "trained " << epochs << " epochs, final loss " << history["loss"].back() << "\n";
 
     // Export, with the scaler in the metadata so that a server can undo the scaling.
     io::OnnxExportOptions options;
-    options.metadata = {{"task", "one-step sine forecast"}, {"window", std::to_string(window)},
-                        {"scaler_min", std::to_string(*scaler.data_min().begin())}, {"scaler_max", std::to_string(*scaler.data_max().begin())}};
+    options.metadata = {{"task", "one-step sine forecast"},
+                        {"window", std::to_string(window)},
+                        {"scaler_min", std::to_string(*scaler.data_min().begin())},
+                        {"scaler_max", std::to_string(*scaler.data_max().begin())}};
     io::export_onnx(model, out + "/sine.onnx", options);
 
     // A few test windows for the script, and recur's predictions for them.

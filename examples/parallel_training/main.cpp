@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
 
     // Data: y_t = (x_t[0] + x_{t-1}[1]) / 2.
     train::Dataset<float> data{xt::xarray<float>::from_shape({samples, steps, input}),
-                               xt::xarray<float>::from_shape({samples, steps, std::size_t(1)}), {}};
+                               xt::xarray<float>::from_shape({samples, steps, std::size_t(1)}),
+                               {}};
     std::mt19937_64 rng(7);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     for (auto& v : data.x) v = normal(rng);
@@ -62,9 +63,10 @@ int main(int argc, char** argv) {
         for (std::size_t t = 0; t < steps; ++t)
             data.y(n, t, 0) = 0.5f * (data.x(n, t, 0) + (t > 0 ? data.x(n, t - 1, 1) : 0.0f));
 
-    std::printf("LSTM(%zu -> %zu) -> Linear(%zu -> 1), float32, batch %zu, T %zu, %zu samples (%zu batches), "
-                "%zu epochs, %d processors\n",
-                input, hidden, hidden, batch, steps, samples, (samples + batch - 1) / batch, epochs, num_procs());
+    std::printf(
+        "LSTM(%zu -> %zu) -> Linear(%zu -> 1), float32, batch %zu, T %zu, %zu samples (%zu batches), "
+        "%zu epochs, %d processors\n",
+        input, hidden, hidden, batch, steps, samples, (samples + batch - 1) / batch, epochs, num_procs());
 
     auto train_once = [&](const std::string& label, std::size_t threads, int op_threads) {
         set_num_threads(op_threads);
@@ -76,8 +78,9 @@ int main(int argc, char** argv) {
         model.emplace<nn::Linear<float>>(hidden, 1);
         optim::Adam<float> adam(model.parameters(), {.lr = lr});
         const train::LossFn<float> mse = [](const Var<float>& p, const Var<float>& t) { return nn::mse_loss(p, t); };
-        const auto h = train::fit<float>(model, mse, adam, data,
-                                         {.epochs = epochs, .batch_size = batch, .verbose = 0, .seed = 1, .threads = threads});
+        const auto h =
+            train::fit<float>(model, mse, adam, data,
+                              {.epochs = epochs, .batch_size = batch, .verbose = 0, .seed = 1, .threads = threads});
         Run r{label, 0, h["loss"].front(), h["loss"].back()};
         for (double s : h["seconds"]) r.seconds_per_epoch += s / static_cast<double>(h.epochs());
         return r;

@@ -45,10 +45,10 @@ constexpr std::size_t kMaxSource = 10, kMaxTarget = kMaxSource + 1, kEmbed = 32,
 /// Sequences of 5-10 digits, padded; the reversal + EOS as targets.
 struct Data {
     std::size_t n = 0;
-    xt::xarray<std::int64_t> source;          // (N, 10), 0 past each length
-    std::vector<std::int64_t> lengths;        // (N) in [5, 10]
-    xt::xarray<std::int64_t> decoder_input;   // (N, 11): BOS, reversed digits, 0 padding
-    xt::xarray<std::int64_t> target;          // (N, 11): reversed digits, EOS, -100 padding
+    xt::xarray<std::int64_t> source;  // (N, 10), 0 past each length
+    std::vector<std::int64_t> lengths;  // (N) in [5, 10]
+    xt::xarray<std::int64_t> decoder_input;  // (N, 11): BOS, reversed digits, 0 padding
+    xt::xarray<std::int64_t> target;  // (N, 11): reversed digits, EOS, -100 padding
 };
 
 Data make_data(std::size_t n, std::uint64_t seed) {
@@ -104,12 +104,13 @@ public:
 
     struct Encoded {
         Var<float> memory;  // (B, 10, 128)
-        Var<float> h0;      // (1, B, 64), the decoder's initial state
+        Var<float> h0;  // (1, B, 64), the decoder's initial state
     };
-    Encoded encode(Tape<float>& tape, const xt::xarray<std::int64_t>& source, const std::vector<std::int64_t>& lengths) {
+    Encoded encode(Tape<float>& tape, const xt::xarray<std::int64_t>& source,
+                   const std::vector<std::int64_t>& lengths) {
         auto [memory, h] = encoder_(source_embedding_(tape, source), {}, lengths);  // h (2, B, 64)
         const auto b = static_cast<std::ptrdiff_t>(lengths.size());
-        Var<float> last = concat({select(h, 0, 0), select(h, 0, 1)}, -1);         // (B, 128)
+        Var<float> last = concat({select(h, 0, 0), select(h, 0, 1)}, -1);  // (B, 128)
         return {memory, reshape(tanh(bridge_(last)), {1, b, static_cast<std::ptrdiff_t>(kHidden)})};
     }
     /// Decoder steps for the inputs (B, Tq) from state h: logits (B, Tq, 12), the new state and
@@ -121,7 +122,7 @@ public:
                    const std::vector<std::int64_t>& source_lengths) {
         auto [states, h_next] = decoder_(target_embedding_(tape, inputs), h);  // (B, Tq, 64)
         auto [context, weights] = attention_(states, enc.memory, source_lengths);  // (B, Tq, 128)
-        Var<float> attentional = tanh(combine_(concat({context, states}, -1)));   // (B, Tq, 64)
+        Var<float> attentional = tanh(combine_(concat({context, states}, -1)));  // (B, Tq, 64)
         return {out_(attentional), h_next, weights};
     }
     /// Teacher forcing: logits (B, 11, 12) for BOS + target.
@@ -203,12 +204,11 @@ int main(int argc, char** argv) {
     Seq2Seq model;
     const Data train_data = make_data(n_train, 10 * seed + 1), test_data = make_data(n_test, 10 * seed + 2);
     optim::Adam<float> adam(model.parameters(), {.lr = lr});
-    std::printf("reverse 5-10 digits: %zu training and %zu held-out sequences, %zu parameters\n", n_train, n_test,
-                [&] {
-                    std::size_t n = 0;
-                    for (auto* p : model.parameters()) n += p->size();
-                    return n;
-                }());
+    std::printf("reverse 5-10 digits: %zu training and %zu held-out sequences, %zu parameters\n", n_train, n_test, [&] {
+        std::size_t n = 0;
+        for (auto* p : model.parameters()) n += p->size();
+        return n;
+    }());
 
     // Training with fit on the three inputs (teacher forcing); targets are the token ids, padding
     // -100 (ignored by the loss).
@@ -221,9 +221,13 @@ int main(int argc, char** argv) {
     };
     optim::StepLR<float> halve(adam, 4, 0.5);  // lr halved every 4 epochs
     train::LRScheduler<float> schedule(halve);
-    const train::History history = train::fit<float>(
-        model, loss, adam, train_set,
-        {.epochs = epochs, .batch_size = batch, .clip_norm = 1.0, .callbacks = {&schedule}, .verbose = 0, .seed = seed});
+    const train::History history = train::fit<float>(model, loss, adam, train_set,
+                                                     {.epochs = epochs,
+                                                      .batch_size = batch,
+                                                      .clip_norm = 1.0,
+                                                      .callbacks = {&schedule},
+                                                      .verbose = 0,
+                                                      .seed = seed});
     double seconds = 0;
     for (std::size_t e = 0; e < history.epochs(); ++e) {
         seconds += history["seconds"][e];
@@ -256,11 +260,14 @@ int main(int argc, char** argv) {
     csv.close();
     example::plot(out + "/seq2seq_attention_weights.gp",
                   "set terminal pngcairo size 600,560\nset datafile separator ','\n"
-                  "set output '" + out + "/seq2seq_attention_weights.png'\n"
-                  "set title 'attention weights while reversing (greedy decoding)'\n"
-                  "set xlabel 'source token'\nset ylabel 'output token'\nset yrange [] reverse\n"
-                  "set cbrange [0:1]\nset palette grey negative\n"
-                  "plot '" + out + "/seq2seq_attention_weights.csv' matrix rowheaders columnheaders with image notitle\n",
+                  "set output '" +
+                      out +
+                      "/seq2seq_attention_weights.png'\n"
+                      "set title 'attention weights while reversing (greedy decoding)'\n"
+                      "set xlabel 'source token'\nset ylabel 'output token'\nset yrange [] reverse\n"
+                      "set cbrange [0:1]\nset palette grey negative\n"
+                      "plot '" +
+                      out + "/seq2seq_attention_weights.csv' matrix rowheaders columnheaders with image notitle\n",
                   out + "/seq2seq_attention_weights.csv");
 
     const bool ok = accuracy >= 0.98;

@@ -70,8 +70,8 @@ Run train_one(const std::string& cell, std::size_t steps, std::size_t epochs, st
     manual_seed(7);
     nn::Sequential<float> model;
     if (cell == "RNN")
-        model.add(nn::recurrent_layer(std::make_unique<nn::RNN<float>>(nn::RNNOptions{
-                                          .input_size = 2, .hidden_size = hidden, .batch_first = true}),
+        model.add(nn::recurrent_layer(std::make_unique<nn::RNN<float>>(
+                                          nn::RNNOptions{.input_size = 2, .hidden_size = hidden, .batch_first = true}),
                                       nn::Return::last));
     else {
         auto lstm = std::make_unique<nn::LSTM<float>>(
@@ -95,8 +95,13 @@ Run train_one(const std::string& cell, std::size_t steps, std::size_t epochs, st
     };
     const auto accuracy = train::binary_accuracy<float>(0.0);  // logits: positive means class 1
     const auto history = train::fit<float>(model, bce, adam, train_data,
-                                           {.epochs = epochs, .batch_size = 32, .validation_data = &val_data,
-                                            .clip_norm = 1.0, .metrics = {accuracy}, .verbose = 0, .seed = 3});
+                                           {.epochs = epochs,
+                                            .batch_size = 32,
+                                            .validation_data = &val_data,
+                                            .clip_norm = 1.0,
+                                            .metrics = {accuracy},
+                                            .verbose = 0,
+                                            .seed = 3});
     const auto test = train::evaluate<float>(model, bce, test_data, 256, {accuracy});
     double seconds = 0;
     for (double s : history["seconds"]) seconds += s;
@@ -120,11 +125,13 @@ int main(int argc, char** argv) {
     const std::string out = args.get_string("out", ".");
     const bool full = epochs >= 12 && n_train >= 2000;
 
-    std::printf("Is x_0 positive? x_0 = +-1 (flagged), then T - 1 steps of N(0, %.2g^2) noise; %zu training sequences\n",
-                noise, n_train);
+    std::printf(
+        "Is x_0 positive? x_0 = +-1 (flagged), then T - 1 steps of N(0, %.2g^2) noise; %zu training sequences\n", noise,
+        n_train);
     std::vector<Run> runs;
     for (std::size_t steps : {short_t, long_t})
-        for (const char* cell : {"RNN", "LSTM"}) runs.push_back(train_one(cell, steps, epochs, n_train, noise, forget_bias));
+        for (const char* cell : {"RNN", "LSTM"})
+            runs.push_back(train_one(cell, steps, epochs, n_train, noise, forget_bias));
 
     std::printf("\ntest accuracy (1000 sequences, chance = 0.50)\n");
     std::printf("  %-6s %10s %10s\n", "T", "RNN", "LSTM");
@@ -148,9 +155,12 @@ int main(int argc, char** argv) {
                     ", T = " + std::to_string(runs[k].steps) + "'";
     example::plot(out + "/simple_rnn.gp",
                   "set terminal pngcairo size 900,500\nset datafile separator ','\n"
-                  "set output '" + out + "/simple_rnn.png'\n"
-                  "set title 'Is the first element positive? Validation accuracy while training'\n"
-                  "set xlabel 'epoch'\nset ylabel 'accuracy'\nset xrange [0:*]\nset yrange [0.4:1.02]\nset key right center\nset grid\n" +
+                  "set output '" +
+                      out +
+                      "/simple_rnn.png'\n"
+                      "set title 'Is the first element positive? Validation accuracy while training'\n"
+                      "set xlabel 'epoch'\nset ylabel 'accuracy'\nset xrange [0:*]\nset yrange [0.4:1.02]\nset key "
+                      "right center\nset grid\n" +
                       plot_cmd + "\n",
                   out + "/simple_rnn.csv");
 

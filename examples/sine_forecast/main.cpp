@@ -71,8 +71,12 @@ Result train_and_test(Precision precision, std::size_t epochs, std::size_t sampl
     Result r;
     const std::clock_t start = std::clock();  // processor time: a busy machine does not inflate it
     r.history = train::fit<float>(model, mse, adam, {xs[0], ys[0]},
-                                  {.epochs = epochs, .batch_size = 32, .validation_split = 0.2,
-                                   .metrics = {train::mae<float>()}, .seed = 1, .precision = precision});
+                                  {.epochs = epochs,
+                                   .batch_size = 32,
+                                   .validation_split = 0.2,
+                                   .metrics = {train::mae<float>()},
+                                   .seed = 1,
+                                   .precision = precision});
     r.seconds = static_cast<double>(std::clock() - start) / CLOCKS_PER_SEC;
     r.loss = r.history["loss"].back();
     r.val_loss = r.history["val_loss"].back();
@@ -97,8 +101,10 @@ int main(int argc, char** argv) {
     const std::string out = args.get_string("out", ".");
     const std::string precision = args.get_string("precision", "f32");
     std::vector<Precision> runs;
-    if (precision == "both") runs = {Precision::f32, Precision::bf16};
-    else runs = {parse_precision(precision, "sine_forecast --precision")};
+    if (precision == "both")
+        runs = {Precision::f32, Precision::bf16};
+    else
+        runs = {parse_precision(precision, "sine_forecast --precision")};
     std::vector<Result> results;
     for (auto p : runs) results.push_back(train_and_test(p, epochs, samples));
     if (results.size() == 2) {
@@ -123,12 +129,20 @@ int main(int argc, char** argv) {
     csv.close();
     example::plot(out + "/sine_forecast.gp",
                   "set terminal pngcairo size 1000,420\nset datafile separator ','\nset key autotitle columnhead\n"
-                  "set output '" + out + "/sine_forecast.png'\nset title 'LSTM forecast of a noisy sine (test windows)'\n"
-                  "set xlabel 'test step'\nplot '" + out + "/predictions.csv' using 1:2 with lines lc rgb '#999999' title 'truth (noisy)', "
-                  "'' using 1:3 with lines lw 2 lc rgb '#d62728' title 'prediction'\n"
-                  "set output '" + out + "/sine_loss.png'\nset title 'Training and validation loss (MSE, scaled units)'\n"
-                  "set xlabel 'epoch'\nset logscale y\nplot '" + out + "/history.csv' using 1:2 with linespoints title 'loss', "
-                  "'' using 1:4 with linespoints title 'val_loss'\n",
+                  "set output '" +
+                      out +
+                      "/sine_forecast.png'\nset title 'LSTM forecast of a noisy sine (test windows)'\n"
+                      "set xlabel 'test step'\nplot '" +
+                      out +
+                      "/predictions.csv' using 1:2 with lines lc rgb '#999999' title 'truth (noisy)', "
+                      "'' using 1:3 with lines lw 2 lc rgb '#d62728' title 'prediction'\n"
+                      "set output '" +
+                      out +
+                      "/sine_loss.png'\nset title 'Training and validation loss (MSE, scaled units)'\n"
+                      "set xlabel 'epoch'\nset logscale y\nplot '" +
+                      out +
+                      "/history.csv' using 1:2 with linespoints title 'loss', "
+                      "'' using 1:4 with linespoints title 'val_loss'\n",
                   out + "/predictions.csv and " + out + "/history.csv");
     return mae < 0.1 || epochs < 20 ? 0 : 1;
 }

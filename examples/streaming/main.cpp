@@ -63,8 +63,9 @@ int main(int argc, char** argv) {
     const train::LossFn<float> mse = [](const Var<float>& p, const Var<float>& t) { return nn::mse_loss(p, t); };
     const auto history = train::fit<float>(model, mse, adam, {x, y},
                                            {.epochs = epochs, .batch_size = streams, .verbose = 0, .shuffle = false});
-    std::cout << "trained " << epochs << " epochs of truncated BPTT (" << chunks << " chunks of " << chunk << " steps x "
-              << streams << " streams): loss " << history["loss"].front() << " -> " << history["loss"].back() << "\n";
+    std::cout << "trained " << epochs << " epochs of truncated BPTT (" << chunks << " chunks of " << chunk
+              << " steps x " << streams << " streams): loss " << history["loss"].front() << " -> "
+              << history["loss"].back() << "\n";
 
     // Serving the held-out part one step at a time.
     model.reset_states();
@@ -77,9 +78,11 @@ int main(int argc, char** argv) {
     for (std::size_t t0 = 0; t0 < n_test; t0 += block) {
         const std::size_t t1 = std::min(n_test, t0 + block);
         const auto start = std::chrono::steady_clock::now();
-        for (std::size_t t = t0; t < t1; ++t) served[t] = stream.step(std::span<const float>(&observed[n_train + t], 1))[0];
+        for (std::size_t t = t0; t < t1; ++t)
+            served[t] = stream.step(std::span<const float>(&observed[n_train + t], 1))[0];
         const auto stop = std::chrono::steady_clock::now();
-        block_us.push_back(std::chrono::duration<double, std::micro>(stop - start).count() / static_cast<double>(t1 - t0));
+        block_us.push_back(std::chrono::duration<double, std::micro>(stop - start).count() /
+                           static_cast<double>(t1 - t0));
     }
     std::sort(block_us.begin(), block_us.end());
     const double us = block_us[block_us.size() / 2];

@@ -153,21 +153,27 @@ int main(int argc, char** argv) {
 
     example::plot(out + "/vanishing_gradients.gp",
                   "set terminal pngcairo size 900,520\nset datafile separator ','\n"
-                  "set output '" + out + "/vanishing_gradients.png'\n"
-                  "set title 'Gradient reaching step t from a loss on the last output (T = " + std::to_string(steps) +
-                  ", H = " + std::to_string(hidden) + ")'\n"
-                  "set xlabel 'time step t'\nset ylabel '||dLoss/dh_t||'\nset logscale y\nset format y '10^{%L}'\n"
-                  "set key bottom right\nset grid\n"
-                  "plot '" + out + "/vanishing_gradients.csv' every ::1 using 1:2 with lines lw 2 title 'RNN (tanh)', "
-                  "'' every ::1 using 1:3 with lines lw 2 title 'LSTM', "
-                  "'' every ::1 using 1:4 with lines lw 2 title 'GRU', "
-                  "'' every ::1 using 1:5 with lines lw 2 dt 2 title 'LSTM, forget-gate bias 3', "
-                  "'' every ::1 using 1:6 with lines lw 2 dt 2 title 'GRU, update-gate bias 3'\n",
+                  "set output '" +
+                      out +
+                      "/vanishing_gradients.png'\n"
+                      "set title 'Gradient reaching step t from a loss on the last output (T = " +
+                      std::to_string(steps) + ", H = " + std::to_string(hidden) +
+                      ")'\n"
+                      "set xlabel 'time step t'\nset ylabel '||dLoss/dh_t||'\nset logscale y\nset format y '10^{%L}'\n"
+                      "set key bottom right\nset grid\n"
+                      "plot '" +
+                      out +
+                      "/vanishing_gradients.csv' every ::1 using 1:2 with lines lw 2 title 'RNN (tanh)', "
+                      "'' every ::1 using 1:3 with lines lw 2 title 'LSTM', "
+                      "'' every ::1 using 1:4 with lines lw 2 title 'GRU', "
+                      "'' every ::1 using 1:5 with lines lw 2 dt 2 title 'LSTM, forget-gate bias 3', "
+                      "'' every ::1 using 1:6 with lines lw 2 dt 2 title 'GRU, update-gate bias 3'\n",
                   out + "/vanishing_gradients.csv");
 
     const bool ok = ratio[0] < 1e-4 && ratio[3] > 1e-4;
-    std::printf("\n%s: the RNN's gradient at t = 0 is %.1f orders of magnitude below its gradient at t = %zu; "
-                "the LSTM with forget-gate bias 3 loses %.1f\n",
-                ok ? "PASS" : "FAIL", -std::log10(ratio[0]), steps - 1, -std::log10(ratio[3]));
+    std::printf(
+        "\n%s: the RNN's gradient at t = 0 is %.1f orders of magnitude below its gradient at t = %zu; "
+        "the LSTM with forget-gate bias 3 loses %.1f\n",
+        ok ? "PASS" : "FAIL", -std::log10(ratio[0]), steps - 1, -std::log10(ratio[3]));
     return ok ? 0 : 1;
 }

@@ -273,7 +273,7 @@ xt::xarray<T> gather_batch(const xt::xarray<T>& X, const std::vector<std::size_t
 /// recurrent layers take them.
 template <class T>
 struct PaddedBatch {
-    xt::xarray<T> data;                 // (B, T_max, F), or (T_max, B, F) if !batch_first
+    xt::xarray<T> data;  // (B, T_max, F), or (T_max, B, F) if !batch_first
     std::vector<std::int64_t> lengths;  // (B)
 };
 
@@ -291,7 +291,7 @@ enum class TokenOrder { sorted, first_appearance };
 
 struct VocabularyOptions {
     std::vector<std::string> specials{};  // e.g. {"<pad>", "<unk>"}: ids 0, 1, ...
-    std::string unk{};                    // token for misses; empty: misses are errors
+    std::string unk{};  // token for misses; empty: misses are errors
     TokenOrder order = TokenOrder::sorted;
 };
 

@@ -25,14 +25,14 @@
 namespace recur {
 
 struct GradcheckOptions {
-    double eps = 1e-6;     // finite-difference step
-    double rtol = 1e-6;    // pass when every element's relative error is at most this
+    double eps = 1e-6;  // finite-difference step
+    double rtol = 1e-6;  // pass when every element's relative error is at most this
     // Magnitudes below `floor` are compared to it: with eps = 1e-6 the numeric derivative of a
     // double computation carries ~1e-9 of rounding noise, so tiny gradients are held to an
     // absolute bound of rtol * floor = 1e-8 instead of a meaningless relative one.
     double floor = 1e-2;
     bool check_parameters = true;  // also check every Parameter that f binds
-    std::uint64_t seed = 1234;     // upstream gradient s
+    std::uint64_t seed = 1234;  // upstream gradient s
     std::uint64_t tape_seed = 99;  // the tape generator is reseeded before every evaluation
 };
 
@@ -40,11 +40,11 @@ struct GradcheckReport {
     bool passed = false;
     bool deterministic = false;  // two backward passes gave bit-identical gradients
     double max_abs_error = 0;
-    double max_rel_error = 0;    // |a - n| / max(|a|, |n|, floor)
-    std::string worst;           // where max_rel_error occurs: "input 1 (2, 3) flat 4" / "parameter 0 ..."
+    double max_rel_error = 0;  // |a - n| / max(|a|, |n|, floor)
+    std::string worst;  // where max_rel_error occurs: "input 1 (2, 3) flat 4" / "parameter 0 ..."
     double worst_analytic = 0;
     double worst_numeric = 0;
-    std::size_t elements = 0;    // how many elements were checked
+    std::size_t elements = 0;  // how many elements were checked
     std::size_t parameters = 0;  // how many Parameters f bound
     std::string summary() const;
 };

@@ -107,7 +107,7 @@ extern template std::vector<NamedArray<double>> load_npz<double>(const std::stri
 extern template xt::xarray<std::int64_t> load_npy<std::int64_t>(const std::string&);
 extern template std::vector<NamedArray<std::int64_t>> load_npz<std::int64_t>(const std::string&);
 extern template std::vector<NamedArray<std::int64_t>> load_npz<std::int64_t>(const std::string&,
-                                                                            const std::vector<std::string>&);
+                                                                             const std::vector<std::string>&);
 extern template void save<float>(nn::Module<float>&, const std::string&);
 extern template void save<double>(nn::Module<double>&, const std::string&);
 extern template void load<float>(nn::Module<float>&, const std::string&);

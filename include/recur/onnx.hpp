@@ -47,8 +47,8 @@
 namespace recur::io {
 
 struct OnnxExportOptions {
-    int opset = 14;                  // 14 to 17 (what ONNX 1.12 knows)
-    bool lengths = false;            // add the int32 input "sequence_lens" (B)
+    int opset = 14;  // 14 to 17 (what ONNX 1.12 knows)
+    bool lengths = false;  // add the int32 input "sequence_lens" (B)
     std::string producer_name = "recur";
     std::string producer_version = "0.1.0";
     std::string graph_name = "recur";

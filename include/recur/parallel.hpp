@@ -73,7 +73,7 @@ namespace recur::train {
 /// How the shards' losses make the batch loss (see the top of this file).
 enum class LossReduction {
     mean,  // the loss is a mean over the samples: shard k weighs n_k / B
-    sum,   // the loss is a sum over the samples: every shard weighs 1
+    sum,  // the loss is a sum over the samples: every shard weighs 1
 };
 
 struct DataParallelOptions {

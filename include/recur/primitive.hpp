@@ -157,8 +157,10 @@ auto record_primitive(const char* name, const Var<T>* inputs, std::size_t count,
     OpContext<T> op(tape, node, slots, count);
     Backward backward = forward(op);
     if (tape.needs_grad(node)) tape.template state<CarriedBackward<Backward>>(node).run.emplace(std::move(backward));
-    if constexpr (Outputs == 1) return std::move(outputs[0]);
-    else return outputs;
+    if constexpr (Outputs == 1)
+        return std::move(outputs[0]);
+    else
+        return outputs;
 }
 
 }  // namespace detail

@@ -104,8 +104,10 @@ public:
     template <class S>
     S& as(const char* op) {
         if (type_ != &tag<S>) throw tape_error(std::string(op) + ": the node holds another op's state");
-        if constexpr (is_inline<S>) return *std::launder(reinterpret_cast<S*>(inline_));
-        else return static_cast<Holder<S>*>(heap_.get())->value;
+        if constexpr (is_inline<S>)
+            return *std::launder(reinterpret_cast<S*>(inline_));
+        else
+            return static_cast<Holder<S>*>(heap_.get())->value;
     }
     void reset() { type_ = nullptr; }
 
@@ -124,7 +126,7 @@ private:
         S value{};
     };
     alignas(std::max_align_t) unsigned char inline_[inline_size]{};
-    const void* type_ = nullptr;       // the type this node's op set
+    const void* type_ = nullptr;  // the type this node's op set
     const void* heap_type_ = nullptr;  // the type heap_ holds
     std::unique_ptr<HolderBase> heap_;
 };
@@ -134,25 +136,25 @@ inline constexpr std::size_t max_outputs = 4;
 
 template <class T>
 struct Node {
-    xt::xarray<T> value;            // output 0 (unused for a bound parameter or a view)
-    xt::xarray<T> grad;             // valid only when has_grad
-    OpState state;                  // what the op keeps for backward (Tape::state)
+    xt::xarray<T> value;  // output 0 (unused for a bound parameter or a view)
+    xt::xarray<T> grad;  // valid only when has_grad
+    OpState state;  // what the op keeps for backward (Tape::state)
     BackwardFn<T> backward = nullptr;
     const char* op = "";
     Parameter<T>* param = nullptr;
     const xt::xarray<T>* external = nullptr;  // a view's array (Tape::view), read in place
     std::uint32_t first_input = 0;  // range [first_input, first_input + num_inputs) in edges
     std::uint32_t num_inputs = 0;
-    std::uint32_t handles = 0;      // live Var handles
+    std::uint32_t handles = 0;  // live Var handles
     std::uint32_t owner = no_node;  // for output k >= 1 of a node: that node
     std::array<std::uint32_t, max_outputs - 1> outputs{};  // slots of outputs 1.. (num_outputs - 1)
-    std::uint32_t partial = 0;      // 1 + index of its slice-by-slice record (Tape::slice_grad), or 0
+    std::uint32_t partial = 0;  // 1 + index of its slice-by-slice record (Tape::slice_grad), or 0
     std::uint8_t num_outputs = 1;
     bool requires_grad = false;
-    bool pinned = false;            // backward may need it: never released before clear()
+    bool pinned = false;  // backward may need it: never released before clear()
     bool has_grad = false;
     bool live = false;
-    bool retain = false;            // keep its gradient after its backward ran (Var::retain_grad)
+    bool retain = false;  // keep its gradient after its backward ran (Var::retain_grad)
 };
 
 // A gradient being written slice by slice: written[t] once slice t holds data; the other
@@ -365,9 +367,13 @@ public:
     /// the backward with state<S>(i) too (a heap-held S is kept; an inline S must be read
     /// with saved_state<S>(i), which does not reset it).
     template <class S>
-    S& state(std::uint32_t i) { return nodes_[i].state.template get<S>(); }
+    S& state(std::uint32_t i) {
+        return nodes_[i].state.template get<S>();
+    }
     template <class S>
-    S& saved_state(std::uint32_t i) { return nodes_[i].state.template as<S>(nodes_[i].op); }
+    S& saved_state(std::uint32_t i) {
+        return nodes_[i].state.template as<S>(nodes_[i].op);
+    }
     /// The transpose (C, R) of node i's 2-D value (R, C), row-major, made once and kept: for a
     /// bound Parameter until its value changes (once per optimizer update, however many tapes
     /// and time steps read it), for any other node for this epoch. For an op that multiplies
@@ -468,7 +474,7 @@ private:
     std::vector<detail::Node<T>> nodes_;  // [0, top_) in use this epoch; the rest kept for reuse
     std::uint32_t top_ = 0;
     std::vector<std::uint32_t> edges_;
-    std::vector<std::uint32_t> free_;     // released slots below top_
+    std::vector<std::uint32_t> free_;  // released slots below top_
     std::vector<std::uint32_t> bound_order_;  // bound parameter nodes in binding order (few: a scan finds one)
     detail::EpochStamp* stamp_;
     std::uint64_t tape_id_;
@@ -479,7 +485,7 @@ private:
     Precision precision_;
     std::vector<xt::xarray<T>> grad_pool_;  // released gradient buffers (retain_grads = false)
     std::vector<detail::PartialGrad> partials_;  // slice-by-slice records; [0, partials_used_) this sweep
-    std::vector<xt::xarray<T>> value_pool_;      // values of released nodes (inference), reused by size
+    std::vector<xt::xarray<T>> value_pool_;  // values of released nodes (inference), reused by size
     // Transposed copies of non-Parameter nodes (transposed()); [0, transposed_used_) this epoch.
     std::vector<std::pair<std::uint32_t, xt::xarray<T>>> transposed_;
     std::size_t transposed_used_ = 0;
@@ -487,12 +493,12 @@ private:
     std::mt19937_64 rng_;
     GradFinalHook grad_final_;
     std::atomic<std::thread::id> user_{};  // the thread recording on it (debug builds check)
-    void take_storage();    // from the thread's cache of a destroyed tape's storage
-    void give_storage();    // to that cache
+    void take_storage();  // from the thread's cache of a destroyed tape's storage
+    void give_storage();  // to that cache
     void parameter_done(detail::Node<T>& n);  // adds into Parameter::grad, calls grad_final_
     // Anomaly mode (AnomalyMode): the node pushed last, checked when its first handle is made.
     std::uint32_t anomaly_pending_ = detail::no_node;
-    void check_forward(std::uint32_t i);   // value_error if node i's outputs hold NaN or inf
+    void check_forward(std::uint32_t i);  // value_error if node i's outputs hold NaN or inf
     void check_backward(std::uint32_t k);  // value_error if node k's backward made a NaN or inf gradient
 };
 

@@ -48,11 +48,11 @@
 // reduction's time and the part of it backward did not hide). Dropout masks of rank r come
 // from (seed, epoch, batch, rank): with more than one rank its tape is seeded with
 // DataParallel::shard_seed(batch seed, r) (one rank: the batch seed, as without a
-// communicator), and with threads > 1 its shards then from (that seed, shard). threads > 1 still works inside each rank (the gradient reduction across
-// ranks then starts after the threads' reduction). Only rank 0 draws the progress bar and
-// runs ModelCheckpoint callbacks; other callbacks run on every rank and rank 0's decision to
-// stop holds for all. An exception on one rank (bad data, a NaN loss, a failed write) aborts
-// every rank through Communicator::abort with that rank's message, instead of a hang.
+// communicator), and with threads > 1 its shards then from (that seed, shard). threads > 1 still works inside each rank
+// (the gradient reduction across ranks then starts after the threads' reduction). Only rank 0 draws the progress bar
+// and runs ModelCheckpoint callbacks; other callbacks run on every rank and rank 0's decision to stop holds for all. An
+// exception on one rank (bad data, a NaN loss, a failed write) aborts every rank through Communicator::abort with that
+// rank's message, instead of a hang.
 #pragma once
 
 #include <cstdint>
@@ -87,9 +87,12 @@ struct Metric {
     std::string name;
     std::function<double(const xt::xarray<T>& prediction, const xt::xarray<T>& target)> fn;
 };
-template <class T> Metric<T> mae();                                          // "mae"
-template <class T> Metric<T> binary_accuracy(double threshold = 0.5);        // "binary_accuracy"
-template <class T> Metric<T> categorical_accuracy(std::int64_t ignore_index = -100);  // "categorical_accuracy"
+template <class T>
+Metric<T> mae();  // "mae"
+template <class T>
+Metric<T> binary_accuracy(double threshold = 0.5);  // "binary_accuracy"
+template <class T>
+Metric<T> categorical_accuracy(std::int64_t ignore_index = -100);  // "categorical_accuracy"
 
 /// Samples along the first axis of x and y; lengths (optional) per sample.
 template <class T>
@@ -242,7 +245,7 @@ struct FitOptions {
     const Dataset<T>* validation_data = nullptr;
     /// The same for a multi-input model (fit with a MultiDataset).
     const MultiDataset<T>* multi_validation_data = nullptr;
-    std::optional<double> clip_norm{};   // clip_grad_norm(parameters, value) before each step
+    std::optional<double> clip_norm{};  // clip_grad_norm(parameters, value) before each step
     std::optional<double> clip_value{};  // clip_grad_value(parameters, value)
     std::vector<Metric<T>> metrics{};
     std::vector<Callback<T>*> callbacks{};
@@ -271,8 +274,8 @@ struct TrainContext {
     nn::Module<T>& model;
     optim::Optimizer<T>& optimizer;
     History& history;
-    std::size_t epoch = 0;       // the epoch that just ended (0-based)
-    bool stop = false;           // a callback sets it to end training after this epoch
+    std::size_t epoch = 0;  // the epoch that just ended (0-based)
+    bool stop = false;  // a callback sets it to end training after this epoch
 };
 
 template <class T>
@@ -346,10 +349,10 @@ private:
 };
 
 struct CheckpointOptions {
-    std::string path;              // the .npz written (atomically)
+    std::string path;  // the .npz written (atomically)
     std::string monitor = "val_loss";
     Mode mode = Mode::min;
-    bool save_best_only = false;   // false: after every epoch (the last); true: on improvement
+    bool save_best_only = false;  // false: after every epoch (the last); true: on improvement
 };
 
 /// Writes model weights, optimizer state and the next epoch to an .npz file after an epoch.

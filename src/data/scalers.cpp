@@ -105,13 +105,15 @@ std::size_t check_fit(const xt::xarray<T>& a, const std::string& where) {
 // Checks that a scaler is fitted and that `a` has the features it was fitted on, naming
 // "<scaler>::<fn>".
 template <class T>
-void check_fitted_input(const char* scaler, const char* fn, bool fitted, std::size_t n_features, const xt::xarray<T>& a) {
+void check_fitted_input(const char* scaler, const char* fn, bool fitted, std::size_t n_features,
+                        const xt::xarray<T>& a) {
     const std::string where = std::string(scaler) + "::" + fn;
     if (!fitted) throw value_error(where + ": the scaler is not fitted; call fit or fit_transform first");
     const std::size_t F = features_of(a, where);
     if (F != n_features)
         throw shape_error(where + ": array of shape " + shape_str(a.shape()) + " has " + std::to_string(F) +
-                          " feature" + (F == 1 ? "" : "s") + ", the scaler was fitted on " + std::to_string(n_features));
+                          " feature" + (F == 1 ? "" : "s") + ", the scaler was fitted on " +
+                          std::to_string(n_features));
     check_finite(a, where);
 }
 

@@ -108,8 +108,8 @@ SplitIndices train_test_indices(std::size_t n, double test_fraction, std::uint64
     if (n == 0) throw value_error(where + ": no samples to split");
     const auto n_test = static_cast<std::size_t>(ceil_robust(test_fraction * static_cast<double>(n)));
     if (n_test >= n)
-        throw value_error(where + ": test_fraction " + number_str(test_fraction) + " of " + rows_str(n) +
-                          " takes " + std::to_string(n_test) + " test rows and leaves no training rows");
+        throw value_error(where + ": test_fraction " + number_str(test_fraction) + " of " + rows_str(n) + " takes " +
+                          std::to_string(n_test) + " test rows and leaves no training rows");
     std::mt19937_64 rng(seed);
     const std::vector<std::size_t> perm = detail::permutation(n, rng);
     SplitIndices s;

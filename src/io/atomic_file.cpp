@@ -44,7 +44,8 @@ void remove_stale_temporaries(const fs::path& dir, const std::string& name) {
         if (entry.compare(0, prefix.size(), prefix) != 0) continue;
         const int fd = ::open(it->path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0) continue;
-        struct stat held {}, named {};
+        struct stat held {
+        }, named{};
         // Locked: no live writer. Same inode under the name: it was not replaced meanwhile.
         if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &held) == 0 && S_ISREG(held.st_mode) &&
             ::lstat(it->path().c_str(), &named) == 0 && named.st_dev == held.st_dev && named.st_ino == held.st_ino)
@@ -62,10 +63,12 @@ int create_temporary(const fs::path& dir, const std::string& name, fs::path& tmp
                      "-" + std::to_string(stamp % 1000000007u));
         const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0)
-            throw io_error(ctx + ": cannot create a temporary file in " + squote(dir.string()) + ": " + errno_text(errno));
+            throw io_error(ctx + ": cannot create a temporary file in " + squote(dir.string()) + ": " +
+                           errno_text(errno));
         // Between open and flock a cleaner may have taken the unheld lock and removed the
         // file: then the name no longer leads to our inode, and we start again.
-        struct stat held {}, named {};
+        struct stat held {
+        }, named{};
         if (::flock(fd, LOCK_EX) != 0 || (::fstat(fd, &held) == 0 && ::lstat(tmp.c_str(), &named) == 0 &&
                                           named.st_dev == held.st_dev && named.st_ino == held.st_ino))
             return fd;  // locked and ours (or flock unsupported: no cleaner removes it either)

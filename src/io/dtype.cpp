@@ -38,18 +38,30 @@ std::string describe_descr(const std::string& descr) {
                   std::all_of(size.begin(), size.end(), [](char c) { return c >= '0' && c <= '9'; });
     std::string bits = digits ? std::to_string(std::stoi(size) * 8) : "";
     switch (kind) {
-        case 'f': return order + "float" + bits;
-        case 'i': return order + "int" + bits;
-        case 'u': return order + "uint" + bits;
-        case 'c': return order + "complex" + bits;
-        case 'b': return "bool";
-        case 'O': return "Python object";
-        case 'U': return "unicode string";
-        case 'S': return "byte string";
-        case 'V': return "void / raw bytes";
-        case 'M': return "datetime";
-        case 'm': return "timedelta";
-        default: return "unknown type";
+        case 'f':
+            return order + "float" + bits;
+        case 'i':
+            return order + "int" + bits;
+        case 'u':
+            return order + "uint" + bits;
+        case 'c':
+            return order + "complex" + bits;
+        case 'b':
+            return "bool";
+        case 'O':
+            return "Python object";
+        case 'U':
+            return "unicode string";
+        case 'S':
+            return "byte string";
+        case 'V':
+            return "void / raw bytes";
+        case 'M':
+            return "datetime";
+        case 'm':
+            return "timedelta";
+        default:
+            return "unknown type";
     }
 }
 

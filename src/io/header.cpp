@@ -165,7 +165,8 @@ private:
                 string_literal();
                 continue;
             }
-            if (c == '[' || c == '(' || c == '{') stack.push_back(c == '[' ? ']' : c == '(' ? ')' : '}');
+            if (c == '[' || c == '(' || c == '{')
+                stack.push_back(c == '[' ? ']' : c == '(' ? ')' : '}');
             else if (c == ']' || c == ')' || c == '}') {
                 if (stack.empty() || stack.back() != c) fail("unbalanced brackets");
                 stack.pop_back();

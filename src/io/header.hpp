@@ -9,7 +9,7 @@
 namespace recur::io::detail {
 
 struct Header {
-    std::string descr;        // the type string, or the text of a structured description
+    std::string descr;  // the type string, or the text of a structured description
     bool structured = false;  // descr is a list of fields
     bool fortran = false;
     Shape shape;

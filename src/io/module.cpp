@@ -69,7 +69,8 @@ void load(nn::Module<T>& m, const std::string& path) {
         return out;
     };
     if (missing.size() == 1) problems.push_back("parameter " + missing[0] + " is missing from the file");
-    if (missing.size() > 1) problems.push_back(std::to_string(missing.size()) + " parameters are missing from the file: " + join(missing));
+    if (missing.size() > 1)
+        problems.push_back(std::to_string(missing.size()) + " parameters are missing from the file: " + join(missing));
     if (unexpected.size() == 1)
         problems.push_back("the file has an array " + unexpected[0] + " that the module has no parameter for");
     if (unexpected.size() > 1)

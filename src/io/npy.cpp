@@ -24,9 +24,9 @@ namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr std::size_t kMagicLen = 6;
-constexpr std::size_t kAlign = 64;                  // numpy's ARRAY_ALIGN
-constexpr std::size_t kGrowthAxisDigits = 21;       // numpy's GROWTH_AXIS_MAX_DIGITS
-constexpr std::uint64_t kMaxHeaderLen = 1u << 20;   // far above anything numpy writes
+constexpr std::size_t kAlign = 64;  // numpy's ARRAY_ALIGN
+constexpr std::size_t kGrowthAxisDigits = 21;  // numpy's GROWTH_AXIS_MAX_DIGITS
+constexpr std::uint64_t kMaxHeaderLen = 1u << 20;  // far above anything numpy writes
 constexpr std::size_t kReadChunk = std::size_t(1) << 22;
 
 static_assert(std::numeric_limits<float>::is_iec559 && std::numeric_limits<double>::is_iec559);
@@ -49,8 +49,8 @@ Dtype accepted_dtype(const Header& h, const std::string& ctx) {
                        (h.descr.size() > 120 ? h.descr.substr(0, 120) + "..." : h.descr) + "; " + wanted);
     const std::optional<Dtype> d = plain_dtype(h.descr);
     if (!d || floating != (d->kind == 'f'))
-        throw io_error(ctx + ": unsupported dtype " + squote(h.descr) + " (" + describe_descr(h.descr) + "); " + wanted +
-                       (floating && d ? " (integer arrays: load_npz<std::int64_t>(path, {names}))" : ""));
+        throw io_error(ctx + ": unsupported dtype " + squote(h.descr) + " (" + describe_descr(h.descr) + "); " +
+                       wanted + (floating && d ? " (integer arrays: load_npz<std::int64_t>(path, {names}))" : ""));
     return *d;
 }
 
@@ -83,9 +83,10 @@ void convert_rowmajor(const unsigned char* src, T* dst, std::size_t n) {
         if constexpr (std::endian::native == std::endian::little) {
             std::memcpy(&v, src + k * sizeof(S), sizeof(S));
         } else {
-            using U = std::conditional_t<sizeof(S) == 1, std::uint8_t,
-                      std::conditional_t<sizeof(S) == 2, std::uint16_t,
-                      std::conditional_t<sizeof(S) == 4, std::uint32_t, std::uint64_t>>>;
+            using U = std::conditional_t<
+                sizeof(S) == 1, std::uint8_t,
+                std::conditional_t<sizeof(S) == 2, std::uint16_t,
+                                   std::conditional_t<sizeof(S) == 4, std::uint32_t, std::uint64_t>>>;
             const auto u = static_cast<U>(read_le(src + k * sizeof(S), sizeof(S)));
             std::memcpy(&v, &u, sizeof(S));
         }
@@ -127,9 +128,7 @@ void convert_fortran(const unsigned char* src, T* dst, const Shape& shape, std::
 template <class T>
 xt::xarray<T> read_npy(Source& src, const std::string& ctx) {
     const std::optional<std::uint64_t> total = src.size();
-    auto truncated = [&](const std::string& what) {
-        return io_error(ctx + ": truncated .npy data (" + what + ")");
-    };
+    auto truncated = [&](const std::string& what) { return io_error(ctx + ": truncated .npy data (" + what + ")"); };
 
     unsigned char prefix[12];
     std::size_t got = src.read(prefix, 8);
@@ -138,9 +137,13 @@ xt::xarray<T> read_npy(Source& src, const std::string& ctx) {
     if (got < 8) throw truncated("the file ends inside the version field");
     const unsigned major = prefix[6], minor = prefix[7];
     std::size_t len_bytes = 0;
-    if (major == 1 && minor == 0) len_bytes = 2;
-    else if ((major == 2 || major == 3) && minor == 0) len_bytes = 4;
-    else throw io_error(ctx + ": unsupported .npy format version " + std::to_string(major) + "." + std::to_string(minor));
+    if (major == 1 && minor == 0)
+        len_bytes = 2;
+    else if ((major == 2 || major == 3) && minor == 0)
+        len_bytes = 4;
+    else
+        throw io_error(ctx + ": unsupported .npy format version " + std::to_string(major) + "." +
+                       std::to_string(minor));
     if (src.read(prefix + 8, len_bytes) < len_bytes) throw truncated("the file ends inside the header length");
     const std::uint64_t header_len = read_le(prefix + 8, len_bytes);
     const std::uint64_t data_start = 8 + len_bytes + header_len;
@@ -190,22 +193,42 @@ xt::xarray<T> read_npy(Source& src, const std::string& ctx) {
     T* dst = out.data();
     auto run = [&](auto tag) {
         using S = decltype(tag);
-        if (h.fortran) convert_fortran<S>(bytes.data(), dst, h.shape, count);
-        else convert_rowmajor<S>(bytes.data(), dst, count);
+        if (h.fortran)
+            convert_fortran<S>(bytes.data(), dst, h.shape, count);
+        else
+            convert_rowmajor<S>(bytes.data(), dst, count);
     };
     if constexpr (std::is_floating_point_v<T>) {
-        if (dtype.size == 4) run(float{});
-        else run(double{});
+        if (dtype.size == 4)
+            run(float{});
+        else
+            run(double{});
     } else {
         switch (dtype.kind == 'i' ? dtype.size : 16 + dtype.size) {
-            case 1: run(std::int8_t{}); break;
-            case 2: run(std::int16_t{}); break;
-            case 4: run(std::int32_t{}); break;
-            case 8: run(std::int64_t{}); break;
-            case 17: run(std::uint8_t{}); break;
-            case 18: run(std::uint16_t{}); break;
-            case 20: run(std::uint32_t{}); break;
-            default: run(std::uint64_t{}); break;
+            case 1:
+                run(std::int8_t{});
+                break;
+            case 2:
+                run(std::int16_t{});
+                break;
+            case 4:
+                run(std::int32_t{});
+                break;
+            case 8:
+                run(std::int64_t{});
+                break;
+            case 17:
+                run(std::uint8_t{});
+                break;
+            case 18:
+                run(std::uint16_t{});
+                break;
+            case 20:
+                run(std::uint32_t{});
+                break;
+            default:
+                run(std::uint64_t{});
+                break;
         }
     }
     return out;
@@ -217,7 +240,8 @@ std::vector<unsigned char> npy_bytes(const xt::xarray<T>& a) {
     const char* descr = sizeof(T) == 4 ? "<f4" : "<f8";
     // Exactly what numpy 1.24 writes: sorted keys, repr of the shape, room for the growth
     // axis to reach 21 digits, spaces up to a multiple of 64 bytes, then '\n'.
-    std::string dict = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " + shape_str(a.shape()) + ", }";
+    std::string dict =
+        std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " + shape_str(a.shape()) + ", }";
     if (a.dimension() > 0) {
         const std::size_t digits = std::to_string(a.shape()[0]).size();
         if (digits < kGrowthAxisDigits) dict.append(kGrowthAxisDigits - digits, ' ');

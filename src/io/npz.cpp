@@ -30,11 +30,12 @@ std::vector<NamedArray<T>> read_npz(const std::string& path, const std::string& 
     for (zip_int64_t i = 0; i < n; ++i) {
         const auto index = static_cast<zip_uint64_t>(i);
         const char* raw = zip_get_name(za.get(), index, 0);
-        if (!raw) throw io_error(ctx + ": cannot read the name of archive member " + std::to_string(i) + ": " +
-                                 zip_strerror(za.get()));
+        if (!raw)
+            throw io_error(ctx + ": cannot read the name of archive member " + std::to_string(i) + ": " +
+                           zip_strerror(za.get()));
         const std::string name = raw;
-        const bool npy = name.size() >= suffix.size() &&
-                         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+        const bool npy =
+            name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
         if (!npy) {
             if (select) continue;  // np.load tolerates other members; so does a selective read
             throw io_error(ctx + ": archive member " + squote(name) + " is not an .npy array");
@@ -72,7 +73,8 @@ std::vector<unsigned char> npz_bytes(const std::vector<ArrayRef<T>>& arrays, con
     std::set<std::string> names;
     for (const auto& [name, a] : arrays) {
         if (name.empty()) throw io_error(ctx + ": an array name is empty");
-        if (name.find('\0') != std::string::npos) throw io_error(ctx + ": array name " + squote(name) + " contains NUL");
+        if (name.find('\0') != std::string::npos)
+            throw io_error(ctx + ": array name " + squote(name) + " contains NUL");
         if (!names.insert(name).second) throw io_error(ctx + ": array name " + squote(name) + " appears twice");
     }
     std::vector<std::vector<unsigned char>> members;
@@ -175,6 +177,7 @@ template std::vector<NamedArray<double>> load_npz<double>(const std::string&);
 template std::vector<NamedArray<float>> load_npz<float>(const std::string&, const std::vector<std::string>&);
 template std::vector<NamedArray<double>> load_npz<double>(const std::string&, const std::vector<std::string>&);
 template std::vector<NamedArray<std::int64_t>> load_npz<std::int64_t>(const std::string&);
-template std::vector<NamedArray<std::int64_t>> load_npz<std::int64_t>(const std::string&, const std::vector<std::string>&);
+template std::vector<NamedArray<std::int64_t>> load_npz<std::int64_t>(const std::string&,
+                                                                      const std::vector<std::string>&);
 
 }  // namespace recur::io

@@ -14,7 +14,7 @@ namespace {
 /// A query as (B, Tq, Hq), checked against the memory (B, T, Hk) and the lengths.
 template <class T>
 struct Queries {
-    Var<T> q;            // (B, Tq, Hq)
+    Var<T> q;  // (B, Tq, Hq)
     bool single = false;  // the query was (B, Hq)
     std::size_t batch = 0, steps = 0, queries = 0;
 };
@@ -46,7 +46,8 @@ Queries<T> queries_of(const char* module, const Var<T>& query, const Var<T>& mem
     r.batch = ms[0];
     r.steps = ms[1];
     r.queries = r.single ? 1 : qs[1];
-    r.q = r.single ? reshape(query, {static_cast<std::ptrdiff_t>(qs[0]), 1, static_cast<std::ptrdiff_t>(qs[1])}) : query;
+    r.q =
+        r.single ? reshape(query, {static_cast<std::ptrdiff_t>(qs[0]), 1, static_cast<std::ptrdiff_t>(qs[1])}) : query;
     return r;
 }
 

@@ -47,7 +47,8 @@ Var<T> GatedCell<T>::project_hidden(const Var<T>& h) {
 // ---- RNNCell: h' = act(xp + W_hh h + b_hh) -------------------------------------------------
 
 template <class T>
-RNNCell<T>::RNNCell(const CellOptions& o) : GatedCell<T>("RNNCell", 1, o, o.hidden_size), nonlinearity_(o.nonlinearity) {}
+RNNCell<T>::RNNCell(const CellOptions& o)
+    : GatedCell<T>("RNNCell", 1, o, o.hidden_size), nonlinearity_(o.nonlinearity) {}
 
 template <class T>
 CellState<T> RNNCell<T>::step_projected(const Var<T>& xp, const CellState<T>& state) {
@@ -67,7 +68,8 @@ LSTMCell<T>::LSTMCell(const CellOptions& o)
     : GatedCell<T>("LSTMCell", 4, o, o.proj_size ? o.proj_size : o.hidden_size), proj_size_(o.proj_size) {
     if (proj_size_ > 0) {
         require(proj_size_ < o.hidden_size, "LSTMCell", "proj_size must be smaller than hidden_size");
-        weight_hr_ = &this->register_parameter("weight_hr" + o.suffix, xt::xarray<T>::from_shape({proj_size_, o.hidden_size}));
+        weight_hr_ =
+            &this->register_parameter("weight_hr" + o.suffix, xt::xarray<T>::from_shape({proj_size_, o.hidden_size}));
         const double k = 1.0 / std::sqrt(static_cast<double>(o.hidden_size));
         init::uniform(*weight_hr_, -k, k);
     }
@@ -151,12 +153,12 @@ std::pair<Var<T>, CellState<T>> GRUCell<T>::run_sequence(const Var<T>& xs, std::
 template <class T>
 CellState<T> GRUCell<T>::step_composed(const Var<T>& xp, const CellState<T>& state) {
     const Var<T>& h = state[0];
-    const auto gi = chunk(xp, 3, 1);                         // W_i{r,z,n} x + b_i{r,z,n}
-    const auto gh = chunk(this->project_hidden(h), 3, 1);    // W_h{r,z,n} h + b_h{r,z,n}
+    const auto gi = chunk(xp, 3, 1);  // W_i{r,z,n} x + b_i{r,z,n}
+    const auto gh = chunk(this->project_hidden(h), 3, 1);  // W_h{r,z,n} h + b_h{r,z,n}
     Var<T> r = sigmoid(gi[0] + gh[0]);
     Var<T> z = sigmoid(gi[1] + gh[1]);
     Var<T> n = tanh(gi[2] + r * gh[2]);
-    return {n + z * (h - n)};                                // (1 - z) n + z h
+    return {n + z * (h - n)};  // (1 - z) n + z h
 }
 
 template <class T>
@@ -170,7 +172,8 @@ template <class T>
 LayerNormGatedCell<T>::LayerNormGatedCell(const char* kind, std::size_t gates, const LayerNormCellOptions& o)
     : GatedCell<T>(kind, gates, CellOptions{o.input_size, o.hidden_size, false, 0, Nonlinearity::tanh, o.suffix},
                    o.hidden_size),
-      eps_(o.eps), gates_(gates) {
+      eps_(o.eps),
+      gates_(gates) {
     require(o.eps >= 0, kind, "eps must be >= 0");
     const std::size_t g = gates * o.hidden_size;
     ln_weight_ih_ = add_norm_parameter("ln_weight_ih" + o.suffix, g, T(1));
@@ -210,17 +213,19 @@ Var<T> one_step(const Var<T>& xp) {
 }  // namespace
 
 template <class T>
-LayerNormLSTMCell<T>::LayerNormLSTMCell(const LayerNormCellOptions& o) : LayerNormGatedCell<T>("LayerNormLSTMCell", 4, o) {
+LayerNormLSTMCell<T>::LayerNormLSTMCell(const LayerNormCellOptions& o)
+    : LayerNormGatedCell<T>("LayerNormLSTMCell", 4, o) {
     ln_weight_c_ = this->add_norm_parameter("ln_weight_c" + o.suffix, o.hidden_size, T(1));
     ln_bias_c_ = this->add_norm_parameter("ln_bias_c" + o.suffix, o.hidden_size, T(0));
 }
 
 template <class T>
-CellState<T> LayerNormLSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
+CellState<T> LayerNormLSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t,
+                                           const CellState<T>& state) {
     Tape<T>& tape = xs.tape();
-    LSTMPointwise<T> r = layer_norm_lstm_step(xs, time_axis, t, state[0], state[1], tape.bind(this->weight_hh()),
-                                              tape.bind(*this->ln_weight_hh_), tape.bind(*this->ln_bias_hh_),
-                                              tape.bind(*ln_weight_c_), tape.bind(*ln_bias_c_), static_cast<T>(this->eps_));
+    LSTMPointwise<T> r = layer_norm_lstm_step(
+        xs, time_axis, t, state[0], state[1], tape.bind(this->weight_hh()), tape.bind(*this->ln_weight_hh_),
+        tape.bind(*this->ln_bias_hh_), tape.bind(*ln_weight_c_), tape.bind(*ln_bias_c_), static_cast<T>(this->eps_));
     return {std::move(r.h), std::move(r.c)};
 }
 
@@ -239,18 +244,22 @@ CellState<T> LayerNormLSTMCell<T>::step_composed(const Var<T>& xp, const CellSta
     Tape<T>& t = xp.tape();
     const auto gates = chunk(xp + this->project_hidden(state[0]), 4, 1);  // [i | f | g | o]
     Var<T> c = sigmoid(gates[1]) * state[1] + sigmoid(gates[0]) * tanh(gates[2]);
-    Var<T> u = layer_norm(c, this->hidden_size_, t.bind(*ln_weight_c_), t.bind(*ln_bias_c_), static_cast<T>(this->eps_));
+    Var<T> u =
+        layer_norm(c, this->hidden_size_, t.bind(*ln_weight_c_), t.bind(*ln_bias_c_), static_cast<T>(this->eps_));
     return {sigmoid(gates[3]) * tanh(u), c};
 }
 
 template <class T>
-LayerNormGRUCell<T>::LayerNormGRUCell(const LayerNormCellOptions& o) : LayerNormGatedCell<T>("LayerNormGRUCell", 3, o) {}
+LayerNormGRUCell<T>::LayerNormGRUCell(const LayerNormCellOptions& o)
+    : LayerNormGatedCell<T>("LayerNormGRUCell", 3, o) {}
 
 template <class T>
-CellState<T> LayerNormGRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state) {
+CellState<T> LayerNormGRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t,
+                                          const CellState<T>& state) {
     Tape<T>& tape = xs.tape();
-    return {layer_norm_gru_step(xs, time_axis, t, state[0], tape.bind(this->weight_hh()), tape.bind(*this->ln_weight_hh_),
-                                tape.bind(*this->ln_bias_hh_), static_cast<T>(this->eps_))};
+    return {layer_norm_gru_step(xs, time_axis, t, state[0], tape.bind(this->weight_hh()),
+                                tape.bind(*this->ln_weight_hh_), tape.bind(*this->ln_bias_hh_),
+                                static_cast<T>(this->eps_))};
 }
 
 template <class T>

@@ -31,8 +31,7 @@ void fill_normal(Parameter<T>& p, double mean, double stddev, std::mt19937_64& r
 }
 
 double fan(const Shape& shape, FanMode mode, const char* who) {
-    if (mode != FanMode::fan_in && mode != FanMode::fan_out)
-        throw value_error(std::string(who) + ": unknown fan mode");
+    if (mode != FanMode::fan_in && mode != FanMode::fan_out) throw value_error(std::string(who) + ": unknown fan mode");
     const auto [in, out] = calculate_fan_in_and_fan_out(shape);
     return static_cast<double>(mode == FanMode::fan_in ? in : out);
 }
@@ -176,7 +175,7 @@ template <class T>
 void kaiming_uniform(Parameter<T>& p, const KaimingOptions& options, std::mt19937_64& rng) {
     if (p.size() == 0) return;  // PyTorch: a no-op on zero-element tensors
     const double sd = calculate_gain(options.nonlinearity, options.a) /
-                       std::sqrt(fan(p.shape(), options.mode, "init::kaiming_uniform"));
+                      std::sqrt(fan(p.shape(), options.mode, "init::kaiming_uniform"));
     const double bound = std::sqrt(3.0) * sd;
     uniform(p, -bound, bound, rng);
 }
@@ -185,7 +184,7 @@ template <class T>
 void kaiming_normal(Parameter<T>& p, const KaimingOptions& options, std::mt19937_64& rng) {
     if (p.size() == 0) return;
     const double sd = calculate_gain(options.nonlinearity, options.a) /
-                       std::sqrt(fan(p.shape(), options.mode, "init::kaiming_normal"));
+                      std::sqrt(fan(p.shape(), options.mode, "init::kaiming_normal"));
     normal(p, 0.0, sd, rng);
 }
 
@@ -214,16 +213,16 @@ void orthogonal(Parameter<T>& p, double gain, std::mt19937_64& rng) {
 }
 
 #define RECUR_INIT_INSTANTIATE(T)                                                             \
-    template void uniform<T>(Parameter<T>&, double, double, std::mt19937_64&);                 \
-    template void normal<T>(Parameter<T>&, double, double, std::mt19937_64&);                  \
-    template void constant<T>(Parameter<T>&, double);                                          \
-    template void constant_slice<T>(Parameter<T>&, std::size_t, std::size_t, double);          \
-    template void zeros<T>(Parameter<T>&);                                                     \
-    template void ones<T>(Parameter<T>&);                                                      \
-    template void xavier_uniform<T>(Parameter<T>&, double, std::mt19937_64&);                  \
-    template void xavier_normal<T>(Parameter<T>&, double, std::mt19937_64&);                   \
-    template void kaiming_uniform<T>(Parameter<T>&, const KaimingOptions&, std::mt19937_64&);  \
-    template void kaiming_normal<T>(Parameter<T>&, const KaimingOptions&, std::mt19937_64&);   \
+    template void uniform<T>(Parameter<T>&, double, double, std::mt19937_64&);                \
+    template void normal<T>(Parameter<T>&, double, double, std::mt19937_64&);                 \
+    template void constant<T>(Parameter<T>&, double);                                         \
+    template void constant_slice<T>(Parameter<T>&, std::size_t, std::size_t, double);         \
+    template void zeros<T>(Parameter<T>&);                                                    \
+    template void ones<T>(Parameter<T>&);                                                     \
+    template void xavier_uniform<T>(Parameter<T>&, double, std::mt19937_64&);                 \
+    template void xavier_normal<T>(Parameter<T>&, double, std::mt19937_64&);                  \
+    template void kaiming_uniform<T>(Parameter<T>&, const KaimingOptions&, std::mt19937_64&); \
+    template void kaiming_normal<T>(Parameter<T>&, const KaimingOptions&, std::mt19937_64&);  \
     template void orthogonal<T>(Parameter<T>&, double, std::mt19937_64&);
 RECUR_INIT_INSTANTIATE(float)
 RECUR_INIT_INSTANTIATE(double)

@@ -40,7 +40,8 @@ Var<T> Linear<T>::forward(const Var<T>& x, const std::vector<std::int64_t>&) {
 // ---- Embedding: y[n, :] = W[ids[n], :], W (V, E) -------------------------------------------
 
 template <class T>
-Embedding<T>::Embedding(std::size_t num_embeddings, std::size_t embedding_dim) : num_(num_embeddings), dim_(embedding_dim) {
+Embedding<T>::Embedding(std::size_t num_embeddings, std::size_t embedding_dim)
+    : num_(num_embeddings), dim_(embedding_dim) {
     if (num_embeddings == 0 || embedding_dim == 0)
         throw value_error("Embedding: num_embeddings and embedding_dim must be positive, got " +
                           std::to_string(num_embeddings) + " and " + std::to_string(embedding_dim));
@@ -58,8 +59,9 @@ Var<T> Embedding<T>::forward(const Var<T>& ids, const std::vector<std::int64_t>&
     for (std::size_t n = 0; n < v.size(); ++n) {
         const T id = v.data()[n];
         if (!(id >= T(0) && id < static_cast<T>(num_) && std::floor(id) == id))
-            throw index_error("Embedding: id " + number_str(id) + " at flat position " + std::to_string(n) + " of ids " +
-                              shape_str(v.shape()) + " is not an integer in [0, " + std::to_string(num_) + ")");
+            throw index_error("Embedding: id " + number_str(id) + " at flat position " + std::to_string(n) +
+                              " of ids " + shape_str(v.shape()) + " is not an integer in [0, " + std::to_string(num_) +
+                              ")");
         as_int.data()[n] = static_cast<std::int64_t>(id);
     }
     return forward(ids.tape(), as_int);

@@ -22,9 +22,12 @@ Var<T> scalar_constant(Tape<T>& tape, T v) {
 template <class T>
 Var<T> reduce(const Var<T>& per_element, Reduction reduction) {
     switch (reduction) {
-        case Reduction::mean: return mean(per_element);
-        case Reduction::sum: return sum(per_element);
-        case Reduction::none: break;
+        case Reduction::mean:
+            return mean(per_element);
+        case Reduction::sum:
+            return sum(per_element);
+        case Reduction::none:
+            break;
     }
     return per_element;
 }
@@ -71,8 +74,8 @@ void check_targets_shape(const char* loss, const char* what, const Var<T>& score
     const bool fits = ts.size() + 1 == ss.size() && std::equal(ts.begin(), ts.end(), ss.begin());
     if (!fits)
         throw shape_error(std::string(loss) + ": targets " + shape_str(ts) + " do not fit " + what + " " +
-                          shape_str(ss) + " (expected targets of shape " +
-                          shape_str(Shape(ss.begin(), ss.end() - 1)) + ", the class axis last)");
+                          shape_str(ss) + " (expected targets of shape " + shape_str(Shape(ss.begin(), ss.end() - 1)) +
+                          ", the class axis last)");
 }
 
 /// -log_probs[..., t] per target, log_probs (..., C), targets (...), class axis last.
@@ -141,8 +144,8 @@ xt::xarray<std::int64_t> integer_targets(const char* loss, const Var<T>& targets
     for (std::size_t n = 0; n < v.size(); ++n) {
         const T c = v.data()[n];
         if (!(std::abs(c) <= limit && std::floor(c) == c))
-            throw index_error(std::string(loss) + ": target " + number_str(c) + " at flat position " + std::to_string(n) +
-                              " of targets " + shape_str(v.shape()) + " is not an integer class");
+            throw index_error(std::string(loss) + ": target " + number_str(c) + " at flat position " +
+                              std::to_string(n) + " of targets " + shape_str(v.shape()) + " is not an integer class");
         out.data()[n] = static_cast<std::int64_t>(c);
     }
     return out;
@@ -188,7 +191,7 @@ Var<T> binary_cross_entropy(const Var<T>& probabilities, const Var<T>& target, R
 template <class T>
 Var<T> binary_cross_entropy_with_logits(const Var<T>& logits, const Var<T>& target, Reduction reduction) {
     check_pair("binary_cross_entropy_with_logits", "logits", logits, target);
-    Var<T> pos = relu(logits);               // max(x, 0)
+    Var<T> pos = relu(logits);  // max(x, 0)
     Var<T> minus_abs = logits - pos * T(2);  // -|x|
     return reduce(pos - logits * target + log(T(1) + exp(minus_abs)), reduction);
 }
@@ -220,14 +223,14 @@ Var<T> cross_entropy(const Var<T>& logits, const Var<T>& targets, Reduction redu
     return cross_entropy(logits, integer_targets("cross_entropy", targets), reduction, ignore_index);
 }
 
-#define RECUR_LOSSES(T)                                                                                       \
-    template Var<T> mse_loss(const Var<T>&, const Var<T>&, Reduction);                                        \
-    template Var<T> l1_loss(const Var<T>&, const Var<T>&, Reduction);                                         \
-    template Var<T> binary_cross_entropy(const Var<T>&, const Var<T>&, Reduction);                            \
-    template Var<T> binary_cross_entropy_with_logits(const Var<T>&, const Var<T>&, Reduction);                \
-    template Var<T> nll_loss(const Var<T>&, const xt::xarray<std::int64_t>&, Reduction, std::int64_t);        \
-    template Var<T> nll_loss(const Var<T>&, const Var<T>&, Reduction, std::int64_t);                          \
-    template Var<T> cross_entropy(const Var<T>&, const xt::xarray<std::int64_t>&, Reduction, std::int64_t);   \
+#define RECUR_LOSSES(T)                                                                                     \
+    template Var<T> mse_loss(const Var<T>&, const Var<T>&, Reduction);                                      \
+    template Var<T> l1_loss(const Var<T>&, const Var<T>&, Reduction);                                       \
+    template Var<T> binary_cross_entropy(const Var<T>&, const Var<T>&, Reduction);                          \
+    template Var<T> binary_cross_entropy_with_logits(const Var<T>&, const Var<T>&, Reduction);              \
+    template Var<T> nll_loss(const Var<T>&, const xt::xarray<std::int64_t>&, Reduction, std::int64_t);      \
+    template Var<T> nll_loss(const Var<T>&, const Var<T>&, Reduction, std::int64_t);                        \
+    template Var<T> cross_entropy(const Var<T>&, const xt::xarray<std::int64_t>&, Reduction, std::int64_t); \
     template Var<T> cross_entropy(const Var<T>&, const Var<T>&, Reduction, std::int64_t);
 RECUR_LOSSES(float)
 RECUR_LOSSES(double)

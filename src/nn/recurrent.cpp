@@ -41,11 +41,9 @@ RecurrentOptions stack_options(const Options& o) {
 
 template <class T>
 RNN<T>::RNN(const RNNOptions& o)
-    : Recurrent<RNNCell<T>>("RNN", stack_options(o),
-                            [o](std::size_t in, const std::string& suffix) {
-                                return std::make_unique<RNNCell<T>>(
-                                    CellOptions{in, o.hidden_size, o.bias, 0, o.nonlinearity, suffix});
-                            }) {}
+    : Recurrent<RNNCell<T>>("RNN", stack_options(o), [o](std::size_t in, const std::string& suffix) {
+          return std::make_unique<RNNCell<T>>(CellOptions{in, o.hidden_size, o.bias, 0, o.nonlinearity, suffix});
+      }) {}
 
 template <class T>
 HiddenResult<T> RNN<T>::operator()(const Var<T>& x, const Var<T>& h0, const std::vector<std::int64_t>& lengths) {
@@ -55,25 +53,23 @@ HiddenResult<T> RNN<T>::operator()(const Var<T>& x, const Var<T>& h0, const std:
 
 template <class T>
 LSTM<T>::LSTM(const LSTMOptions& o)
-    : Recurrent<LSTMCell<T>>("LSTM", stack_options(o),
-                             [o](std::size_t in, const std::string& suffix) {
-                                 return std::make_unique<LSTMCell<T>>(
-                                     CellOptions{in, o.hidden_size, o.bias, o.proj_size, Nonlinearity::tanh, suffix});
-                             }) {}
+    : Recurrent<LSTMCell<T>>("LSTM", stack_options(o), [o](std::size_t in, const std::string& suffix) {
+          return std::make_unique<LSTMCell<T>>(
+              CellOptions{in, o.hidden_size, o.bias, o.proj_size, Nonlinearity::tanh, suffix});
+      }) {}
 
 template <class T>
-LSTMResult<T> LSTM<T>::operator()(const Var<T>& x, const LSTMState<T>& initial, const std::vector<std::int64_t>& lengths) {
+LSTMResult<T> LSTM<T>::operator()(const Var<T>& x, const LSTMState<T>& initial,
+                                  const std::vector<std::int64_t>& lengths) {
     Sequence<T> r = this->forward(x, {initial.h, initial.c}, lengths);
     return {r.output, {r.state[0], r.state[1]}};
 }
 
 template <class T>
 GRU<T>::GRU(const GRUOptions& o)
-    : Recurrent<GRUCell<T>>("GRU", stack_options(o),
-                            [o](std::size_t in, const std::string& suffix) {
-                                return std::make_unique<GRUCell<T>>(
-                                    CellOptions{in, o.hidden_size, o.bias, 0, Nonlinearity::tanh, suffix});
-                            }) {}
+    : Recurrent<GRUCell<T>>("GRU", stack_options(o), [o](std::size_t in, const std::string& suffix) {
+          return std::make_unique<GRUCell<T>>(CellOptions{in, o.hidden_size, o.bias, 0, Nonlinearity::tanh, suffix});
+      }) {}
 
 template <class T>
 HiddenResult<T> GRU<T>::operator()(const Var<T>& x, const Var<T>& h0, const std::vector<std::int64_t>& lengths) {
@@ -83,9 +79,10 @@ HiddenResult<T> GRU<T>::operator()(const Var<T>& x, const Var<T>& h0, const std:
 
 template <class T>
 LayerNormLSTM<T>::LayerNormLSTM(const LayerNormLSTMOptions& o)
-    : Recurrent<LayerNormLSTMCell<T>>("LayerNormLSTM", stack_options(o), [o](std::size_t in, const std::string& suffix) {
-          return std::make_unique<LayerNormLSTMCell<T>>(LayerNormCellOptions{in, o.hidden_size, o.eps, suffix});
-      }) {}
+    : Recurrent<LayerNormLSTMCell<T>>(
+          "LayerNormLSTM", stack_options(o), [o](std::size_t in, const std::string& suffix) {
+              return std::make_unique<LayerNormLSTMCell<T>>(LayerNormCellOptions{in, o.hidden_size, o.eps, suffix});
+          }) {}
 
 template <class T>
 LSTMResult<T> LayerNormLSTM<T>::operator()(const Var<T>& x, const LSTMState<T>& initial,
@@ -101,7 +98,8 @@ LayerNormGRU<T>::LayerNormGRU(const LayerNormGRUOptions& o)
       }) {}
 
 template <class T>
-HiddenResult<T> LayerNormGRU<T>::operator()(const Var<T>& x, const Var<T>& h0, const std::vector<std::int64_t>& lengths) {
+HiddenResult<T> LayerNormGRU<T>::operator()(const Var<T>& x, const Var<T>& h0,
+                                            const std::vector<std::int64_t>& lengths) {
     Sequence<T> r = this->forward(x, {h0}, lengths);
     return {r.output, r.state[0]};
 }

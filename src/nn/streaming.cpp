@@ -46,7 +46,7 @@ struct Stage {
     Kind kind;
     std::size_t in = 0, hidden = 0, out = 0;  // I, H, O (O = H for a recurrent stage)
     std::vector<const Parameter<T>*> params;  // what the layout reads, in a fixed order
-    std::vector<std::uint64_t> versions;      // their versions at the last layout
+    std::vector<std::uint64_t> versions;  // their versions at the last layout
     // LSTM / RNN: w (I + H, G) = [W_ih^T; W_hh^T], bias (G) = b_ih + b_hh; xh (B, I + H) = [x | h].
     // GRU: w (I, 3H) = W_ih^T then w_h (H, 3H) = W_hh^T (in w after the first), bias_i, bias_h.
     // Linear: w (I, O) = W^T, bias (O).
@@ -55,9 +55,7 @@ struct Stage {
     const T* output = nullptr;  // B rows of O values, row stride `stride`
     std::size_t stride = 0;
 
-    std::size_t gates() const {
-        return kind == Kind::lstm ? 4 * hidden : kind == Kind::gru ? 3 * hidden : hidden;
-    }
+    std::size_t gates() const { return kind == Kind::lstm ? 4 * hidden : kind == Kind::gru ? 3 * hidden : hidden; }
 };
 
 template <class T>
@@ -138,8 +136,7 @@ void fill_rows(T* out, const T* bias, std::size_t batch, std::size_t n) {
 
 template <class T, class F>
 void map_rows(T* y, const T* x, std::size_t batch, std::size_t n, std::size_t stride, F f) {
-    for (std::size_t b = 0; b < batch; ++b)
-        activate(y + b * n, x + b * stride, static_cast<const T*>(nullptr), n, f);
+    for (std::size_t b = 0; b < batch; ++b) activate(y + b * n, x + b * stride, static_cast<const T*>(nullptr), n, f);
 }
 
 inline constexpr auto relu_fn = [](auto x) { return xsimd::max(x, decltype(x)(0)); };
@@ -160,9 +157,12 @@ void run(Stage<T>& s, const T* x, std::size_t ld, std::size_t batch) {
             for (std::size_t b = 0; b < batch; ++b) {
                 T* h = s.xh.data() + b * width + s.in;  // h' is written over h: the product has read it
                 T* pre = s.pre.data() + b * g;
-                if (s.kind == Kind::lstm) lstm_forward_row(pre, s.c.data() + b * s.hidden, s.c.data() + b * s.hidden, h, s.hidden);
-                else if (s.kind == Kind::rnn_tanh) activate(h, static_cast<const T*>(pre), static_cast<const T*>(nullptr), s.hidden, tanh_fn);
-                else activate(h, static_cast<const T*>(pre), static_cast<const T*>(nullptr), s.hidden, relu_fn);
+                if (s.kind == Kind::lstm)
+                    lstm_forward_row(pre, s.c.data() + b * s.hidden, s.c.data() + b * s.hidden, h, s.hidden);
+                else if (s.kind == Kind::rnn_tanh)
+                    activate(h, static_cast<const T*>(pre), static_cast<const T*>(nullptr), s.hidden, tanh_fn);
+                else
+                    activate(h, static_cast<const T*>(pre), static_cast<const T*>(nullptr), s.hidden, relu_fn);
             }
             s.output = s.xh.data() + s.in;
             s.stride = width;
@@ -186,9 +186,15 @@ void run(Stage<T>& s, const T* x, std::size_t ld, std::size_t batch) {
             fill_rows(s.y.data(), s.bias.data(), batch, s.out);
             product(batch, s.out, s.in, x, ld, s.w.data(), s.y.data());
             break;
-        case Kind::relu: map_rows(s.y.data(), x, batch, s.out, ld, relu_fn); break;
-        case Kind::tanh: map_rows(s.y.data(), x, batch, s.out, ld, tanh_fn); break;
-        case Kind::sigmoid: map_rows(s.y.data(), x, batch, s.out, ld, sigmoid_fn); break;
+        case Kind::relu:
+            map_rows(s.y.data(), x, batch, s.out, ld, relu_fn);
+            break;
+        case Kind::tanh:
+            map_rows(s.y.data(), x, batch, s.out, ld, tanh_fn);
+            break;
+        case Kind::sigmoid:
+            map_rows(s.y.data(), x, batch, s.out, ld, sigmoid_fn);
+            break;
     }
     s.output = s.y.data();
     s.stride = s.out;
@@ -206,7 +212,8 @@ struct Streamer<T>::Impl {
     void add(Layer<T>& layer, const std::string& where, std::size_t& width);
     template <class M>
     bool add_recurrent(Layer<T>& layer, Kind kind, const std::string& where, std::size_t& width);
-    Stage<T>& push(Kind kind, std::size_t in, std::size_t hidden, std::size_t out, std::vector<const Parameter<T>*> params);
+    Stage<T>& push(Kind kind, std::size_t in, std::size_t hidden, std::size_t out,
+                   std::vector<const Parameter<T>*> params);
 };
 
 template <class T>
@@ -244,7 +251,9 @@ Stage<T>& Streamer<T>::Impl::push(Kind kind, std::size_t in, std::size_t hidden,
             s.bias.resize(out);
             s.y.resize(batch * out);
             break;
-        default: s.y.resize(batch * out); break;
+        default:
+            s.y.resize(batch * out);
+            break;
     }
     if (!s.params.empty()) lay_out(s);
     stages.push_back(std::move(s));
@@ -262,10 +271,11 @@ bool Streamer<T>::Impl::add_recurrent(Layer<T>& layer, Kind kind, const std::str
     for (std::size_t l = 0; l < m.num_layers(); ++l) {
         auto& cell = m.cell(l);
         const std::size_t in = cell.input_size(), hidden = cell.hidden_size();
-        if (cell.state_sizes()[0] != hidden) throw value_error("Streamer: " + where + " has proj_size, which it does not step");
+        if (cell.state_sizes()[0] != hidden)
+            throw value_error("Streamer: " + where + " has proj_size, which it does not step");
         if (width != 0 && width != in)
-            throw value_error("Streamer: " + where + " takes " + std::to_string(in) + " features, the layer before gives " +
-                              std::to_string(width));
+            throw value_error("Streamer: " + where + " takes " + std::to_string(in) +
+                              " features, the layer before gives " + std::to_string(width));
         Kind k = kind;
         if constexpr (std::is_same_v<M, RNN<T>>)
             k = cell.nonlinearity() == Nonlinearity::relu ? Kind::rnn_relu : Kind::rnn_tanh;
@@ -284,7 +294,8 @@ void Streamer<T>::Impl::add(Layer<T>& layer, const std::string& where, std::size
         return;
     }
     const std::string name = where.empty() ? "the model" : where;
-    if (add_recurrent<LSTM<T>>(layer, Kind::lstm, name, width) || add_recurrent<GRU<T>>(layer, Kind::gru, name, width) ||
+    if (add_recurrent<LSTM<T>>(layer, Kind::lstm, name, width) ||
+        add_recurrent<GRU<T>>(layer, Kind::gru, name, width) ||
         add_recurrent<RNN<T>>(layer, Kind::rnn_tanh, name, width))
         return;
     if (auto* lin = dynamic_cast<Linear<T>*>(&layer)) {
@@ -298,13 +309,18 @@ void Streamer<T>::Impl::add(Layer<T>& layer, const std::string& where, std::size
     }
     if (dynamic_cast<Dropout<T>*>(&layer)) return;  // the identity in inference
     Kind k;
-    if (dynamic_cast<ReLU<T>*>(&layer)) k = Kind::relu;
-    else if (dynamic_cast<Tanh<T>*>(&layer)) k = Kind::tanh;
-    else if (dynamic_cast<Sigmoid<T>*>(&layer)) k = Kind::sigmoid;
+    if (dynamic_cast<ReLU<T>*>(&layer))
+        k = Kind::relu;
+    else if (dynamic_cast<Tanh<T>*>(&layer))
+        k = Kind::tanh;
+    else if (dynamic_cast<Sigmoid<T>*>(&layer))
+        k = Kind::sigmoid;
     else
-        throw value_error("Streamer: " + name + " is not a layer it steps (RecurrentLayer of LSTM, GRU or RNN, Linear, "
+        throw value_error("Streamer: " + name +
+                          " is not a layer it steps (RecurrentLayer of LSTM, GRU or RNN, Linear, "
                           "ReLU, Tanh, Sigmoid, Dropout)");
-    if (width == 0) throw value_error("Streamer: " + name + " is an activation before any layer that fixes the input width");
+    if (width == 0)
+        throw value_error("Streamer: " + name + " is an activation before any layer that fixes the input width");
     push(k, width, 0, width, {});
 }
 

@@ -28,10 +28,10 @@ template <class T>
 struct AdamStep {
     T beta1, one_minus_beta1, beta2, one_minus_beta2;
     T neg_step_size;  // -lr / (1 - beta1^t)
-    T bc2_sqrt;       // sqrt(1 - beta2^t)
+    T bc2_sqrt;  // sqrt(1 - beta2^t)
     T eps;
-    T l2;             // Adam: grad += l2 * p (when l2 != 0)
-    T decay;          // AdamW: p *= decay (when decoupled)
+    T l2;  // Adam: grad += l2 * p (when l2 != 0)
+    T decay;  // AdamW: p *= decay (when decoupled)
     bool use_l2, decoupled;
 };
 
@@ -101,7 +101,8 @@ void Adam<T>::step() {
     const std::int64_t t = this->begin_step();
     const auto& o = options_;
     const auto s = adam_step<T>(this->lr(), o.beta1, o.beta2, o.eps, o.weight_decay, false, t);
-    run_adam(this->parameters(), s, o.amsgrad, [this](std::size_t slot, std::size_t i) { return this->buffer(slot, i); });
+    run_adam(this->parameters(), s, o.amsgrad,
+             [this](std::size_t slot, std::size_t i) { return this->buffer(slot, i); });
 }
 
 template <class T>
@@ -117,7 +118,8 @@ void AdamW<T>::step() {
     const std::int64_t t = this->begin_step();
     const auto& o = options_;
     const auto s = adam_step<T>(this->lr(), o.beta1, o.beta2, o.eps, o.weight_decay, true, t);
-    run_adam(this->parameters(), s, o.amsgrad, [this](std::size_t slot, std::size_t i) { return this->buffer(slot, i); });
+    run_adam(this->parameters(), s, o.amsgrad,
+             [this](std::size_t slot, std::size_t i) { return this->buffer(slot, i); });
 }
 
 template class Adam<float>;

@@ -74,9 +74,8 @@ double clip_grad_norm(const std::vector<Parameter<T>*>& params, double max_norm,
     if (params.empty()) return 0;
     const double total = total_norm(params, norm_type);
     if (error_if_nonfinite && !std::isfinite(total))
-        throw value_error("clip_grad_norm: the total norm of order " + number_str(norm_type) +
-                          " of the gradients is " + number_str(total) +
-                          ", so it cannot be clipped (the gradients are unchanged)");
+        throw value_error("clip_grad_norm: the total norm of order " + number_str(norm_type) + " of the gradients is " +
+                          number_str(total) + ", so it cannot be clipped (the gradients are unchanged)");
     // PyTorch: grads *= clamp(max_norm / (total + 1e-6), max = 1); a nan coefficient stays nan.
     const double coef = max_norm / (total + 1e-6);
     if (coef < 1 || std::isnan(coef)) {
@@ -97,8 +96,10 @@ void clip_grad_value(const std::vector<Parameter<T>*>& params, double clip_value
     for (auto* q : params) {
         T* g = q->grad().data();
         for (std::size_t j = 0, n = q->grad().size(); j < n; ++j) {
-            if (g[j] < lo) g[j] = lo;
-            else if (g[j] > hi) g[j] = hi;  // nan stays nan
+            if (g[j] < lo)
+                g[j] = lo;
+            else if (g[j] > hi)
+                g[j] = hi;  // nan stays nan
         }
     }
 }

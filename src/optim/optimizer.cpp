@@ -70,8 +70,7 @@ void Optimizer<T>::zero_grad() {
 
 template <class T>
 void Optimizer<T>::set_lr(double lr) {
-    detail::require(std::isfinite(lr) && lr >= 0, std::string(name_) + ".set_lr", "lr", lr,
-                    "must be finite and >= 0");
+    detail::require(std::isfinite(lr) && lr >= 0, std::string(name_) + ".set_lr", "lr", lr, "must be finite and >= 0");
     lr_ = lr;
 }
 
@@ -130,9 +129,8 @@ void Optimizer<T>::load_state(const State<T>& state) {
             const std::string n = std::to_string(i) + "." + b.name;
             const auto& a = *entries.at(n);
             if (a.shape() != b.arrays[i].shape())
-                throw shape_error(who + ": load_state: '" + n + "' has shape " + shape_str(a.shape()) +
-                                  ", parameter " + std::to_string(i) + " has shape " +
-                                  shape_str(b.arrays[i].shape()));
+                throw shape_error(who + ": load_state: '" + n + "' has shape " + shape_str(a.shape()) + ", parameter " +
+                                  std::to_string(i) + " has shape " + shape_str(b.arrays[i].shape()));
         }
 
     // Then commit (same shapes: plain copies, nothing can fail).

@@ -48,9 +48,11 @@ ReduceLROnPlateau<T>::ReduceLROnPlateau(Optimizer<T>& optimizer, ReduceLROnPlate
         throw value_error("ReduceLROnPlateau: unknown threshold_mode");
     detail::require(o.factor >= 0 && o.factor < 1, who, "factor", o.factor, "must be in [0, 1)");
     if (o.patience < 0)
-        throw value_error("ReduceLROnPlateau: invalid patience value: " + std::to_string(o.patience) + " (must be >= 0)");
+        throw value_error("ReduceLROnPlateau: invalid patience value: " + std::to_string(o.patience) +
+                          " (must be >= 0)");
     if (o.cooldown < 0)
-        throw value_error("ReduceLROnPlateau: invalid cooldown value: " + std::to_string(o.cooldown) + " (must be >= 0)");
+        throw value_error("ReduceLROnPlateau: invalid cooldown value: " + std::to_string(o.cooldown) +
+                          " (must be >= 0)");
     detail::require(std::isfinite(o.threshold), who, "threshold", o.threshold, "must be finite");
     detail::require(std::isfinite(o.min_lr) && o.min_lr >= 0, who, "min_lr", o.min_lr, "must be finite and >= 0");
     detail::require(std::isfinite(o.eps) && o.eps >= 0, who, "eps", o.eps, "must be finite and >= 0");

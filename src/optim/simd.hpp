@@ -13,27 +13,35 @@ namespace recur::optim::detail {
 
 template <class V, class T>
 V load(const T* p) {
-    if constexpr (std::is_same_v<V, T>) return *p;
-    else return xsimd::load_unaligned(p);
+    if constexpr (std::is_same_v<V, T>)
+        return *p;
+    else
+        return xsimd::load_unaligned(p);
 }
 
 template <class V, class T>
 void store(T* p, const V& v) {
-    if constexpr (std::is_same_v<V, T>) *p = v;
-    else xsimd::store_unaligned(p, v);
+    if constexpr (std::is_same_v<V, T>)
+        *p = v;
+    else
+        xsimd::store_unaligned(p, v);
 }
 
 template <class V>
 V sqrt(const V& x) {
-    if constexpr (std::is_floating_point_v<V>) return std::sqrt(x);
-    else return xsimd::sqrt(x);
+    if constexpr (std::is_floating_point_v<V>)
+        return std::sqrt(x);
+    else
+        return xsimd::sqrt(x);
 }
 
 /// torch.maximum: nan if either is nan.
 template <class V>
 V nan_max(const V& a, const V& b) {
-    if constexpr (std::is_floating_point_v<V>) return std::isnan(a) || a >= b ? a : b;
-    else return xsimd::select(xsimd::isnan(a) | (a >= b), a, b);
+    if constexpr (std::is_floating_point_v<V>)
+        return std::isnan(a) || a >= b ? a : b;
+    else
+        return xsimd::select(xsimd::isnan(a) | (a >= b), a, b);
 }
 
 /// Calls f.template operator()<V>(j) for every element index j of [0, n): a batch of

@@ -99,10 +99,14 @@ std::size_t resume(const std::string& path, nn::Module<T>& model, optim::Optimiz
     optim::State<T> opt_state;
     std::optional<xt::xarray<T>> epoch_entry;
     for (auto& [name, a] : io::load_npz<T>(path)) {
-        if (name.rfind("model.", 0) == 0) model_arrays.emplace(name.substr(6), std::move(a));
-        else if (name.rfind("optimizer.", 0) == 0) opt_state.emplace_back(name.substr(10), std::move(a));
-        else if (name == "epoch") epoch_entry = std::move(a);
-        else throw io_error(ctx + ": unexpected array '" + name + "' (not a recur checkpoint?)");
+        if (name.rfind("model.", 0) == 0)
+            model_arrays.emplace(name.substr(6), std::move(a));
+        else if (name.rfind("optimizer.", 0) == 0)
+            opt_state.emplace_back(name.substr(10), std::move(a));
+        else if (name == "epoch")
+            epoch_entry = std::move(a);
+        else
+            throw io_error(ctx + ": unexpected array '" + name + "' (not a recur checkpoint?)");
     }
     if (!epoch_entry) throw io_error(ctx + ": no 'epoch' entry (not a recur checkpoint?)");
     double epoch = 0;

@@ -31,8 +31,9 @@ Metric<T> mae() {
 }
 template <class T>
 Metric<T> binary_accuracy(double threshold) {
-    return {"binary_accuracy",
-            [threshold](const xt::xarray<T>& p, const xt::xarray<T>& y) { return metrics::binary_accuracy(p, y, threshold); }};
+    return {"binary_accuracy", [threshold](const xt::xarray<T>& p, const xt::xarray<T>& y) {
+                return metrics::binary_accuracy(p, y, threshold);
+            }};
 }
 template <class T>
 Metric<T> categorical_accuracy(std::int64_t ignore_index) {
@@ -147,7 +148,9 @@ const Input<T>& Inputs<T>::operator[](std::string_view name) const {
 template <class T>
 const xt::xarray<T>& Batch<T>::values(std::string_view name) const {
     const auto* a = std::get_if<xt::xarray<T>>(&(*rows_)[name]);
-    if (!a) throw value_error("Batch: input '" + std::string(name) + "' holds integer ids, not float values (read it with ids())");
+    if (!a)
+        throw value_error("Batch: input '" + std::string(name) +
+                          "' holds integer ids, not float values (read it with ids())");
     return *a;
 }
 
@@ -164,7 +167,9 @@ Var<T> Batch<T>::var(std::size_t k) const {
 template <class T>
 const xt::xarray<std::int64_t>& Batch<T>::ids(std::string_view name) const {
     const auto* a = std::get_if<xt::xarray<std::int64_t>>(&(*rows_)[name]);
-    if (!a) throw value_error("Batch: input '" + std::string(name) + "' holds float values, not integer ids (read it with var() or values())");
+    if (!a)
+        throw value_error("Batch: input '" + std::string(name) +
+                          "' holds float values, not integer ids (read it with var() or values())");
     return *a;
 }
 
@@ -256,9 +261,8 @@ void check_table(const char* fn, const Table<T>& t, const char* which) {
     auto check = [&](const std::string& label, const Column<T>& c) {
         const Shape s = column_shape(c);
         if (s.empty() || s[0] != s0[0])
-            throw shape_error(head + label + " has shape " + shape_str(s) + " but " +
-                              t.label(name0) + " has shape " + shape_str(s0) +
-                              "; every input and y must hold the same number of samples on axis 0");
+            throw shape_error(head + label + " has shape " + shape_str(s) + " but " + t.label(name0) + " has shape " +
+                              shape_str(s0) + "; every input and y must hold the same number of samples on axis 0");
     };
     for (std::size_t k = 1; k < t.inputs.size(); ++k) check(t.label(t.inputs[k].first), t.inputs[k].second);
     if (!t.y) return;
@@ -375,10 +379,11 @@ struct Net {
 // shape_error / value_error naming fn unless d's x, y and lengths hold the same samples.
 template <class T>
 void check_dataset(const char* fn, const Dataset<T>& d, const char* name) {
-    if (d.x.dimension() == 0 || d.x.shape()[0] == 0) throw value_error(std::string(fn) + ": the " + name + " data is empty");
+    if (d.x.dimension() == 0 || d.x.shape()[0] == 0)
+        throw value_error(std::string(fn) + ": the " + name + " data is empty");
     if (d.y.dimension() == 0 || d.y.shape()[0] != d.x.shape()[0])
-        throw shape_error(std::string(fn) + ": " + name + " x has shape " + shape_str(d.x.shape()) + " and y has shape " +
-                          shape_str(d.y.shape()) + "; their first axes (samples) must be equal");
+        throw shape_error(std::string(fn) + ": " + name + " x has shape " + shape_str(d.x.shape()) +
+                          " and y has shape " + shape_str(d.y.shape()) + "; their first axes (samples) must be equal");
     if (!d.lengths.empty() && d.lengths.size() != d.x.shape()[0])
         throw shape_error(std::string(fn) + ": " + std::to_string(d.lengths.size()) + " lengths for " +
                           std::to_string(d.x.shape()[0]) + " samples");
@@ -485,8 +490,8 @@ xt::xarray<T> predict(nn::Layer<T>& model, const xt::xarray<T>& x, std::size_t b
     if (batch_size == 0) throw value_error("predict: batch_size must be positive");
     if (x.dimension() == 0 || x.shape()[0] == 0) throw value_error("predict: x is empty");
     if (!lengths.empty() && lengths.size() != x.shape()[0])
-        throw shape_error("predict: " + std::to_string(lengths.size()) + " lengths for " + std::to_string(x.shape()[0]) +
-                          " samples");
+        throw shape_error("predict: " + std::to_string(lengths.size()) + " lengths for " +
+                          std::to_string(x.shape()[0]) + " samples");
     const DatasetTable<T> t(x, nullptr, lengths);
     return predict_table(Net<T>{&model, nullptr}, t.table, batch_size, precision);
 }
@@ -506,10 +511,10 @@ namespace {
 // What every rank must agree on before training: options, sample counts, scalar type, and
 // the shape of every parameter, as one list of numbers.
 template <class T>
-std::vector<std::uint64_t> describe(const std::vector<Parameter<T>*>& params, const FitOptions<T>& o, std::size_t n_train,
-                                    std::size_t n_val) {
-    std::vector<std::uint64_t> d{sizeof(T), o.epochs, o.batch_size, o.initial_epoch, o.seed, o.shuffle,
-                                 n_train, n_val, params.size()};
+std::vector<std::uint64_t> describe(const std::vector<Parameter<T>*>& params, const FitOptions<T>& o,
+                                    std::size_t n_train, std::size_t n_val) {
+    std::vector<std::uint64_t> d{sizeof(T), o.epochs, o.batch_size, o.initial_epoch, o.seed,
+                                 o.shuffle, n_train,  n_val,        params.size()};
     for (auto* p : params) {
         d.push_back(p->shape().size());
         d.insert(d.end(), p->shape().begin(), p->shape().end());
@@ -522,14 +527,15 @@ constexpr std::size_t described_options = 9;  // entries of describe() before th
 std::vector<Shape> described_shapes(const std::vector<std::uint64_t>& d) {
     std::vector<Shape> out;
     for (std::size_t k = described_options; k < d.size(); k += 1 + d[k])
-        out.emplace_back(d.begin() + static_cast<std::ptrdiff_t>(k + 1), d.begin() + static_cast<std::ptrdiff_t>(k + 1 + d[k]));
+        out.emplace_back(d.begin() + static_cast<std::ptrdiff_t>(k + 1),
+                         d.begin() + static_cast<std::ptrdiff_t>(k + 1 + d[k]));
     return out;
 }
 
 // value_error naming both sides unless this rank's description equals rank 0's.
 template <class T>
-void check_same_as_rank0(distributed::Communicator& comm, nn::Module<T>& model, const FitOptions<T>& o, std::size_t n_train,
-                         std::size_t n_val) {
+void check_same_as_rank0(distributed::Communicator& comm, nn::Module<T>& model, const FitOptions<T>& o,
+                         std::size_t n_train, std::size_t n_val) {
     const auto params = model.named_parameters();
     std::vector<Parameter<T>*> ps;
     for (auto& np : params) ps.push_back(np.second);
@@ -540,9 +546,9 @@ void check_same_as_rank0(distributed::Communicator& comm, nn::Module<T>& model, 
     comm.broadcast(std::as_writable_bytes(std::span(rank0)), 0);
     if (mine == rank0) return;
     const std::string who = "fit: rank " + std::to_string(comm.rank());
-    static const char* option_names[described_options] = {"scalar bytes", "epochs", "batch_size", "initial_epoch", "seed",
-                                                          "shuffle", "training samples", "validation samples",
-                                                          "parameter count"};
+    static const char* option_names[described_options] = {
+        "scalar bytes", "epochs",           "batch_size",         "initial_epoch",  "seed",
+        "shuffle",      "training samples", "validation samples", "parameter count"};
     for (std::size_t k = 0; k + 1 < described_options && k < rank0.size(); ++k)
         if (mine[k] != rank0[k])
             throw value_error(who + " has " + option_names[k] + " " + std::to_string(mine[k]) + " but rank 0 has " +
@@ -616,11 +622,13 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
     const Table<T> split_val = data.part(n - n_val, n);
     const Table<T>* val = validation ? validation : (n_val ? &split_val : nullptr);
     const std::vector<char> bad = skip ? non_finite_samples(data) : std::vector<char>{};
-    const std::size_t bad_train = skip ? static_cast<std::size_t>(std::count(bad.begin(), bad.end() - static_cast<std::ptrdiff_t>(n_val), 1)) : 0;
+    const std::size_t bad_train =
+        skip ? static_cast<std::size_t>(std::count(bad.begin(), bad.end() - static_cast<std::ptrdiff_t>(n_val), 1)) : 0;
     const std::vector<char> bad_val = skip && validation ? non_finite_samples(*validation) : std::vector<char>{};
     // Validation samples are those of the split (flags of `data`) or of the given data.
     auto val_flags = [&](std::size_t begin, std::size_t end) {
-        return validation ? finite_samples(bad_val, begin, end) : finite_samples(bad, n - n_val + begin, n - n_val + end);
+        return validation ? finite_samples(bad_val, begin, end)
+                          : finite_samples(bad, n - n_val + begin, n - n_val + end);
     };
 
     const auto params = model.parameters();
@@ -653,14 +661,16 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
     std::optional<DataParallel<T>> parallel;
     if (o.threads > 1) {
         if (!net.layer)
-            throw value_error("fit: threads > 1 (data-parallel threads) trains single-input models (nn::Layer) only; "
-                              "train a multi-input train::Model with threads = 1, or across processes (communicator)");
+            throw value_error(
+                "fit: threads > 1 (data-parallel threads) trains single-input models (nn::Layer) only; "
+                "train a multi-input train::Model with threads = 1, or across processes (communicator)");
         if (net.stateful())
-            throw value_error("fit: threads > 1 (data-parallel threads) cannot train a stateful model: its shards "
-                              "would share one carried state; use threads = 1");
+            throw value_error(
+                "fit: threads > 1 (data-parallel threads) cannot train a stateful model: its shards "
+                "would share one carried state; use threads = 1");
         parallel.emplace(*net.layer, loss, DataParallelOptions{.threads = o.threads});
-    }
-    else if (reducer) reducer->attach(tape);
+    } else if (reducer)
+        reducer->attach(tape);
     for (auto* cb : o.callbacks) cb->on_train_begin(ctx);
     for (std::size_t epoch = o.initial_epoch; epoch < o.epochs; ++epoch) {
         const auto start = std::chrono::steady_clock::now();
@@ -682,8 +692,8 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
             const auto [first, last] = rank_part(global.size(), rank, size);
             const std::vector<std::size_t> idx(global.begin() + static_cast<std::ptrdiff_t>(first),
                                                global.begin() + static_cast<std::ptrdiff_t>(last));
-            const std::uint64_t seed = comm && size > 1 ? DataParallel<T>::shard_seed(mix(o.seed, epoch, b), rank)
-                                                        : mix(o.seed, epoch, b);
+            const std::uint64_t seed =
+                comm && size > 1 ? DataParallel<T>::shard_seed(mix(o.seed, epoch, b), rank) : mix(o.seed, epoch, b);
             Var<T> pred, l;
             xt::xarray<T> yb;
             double lv = 0;
@@ -709,7 +719,8 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
                 if (parallel) {
                     for (std::size_t k = 0; k < parallel->shards().size(); ++k) {
                         const auto [f, e] = parallel->shards()[k];
-                        sum += static_cast<double>(e - f) * o.metrics[m].fn(parallel->prediction(k), parallel->target(k));
+                        sum +=
+                            static_cast<double>(e - f) * o.metrics[m].fn(parallel->prediction(k), parallel->target(k));
                     }
                 } else {
                     sum += n_local * o.metrics[m].fn(pred.value(), yb);
@@ -766,7 +777,8 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
             comm->allreduce_sum(std::span<double>(sums));
             const double nv = sums.back() > 0 ? sums.back() : std::nan("");
             logs.emplace_back("val_loss", sums[0] / nv);
-            for (std::size_t m = 0; m < o.metrics.size(); ++m) logs.emplace_back("val_" + o.metrics[m].name, sums[1 + m] / nv);
+            for (std::size_t m = 0; m < o.metrics.size(); ++m)
+                logs.emplace_back("val_" + o.metrics[m].name, sums[1 + m] / nv);
         } else if (val) {
             const std::vector<std::size_t> keep = skip ? val_flags(0, val->count) : std::vector<std::size_t>{};
             const auto v = evaluate_table(net, loss, *val, o.batch_size, o.metrics, skip ? &keep : nullptr);
@@ -779,7 +791,8 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
             logs.emplace_back("non_finite_samples", static_cast<double>(bad_train));
         }
         double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        std::array<double, 3> timing{seconds, reducer ? reducer->comm_seconds() : 0.0, reducer ? reducer->wait_seconds() : 0.0};
+        std::array<double, 3> timing{seconds, reducer ? reducer->comm_seconds() : 0.0,
+                                     reducer ? reducer->wait_seconds() : 0.0};
         if (comm) comm->broadcast(std::span<double>(timing), 0);  // rank 0's, so that every History is the same
         seconds = timing[0];
         progress.epoch_end(logs, seconds);
@@ -853,22 +866,22 @@ History fit(Model<T>& model, const LossFn<T>& loss, optim::Optimizer<T>& optimiz
     });
 }
 
-#define RECUR_TRAIN(T)                                                                                             \
-    template Metric<T> mae<T>();                                                                                   \
-    template Metric<T> binary_accuracy<T>(double);                                                                 \
-    template Metric<T> categorical_accuracy<T>(std::int64_t);                                                      \
-    template History fit(nn::Layer<T>&, const LossFn<T>&, optim::Optimizer<T>&, const Dataset<T>&,                 \
-                         const FitOptions<T>&);                                                                    \
-    template std::map<std::string, double> evaluate(nn::Layer<T>&, const LossFn<T>&, const Dataset<T>&, std::size_t, \
-                                                    const std::vector<Metric<T>>&);                                \
-    template xt::xarray<T> predict(nn::Layer<T>&, const xt::xarray<T>&, std::size_t, const std::vector<std::int64_t>&,   \
-                                   Precision);                                                                      \
-    template class Inputs<T>;                                                                                      \
-    template class Batch<T>;                                                                                       \
-    template History fit(Model<T>&, const LossFn<T>&, optim::Optimizer<T>&, const MultiDataset<T>&,                \
-                         const FitOptions<T>&);                                                                    \
-    template std::map<std::string, double> evaluate(Model<T>&, const LossFn<T>&, const MultiDataset<T>&,           \
-                                                    std::size_t, const std::vector<Metric<T>>&);                   \
+#define RECUR_TRAIN(T)                                                                                                 \
+    template Metric<T> mae<T>();                                                                                       \
+    template Metric<T> binary_accuracy<T>(double);                                                                     \
+    template Metric<T> categorical_accuracy<T>(std::int64_t);                                                          \
+    template History fit(nn::Layer<T>&, const LossFn<T>&, optim::Optimizer<T>&, const Dataset<T>&,                     \
+                         const FitOptions<T>&);                                                                        \
+    template std::map<std::string, double> evaluate(nn::Layer<T>&, const LossFn<T>&, const Dataset<T>&, std::size_t,   \
+                                                    const std::vector<Metric<T>>&);                                    \
+    template xt::xarray<T> predict(nn::Layer<T>&, const xt::xarray<T>&, std::size_t, const std::vector<std::int64_t>&, \
+                                   Precision);                                                                         \
+    template class Inputs<T>;                                                                                          \
+    template class Batch<T>;                                                                                           \
+    template History fit(Model<T>&, const LossFn<T>&, optim::Optimizer<T>&, const MultiDataset<T>&,                    \
+                         const FitOptions<T>&);                                                                        \
+    template std::map<std::string, double> evaluate(Model<T>&, const LossFn<T>&, const MultiDataset<T>&, std::size_t,  \
+                                                    const std::vector<Metric<T>>&);                                    \
     template xt::xarray<T> predict(Model<T>&, const Inputs<T>&, std::size_t, Precision);
 RECUR_TRAIN(float)
 RECUR_TRAIN(double)

@@ -114,7 +114,8 @@ Tape<T>& DataParallel<T>::tape(std::size_t k) {
 template <class T>
 const xt::xarray<T>& DataParallel<T>::prediction(std::size_t k) const {
     if (k >= shards_.size())
-        throw index_error("DataParallel::prediction: shard " + std::to_string(k) + " of " + std::to_string(shards_.size()));
+        throw index_error("DataParallel::prediction: shard " + std::to_string(k) + " of " +
+                          std::to_string(shards_.size()));
     return state_[k]->prediction.value();
 }
 
@@ -128,7 +129,8 @@ const xt::xarray<T>& DataParallel<T>::target(std::size_t k) const {
 template <class T>
 double DataParallel<T>::shard_loss(std::size_t k) const {
     if (k >= shards_.size())
-        throw index_error("DataParallel::shard_loss: shard " + std::to_string(k) + " of " + std::to_string(shards_.size()));
+        throw index_error("DataParallel::shard_loss: shard " + std::to_string(k) + " of " +
+                          std::to_string(shards_.size()));
     return state_[k]->loss;
 }
 
@@ -142,8 +144,9 @@ void DataParallel<T>::run_shard(std::size_t k, const xt::xarray<T>& x, const xt:
         s.tape.clear();
         if (seed) s.tape.seed(shard_seed(*seed, k));
         s.lengths.clear();
-        if (!lengths.empty()) s.lengths.assign(lengths.begin() + static_cast<std::ptrdiff_t>(begin),
-                                               lengths.begin() + static_cast<std::ptrdiff_t>(end));
+        if (!lengths.empty())
+            s.lengths.assign(lengths.begin() + static_cast<std::ptrdiff_t>(begin),
+                             lengths.begin() + static_cast<std::ptrdiff_t>(end));
         copy_rows(x, begin, end, s.x);
         copy_rows(y, begin, end, s.y);
         s.prediction = model_(s.tape.view(s.x), s.lengths);
@@ -195,7 +198,7 @@ void DataParallel<T>::reduce(const std::vector<T>& weights) {
         add_range(0, total);
         return;
     }
-#pragma omp parallel num_threads(static_cast<int>(team))
+#pragma omp parallel num_threads(static_cast <int>(team))
     {
         const auto m = static_cast<std::size_t>(omp_get_num_threads());
         const auto t = static_cast<std::size_t>(omp_get_thread_num());
@@ -207,7 +210,8 @@ template <class T>
 double DataParallel<T>::step(const xt::xarray<T>& x, const xt::xarray<T>& y, const std::vector<std::int64_t>& lengths,
                              std::optional<std::uint64_t> seed) {
     const std::size_t batch = x.dimension() == 0 ? 0 : x.shape()[0];
-    if (batch == 0) throw value_error("DataParallel::step: the batch is empty (x has shape " + shape_str(x.shape()) + ")");
+    if (batch == 0)
+        throw value_error("DataParallel::step: the batch is empty (x has shape " + shape_str(x.shape()) + ")");
     if (y.dimension() == 0 || y.shape()[0] != batch)
         throw shape_error("DataParallel::step: x has shape " + shape_str(x.shape()) + " and y has shape " +
                           shape_str(y.shape()) + "; their first axes (samples) must be equal");
@@ -232,7 +236,8 @@ double DataParallel<T>::step(const xt::xarray<T>& x, const xt::xarray<T>& y, con
         {
             omp_set_num_threads(1);  // ops inside a shard stay on its thread
             const auto m = static_cast<std::size_t>(omp_get_num_threads());
-            for (auto k = static_cast<std::size_t>(omp_get_thread_num()); k < ns; k += m) run_shard(k, x, y, lengths, seed);
+            for (auto k = static_cast<std::size_t>(omp_get_thread_num()); k < ns; k += m)
+                run_shard(k, x, y, lengths, seed);
         }
     }
     for (std::size_t k = 0; k < ns; ++k)
@@ -264,18 +269,18 @@ namespace recur::distributed {
 template <class T>
 struct GradReducer<T>::State {
     struct Bucket {
-        std::vector<T> data;          // w * grad of its parameters, back to back
-        std::size_t parameters = 0;   // how many parameters it holds
-        std::size_t packed = 0;       // how many are in this step
-        bool ready = false;           // handed to the communication thread
+        std::vector<T> data;  // w * grad of its parameters, back to back
+        std::size_t parameters = 0;  // how many parameters it holds
+        std::size_t packed = 0;  // how many are in this step
+        bool ready = false;  // handed to the communication thread
     };
     Communicator& comm;
     std::vector<Parameter<T>*> params;
     std::unordered_map<const Parameter<T>*, std::size_t> index;  // parameter -> position in params
-    std::vector<std::size_t> bucket_of, offset;                   // per position
-    std::vector<char> packed;                                     // per position, this step
+    std::vector<std::size_t> bucket_of, offset;  // per position
+    std::vector<char> packed;  // per position, this step
     std::vector<Bucket> buckets;
-    std::size_t per_bucket = 1;                                   // elements
+    std::size_t per_bucket = 1;  // elements
     std::vector<std::size_t> observed;  // positions in the order the first step reported them
     bool learned = false;
     T weight = 1;
@@ -301,7 +306,8 @@ GradReducer<T>::GradReducer(Communicator& comm, std::vector<Parameter<T>*> param
     for (std::size_t i = 0; i < params.size(); ++i) {
         Parameter<T>* p = params[i];
         if (p == nullptr || !s.index.emplace(p, i).second)
-            throw value_error("GradReducer: parameter " + std::to_string(i) + (p == nullptr ? " is null" : " is listed twice"));
+            throw value_error("GradReducer: parameter " + std::to_string(i) +
+                              (p == nullptr ? " is null" : " is listed twice"));
     }
     s.per_bucket = std::max<std::size_t>(1, o.bucket_bytes / sizeof(T));
     layout(std::vector<Parameter<T>*>(params.rbegin(), params.rend()));

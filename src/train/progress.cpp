@@ -15,9 +15,12 @@ std::string format_value(double v) {
 }
 std::string format_seconds(double s) {
     char buf[32];
-    if (s >= 3600) std::snprintf(buf, sizeof buf, "%d:%02d:%02d", int(s) / 3600, int(s) / 60 % 60, int(s) % 60);
-    else if (s >= 60) std::snprintf(buf, sizeof buf, "%d:%02d", int(s) / 60, int(s) % 60);
-    else std::snprintf(buf, sizeof buf, "%ds", int(std::lround(s)));
+    if (s >= 3600)
+        std::snprintf(buf, sizeof buf, "%d:%02d:%02d", int(s) / 3600, int(s) / 60 % 60, int(s) % 60);
+    else if (s >= 60)
+        std::snprintf(buf, sizeof buf, "%d:%02d", int(s) / 60, int(s) % 60);
+    else
+        std::snprintf(buf, sizeof buf, "%ds", int(std::lround(s)));
     return buf;
 }
 }  // namespace

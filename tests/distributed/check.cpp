@@ -55,7 +55,8 @@ constexpr std::size_t input = 3, hidden = 5, steps = 4;
 // y_t = (x_t[0] + x_{t-1}[1]) / 2 for n samples.
 template <class T>
 train::Dataset<T> make_data(std::size_t n) {
-    train::Dataset<T> d{xt::xarray<T>::from_shape({n, steps, input}), xt::xarray<T>::from_shape({n, steps, std::size_t(1)}), {}};
+    train::Dataset<T> d{
+        xt::xarray<T>::from_shape({n, steps, input}), xt::xarray<T>::from_shape({n, steps, std::size_t(1)}), {}};
     std::mt19937_64 rng(5);
     std::normal_distribution<double> normal(0, 1);
     for (auto& v : d.x) v = static_cast<T>(normal(rng));
@@ -117,14 +118,21 @@ std::vector<double> flatten(const train::History& h) {
 // Trains a fresh model; returns its weights and history.
 template <class T>
 std::pair<std::vector<xt::xarray<T>>, train::History> train_once(distributed::Communicator* comm, std::size_t batch,
-                                                                std::size_t threads, double dropout,
-                                                                std::size_t bucket_bytes = std::size_t(1) << 20) {
+                                                                 std::size_t threads, double dropout,
+                                                                 std::size_t bucket_bytes = std::size_t(1) << 20) {
     auto model = make_model<T>(input, hidden, dropout);
     optim::Adam<T> adam(model->parameters(), {.lr = 0.01});
     const auto data = make_data<T>(23);
     auto h = train::fit<T>(*model, mse<T>(), adam, data,
-                           {.epochs = 3, .batch_size = batch, .validation_split = 0.2, .metrics = {train::mae<T>()},
-                            .verbose = 0, .seed = 3, .threads = threads, .communicator = comm, .bucket_bytes = bucket_bytes});
+                           {.epochs = 3,
+                            .batch_size = batch,
+                            .validation_split = 0.2,
+                            .metrics = {train::mae<T>()},
+                            .verbose = 0,
+                            .seed = 3,
+                            .threads = threads,
+                            .communicator = comm,
+                            .bucket_bytes = bucket_bytes});
     return {weights(*model), h};
 }
 
@@ -142,10 +150,12 @@ void equivalence(distributed::Communicator& comm, double tolerance, const char* 
                label + "weights differ from one process with batch N b by " + std::to_string(rel) + " (threads " +
                    std::to_string(threads) + ")",
                rank);
-        const double dl = std::abs(history["loss"].back() - single_history["loss"].back()) / single_history["loss"].back();
+        const double dl =
+            std::abs(history["loss"].back() - single_history["loss"].back()) / single_history["loss"].back();
         const double dv = std::abs(history["val_loss"].back() - single_history["val_loss"].back()) /
                           single_history["val_loss"].back();
-        expect(dl <= 100 * tolerance && dv <= 100 * tolerance, label + "loss or val_loss differ from one process's", rank);
+        expect(dl <= 100 * tolerance && dv <= 100 * tolerance, label + "loss or val_loss differ from one process's",
+               rank);
         expect(same_on_every_rank(comm, flatten(dist)), label + "the ranks' weights differ", rank);
         expect(same_on_every_rank(comm, flatten(history)), label + "the ranks' histories differ", rank);
         if (rank == 0)
@@ -154,8 +164,10 @@ void equivalence(distributed::Communicator& comm, double tolerance, const char* 
     }
     // Determinism: two runs bit-identical, with dropout too.
     for (double dropout : {0.0, 0.3}) {
-        const auto first = train_once<T>(&comm, b, 1, dropout).first, second = train_once<T>(&comm, b, 1, dropout).first;
-        expect(flatten(first) == flatten(second), label + "two runs differ (dropout " + std::to_string(dropout) + ")", rank);
+        const auto first = train_once<T>(&comm, b, 1, dropout).first,
+                   second = train_once<T>(&comm, b, 1, dropout).first;
+        expect(flatten(first) == flatten(second), label + "two runs differ (dropout " + std::to_string(dropout) + ")",
+               rank);
         expect(same_on_every_rank(comm, flatten(first)), label + "the ranks' weights differ with dropout", rank);
     }
 }
@@ -202,15 +214,21 @@ void checkpointed_run(distributed::MpiCommunicator& comm, const std::string& dir
     const auto data = make_data<double>(23);
     train::ModelCheckpoint<double> checkpoint({.path = dir + "/checkpoint.npz"});
     std::size_t initial_epoch = 0;
-    if (resume) distributed::run_or_abort(comm, [&] { initial_epoch = train::resume(dir + "/checkpoint.npz", *model, adam); });
+    if (resume)
+        distributed::run_or_abort(comm, [&] { initial_epoch = train::resume(dir + "/checkpoint.npz", *model, adam); });
     long calls = 0;
     const train::LossFn<double> loss = [&](const Var<double>& p, const Var<double>& t) {
         if (kill_at > 0 && comm.rank() == 1 && ++calls == kill_at) std::raise(SIGKILL);
         return nn::mse_loss(p, t);
     };
     train::fit<double>(*model, loss, adam, data,
-                       {.epochs = 5, .batch_size = 4, .callbacks = {&checkpoint}, .verbose = 0, .seed = 3,
-                        .initial_epoch = initial_epoch, .communicator = &comm});
+                       {.epochs = 5,
+                        .batch_size = 4,
+                        .callbacks = {&checkpoint},
+                        .verbose = 0,
+                        .seed = 3,
+                        .initial_epoch = initial_epoch,
+                        .communicator = &comm});
     if (comm.rank() != 0) return;
     std::vector<io::NamedArray<double>> arrays;
     for (auto& [name, p] : model->named_parameters()) arrays.emplace_back(name, p->value());

@@ -24,8 +24,8 @@ int main() {
         y.reshape({3, 1});
         const train::Dataset<double> data{x, y, {}};
         const train::LossFn<double> mse = [](const Var<double>& p, const Var<double>& t) { return nn::mse_loss(p, t); };
-        const auto history = train::fit<double>(model, mse, sgd, data, {.epochs = 2, .batch_size = 2, .verbose = 0,
-                                                                        .communicator = &comm});
+        const auto history = train::fit<double>(model, mse, sgd, data,
+                                                {.epochs = 2, .batch_size = 2, .verbose = 0, .communicator = &comm});
         // GradReducer over one rank with weight 1 leaves the local gradient unchanged.
         distributed::GradReducer<double> reducer(comm, model.parameters());
         Tape<double> tape;
@@ -35,8 +35,8 @@ int main() {
         tape.backward(mse(model(tape.constant(data.x), {}), tape.constant(data.y)));
         const xt::xarray<double> local = model.parameters()[0]->grad();
         reducer.finish();
-        const bool ok = history.epochs() == 2 && std::isfinite(history["loss"].back()) &&
-                        model.parameters()[0]->grad() == local;
+        const bool ok =
+            history.epochs() == 2 && std::isfinite(history["loss"].back()) && model.parameters()[0]->grad() == local;
         std::puts(ok ? "install_consumer_distributed: OK" : "install_consumer_distributed: FAILED");
         return ok ? 0 : 1;
     } catch (const std::exception& e) {

@@ -32,15 +32,15 @@ struct AttentionOutput {
 
 /// Luong et al. 2015's multiplicative scores.
 enum class LuongScore {
-    dot,      // s = q . k (Hq = Hk)
+    dot,  // s = q . k (Hq = Hk)
     general,  // s = q W k, parameter "weight" (Hq, Hk)
 };
 
 struct DotAttentionOptions {
     std::size_t query_size = 0;  // Hq
-    std::size_t key_size = 0;    // Hk, the memory width; 0: equal to query_size
+    std::size_t key_size = 0;  // Hk, the memory width; 0: equal to query_size
     LuongScore score = LuongScore::dot;
-    bool scaled = false;         // divide the scores by sqrt(Hq) (scaled dot-product attention)
+    bool scaled = false;  // divide the scores by sqrt(Hq) (scaled dot-product attention)
 };
 
 /// Luong attention. "general" has one parameter, "weight" (Hq, Hk), initialised like a
@@ -51,7 +51,8 @@ public:
     explicit DotAttention(const DotAttentionOptions& options);
     /// query (B, Hq) or (B, Tq, Hq); memory (B, T, Hk); lengths empty (every step valid) or B
     /// values in [0, T]. shape_error / index_error naming DotAttention on a mismatch.
-    AttentionOutput<T> forward(const Var<T>& query, const Var<T>& memory, const std::vector<std::int64_t>& lengths = {});
+    AttentionOutput<T> forward(const Var<T>& query, const Var<T>& memory,
+                               const std::vector<std::int64_t>& lengths = {});
     AttentionOutput<T> operator()(const Var<T>& query, const Var<T>& memory,
                                   const std::vector<std::int64_t>& lengths = {}) {
         return forward(query, memory, lengths);
@@ -65,8 +66,8 @@ private:
 };
 
 struct AdditiveAttentionOptions {
-    std::size_t query_size = 0;      // Hq
-    std::size_t key_size = 0;        // Hk; 0: equal to query_size
+    std::size_t query_size = 0;  // Hq
+    std::size_t key_size = 0;  // Hk; 0: equal to query_size
     std::size_t attention_size = 0;  // A; 0: equal to query_size
 };
 
@@ -81,7 +82,8 @@ class AdditiveAttention : public Module<T> {
 public:
     explicit AdditiveAttention(const AdditiveAttentionOptions& options);
     /// As DotAttention::forward; shape_error / index_error naming AdditiveAttention.
-    AttentionOutput<T> forward(const Var<T>& query, const Var<T>& memory, const std::vector<std::int64_t>& lengths = {});
+    AttentionOutput<T> forward(const Var<T>& query, const Var<T>& memory,
+                               const std::vector<std::int64_t>& lengths = {});
     AttentionOutput<T> operator()(const Var<T>& query, const Var<T>& memory,
                                   const std::vector<std::int64_t>& lengths = {}) {
         return forward(query, memory, lengths);

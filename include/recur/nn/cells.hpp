@@ -27,9 +27,9 @@ struct CellOptions {
     std::size_t input_size = 0;
     std::size_t hidden_size = 0;
     bool bias = true;
-    std::size_t proj_size = 0;                     // LSTM only: h = W_hr (o * tanh c), (P,)
+    std::size_t proj_size = 0;  // LSTM only: h = W_hr (o * tanh c), (P,)
     Nonlinearity nonlinearity = Nonlinearity::tanh;  // RNN only
-    std::string suffix{};                          // appended to parameter names
+    std::string suffix{};  // appended to parameter names
 };
 
 /// Shared parts of the gated cells: the four PyTorch parameters and the hoisted projection.
@@ -86,7 +86,9 @@ template <class T>
 class LSTMCell : public GatedCell<T> {
 public:
     explicit LSTMCell(const CellOptions& o);
-    std::vector<std::size_t> state_sizes() const { return {proj_size_ ? proj_size_ : this->hidden_size_, this->hidden_size_}; }
+    std::vector<std::size_t> state_sizes() const {
+        return {proj_size_ ? proj_size_ : this->hidden_size_, this->hidden_size_};
+    }
     CellState<T> step(const Var<T>& x, const CellState<T>& state);
     /// One step from xp (B, 4H): the fused gate math (lstm_pointwise).
     CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);

@@ -160,7 +160,7 @@ private:
 /// What a RecurrentLayer returns (Keras's return_sequences).
 enum class Return {
     sequences,  // the whole output sequence: (T, B, D*H_out), or (B, T, D*H_out) if batch_first
-    last,       // per sequence, the output at its own last step (its length): (B, D*H_out)
+    last,  // per sequence, the output at its own last step (its length): (B, D*H_out)
 };
 
 /// Adapts a recurrent module M (nn::RNN, nn::LSTM, nn::GRU or any nn::Recurrent<Cell>) to a
@@ -259,8 +259,8 @@ inline void RecurrentLayer<M>::reset_states(const std::vector<std::size_t>& rows
         const std::size_t ld = s.shape()[0], batch = s.shape()[1], width = s.shape()[2];
         for (std::size_t b : rows) {
             if (b >= batch)
-                throw index_error(name() + "::reset_states: row " + std::to_string(b) + " is out of range for a state of " +
-                                  std::to_string(batch) + " rows");
+                throw index_error(name() + "::reset_states: row " + std::to_string(b) +
+                                  " is out of range for a state of " + std::to_string(batch) + " rows");
             for (std::size_t k = 0; k < ld; ++k) std::fill_n(s.data() + (k * batch + b) * width, width, T(0));
         }
     }

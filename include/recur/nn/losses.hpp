@@ -40,8 +40,7 @@ Var<T> l1_loss(const Var<T>& input, const Var<T>& target, Reduction reduction = 
 /// clamped log; PyTorch instead divides by max(p (1 - p), 1e-12), so the two differ only
 /// where p or 1 - p is below about 1e-12 (and agree everywhere else).
 template <class T>
-Var<T> binary_cross_entropy(const Var<T>& probabilities, const Var<T>& target,
-                            Reduction reduction = Reduction::mean);
+Var<T> binary_cross_entropy(const Var<T>& probabilities, const Var<T>& target, Reduction reduction = Reduction::mean);
 
 /// binary_cross_entropy(sigmoid(x), y) computed stably for any logit x:
 /// max(x, 0) - x y + log(1 + e^-|x|). Gradient sigmoid(x) - y (also at x = 0); to the
@@ -54,8 +53,8 @@ Var<T> binary_cross_entropy_with_logits(const Var<T>& logits, const Var<T>& targ
 /// Targets equal to ignore_index contribute 0 and are not counted: `mean` divides by the
 /// number of other targets (NaN if there are none, like PyTorch), `none` has 0 there.
 template <class T>
-Var<T> nll_loss(const Var<T>& log_probs, const xt::xarray<std::int64_t>& targets,
-                Reduction reduction = Reduction::mean, std::int64_t ignore_index = -100);
+Var<T> nll_loss(const Var<T>& log_probs, const xt::xarray<std::int64_t>& targets, Reduction reduction = Reduction::mean,
+                std::int64_t ignore_index = -100);
 /// The same with float-valued targets (a batch's target array); they must be integers.
 /// No gradient flows to them.
 template <class T>

@@ -28,30 +28,32 @@ namespace recur::nn {
 /// A cell: a Module with input_size(), state_sizes() (state[0] is the output) and
 /// step(x_t (B, I), state) -> state.
 template <class C>
-concept RecurrentCell = requires { typename C::value_type; } &&
-    std::derived_from<C, Module<typename C::value_type>> &&
-    requires(C& c, const Var<typename C::value_type>& x, const CellState<typename C::value_type>& s) {
-        { c.input_size() } -> std::convertible_to<std::size_t>;
-        { c.state_sizes() } -> std::convertible_to<std::vector<std::size_t>>;
-        { c.step(x, s) } -> std::same_as<CellState<typename C::value_type>>;
-    };
+concept RecurrentCell = requires {
+    typename C::value_type;
+}
+&&std::derived_from<C, Module<typename C::value_type>>&& requires(C& c, const Var<typename C::value_type>& x,
+                                                                  const CellState<typename C::value_type>& s) {
+    { c.input_size() } -> std::convertible_to<std::size_t>;
+    { c.state_sizes() } -> std::convertible_to<std::vector<std::size_t>>;
+    { c.step(x, s) } -> std::same_as<CellState<typename C::value_type>>;
+};
 
 /// A cell whose input projection can be hoisted out of the time loop: project_input maps
 /// x (..., I) -> (..., G) in one GEMM for all steps; step_projected takes one step of it.
 template <class C>
 concept HoistedCell = RecurrentCell<C> &&
     requires(C& c, const Var<typename C::value_type>& x, const CellState<typename C::value_type>& s) {
-        { c.project_input(x) } -> std::same_as<Var<typename C::value_type>>;
-        { c.step_projected(x, s) } -> std::same_as<CellState<typename C::value_type>>;
-    };
+    { c.project_input(x) } -> std::same_as<Var<typename C::value_type>>;
+    { c.step_projected(x, s) } -> std::same_as<CellState<typename C::value_type>>;
+};
 
 /// A hoisted cell that reads step t of the projected sequence in place:
 /// step_at(xs, time_axis, t, state), xs (T, B, G) for time_axis 0 or (B, T, G) for 1.
 template <class C>
 concept SequenceCell = HoistedCell<C> &&
     requires(C& c, const Var<typename C::value_type>& x, const CellState<typename C::value_type>& s, std::size_t k) {
-        { c.step_at(x, k, k, s) } -> std::same_as<CellState<typename C::value_type>>;
-    };
+    { c.step_at(x, k, k, s) } -> std::same_as<CellState<typename C::value_type>>;
+};
 
 /// A sequence cell that can also run a whole projected sequence in one call when nothing is
 /// recorded (inference): run_sequence(xs, time_axis, reverse, state, lengths), where it returns
@@ -60,9 +62,11 @@ template <class C>
 concept WholeSequenceCell = SequenceCell<C> &&
     requires(C& c, const Var<typename C::value_type>& x, const CellState<typename C::value_type>& s, std::size_t k,
              const std::vector<std::int64_t>& lengths) {
-        { c.runs_whole_sequences() } -> std::same_as<bool>;
-        { c.run_sequence(x, k, true, s, lengths) } -> std::same_as<std::pair<Var<typename C::value_type>, CellState<typename C::value_type>>>;
-    };
+    { c.runs_whole_sequences() } -> std::same_as<bool>;
+    {
+        c.run_sequence(x, k, true, s, lengths)
+        } -> std::same_as<std::pair<Var<typename C::value_type>, CellState<typename C::value_type>>>;
+};
 
 /// A sequence cell that takes a recurrent dropout mask inside its step: step_at(xs, time_axis, t,
 /// state, h_mask), h_mask (B, size_0) multiplying h where the step multiplies it by W_hh (the
@@ -72,8 +76,8 @@ concept WholeSequenceCell = SequenceCell<C> &&
 template <class C>
 concept MaskedSequenceCell = SequenceCell<C> &&
     requires(C& c, const Var<typename C::value_type>& x, const CellState<typename C::value_type>& s, std::size_t k) {
-        { c.step_at(x, k, k, s, x) } -> std::same_as<CellState<typename C::value_type>>;
-    };
+    { c.step_at(x, k, k, s, x) } -> std::same_as<CellState<typename C::value_type>>;
+};
 
 struct UnrollOptions {
     bool reverse = false;
@@ -83,7 +87,7 @@ struct UnrollOptions {
 /// A run over a sequence: the output sequence and the final state.
 template <class T>
 struct Sequence {
-    Var<T> output;       // (T, B, H_out) or (B, T, H_out)
+    Var<T> output;  // (T, B, H_out) or (B, T, H_out)
     CellState<T> state;  // each (B, size_k) for unroll; (L*D, B, size_k) for Recurrent
 };
 
@@ -134,7 +138,8 @@ Sequence<typename Cell::value_type> unroll(Cell& cell, const Var<typename Cell::
     Var<T> source = x;
     if constexpr (HoistedCell<Cell>) source = cell.project_input(x);  // (.., G) for all steps at once
     if constexpr (WholeSequenceCell<Cell>) {
-        if (!tape.recording() && !recurrent_mask.defined() && cell.runs_whole_sequences()) {  // inference: no node per step
+        if (!tape.recording() && !recurrent_mask.defined() &&
+            cell.runs_whole_sequences()) {  // inference: no node per step
             auto [output, final_state] = cell.run_sequence(source, time_axis, o.reverse, state, lengths);
             return {std::move(output), std::move(final_state)};
         }
@@ -160,12 +165,14 @@ Sequence<typename Cell::value_type> unroll(Cell& cell, const Var<typename Cell::
             next = cell.step_at(source, time_axis, t, *seen);
         } else {
             Var<T> xt_ = select(source, static_cast<std::ptrdiff_t>(time_axis), static_cast<std::ptrdiff_t>(t));
-            if constexpr (HoistedCell<Cell>) next = cell.step_projected(xt_, *seen);
-            else next = cell.step(xt_, *seen);
+            if constexpr (HoistedCell<Cell>)
+                next = cell.step_projected(xt_, *seen);
+            else
+                next = cell.step(xt_, *seen);
         }
         if (next.size() != sizes.size())
-            throw shape_error("unroll: the cell returned " + std::to_string(next.size()) + " state parts, its state_sizes() has " +
-                              std::to_string(sizes.size()));
+            throw shape_error("unroll: the cell returned " + std::to_string(next.size()) +
+                              " state parts, its state_sizes() has " + std::to_string(sizes.size()));
         outputs[t] = next[0];
         if (!lengths.empty()) {  // rows whose sequence has ended keep their state; their output is 0
             xt::xarray<T> mask = xt::xarray<T>::from_shape({batch, 1});  // 1 inside the sequence
@@ -223,7 +230,8 @@ public:
     Recurrent(std::string kind, const RecurrentOptions& o, const CellFactory& make) : kind_(std::move(kind)), o_(o) {
         if (o.num_layers == 0) throw value_error(kind_ + ": num_layers must be positive");
         if (!(o.dropout >= 0 && o.dropout < 1)) throw value_error(kind_ + ": dropout must be in [0, 1)");
-        if (!(o.input_dropout >= 0 && o.input_dropout < 1)) throw value_error(kind_ + ": input_dropout must be in [0, 1)");
+        if (!(o.input_dropout >= 0 && o.input_dropout < 1))
+            throw value_error(kind_ + ": input_dropout must be in [0, 1)");
         if (!(o.recurrent_dropout >= 0 && o.recurrent_dropout < 1))
             throw value_error(kind_ + ": recurrent_dropout must be in [0, 1)");
         std::size_t in = o.input_size;
@@ -241,7 +249,9 @@ public:
         std::vector<std::string> names;
         for (auto& [name, p] : this->named_parameters()) {
             for (auto& seen : names)
-                if (seen == name) throw value_error(kind_ + ": two parameters are named '" + name + "' (cells must append the suffix they are given)");
+                if (seen == name)
+                    throw value_error(kind_ + ": two parameters are named '" + name +
+                                      "' (cells must append the suffix they are given)");
             names.push_back(name);
         }
     }
@@ -256,7 +266,8 @@ public:
 
     /// x (T, B, I) or (B, T, I); initial: one Var (L*D, B, size_k) per state part, undefined
     /// or missing parts start at zero; lengths: empty (all T) or B values in [1, T].
-    Sequence<T> forward(const Var<T>& x, const CellState<T>& initial = {}, const std::vector<std::int64_t>& lengths = {}) {
+    Sequence<T> forward(const Var<T>& x, const CellState<T>& initial = {},
+                        const std::vector<std::int64_t>& lengths = {}) {
         x.check(kind_.c_str());
         const Shape xs = x.shape();
         if (xs.size() != 3 || xs[2] != o_.input_size)
@@ -266,13 +277,13 @@ public:
         const std::size_t layers_dirs = o_.num_layers * directions();
         const std::vector<std::size_t> sizes = cells_.front()->state_sizes();
         if (initial.size() > sizes.size())
-            throw shape_error(kind_ + ": " + std::to_string(initial.size()) + " initial state parts given, the cell has " +
-                              std::to_string(sizes.size()));
+            throw shape_error(kind_ + ": " + std::to_string(initial.size()) +
+                              " initial state parts given, the cell has " + std::to_string(sizes.size()));
         for (std::size_t k = 0; k < initial.size(); ++k)
             if (initial[k].defined() && initial[k].shape() != Shape{layers_dirs, batch, sizes[k]})
-                throw shape_error(kind_ + ": initial state " + std::to_string(k) + " must be (" + std::to_string(layers_dirs) +
-                                  ", " + std::to_string(batch) + ", " + std::to_string(sizes[k]) + "), got " +
-                                  shape_str(initial[k].shape()));
+                throw shape_error(kind_ + ": initial state " + std::to_string(k) + " must be (" +
+                                  std::to_string(layers_dirs) + ", " + std::to_string(batch) + ", " +
+                                  std::to_string(sizes[k]) + "), got " + shape_str(initial[k].shape()));
         detail::check_lengths(kind_, lengths, batch, xs[o_.batch_first ? 1 : 0]);
 
         std::vector<std::vector<Var<T>>> finals(sizes.size());
@@ -328,17 +339,19 @@ public:
     Var<T> merge(const std::vector<Var<T>>& outs) const {
         if (outs.size() == 1) return outs[0];
         switch (o_.merge_mode) {
-            case MergeMode::sum: return outs[0] + outs[1];
-            case MergeMode::mul: return outs[0] * outs[1];
-            case MergeMode::ave: return (outs[0] + outs[1]) * T(0.5);
-            default: return concat(outs, -1);
+            case MergeMode::sum:
+                return outs[0] + outs[1];
+            case MergeMode::mul:
+                return outs[0] * outs[1];
+            case MergeMode::ave:
+                return (outs[0] + outs[1]) * T(0.5);
+            default:
+                return concat(outs, -1);
         }
     }
 
 protected:
-    std::size_t merged_size(std::size_t h) const {
-        return o_.merge_mode == MergeMode::concat ? directions() * h : h;
-    }
+    std::size_t merged_size(std::size_t h) const { return o_.merge_mode == MergeMode::concat ? directions() * h : h; }
 
     std::string kind_;
     RecurrentOptions o_;
@@ -359,7 +372,7 @@ struct RNNOptions {
     double dropout = 0;
     bool bidirectional = false;
     MergeMode merge_mode = MergeMode::concat;  // bidirectional: how the directions join
-    double input_dropout = 0;      // variational dropout (RecurrentOptions; Keras's `dropout`)
+    double input_dropout = 0;  // variational dropout (RecurrentOptions; Keras's `dropout`)
     double recurrent_dropout = 0;  // (Keras's `recurrent_dropout`)
 };
 
@@ -373,7 +386,7 @@ struct LSTMOptions {
     bool bidirectional = false;
     std::size_t proj_size = 0;
     MergeMode merge_mode = MergeMode::concat;  // bidirectional: how the directions join
-    double input_dropout = 0;      // variational dropout (RecurrentOptions; Keras's `dropout`)
+    double input_dropout = 0;  // variational dropout (RecurrentOptions; Keras's `dropout`)
     double recurrent_dropout = 0;  // (Keras's `recurrent_dropout`)
 };
 
@@ -386,7 +399,7 @@ struct GRUOptions {
     double dropout = 0;
     bool bidirectional = false;
     MergeMode merge_mode = MergeMode::concat;  // bidirectional: how the directions join
-    double input_dropout = 0;      // variational dropout (RecurrentOptions; Keras's `dropout`)
+    double input_dropout = 0;  // variational dropout (RecurrentOptions; Keras's `dropout`)
     double recurrent_dropout = 0;  // (Keras's `recurrent_dropout`)
 };
 
@@ -422,7 +435,8 @@ template <class T>
 class LSTM : public Recurrent<LSTMCell<T>> {
 public:
     explicit LSTM(const LSTMOptions& o);
-    LSTMResult<T> operator()(const Var<T>& x, const LSTMState<T>& initial = {}, const std::vector<std::int64_t>& lengths = {});
+    LSTMResult<T> operator()(const Var<T>& x, const LSTMState<T>& initial = {},
+                             const std::vector<std::int64_t>& lengths = {});
 };
 
 /// torch.nn.GRU.
@@ -442,9 +456,9 @@ struct LayerNormLSTMOptions {
     bool batch_first = false;
     double dropout = 0;  // between layers
     bool bidirectional = false;
-    double eps = 1e-5;   // of every layer norm
+    double eps = 1e-5;  // of every layer norm
     MergeMode merge_mode = MergeMode::concat;
-    double input_dropout = 0;      // variational dropout (RecurrentOptions); LayerNormGRU: the
+    double input_dropout = 0;  // variational dropout (RecurrentOptions); LayerNormGRU: the
     double recurrent_dropout = 0;  // recurrent mask multiplies h as its step sees it (blend included)
 };
 using LayerNormGRUOptions = LayerNormLSTMOptions;
@@ -456,7 +470,8 @@ template <class T>
 class LayerNormLSTM : public Recurrent<LayerNormLSTMCell<T>> {
 public:
     explicit LayerNormLSTM(const LayerNormLSTMOptions& o);
-    LSTMResult<T> operator()(const Var<T>& x, const LSTMState<T>& initial = {}, const std::vector<std::int64_t>& lengths = {});
+    LSTMResult<T> operator()(const Var<T>& x, const LSTMState<T>& initial = {},
+                             const std::vector<std::int64_t>& lengths = {});
 };
 
 /// Stacked, optionally bidirectional layer-normalised GRU (LayerNormGRUCell), with nn::GRU's
