@@ -91,6 +91,8 @@ bool identical(const std::vector<xt::xarray<double>>& a, const std::vector<xt::x
     for (std::size_t k = 0; k < a.size(); ++k) {
         if (a[k].shape() != b[k].shape()) return false;
         for (std::size_t e = 0; e < a[k].size(); ++e)
+            // Bit for bit on purpose (-0 vs 0 and NaN payloads count as differences).
+            // NOLINTNEXTLINE(bugprone-suspicious-memory-comparison)
             if (std::memcmp(&a[k].data()[e], &b[k].data()[e], sizeof(double)) != 0) return false;
     }
     return true;

@@ -114,8 +114,10 @@ public:
 private:
     static constexpr std::size_t inline_size = 48;
     template <class S>
-    static constexpr bool is_inline =  // (trivially copyable implies a trivial destructor)
-        sizeof(S) <= inline_size && alignof(S) <= alignof(std::max_align_t) && std::is_trivially_copyable_v<S>;
+    // Trivially copyable implies a trivial destructor. The clauses differ per S:
+    // NOLINTNEXTLINE(misc-redundant-expression)
+    static constexpr bool is_inline = sizeof(S) <= inline_size &&
+                                      alignof(S) <= alignof(std::max_align_t) && std::is_trivially_copyable_v<S>;
     template <class S>
     static constexpr char tag = 0;
     struct HolderBase {

@@ -90,7 +90,7 @@ void convert_rowmajor(const unsigned char* src, T* dst, std::size_t n) {
             const auto u = static_cast<U>(read_le(src + k * sizeof(S), sizeof(S)));
             std::memcpy(&v, &u, sizeof(S));
         }
-        dst[k] = static_cast<T>(v);
+        dst[k] = static_cast<T>(v);  // NOLINT(bugprone-signed-char-misuse): an int8 dtype is signed
     }
 }
 
