@@ -35,12 +35,12 @@ std::atomic<bool> counting{false};
 std::atomic<long> tensor_allocations{0}, small_allocations{0}, onednn_allocations{0};
 constexpr std::size_t tensor_size = 4096;  // bytes
 // Whether the allocation function was called from oneDNN's library.
-bool from_onednn(const void* caller) {
+[[maybe_unused]] bool from_onednn(const void* caller) {
     Dl_info info;
     return dladdr(caller, &info) != 0 && info.dli_fname != nullptr && std::strstr(info.dli_fname, "libdnnl") != nullptr;
 }
 #define NOTE(bytes) note(bytes, __builtin_return_address(0))
-void note(std::size_t bytes, const void* caller) {
+[[maybe_unused]] void note(std::size_t bytes, const void* caller) {
     thread_local bool inside = false;  // dladdr must not count (or recurse into) itself
     if (!counting.load(std::memory_order_relaxed) || inside) return;
     inside = true;
