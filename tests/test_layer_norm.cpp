@@ -97,13 +97,7 @@ void randomise(M& m, std::uint64_t seed, double scale = 0.5) {
     }
 }
 
-xt::xarray<double> normal_array(const Shape& shape, std::uint64_t seed, double scale = 1.0) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> n(0.0, scale);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (auto& v : a) v = n(rng);
-    return a;
-}
+using recur::testing::normal_array;
 
 bool all_close(const xt::xarray<double>& a, const xt::xarray<double>& b, double tol) {
     return a.shape() == b.shape() && xt::allclose(a, b, tol, tol);

@@ -55,11 +55,7 @@ using Outputs = std::map<std::string, xt::xarray<float> >;
 /// Seeded data, uniform in [lo, hi).
 xt::xarray<float> uniform_array(const std::vector<std::size_t>& shape, std::uint64_t seed, double lo = -1,
                                 double hi = 1) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> u(lo, hi);
-    xt::xarray<float> a = xt::xarray<float>::from_shape(shape);
-    for (auto& v : a) v = static_cast<float>(u(rng));
-    return a;
+    return recur::testing::uniform_array<float>(shape, seed, lo, hi);
 }
 
 /// A scratch directory, removed at the end of the test.

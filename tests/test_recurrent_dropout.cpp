@@ -16,13 +16,7 @@ using recur::testing::raises;
 
 namespace {
 
-xt::xarray<double> normal_array(const Shape& shape, std::uint64_t seed, double scale = 1.0) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> n(0.0, scale);
-    xt::xarray<double> a = xt::xarray<double>::from_shape(shape);
-    for (auto& v : a) v = n(rng);
-    return a;
-}
+using recur::testing::normal_array;
 
 bool same(const xt::xarray<double>& a, const xt::xarray<double>& b, double tol = 0.0) {
     return a.shape() == b.shape() && xt::allclose(a, b, tol, tol);
