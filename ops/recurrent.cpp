@@ -8,6 +8,8 @@
 // gradient lives in per-thread scratch, never per step. Unrecorded (inference), the gates live
 // in per-thread scratch too. Rows run in parallel (OpenMP) above a grain
 // size; each element of the gate math is computed the same way whatever the thread count.
+// Letters: B batch, T time, H hidden width, H_out output width (H, or P with a projection),
+// G gate width (4H LSTM, 3H GRU, H RNN).
 #include <algorithm>
 #include <array>
 #include <type_traits>
@@ -67,7 +69,7 @@ struct ShapeCheck {
     }
 };
 
-// Checks of a pointwise form: xg, hg (B, G*H) and a state (B, H); returns (B, H).
+// Checks of a pointwise form: xg, hg (B, G) and a state (B, H); returns (B, H).
 template <class T>
 std::pair<std::size_t, std::size_t> check_pointwise(const char* op, std::size_t gates, const Var<T>& xg,
                                                     const Var<T>& hg, const Var<T>& state) {
@@ -80,8 +82,8 @@ std::pair<std::size_t, std::size_t> check_pointwise(const char* op, std::size_t 
     return {ss[0], ss[1]};
 }
 
-// Checks of a step form: xs (T, B, G*H) / (B, T, G*H), h (B, H_out), the cell state c (B, H)
-// (LSTM; the GRU's state is h), w (G*H, H_out), b (G*H) if defined; returns (B, H).
+// Checks of a step form: xs (T, B, G) / (B, T, G), h (B, H_out), the cell state c (B, H)
+// (LSTM; the GRU's state is h), w (G, H_out), b (G) if defined; returns (B, H).
 template <class T>
 std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates, const Var<T>& xs,
                                                std::size_t time_axis, std::size_t step, const Var<T>& h,

@@ -14,7 +14,8 @@
 //   - LSTM gates: PyTorch/recur i, f, g, o -> ONNX i, o, f, c;
 //   - GRU gates: r, z, n -> z, r, h with linear_before_reset = 1 (b_hn inside the reset
 //     product, as PyTorch's);
-//   - W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H) = [b_ih, b_hh] per direction;
+//   - W (D, G, I), R (D, G, H), B (D, 2G) = [b_ih, b_hh] per direction (G the gate
+//     width: 4H, 3H or H);
 //   - time-major inside (layout 0; Y is (T, D, B, H)): batch_first layers get Transposes,
 //     as torch.onnx.export writes them.
 // The graph input "input" has dynamic axes "batch" and "sequence" (rank 3, or rank 2 ids

@@ -3,8 +3,9 @@
 // A cell advances a state by one time step. Its state is a list of Vars, each (B, size);
 // state[0] is the cell's output (h). Every cell here satisfies nn::HoistedCell: the input
 // projection W_ih x + b_ih of all time steps is one matmul (project_input), and
-// step_projected consumes one step of it. Parameter names and shapes follow PyTorch:
-// weight_ih (G*H, I), weight_hh (G*H, H_out), bias_ih (G*H), bias_hh (G*H), weight_hr (P, H),
+// step_projected consumes one step of it. Parameter names and shapes follow PyTorch, with
+// G the gate width (4H for an LSTM, 3H for a GRU, H for an RNN):
+// weight_ih (G, I), weight_hh (G, H_out), bias_ih (G), bias_hh (G), weight_hr (P, H),
 // with `suffix` appended ("_l0", "_l1_reverse", or "" for a standalone cell).
 #pragma once
 
@@ -41,9 +42,9 @@ public:
     std::size_t input_size() const { return input_size_; }
     std::size_t hidden_size() const { return hidden_size_; }
 
-    /// W_ih x + b_ih for x (..., I) -> (..., G*H): one GEMM for every time step.
+    /// W_ih x + b_ih for x (..., I) -> (..., G): one GEMM for every time step.
     Var<T> project_input(const Var<T>& x);
-    /// W_hh h + b_hh for h (B, H_out) -> (B, G*H).
+    /// W_hh h + b_hh for h (B, H_out) -> (B, G).
     Var<T> project_hidden(const Var<T>& h);
 
     Parameter<T>& weight_ih() { return *weight_ih_; }
@@ -52,7 +53,7 @@ public:
     Parameter<T>* bias_hh() { return bias_hh_; }
 
 protected:
-    /// Registers weight_ih (G*H, I), weight_hh (G*H, H_out) and the biases, all U(-k, k),
+    /// Registers weight_ih (G, I), weight_hh (G, H_out) and the biases, all U(-k, k),
     /// k = 1/sqrt(H) (PyTorch's default).
     GatedCell(const char* kind, std::size_t gates, const CellOptions& o, std::size_t h_out);
     std::size_t input_size_, hidden_size_;

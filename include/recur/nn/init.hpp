@@ -6,8 +6,9 @@
 // themselves come from std::mt19937_64 and so differ from torch's.
 //
 // Fans: a weight of shape (out, in, k...) has fan_in = in * prod(k) and fan_out =
-// out * prod(k), as torch computes them; recurrent weights (G*H, I) have fan_in I and
-// fan_out G*H. Initialisers that need fans raise shape_error for fewer than 2 dimensions.
+// out * prod(k), as torch computes them; recurrent weights (G, I), G the gate width
+// (4H for an LSTM), have fan_in I and fan_out G. Initialisers that need fans raise
+// shape_error for fewer than 2 dimensions.
 //
 // Typical recurrent use:
 //     for (auto& [name, p] : lstm.named_parameters()) {
