@@ -80,15 +80,17 @@ void lay_out(Stage<T>& s) {
     for (std::size_t k = 0; k < p.size(); ++k) s.versions[k] = p[k] ? p[k]->version() : 0;
 }
 
-// y (n) += x (k) W (k, n), W row-major: the one-row product of a step at B = 1. Blocks of 8
-// SIMD vectors of y stay in registers, so each step of l feeds 8 independent FMA chains
-// (recur::detail::gemm's one-row tile has 4 and is latency-bound at this shape: 1.7 against
-// 1.0 us per LSTM(64) step here); n = 1 (a Linear to one output) is a SIMD dot product.
+// y (n) += x (k) W (k, n), W row-major: the one-row product of a step at B = 1. Blocks of 16
+// SIMD vectors of y stay in registers (all 4H = 256 gate columns of an LSTM(64) in AVX-512),
+// so each step of l feeds 16 independent FMA chains and W streams through once, row by row
+// (recur::detail::gemm's one-row tile has 4 and is latency-bound at this shape; 8 vectors:
+// 1.25 us, 16: 1.13 us per LSTM(64) step, idle machine; the product is bound by reading W's
+// 64 KiB from L2, as it does not fit L1); n = 1 (a Linear to one output) is a dot product.
 // The row product at B > 1 stays with recur::detail::gemm.
 template <class T>
 void row_times_matrix(const T* x, std::size_t k, const T* w, std::size_t n, T* y) {
     using batch = xsimd::batch<T>;
-    constexpr std::size_t W = batch::size, V = 8;
+    constexpr std::size_t W = batch::size, V = 16;
     std::size_t j = 0;
     for (; j + V * W <= n; j += V * W) {
         batch acc[V];
