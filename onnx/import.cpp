@@ -171,32 +171,27 @@ private:
                 fail(what + ": " + std::to_string(field.size()) + " values for dims " + dims_str(c.dims));
             for (auto v : field) c.values.push_back(static_cast<double>(v));
         };
+        // The values from raw_data or from the typed field of R, never both.
+        auto read = [&](auto tag, const auto& field) {
+            if (t.has_raw_data())
+                from_raw(tag, static_cast<std::size_t>(field.size()));
+            else
+                from_field(field);
+        };
         switch (t.data_type()) {
             case onnx::TensorProto::FLOAT:
-                if (t.has_raw_data())
-                    from_raw(float{}, static_cast<std::size_t>(t.float_data_size()));
-                else
-                    from_field(t.float_data());
+                read(float{}, t.float_data());
                 break;
             case onnx::TensorProto::DOUBLE:
-                if (t.has_raw_data())
-                    from_raw(double{}, static_cast<std::size_t>(t.double_data_size()));
-                else
-                    from_field(t.double_data());
+                read(double{}, t.double_data());
                 break;
             case onnx::TensorProto::INT64:
                 c.integer = true;
-                if (t.has_raw_data())
-                    from_raw(std::int64_t{}, static_cast<std::size_t>(t.int64_data_size()));
-                else
-                    from_field(t.int64_data());
+                read(std::int64_t{}, t.int64_data());
                 break;
             case onnx::TensorProto::INT32:
                 c.integer = true;
-                if (t.has_raw_data())
-                    from_raw(std::int32_t{}, static_cast<std::size_t>(t.int32_data_size()));
-                else
-                    from_field(t.int32_data());
+                read(std::int32_t{}, t.int32_data());
                 break;
             default:
                 fail(what + ": data type " + std::to_string(t.data_type()) +
