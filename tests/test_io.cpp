@@ -966,7 +966,12 @@ BOOST_AUTO_TEST_CASE(sigkill_during_saves_leaves_old_or_new_files) {
                 send(&saved, sizeof saved);
             }
         });
-        // Kill at a random moment within the first two rounds.
+        // Once the child has finished its first round (it is in its save loop, however long its
+        // start took on a loaded machine), kill it at a random moment within the next two.
+        Saved first_round{};
+        BOOST_REQUIRE(child.receive(first_round));
+        done = first_round.k;
+        round_us = std::max<std::int64_t>(first_round.microseconds, 1000);
         std::uniform_int_distribution<std::int64_t> delay(0, 2 * round_us);
         std::this_thread::sleep_for(std::chrono::microseconds(delay(rng)));
         child.kill();
