@@ -90,6 +90,38 @@ BOOST_AUTO_TEST_CASE(steps_equal_the_whole_sequence_run) {
     }
 }
 
+// Widths that are not whole SIMD vectors: the laid-out weights' rows are padded (G = 20 and 15,
+// a Linear to 17 outputs), at B = 1 (the Streamer's own one-row product) and B = 3 (GEMM).
+BOOST_AUTO_TEST_CASE(odd_widths_step_like_the_whole_sequence) {
+    manual_seed(7);
+    for (const bool gru : {false, true}) {
+        nn::Sequential<float> m;
+        if (gru)
+            m.add(nn::recurrent_layer(std::make_unique<nn::GRU<float>>(
+                nn::GRUOptions{.input_size = I, .hidden_size = 5, .batch_first = true})));
+        else
+            m.add(nn::recurrent_layer(std::make_unique<nn::LSTM<float>>(
+                nn::LSTMOptions{.input_size = I, .hidden_size = 5, .batch_first = true})));
+        m.emplace<nn::Linear<float>>(5, 17);
+        m.emplace<nn::Linear<float>>(17, O);
+        m.eval();
+        const xt::xarray<float> x = inputs(8);
+        nn::Streamer<float> stream(m, B);
+        BOOST_TEST(stream_vs_whole(m, stream, x) < 1e-5f);
+        nn::Streamer<float> one(m);
+        Tape<float> tape({.record = false});
+        const xt::xarray<float> x0 = xt::view(x, xt::range(0, 1), xt::all(), xt::all());
+        const xt::xarray<float> whole = m(tape.constant(x0)).value();
+        float worst = 0;
+        for (std::size_t t = 0; t < T; ++t) {
+            const float in[I] = {x0(0, t, 0), x0(0, t, 1), x0(0, t, 2)};
+            const auto y = one.step(std::span<const float>(in, I));
+            for (std::size_t o = 0; o < O; ++o) worst = std::max(worst, std::abs(y[o] - whole(0, t, o)));
+        }
+        BOOST_TEST(worst < 1e-5f);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(follows_weight_updates_and_resets_rows) {
     manual_seed(3);
     auto m = model<nn::LSTM<float>>(nn::LSTMOptions{});
