@@ -719,6 +719,7 @@ struct LayerNormStepState {
     xt::xarray<T> hhat;  // (B, G): LN(h w_hh^T) before γ_hh, β_hh
     xt::xarray<T> stats;  // (B, 4): mean and rstd of h w_hh^T, then of c' (LSTM)
     std::size_t time_axis = 0, step = 0;
+    bool has_mask = false;  // the last input is a recurrent dropout mask (B, H)
 };
 
 // shape_error naming `op` unless each of the gains and shifts is (n,).
@@ -735,7 +736,7 @@ void check_norm_params(const char* op, std::initializer_list<std::pair<const cha
 // per-thread scratch after `scratch_used` elements.
 template <class T>
 std::array<T*, 3> layer_norm_step_buffers(Tape<T>& t, std::uint32_t i, std::size_t time_axis, std::size_t step,
-                                          std::size_t batch, std::size_t hidden, std::size_t g,
+                                          bool has_mask, std::size_t batch, std::size_t hidden, std::size_t g,
                                           std::size_t scratch_used) {
     if (!t.needs_grad(i)) {
         T* s = scratch<T>(scratch_used + batch * (4 * hidden + g + 4)) + scratch_used;
@@ -744,18 +745,27 @@ std::array<T*, 3> layer_norm_step_buffers(Tape<T>& t, std::uint32_t i, std::size
     auto& state = t.template state<LayerNormStepState<T>>(i);
     state.time_axis = time_axis;
     state.step = step;
+    state.has_mask = has_mask;
     state.gates.resize({batch, 4 * hidden});
     state.hhat.resize({batch, g});
     state.stats.resize({batch, 4});
     return {state.gates.data(), state.hhat.data(), state.stats.data()};
 }
 
-// hw (B, G) = h w^T: the recurrent product of a step (weight_product: packed or transposed once
-// per weight update, bf16 under that policy).
+// hw (B, G) = (h ⊙ mask) w^T: the recurrent product of a step (weight_product: packed or
+// transposed once per weight update, bf16 under that policy); no mask: h w^T.
 template <class T>
-void recurrent_product(Tape<T>& t, std::uint32_t h, std::uint32_t w, T* hw, std::size_t batch, std::size_t g) {
-    const auto& hv = t.value(h);
-    weight_product(t, w, true, batch, g, hv.shape()[1], hv.data(), hw, false);
+void recurrent_product(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std::uint32_t* mask, T* hw,
+                       std::size_t batch, std::size_t g) {
+    weight_product(t, w, true, batch, g, t.value(h).shape()[1], masked_h(t, h, mask), hw, false);
+}
+
+// The recurrent dropout mask of a layer-normalised step node (its last input), or null.
+template <class T>
+const std::uint32_t* step_mask(Tape<T>& t, std::uint32_t i, std::uint32_t& slot) {
+    if (!t.template saved_state<LayerNormStepState<T>>(i).has_mask) return nullptr;
+    slot = t.input(i, t.node(i).num_inputs - 1);
+    return &slot;
 }
 
 // grad of node i (a (n,) gain or shift) += Σ_b a[b, j] (x̂[b, j] when xhat is given).
@@ -834,7 +844,9 @@ void layer_norm_lstm_backward(Tape<T>& t, std::uint32_t i) {
     const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
                                         static_cast<std::int64_t>(state.step));
     add_gate_grad(t, rows.node, &rows, da, batch, width);
-    recurrent_backward(t, t.input(i, 1), t.input(i, 3), static_cast<const std::uint32_t*>(nullptr), dhw, batch, width);
+    std::uint32_t mask = 0;
+    recurrent_backward(t, t.input(i, 1), t.input(i, 3), static_cast<const std::uint32_t*>(nullptr), dhw, batch, width,
+                       step_mask(t, i, mask));
 }
 
 // GRU. Inputs: xs, h, w_hh, γ_hh, β_hh. hg = LN(h w_hh^T) γ_hh + β_hh, then gru_forward_row with
@@ -869,7 +881,9 @@ void layer_norm_gru_backward(Tape<T>& t, std::uint32_t i) {
     const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
                                         static_cast<std::int64_t>(state.step));
     add_gate_grad(t, rows.node, &rows, dx, batch, width);
-    recurrent_backward(t, h, t.input(i, 2), static_cast<const std::uint32_t*>(nullptr), dhw, batch, width);
+    std::uint32_t mask = 0;
+    recurrent_backward(t, h, t.input(i, 2), static_cast<const std::uint32_t*>(nullptr), dhw, batch, width,
+                       step_mask(t, i, mask));
 }
 
 }  // namespace
@@ -878,21 +892,24 @@ template <class T>
 LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
                                       const Var<T>& c, const Var<T>& w_hh, const Var<T>& gamma_hh,
                                       const Var<T>& beta_hh, const Var<T>& gamma_c, const Var<T>& beta_c,
-                                      Scalar<T> eps) {
+                                      Scalar<T> eps, const Var<T>& h_mask) {
     const char* op = "layer_norm_lstm_step";
     Tape<T>& t = detail::tape_of(op, xs, h, c, w_hh, gamma_hh, beta_hh, gamma_c, beta_c);
     const auto dims = check_step(op, 4, xs, time_axis, step, h, c, w_hh, Var<T>());
+    check_mask(op, h_mask, h);
     const std::size_t batch = dims.first, hidden = dims.second, width = 4 * hidden;
     check_norm_params<T>(op, {{"gamma_hh", &gamma_hh}, {"beta_hh", &beta_hh}}, width);
     check_norm_params<T>(op, {{"gamma_c", &gamma_c}, {"beta_c", &beta_c}}, hidden);
-    const std::array<std::uint32_t, 8> in{xs.index(),       h.index(),       c.index(),       w_hh.index(),
-                                          gamma_hh.index(), beta_hh.index(), gamma_c.index(), beta_c.index()};
-    const std::uint32_t i = t.push(op, in.data(), in.size(), &layer_norm_lstm_backward<T>, 2);
+    std::array<std::uint32_t, 9> in{xs.index(),       h.index(),       c.index(),       w_hh.index(),
+                                    gamma_hh.index(), beta_hh.index(), gamma_c.index(), beta_c.index()};
+    const std::size_t count = step_inputs(in, 8, Var<T>(), h_mask);
+    const std::uint32_t i = t.push(op, in.data(), count, &layer_norm_lstm_backward<T>, 2);
     T* hn = t.output_value(i, {batch, hidden}, 0).data();
     T* cn = t.output_value(i, {batch, hidden}, 1).data();
-    const std::array<T*, 3> buffers = layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, 0);
+    const std::array<T*, 3> buffers =
+        layer_norm_step_buffers(t, i, time_axis, step, h_mask.defined(), batch, hidden, width, 0);
     T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];  // (not a structured binding: lambdas capture them)
-    recurrent_product(t, in[1], in[3], hhat, batch, width);
+    recurrent_product(t, in[1], in[3], h_mask.defined() ? &in[8] : nullptr, hhat, batch, width);
     const GateRows rows =
         sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
     const T* x = t.value(in[0]).data() + rows.offset;
@@ -917,21 +934,24 @@ LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, s
 
 template <class T>
 Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
-                           const Var<T>& w_hh, const Var<T>& gamma_hh, const Var<T>& beta_hh, Scalar<T> eps) {
+                           const Var<T>& w_hh, const Var<T>& gamma_hh, const Var<T>& beta_hh, Scalar<T> eps,
+                           const Var<T>& h_mask) {
     const char* op = "layer_norm_gru_step";
     Tape<T>& t = detail::tape_of(op, xs, h, w_hh, gamma_hh, beta_hh);
     const auto dims = check_step(op, 3, xs, time_axis, step, h, h, w_hh, Var<T>());
+    check_mask(op, h_mask, h);
     const std::size_t batch = dims.first, hidden = dims.second, width = 3 * hidden;
     check_norm_params<T>(op, {{"gamma_hh", &gamma_hh}, {"beta_hh", &beta_hh}}, width);
-    const std::array<std::uint32_t, 5> in{xs.index(), h.index(), w_hh.index(), gamma_hh.index(), beta_hh.index()};
-    const std::uint32_t i = t.push(op, in.data(), in.size(), &layer_norm_gru_backward<T>);
+    std::array<std::uint32_t, 6> in{xs.index(), h.index(), w_hh.index(), gamma_hh.index(), beta_hh.index()};
+    const std::size_t count = step_inputs(in, 5, Var<T>(), h_mask);
+    const std::uint32_t i = t.push(op, in.data(), count, &layer_norm_gru_backward<T>);
     T* y = t.output_value(i, {batch, hidden}).data();
     // hg (B, 3H) at the start of scratch; the buffers after it when not recorded
     const std::array<T*, 3> buffers =
-        layer_norm_step_buffers(t, i, time_axis, step, batch, hidden, width, batch * width);
+        layer_norm_step_buffers(t, i, time_axis, step, h_mask.defined(), batch, hidden, width, batch * width);
     T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];
     T* hg = scratch<T>(batch * width);
-    recurrent_product(t, in[1], in[2], hhat, batch, width);
+    recurrent_product(t, in[1], in[2], h_mask.defined() ? &in[5] : nullptr, hhat, batch, width);
     const GateRows rows =
         sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
     const T* x = t.value(in[0]).data() + rows.offset;
@@ -953,9 +973,9 @@ Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
 #define RECUR_LAYER_NORM_RECURRENT(T)                                                                          \
     template LSTMPointwise<T> layer_norm_lstm_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&,     \
                                                    const Var<T>&, const Var<T>&, const Var<T>&, const Var<T>&, \
-                                                   const Var<T>&, const Var<T>&, Scalar<T>);                   \
+                                                   const Var<T>&, const Var<T>&, Scalar<T>, const Var<T>&);    \
     template Var<T> layer_norm_gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, \
-                                        const Var<T>&, const Var<T>&, Scalar<T>);
+                                        const Var<T>&, const Var<T>&, Scalar<T>, const Var<T>&);
 RECUR_INSTANTIATE_FOR(RECUR_LAYER_NORM_RECURRENT)
 
 }  // namespace recur

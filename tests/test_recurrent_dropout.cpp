@@ -106,9 +106,9 @@ BOOST_AUTO_TEST_CASE(gru_recurrent_mask_enters_the_product_only) {
     }
 }
 
-// A cell without a masked step (LayerNormLSTMCell) gets h ⊙ m as its state[0] from unroll, with
-// the same mask at every step: the same as the mask inside the product for an LSTM.
-BOOST_AUTO_TEST_CASE(layer_norm_lstm_gets_the_masked_state) {
+// The layer-normalised LSTM takes the mask inside its step (layer_norm_lstm_step's h_mask): the
+// same as stepping with h ⊙ m as the state, since h enters an LSTM step only through the product.
+BOOST_AUTO_TEST_CASE(layer_norm_lstm_mask_enters_the_product) {
     LayerNormLSTM<double> lstm({.input_size = I, .hidden_size = H, .recurrent_dropout = 0.5});
     lstm.keep_masks(true);
     const xt::xarray<double> xv = normal_array({T, B, I}, 14);
@@ -123,6 +123,27 @@ BOOST_AUTO_TEST_CASE(layer_norm_lstm_gets_the_masked_state) {
         s = cell.step_at(xs, 0, t, {s[0] * m, s[1]});
         BOOST_TEST(same(xt::view(y.value(), t), s[0].value(), 1e-14));
     }
+}
+
+// The layer-normalised GRU's mask enters only the product, as the GRU's: hg = LN((h ⊙ m) W_hh^T)
+// γ_hh + β_hh, while the blend (1 - z) n + z h reads the unmasked h.
+BOOST_AUTO_TEST_CASE(layer_norm_gru_mask_enters_the_product_only) {
+    LayerNormGRU<double> gru({.input_size = I, .hidden_size = H, .batch_first = true, .recurrent_dropout = 0.4});
+    gru.keep_masks(true);
+    const xt::xarray<double> xv = normal_array({B, T, I}, 15);
+    Tape<double> tape;
+    auto y = gru(tape.constant(xv)).output;
+    const xt::xarray<double> mask = gru.recurrent_masks().at(0);
+    BOOST_TEST(is_mask(mask, 0.4));
+    auto& cell = gru.cell(0);
+    Var<double> xs = cell.project_input(tape.constant(xv)), m = tape.constant(mask);
+    Var<double> h = tape.zeros({B, H}), masked_state = h;
+    for (std::size_t t = 0; t < T; ++t) {
+        h = gru_pointwise(select(xs, 1, static_cast<std::ptrdiff_t>(t)), cell.project_hidden(h * m), h);
+        BOOST_TEST(same(xt::view(y.value(), xt::all(), t), h.value(), 1e-12));
+        masked_state = cell.step_at(xs, 1, t, {masked_state * m})[0];  // the mask on the whole state
+    }
+    BOOST_TEST(!same(masked_state.value(), h.value(), 1e-6));  // differs: the blend reads h
 }
 
 BOOST_AUTO_TEST_CASE(eval_mode_and_zero_probability_draw_no_mask) {
@@ -184,6 +205,13 @@ BOOST_AUTO_TEST_CASE(gradcheck_with_fixed_masks) {
         return concat<double>({reshape(gru(x[0], x[1]).output, {-1}), reshape(rnn(x[0], x[1]).output, {-1})});
     };
     rep = gradcheck(g, {normal_array({T, B, I}, 7), normal_array({1, B, H}, 8, 0.5)});
+    BOOST_TEST(rep.passed, rep.summary());
+    LayerNormLSTM<double> ln_lstm({.input_size = I, .hidden_size = H, .recurrent_dropout = 0.5});
+    LayerNormGRU<double> ln_gru({.input_size = I, .hidden_size = H, .bidirectional = true, .recurrent_dropout = 0.5});
+    auto n = [&](Tape<double>&, const std::vector<Var<double>>& x) {
+        return concat<double>({reshape(ln_lstm(x[0]).output, {-1}), reshape(ln_gru(x[0]).output, {-1})});
+    };
+    rep = gradcheck(n, {normal_array({T, B, I}, 9)});
     BOOST_TEST(rep.passed, rep.summary());
 }
 

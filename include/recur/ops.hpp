@@ -233,19 +233,23 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
 /// beta_hh (4H); gamma_c, beta_c (H). LN normalises each row over its last axis (layer_norm):
 ///   a = xs[step] + LN(h w_hh^T) γ_hh + β_hh  in order [i | f | g | o]
 ///   c' = σ(a_f) c + σ(a_i) tanh(a_g),  h' = σ(a_o) tanh(LN(c') γ_c + β_c)
+/// h_mask (B, H), if defined, is a constant recurrent dropout mask as in lstm_step: the product
+/// is (h ⊙ h_mask) w_hh^T.
 template <class T>
 LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
                                       const Var<T>& c, const Var<T>& w_hh, const Var<T>& gamma_hh,
                                       const Var<T>& beta_hh, const Var<T>& gamma_c, const Var<T>& beta_c,
-                                      Scalar<T> eps = Scalar<T>(1e-5));
+                                      Scalar<T> eps = Scalar<T>(1e-5), const Var<T>& h_mask = {});
 /// A layer-normalised GRU step, one node: xs as above with 3H = [r | z | n], h (B, H), w_hh (3H, H),
 /// gamma_hh, beta_hh (3H); β_hh's n part stays inside the reset product (as PyTorch's b_hn):
 ///   hg = LN(h w_hh^T) γ_hh + β_hh;  r = σ(x_r + hg_r), z = σ(x_z + hg_z),
 ///   n = tanh(x_n + r hg_n),  h' = (1 - z) n + z h   (x = xs[step])
+/// h_mask (B, H) as in gru_step: hg = LN((h ⊙ h_mask) w_hh^T) γ_hh + β_hh, while the blend reads
+/// the unmasked h.
 template <class T>
 Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
                            const Var<T>& w_hh, const Var<T>& gamma_hh, const Var<T>& beta_hh,
-                           Scalar<T> eps = Scalar<T>(1e-5));
+                           Scalar<T> eps = Scalar<T>(1e-5), const Var<T>& h_mask = {});
 
 // ---- Inference: a whole recurrent layer in one call (no gradient) ----------------------------
 /// A run of lstm_step / gru_step over every step of xs, without a node per step: for a tape

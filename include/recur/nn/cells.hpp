@@ -191,8 +191,10 @@ public:
     CellState<T> step(const Var<T>& x, const CellState<T>& state);  // x (B, I)
     /// One step from xp (B, 4H), the normalised input part (project_input).
     CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);
-    /// One step reading step t of the projected sequence xs (T, B, 4H) / (B, T, 4H) in place.
-    CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
+    /// One step reading step t of the projected sequence xs (T, B, 4H) / (B, T, 4H) in place;
+    /// h_mask: a recurrent dropout mask (B, H) on h in the product (layer_norm_lstm_step).
+    CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state,
+                         const Var<T>& h_mask = {});
     /// The same step composed from primitives (linear, layer_norm, chunk, σ, tanh, ...): the
     /// reference the fused step is tested against.
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
@@ -212,7 +214,9 @@ public:
     std::vector<std::size_t> state_sizes() const { return {this->hidden_size_}; }
     CellState<T> step(const Var<T>& x, const CellState<T>& state);
     CellState<T> step_projected(const Var<T>& xp, const CellState<T>& state);
-    CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state);
+    /// h_mask: a recurrent dropout mask (B, H) on h in the product only; the blend reads h.
+    CellState<T> step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t, const CellState<T>& state,
+                         const Var<T>& h_mask = {});
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
 };
 
