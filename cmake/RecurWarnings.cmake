@@ -5,7 +5,11 @@ if(RECUR_SANITIZE)
 endif()
 
 function(recur_warnings target)
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wconversion -Wshadow)
+  # clang's -Wconversion includes -Wsign-conversion, GCC's (for C++) does not: the same set on both.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    target_compile_options(${target} PRIVATE -Wno-sign-conversion)
+  endif()
   # GCC before 12.3 reports false "uninitialized" warnings inside its own AVX-512 intrinsic
   # headers when xsimd inlines them (GCC bug 105593); they are not about our code.
   if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 12.3)

@@ -286,11 +286,11 @@ std::uint32_t Tape<T>::new_slot(bool requires_grad) {
 
 template <class T>
 std::uint32_t Tape<T>::finish_push(std::uint32_t i, const char* op, const std::uint32_t* in, std::size_t count,
-                                   detail::BackwardFn<T> backward) {
+                                   detail::BackwardFn<T> backward_fn) {
     auto& n = nodes_[i];
     n.op = op;
     if (n.requires_grad) {
-        n.backward = backward;
+        n.backward = backward_fn;
         n.pinned = true;
         n.first_input = static_cast<std::uint32_t>(edges_.size());
         n.num_inputs = static_cast<std::uint32_t>(count);
@@ -304,18 +304,19 @@ std::uint32_t Tape<T>::finish_push(std::uint32_t i, const char* op, const std::u
 
 template <class T>
 std::uint32_t Tape<T>::push(const char* op, std::initializer_list<std::uint32_t> inputs,
-                            detail::BackwardFn<T> backward) {
-    return push(op, inputs.begin(), inputs.size(), backward);
+                            detail::BackwardFn<T> backward_fn) {
+    return push(op, inputs.begin(), inputs.size(), backward_fn);
 }
 
 template <class T>
-std::uint32_t Tape<T>::push(const char* op, const std::vector<std::uint32_t>& inputs, detail::BackwardFn<T> backward) {
-    return push(op, inputs.data(), inputs.size(), backward);
+std::uint32_t Tape<T>::push(const char* op, const std::vector<std::uint32_t>& inputs,
+                            detail::BackwardFn<T> backward_fn) {
+    return push(op, inputs.data(), inputs.size(), backward_fn);
 }
 
 template <class T>
 std::uint32_t Tape<T>::push(const char* op, const std::uint32_t* inputs, std::size_t count,
-                            detail::BackwardFn<T> backward, std::size_t outputs) {
+                            detail::BackwardFn<T> backward_fn, std::size_t outputs) {
     check_thread(op);
     if (outputs == 0 || outputs > detail::max_outputs)
         throw tape_error(std::string(op) + ": an op has 1 to " + std::to_string(detail::max_outputs) +
@@ -336,7 +337,7 @@ std::uint32_t Tape<T>::push(const char* op, const std::uint32_t* inputs, std::si
     }
     nodes_[i].num_outputs = static_cast<std::uint8_t>(outputs);
     if (anomaly_on()) anomaly_pending_ = i;
-    return finish_push(i, op, inputs, count, backward);
+    return finish_push(i, op, inputs, count, backward_fn);
 }
 
 template <class T>

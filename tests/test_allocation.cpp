@@ -114,7 +114,8 @@ template <class Module>
 Counts training_step_counts(Module& m) {
     // B 16, T 20, I = H = 64: every tensor of the step is at least 4 KiB.
     xt::xarray<float> x = xt::xarray<float>::from_shape({16, 20, 64});
-    for (std::size_t k = 0; k < x.size(); ++k) x.data()[k] = static_cast<float>((k * 37 % 101) / 50.0 - 1.0);
+    for (std::size_t k = 0; k < x.size(); ++k)
+        x.data()[k] = static_cast<float>(static_cast<double>(k * 37 % 101) / 50.0 - 1.0);
     optim::Adam<float> adam(m.parameters(), {.lr = 1e-3});
     Tape<float> tape({.retain_grads = false});
     return count_steady_state([&] {
@@ -152,7 +153,8 @@ Counts inference_counts(Module& m, const xt::xarray<float>& x) {
 
 xt::xarray<float> step_input() {  // B 16, T 20, I 64: every tensor of a step is at least 4 KiB
     xt::xarray<float> x = xt::xarray<float>::from_shape({16, 20, 64});
-    for (std::size_t k = 0; k < x.size(); ++k) x.data()[k] = static_cast<float>((k * 37 % 101) / 50.0 - 1.0);
+    for (std::size_t k = 0; k < x.size(); ++k)
+        x.data()[k] = static_cast<float>(static_cast<double>(k * 37 % 101) / 50.0 - 1.0);
     return x;
 }
 
@@ -200,7 +202,8 @@ BOOST_AUTO_TEST_CASE(a_gradient_reducer_adds_no_allocation_to_a_step) {
     recur::testing::OneRank comm;
     distributed::GradReducer<float> reducer(comm, lstm.parameters(), {.bucket_bytes = 1 << 14});
     xt::xarray<float> x = xt::xarray<float>::from_shape({16, 20, 64});
-    for (std::size_t k = 0; k < x.size(); ++k) x.data()[k] = static_cast<float>((k * 37 % 101) / 50.0 - 1.0);
+    for (std::size_t k = 0; k < x.size(); ++k)
+        x.data()[k] = static_cast<float>(static_cast<double>(k * 37 % 101) / 50.0 - 1.0);
     optim::Adam<float> adam(lstm.parameters(), {.lr = 1e-3});
     Tape<float> tape({.retain_grads = false});
     reducer.attach(tape);

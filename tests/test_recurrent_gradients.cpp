@@ -95,13 +95,13 @@ BOOST_AUTO_TEST_CASE(lstm_with_and_without_projection) {
 BOOST_AUTO_TEST_CASE(gru) {
     for (const Case& c : kCases) {
         manual_seed(13);
-        GRU<double> gru({I, H, c.layers, c.bias, c.batch_first, 0.0, c.bidirectional});
+        GRU<double> layer({I, H, c.layers, c.bias, c.batch_first, 0.0, c.bidirectional});
         const std::size_t ld = c.layers * (c.bidirectional ? 2 : 1);
         std::vector<xt::xarray<double>> inputs = {normal_array(input_shape(c.batch_first), 6)};
         if (c.with_state) inputs.push_back(normal_array({ld, B, H}, 7, 0.5));
         const auto lengths = c.with_lengths ? kLengths : std::vector<std::int64_t>{};
         check(name("GRU", c), inputs, [&](Tape<double>&, const std::vector<Var<double>>& x) {
-            auto r = gru(x[0], x.size() > 1 ? x[1] : Var<double>{}, lengths);
+            auto r = layer(x[0], x.size() > 1 ? x[1] : Var<double>{}, lengths);
             return concat<double>({reshape(r.output, {-1}), reshape(r.h, {-1})});
         });
     }

@@ -28,8 +28,9 @@ Var<T> softsign(const Var<T>& x) {
     return primitive("softsign", {x}, [](OpContext<T>& op) {
         const auto& v = op.input(0);
         op.output(v.shape()) = v / (T(1) + xt::abs(v));
-        return
-            [](OpContext<T>& op) { op.add_input_grad(0, op.output_grad() / xt::square(T(1) + xt::abs(op.input(0)))); };
+        return [](OpContext<T>& back) {
+            back.add_input_grad(0, back.output_grad() / xt::square(T(1) + xt::abs(back.input(0))));
+        };
     });
 }
 
@@ -37,27 +38,27 @@ Var<T> softsign(const Var<T>& x) {
 ///   dr = (x dx + y dy) / r,  dtheta = (x dy - y dx) / r^2
 std::array<Var<double>, 2> polar(const Var<double>& x, const Var<double>& y) {
     return primitive<2>("polar", {x, y}, [](OpContext<double>& op) {
-        const auto& a = op.input(0);
-        const auto& b = op.input(1);
-        op.output(a.shape(), 0) = xt::sqrt(a * a + b * b);
-        op.output(a.shape(), 1) = xt::atan2(b, a);
-        return [](OpContext<double>& op) {
-            const auto& a = op.input(0);
-            const auto& b = op.input(1);
+        const auto& px = op.input(0);
+        const auto& py = op.input(1);
+        op.output(px.shape(), 0) = xt::sqrt(px * px + py * py);
+        op.output(px.shape(), 1) = xt::atan2(py, px);
+        return [](OpContext<double>& back) {
+            const auto& a = back.input(0);
+            const auto& b = back.input(1);
             const xt::xarray<double> r2 = a * a + b * b;
             xt::xarray<double> ga = xt::zeros<double>(a.shape()), gb = xt::zeros<double>(a.shape());
-            if (op.has_output_grad(0)) {
-                const xt::xarray<double> gr = op.output_grad(0) / op.output_value(0);
+            if (back.has_output_grad(0)) {
+                const xt::xarray<double> gr = back.output_grad(0) / back.output_value(0);
                 ga += gr * a;
                 gb += gr * b;
             }
-            if (op.has_output_grad(1)) {
-                const xt::xarray<double> gt = op.output_grad(1) / r2;
+            if (back.has_output_grad(1)) {
+                const xt::xarray<double> gt = back.output_grad(1) / r2;
                 ga -= gt * b;
                 gb += gt * a;
             }
-            op.add_input_grad(0, ga);
-            op.add_input_grad(1, gb);
+            back.add_input_grad(0, ga);
+            back.add_input_grad(1, gb);
         };
     });
 }
@@ -68,7 +69,7 @@ Var<double> scale_by_drawn(const Var<double>& x, std::uint64_t seed) {
     return primitive("scale_by_drawn", {x}, [seed](OpContext<double>& op) {
         xt::xarray<double> w = uniform_array(op.input(0).shape(), seed, 0.5, 1.5);
         op.output(w.shape()) = op.input(0) * w;
-        return [w = std::move(w)](OpContext<double>& op) { op.add_input_grad(0, op.output_grad() * w); };
+        return [w = std::move(w)](OpContext<double>& back) { back.add_input_grad(0, back.output_grad() * w); };
     });
 }
 
@@ -153,7 +154,7 @@ BOOST_AUTO_TEST_CASE(errors_name_the_primitive) {
     // A backward whose gradient does not have the input's shape.
     Var<double> bad = primitive("bad_grad", {x}, [](OpContext<double>& op) {
         op.output(op.input(0).shape()) = op.input(0);
-        return [](OpContext<double>& op) { op.add_input_grad(0, xt::xarray<double>{1.0, 2.0, 3.0}); };
+        return [](OpContext<double>& back) { back.add_input_grad(0, xt::xarray<double>{1.0, 2.0, 3.0}); };
     });
     BOOST_CHECK_EXCEPTION(a.backward(sum(bad)), shape_error, raises<shape_error>("bad_grad", "(3,)", "(2,)"));
 
@@ -174,12 +175,12 @@ BOOST_AUTO_TEST_CASE(errors_name_the_primitive) {
     auto [r, theta] = primitive<2>("only_r", {p, q}, [](OpContext<double>& op) {
         op.output(op.input(0).shape(), 0) = op.input(0);
         op.output(op.input(0).shape(), 1) = op.input(1);
-        return [](OpContext<double>& op) { op.add_input_grad(1, op.output_grad(1)); };
+        return [](OpContext<double>& back) { back.add_input_grad(1, back.output_grad(1)); };
     });
     BOOST_CHECK_EXCEPTION(a.backward(sum(r)), tape_error, raises<tape_error>("only_r", "output 1"));
     Var<double> s = primitive("input_out_of_range", {p}, [](OpContext<double>& op) {
         op.output(op.input(0).shape()) = op.input(0);
-        return [](OpContext<double>& op) { op.add_input_grad(1, op.output_grad()); };
+        return [](OpContext<double>& back) { back.add_input_grad(1, back.output_grad()); };
     });
     BOOST_CHECK_EXCEPTION(a.backward(sum(s)), index_error, raises<index_error>("input_out_of_range", "input 1 of 1"));
 }

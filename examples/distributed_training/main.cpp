@@ -190,8 +190,9 @@ int main(int argc, char** argv) {
         if (rank != 0) return;
         // hidden: the share of the allreduce time backward covered (the wait also holds the
         // thread hand-overs, so it can exceed the allreduce time: then nothing was hidden).
-        const double hidden = r.comm_share > 0 ? std::max(0.0, 1 - r.exposed_share / r.comm_share) : 0;
-        const std::string hidden_text = r.comm_share > 0 ? std::to_string(static_cast<int>(100 * hidden)) + "%" : "-";
+        const double hidden_share = r.comm_share > 0 ? std::max(0.0, 1 - r.exposed_share / r.comm_share) : 0;
+        const std::string hidden_text =
+            r.comm_share > 0 ? std::to_string(static_cast<int>(100 * hidden_share)) + "%" : "-";
         std::printf("%-24s %9.3f %10.1f %8.2fx %9.2f%% %7.2f%% %7s %11.5f %11.3f\n", r.label.c_str(),
                     r.seconds_per_epoch, r.samples_per_second, r.samples_per_second / runs.front().samples_per_second,
                     100 * r.comm_share, 100 * r.exposed_share, hidden_text.c_str(), r.final_loss, r.cpu_per_epoch);

@@ -347,11 +347,11 @@ public:
 
     /// Appends (or reuses a free slot for) the node of `op` with `outputs` outputs (at most
     /// detail::max_outputs). The node requires grad when the tape records and any input
-    /// requires grad; then `backward` and the inputs are kept, and the inputs are pinned.
-    std::uint32_t push(const char* op, std::initializer_list<std::uint32_t> inputs, detail::BackwardFn<T> backward);
-    std::uint32_t push(const char* op, const std::vector<std::uint32_t>& inputs, detail::BackwardFn<T> backward);
-    std::uint32_t push(const char* op, const std::uint32_t* inputs, std::size_t count, detail::BackwardFn<T> backward,
-                       std::size_t outputs = 1);
+    /// requires grad; then `backward_fn` and the inputs are kept, and the inputs are pinned.
+    std::uint32_t push(const char* op, std::initializer_list<std::uint32_t> inputs, detail::BackwardFn<T> backward_fn);
+    std::uint32_t push(const char* op, const std::vector<std::uint32_t>& inputs, detail::BackwardFn<T> backward_fn);
+    std::uint32_t push(const char* op, const std::uint32_t* inputs, std::size_t count,
+                       detail::BackwardFn<T> backward_fn, std::size_t outputs = 1);
     /// A new handle to node i (output 0), or to output k of node i.
     Var<T> handle(std::uint32_t i);
     Var<T> handle(std::uint32_t i, std::size_t k) { return handle(output(i, k)); }
@@ -463,7 +463,7 @@ public:
 private:
     std::uint32_t new_slot(bool requires_grad);
     std::uint32_t finish_push(std::uint32_t i, const char* op, const std::uint32_t* in, std::size_t count,
-                              detail::BackwardFn<T> backward);
+                              detail::BackwardFn<T> backward_fn);
     std::uint32_t leaf(xt::xarray<T>&& value, bool requires_grad, const char* op);
     std::uint32_t leaf(const xt::xarray<T>& value, bool requires_grad, const char* op);
     void release(std::uint32_t i);

@@ -225,7 +225,7 @@ template <class T>
 struct Streamer<T>::Impl {
     std::size_t batch = 1, input = 0;
     std::vector<Stage<T>> stages;
-    std::vector<T> out;  // contiguous copy of the last stage's rows when B > 1 and they are strided
+    std::vector<T> output_rows;  // contiguous copy of the last stage's rows when B > 1 and they are strided
 
     // Appends the stages of `layer` (at `where` in messages); `width` is the running feature count (0: unknown yet).
     void add(Layer<T>& layer, const std::string& where, std::size_t& width);
@@ -353,7 +353,7 @@ Streamer<T>::Streamer(Layer<T>& model, std::size_t batch) : impl_(std::make_uniq
     std::size_t width = 0;
     impl_->add(model, "", width);
     if (impl_->stages.empty()) throw value_error("Streamer: the model has no layers to step");
-    impl_->out.resize(batch * impl_->stages.back().out);
+    impl_->output_rows.resize(batch * impl_->stages.back().out);
 }
 
 template <class T>
@@ -379,8 +379,8 @@ std::span<const T> Streamer<T>::step(std::span<const T> x) {
     }
     const std::size_t o = m.stages.back().out;
     if (ld == o || m.batch == 1) return {in, m.batch * o};
-    for (std::size_t b = 0; b < m.batch; ++b) std::copy(in + b * ld, in + b * ld + o, m.out.data() + b * o);
-    return {m.out.data(), m.batch * o};
+    for (std::size_t b = 0; b < m.batch; ++b) std::copy(in + b * ld, in + b * ld + o, m.output_rows.data() + b * o);
+    return {m.output_rows.data(), m.batch * o};
 }
 
 template <class T>

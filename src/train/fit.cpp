@@ -762,9 +762,9 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
             }
             progress.batch_end(b + 1, running);
         }
-        detail::Logs logs{{"loss", seen ? loss_sum / seen : std::nan("")}};
+        detail::Logs logs{{"loss", seen > 0 ? loss_sum / seen : std::nan("")}};
         for (std::size_t m = 0; m < o.metrics.size(); ++m)
-            logs.emplace_back(o.metrics[m].name, seen ? metric_sums[m] / seen : std::nan(""));
+            logs.emplace_back(o.metrics[m].name, seen > 0 ? metric_sums[m] / seen : std::nan(""));
         if (val && comm) {  // each rank its part; sums weighted by part size, then over the ranks
             std::vector<double> sums(2 + o.metrics.size(), 0.0);  // loss, metrics, samples
             const double w = static_cast<double>(skip ? val_keep.size() : val_last - val_first);
