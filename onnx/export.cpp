@@ -626,7 +626,7 @@ private:
                 throw value_error(where + " cannot be traced: its recorded graph changes with the batch size (at op '" +
                                   na.op + "')");
         }
-        TraceEmitter emit{*this, a, b, prefix, x, where, {}, {}};
+        TraceEmitter emit{*this, a, b, prefix, x, where, {}, {}, {}};
         for (auto& [name, p] : l.named_parameters()) emit.parameter_names[p] = prefix + name;
         std::vector<std::string> names(a.nodes.size());
         for (std::size_t p = 0; p < a.nodes.size(); ++p) names[p] = emit.node(p, names);
@@ -645,6 +645,7 @@ private:
         const std::string& where;
         std::map<const Parameter<T>*, std::string> parameter_names;
         std::string batch_size;  // the 1-D int64 tensor [B] of x's batch axis, made when first needed
+        std::map<std::string, std::string> transposed;  // W -> W^T (linear)
 
         [[noreturn]] void fail(std::size_t p, const std::string& why) const {
             throw value_error(where + " cannot be traced: op '" + a.node(p).op + "' " + why);
@@ -729,7 +730,9 @@ private:
                 return emit("Clip", {in(0), scalar(s.lo), scalar(s.hi)});
             }
             if (op == "linear") {  // y = x W^T (+ b)
-                std::string y = emit("MatMul", {in(0), emit("Transpose", {in(1)})});
+                auto [found, first_use] = transposed.try_emplace(in(1));  // once per weight, not per step
+                if (first_use) found->second = emit("Transpose", {in(1)});
+                std::string y = emit("MatMul", {in(0), found->second});
                 return n.num_inputs == 3 ? emit("Add", {y, in(2)}) : y;
             }
             if (op == "reshape") {  // the target shape, -1 on the batch axis
