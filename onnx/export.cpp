@@ -146,7 +146,7 @@ private:
     std::string int_scalar(std::int64_t v) {
         auto found = int_scalars_.find(v);
         if (found != int_scalars_.end()) return found->second;
-        const std::string name = "index_" + (v < 0 ? "m" + std::to_string(-v) : std::to_string(v));
+        std::string name = "index_" + (v < 0 ? "m" + std::to_string(-v) : std::to_string(v));
         auto* t = graph_.add_initializer();
         t->set_name(name);
         t->set_data_type(onnx::TensorProto::INT64);
@@ -777,10 +777,10 @@ private:
                     op == "softmax" ? "Softmax" : "LogSoftmax", {in(0)},
                     state<AxisState>(p, [](const auto& u, const auto& v) { return u.axis == v.axis; }).axis);
             if (op == "sum" || op == "mean") {  // over one axis, or over all when the output is a scalar
-                const auto& s = a.template state<ReduceState<T>>(p);
+                const auto& s = state<ReduceState<T>>(p, [](const auto& u, const auto& v) { return u.axis == v.axis; });
                 const bool all = shape(p).empty(),
                            keep = shape(p).size() == a.value(a.input_position(p, 0)).dimension();
-                const std::string y = e.fresh(op == "sum" ? "ReduceSum" : "ReduceMean");
+                std::string y = e.fresh(op == "sum" ? "ReduceSum" : "ReduceMean");
                 std::vector<std::string> inputs{in(0)};
                 if (op == "sum" && !all) inputs.push_back(e.int_constant({static_cast<std::int64_t>(s.axis)}));
                 auto& r = e.node(op == "sum" ? "ReduceSum" : "ReduceMean", inputs, {y});
