@@ -157,6 +157,15 @@ void onnx_check(const Scratch& scratch, const std::vector<std::string>& files) {
         "onnx.checker (python3-onnx; scripts/recur deps installs it) rejected a file or could not run: " << slurp(log));
 }
 
+/// What python3-onnx prints for `print(EXPR)` with the model in file loaded as m.
+std::string python_print(const Scratch& scratch, const std::string& file, const std::string& expr) {
+    const std::string log = scratch / "python.log";
+    const int status =
+        run("/usr/bin/python3 -c \"import sys, onnx\nm = onnx.load(sys.argv[1])\nprint(" + expr + ")\" " + file, log);
+    BOOST_REQUIRE_MESSAGE(status == 0, "python3-onnx failed: " << slurp(log));
+    return slurp(log);
+}
+
 double max_difference(const xt::xarray<float>& a, const xt::xarray<float>& b) {
     if (a.shape() != b.shape()) return INFINITY;
     double m = 0;
@@ -386,14 +395,9 @@ BOOST_AUTO_TEST_CASE(export_options_reach_the_file) {
     o.metadata = {{"task", "sine"}, {"author", "tests"}};
     const std::string file = scratch / "options.onnx";
     io::export_onnx(s, file, o);
-    const std::string log = scratch / "options.log";
-    const int status =
-        run("/usr/bin/python3 -c \"import sys, onnx\nm = onnx.load(sys.argv[1])\n"
-            "print(m.producer_name, m.opset_import[0].version, *[p.key + '=' + p.value for p in m.metadata_props])\" " +
-                file,
-            log);
-    BOOST_REQUIRE_EQUAL(status, 0);
-    BOOST_TEST(slurp(log) == "recur-test 17 task=sine author=tests\n");
+    BOOST_TEST(python_print(scratch, file,
+                            "m.producer_name, m.opset_import[0].version, *[p.key + '=' + p.value for p in "
+                            "m.metadata_props]") == "recur-test 17 task=sine author=tests\n");
 }
 
 BOOST_AUTO_TEST_CASE(unsupported_models_name_the_layer_and_leave_no_file) {
@@ -670,14 +674,7 @@ BOOST_AUTO_TEST_CASE(traced_parameters_keep_their_names) {
     o.trace_input_shape = {4, 0, 2};
     const std::string file = scratch / "names.onnx";
     io::export_onnx(s, file, o);
-    const std::string log = scratch / "names.log";
-    const int status =
-        run("/usr/bin/python3 -c \"import sys, onnx\nm = onnx.load(sys.argv[1])\n"
-            "print(*sorted(i.name for i in m.graph.initializer if i.name.startswith('1.')))\" " +
-                file,
-            log);
-    BOOST_REQUIRE_EQUAL(status, 0);
-    BOOST_TEST(slurp(log) ==
+    BOOST_TEST(python_print(scratch, file, "*sorted(i.name for i in m.graph.initializer if i.name.startswith('1.'))") ==
                "1.bias_l0 1.bias_l0_reverse 1.weight_hf_l0 1.weight_hf_l0_reverse 1.weight_hh_l0 "
                "1.weight_hh_l0_reverse 1.weight_ih_l0 1.weight_ih_l0_reverse\n");
 }
