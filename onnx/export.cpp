@@ -98,7 +98,8 @@ public:
         auto* layer = dynamic_cast<nn::Layer<T>*>(&model);
         if (!layer)
             throw value_error("export_onnx: " + type_name(model) +
-                              " is not supported: export a Sequential, one of its layers, or an RNN, LSTM or GRU");
+                              " is not supported: export a Sequential, one of its layers, or an RNN, LSTM or GRU "
+                              "(a custom cell's nn::Recurrent traces inside an nn::RecurrentLayer)");
         std::vector<std::pair<std::string, nn::Layer<T>*>> layers;
         flatten(*layer, "", layers);
         Value x = graph_input(layers);

@@ -707,6 +707,8 @@ BOOST_AUTO_TEST_CASE(untraceable_layers_name_the_layer_and_op_and_leave_no_file)
         throws_with<value_error>([&] { io::export_onnx(with_max, file, o); }, {"layer '1'", "MaxLayer", "'max'"}));
     DetachLayer detached;
     BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(detached, file, o); }, {"DetachLayer", "detach"}));
+    MGU bare = make_mgu<float>(3, 4, {});
+    BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(bare, file, o); }, {"MGUCell", "nn::RecurrentLayer"}));
     o.trace_input_shape = {5, 3};
     BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(mgu, file, o); }, {"trace_input_shape", "one 0"}));
     o.trace_input_shape = {5, 0, 3};
