@@ -11,6 +11,7 @@
 #include <xtensor/xoperation.hpp>
 
 #include "common.hpp"
+#include "op_states.hpp"
 
 namespace recur {
 using detail::accumulate;
@@ -138,10 +139,6 @@ Var<T> neg(const Var<T>& x) {
 
 // ---- affine: y = s * x + c (s, c scalars);  dx += s * g ------------------------------------
 template <class T>
-struct AffineState {
-    T scale;
-};
-template <class T>
 static void affine_backward(Tape<T>& t, std::uint32_t i) {
     const T scale = t.template saved_state<AffineState<T>>(i).scale;
     t.grad_ref(t.input(i, 0)).add(scale * t.node(i).grad);
@@ -149,7 +146,7 @@ static void affine_backward(Tape<T>& t, std::uint32_t i) {
 template <class T>
 Var<T> affine(const Var<T>& x, Scalar<T> scale, Scalar<T> shift) {
     Var<T> y = unary("affine", x, &affine_backward<T>, [&](const auto& v) { return scale * v + shift; });
-    y.tape().template state<AffineState<T>>(y.index()).scale = scale;
+    y.tape().template state<AffineState<T>>(y.index()) = {scale, shift};
     return y;
 }
 
@@ -166,10 +163,6 @@ Var<T> rdiv(Scalar<T> s, const Var<T>& x) {
 }
 
 // ---- pow: y = x^p (p scalar);  dx += g * p * x^(p-1) ---------------------------------------
-template <class T>
-struct PowState {
-    T exponent;
-};
 template <class T>
 static void pow_backward(Tape<T>& t, std::uint32_t i) {
     const std::uint32_t x = t.input(i, 0);
@@ -262,10 +255,6 @@ Var<T> sqrt(const Var<T>& x) {
 }
 
 // ---- clamp: y = min(max(x, lo), hi);  dx += g * [lo <= x <= hi] (torch.clamp's boundaries) --
-template <class T>
-struct ClampState {
-    T lo, hi;
-};
 template <class T>
 static void clamp_backward(Tape<T>& t, std::uint32_t i) {
     const std::uint32_t x = t.input(i, 0);

@@ -10,22 +10,12 @@
 #include <xtensor/xadapt.hpp>
 
 #include "common.hpp"
+#include "op_states.hpp"
 
 namespace recur {
 
 using detail::around;
 using detail::AxisView;
-
-// What a reduction keeps: the reduced axis and the factor c (1 for sum, 1/n for mean).
-template <class T>
-struct ReduceState {
-    std::size_t axis = 0;
-    T scale = T(1);
-};
-// What softmax and log_softmax keep: the axis.
-struct AxisState {
-    std::size_t axis = 0;
-};
 
 // ---- sum / mean of all elements: y = c * sum(x), c = 1 or 1/numel;  dx += c * g -------------
 template <class T>

@@ -6,6 +6,7 @@
 #include <xtensor/xmanipulation.hpp>
 
 #include "common.hpp"
+#include "op_states.hpp"
 
 namespace recur {
 
@@ -85,9 +86,6 @@ Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape) {
 }
 
 // ---- permute: y = x with axes reordered, y axis k = x axis dims[k];  dx += g permuted back ---
-struct PermuteState {
-    std::vector<std::size_t> inverse;  // x axis k is y axis inverse[k]
-};
 template <class T>
 static void permute_backward(Tape<T>& t, std::uint32_t i) {
     const auto& inverse = t.template saved_state<PermuteState>(i).inverse;
@@ -132,9 +130,6 @@ Var<T> transpose(const Var<T>& x, std::ptrdiff_t axis0, std::ptrdiff_t axis1) {
 
 // ---- slice / select: y[o, k, j] = x[o, start + k, j];  dx[o, start + k, j] += g[o, k, j] -----
 // select is a slice of one element whose axis is dropped.
-struct SliceState {
-    std::size_t axis = 0, start = 0, count = 0;
-};
 template <class T>
 static void slice_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
@@ -199,10 +194,6 @@ std::vector<Var<T>> chunk(const Var<T>& x, std::size_t n, std::ptrdiff_t axis) {
 
 // ---- concat / stack: y[o, off_k + m, j] = x_k[o, m, j];  dx_k[o, m, j] += g[o, off_k + m, j] --
 // stack views each input as (outer, 1, inner) around the new axis.
-struct JoinState {
-    std::size_t axis = 0;
-    bool new_axis = false;  // stack
-};
 template <class T>
 static void join_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);

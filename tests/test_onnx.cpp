@@ -43,6 +43,7 @@ BOOST_AUTO_TEST_SUITE_END()
 #include "recur/optim.hpp"
 #include "recur/train.hpp"
 #include "support.hpp"
+#include "../examples/custom_cell/mgu_cell.hpp"
 
 namespace fs = std::filesystem;
 using namespace recur;
@@ -154,6 +155,15 @@ void onnx_check(const Scratch& scratch, const std::vector<std::string>& files) {
     BOOST_REQUIRE_MESSAGE(
         status == 0,
         "onnx.checker (python3-onnx; scripts/recur deps installs it) rejected a file or could not run: " << slurp(log));
+}
+
+/// What python3-onnx prints for `print(EXPR)` with the model in file loaded as m.
+std::string python_print(const Scratch& scratch, const std::string& file, const std::string& expr) {
+    const std::string log = scratch / "python.log";
+    const int status =
+        run("/usr/bin/python3 -c \"import sys, onnx\nm = onnx.load(sys.argv[1])\nprint(" + expr + ")\" " + file, log);
+    BOOST_REQUIRE_MESSAGE(status == 0, "python3-onnx failed: " << slurp(log));
+    return slurp(log);
 }
 
 double max_difference(const xt::xarray<float>& a, const xt::xarray<float>& b) {
@@ -385,14 +395,9 @@ BOOST_AUTO_TEST_CASE(export_options_reach_the_file) {
     o.metadata = {{"task", "sine"}, {"author", "tests"}};
     const std::string file = scratch / "options.onnx";
     io::export_onnx(s, file, o);
-    const std::string log = scratch / "options.log";
-    const int status =
-        run("/usr/bin/python3 -c \"import sys, onnx\nm = onnx.load(sys.argv[1])\n"
-            "print(m.producer_name, m.opset_import[0].version, *[p.key + '=' + p.value for p in m.metadata_props])\" " +
-                file,
-            log);
-    BOOST_REQUIRE_EQUAL(status, 0);
-    BOOST_TEST(slurp(log) == "recur-test 17 task=sine author=tests\n");
+    BOOST_TEST(python_print(scratch, file,
+                            "m.producer_name, m.opset_import[0].version, *[p.key + '=' + p.value for p in "
+                            "m.metadata_props]") == "recur-test 17 task=sine author=tests\n");
 }
 
 BOOST_AUTO_TEST_CASE(unsupported_models_name_the_layer_and_leave_no_file) {
@@ -535,6 +540,182 @@ BOOST_AUTO_TEST_CASE(malformed_files_raise_io_error) {
     BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(bad); }, {"bad.onnx"}));
     BOOST_TEST(throws_with<io_error>([&] { io::import_onnx<float>(scratch / "missing.onnx"); },
                                      {"missing.onnx", "cannot open"}));
+}
+
+// ---- Tracing: layers without an ONNX operator (options.trace_input_shape) -----------------
+
+using MGU = nn::Recurrent<MGUCell<float> >;
+
+/// A RecurrentLayer of examples/custom_cell's MGU.
+std::unique_ptr<nn::RecurrentLayer<MGU> > mgu_layer(std::size_t in, std::size_t hidden, nn::RecurrentOptions o,
+                                                    nn::Return mode) {
+    return nn::recurrent_layer(std::unique_ptr<MGU>(new MGU(make_mgu<float>(in, hidden, o))), mode);
+}
+
+/// A layer of assorted primitives, for the tracer's other ops: x (B, T, I) -> (B, 3 O + I).
+class Mixer : public nn::Layer<float> {
+public:
+    Mixer(std::size_t in, std::size_t out)
+        : out_(static_cast<std::ptrdiff_t>(out)),
+          w_(register_parameter("w", uniform_array({out, in}, 3))),
+          v_(register_parameter("v", uniform_array({in, out}, 4))) {}
+    Var<float> forward(const Var<float>& x, const std::vector<std::int64_t>&) override {
+        auto& tape = x.tape();
+        Var<float> p = softmax(linear(x, tape.bind(w_)), -1) * 2.0f - 0.5f;  // (B, T, O)
+        Var<float> q = matmul(tanh(x), tape.bind(v_)) / 3.0f;  // (B, T, O)
+        Var<float> z = transpose(p + q, 0, 1);  // (T, B, O)
+        Var<float> s = clamp(sum(z, 0), -1.0f, 1.0f);  // (B, O)
+        Var<float> m = reshape(mean(z, 0, true), {-1, out_});  // (B, O)
+        Var<float> r = pow(exp(-abs(m)), 2.0f) + sqrt(relu(m) + 1.0f) - log(sigmoid(s) + 1.0f);
+        Var<float> l = log_softmax(select(slice(x, 1, 1, 3), 1, 0), -1);  // (B, I)
+        return concat<float>({r + mean(r), s / (abs(r) + 1.0f), reshape(stack<float>({r, s}, 1), {-1, 2 * out_}), l},
+                             -1);
+    }
+
+private:
+    std::ptrdiff_t out_;
+    Parameter<float>& w_;
+    Parameter<float>& v_;
+};
+
+constexpr std::size_t traced_steps = 5;
+
+std::vector<Case> traced_cases() {
+    manual_seed(1415);
+    using nn::Return;
+    std::vector<Case> cases;
+    {
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(mgu_layer(3, 4, {}, Return::sequences));
+        cases.push_back(sequential("mgu_time_major", std::move(s), false, 3, false));
+    }
+    {
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(mgu_layer(3, 4, {.num_layers = 2, .batch_first = true}, Return::sequences));
+        cases.push_back(sequential("mgu_stack_batch_first", std::move(s), true, 3, false));
+    }
+    {
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(mgu_layer(3, 4, {.num_layers = 2, .batch_first = true, .bidirectional = true}, Return::last));
+        s->emplace<nn::Linear<float> >(8, 2);
+        s->emplace<nn::Sigmoid<float> >();
+        cases.push_back(sequential("mgu_bi_stack_last_linear", std::move(s), true, 3, false));
+    }
+    {
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(mgu_layer(3, 5, {.bidirectional = true}, Return::sequences));
+        cases.push_back(sequential("mgu_bi_time_major", std::move(s), false, 3, false));
+    }
+    {
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->add(rec<nn::LSTM<float> >(nn::LSTMOptions{.input_size = 3, .hidden_size = 4}, Return::sequences));
+        s->add(mgu_layer(4, 3, {}, Return::last));
+        cases.push_back(sequential("lstm_then_mgu_last", std::move(s), false, 3, false));
+    }
+    {
+        auto s = std::make_unique<nn::Sequential<float> >();
+        s->emplace<Mixer>(3, 4);
+        cases.push_back(sequential("mixer_ops", std::move(s), true, 3, false));
+    }
+    return cases;
+}
+
+io::OnnxExportOptions traced_options(const Case& c) {
+    io::OnnxExportOptions o;
+    o.trace_input_shape = c.batch_first ? std::vector<std::size_t>{0, traced_steps, c.width}
+                                        : std::vector<std::size_t>{traced_steps, 0, c.width};
+    return o;
+}
+
+// The MGU of examples/custom_cell (1 and 2 layers, bidirectional, batch_first both ways,
+// Return::sequences and last, after a native LSTM) and a layer of assorted primitives,
+// traced: onnx.checker passes, and ONNX Runtime's outputs equal recur's within 1e-5 for
+// batches of 1 and 4 rows (the batch axis stays dynamic).
+BOOST_AUTO_TEST_CASE(traced_export_matches_onnx_runtime) {
+    Scratch scratch;
+    std::vector<Case> cases = traced_cases();
+    const std::vector<std::size_t> batches{1, 4};
+    std::vector<std::string> files;
+    std::vector<std::pair<std::string, std::vector<Feed> > > jobs;
+    std::vector<Outputs> expected;
+    for (Case& c : cases) {
+        c.model->train();  // export traces in eval mode and restores the mode
+        const std::string file = scratch / (c.name + ".onnx");
+        io::export_onnx(*c.model, file, traced_options(c));
+        BOOST_TEST(c.model->training());
+        c.model->eval();
+        files.push_back(file);
+        std::uint64_t seed = 21;
+        for (std::size_t batch : batches) {
+            xt::xarray<float> x = case_input(c, batch, traced_steps, seed++);
+            Tape<float> tape;
+            expected.push_back(c.run(tape.constant(x), {}));
+            jobs.emplace_back(file, std::vector<Feed>{float_feed("input", x)});
+        }
+    }
+    onnx_check(scratch, files);
+    std::vector<Outputs> got = onnx_runtime(scratch, jobs);
+    BOOST_REQUIRE_EQUAL(got.size(), expected.size());
+    for (std::size_t j = 0; j < jobs.size(); ++j) {
+        BOOST_TEST_CONTEXT(cases[j / batches.size()].name << " batch " << batches[j % batches.size()]) {
+            BOOST_REQUIRE(got[j].count("output") == 1);
+            BOOST_TEST(max_difference(got[j].at("output"), expected[j].at("output")) <= 1e-5);
+        }
+    }
+}
+
+// The parameters of a traced layer are initializers under their state_dict names.
+BOOST_AUTO_TEST_CASE(traced_parameters_keep_their_names) {
+    Scratch scratch;
+    nn::Sequential<float> s;
+    s.emplace<nn::Linear<float> >(2, 3);
+    s.add(mgu_layer(3, 4, {.bidirectional = true}, nn::Return::sequences));
+    io::OnnxExportOptions o;
+    o.trace_input_shape = {4, 0, 2};
+    const std::string file = scratch / "names.onnx";
+    io::export_onnx(s, file, o);
+    BOOST_TEST(python_print(scratch, file, "*sorted(i.name for i in m.graph.initializer if i.name.startswith('1.'))") ==
+               "1.bias_l0 1.bias_l0_reverse 1.weight_hf_l0 1.weight_hf_l0_reverse 1.weight_hh_l0 "
+               "1.weight_hh_l0_reverse 1.weight_ih_l0 1.weight_ih_l0_reverse\n");
+}
+
+/// A layer with an op the tracer does not know (max).
+class MaxLayer : public nn::Layer<float> {
+public:
+    Var<float> forward(const Var<float>& x, const std::vector<std::int64_t>&) override { return max(x, -1); }
+};
+/// A layer that computes a value from its input outside the recorded graph.
+class DetachLayer : public nn::Layer<float> {
+public:
+    Var<float> forward(const Var<float>& x, const std::vector<std::int64_t>&) override { return x + detach(x * 2.0f); }
+};
+
+BOOST_AUTO_TEST_CASE(untraceable_layers_name_the_layer_and_op_and_leave_no_file) {
+    Scratch scratch;
+    const std::string file = scratch / "bad.onnx";
+    nn::Sequential<float> mgu;
+    mgu.add(mgu_layer(3, 4, {}, nn::Return::last));
+    // Without trace_input_shape: the custom cell is refused, and the message says how to trace.
+    BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(mgu, file); },
+                                        {"layer '0'", "custom cell", "trace_input_shape"}));
+    io::OnnxExportOptions o;
+    o.trace_input_shape = {5, 0, 3};
+    nn::Sequential<float> with_max;
+    with_max.emplace<nn::Linear<float> >(3, 3);
+    with_max.emplace<MaxLayer>();
+    BOOST_TEST(
+        throws_with<value_error>([&] { io::export_onnx(with_max, file, o); }, {"layer '1'", "MaxLayer", "'max'"}));
+    DetachLayer detached;
+    BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(detached, file, o); }, {"DetachLayer", "detach"}));
+    MGU bare = make_mgu<float>(3, 4, {});
+    BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(bare, file, o); }, {"MGUCell", "nn::RecurrentLayer"}));
+    o.trace_input_shape = {5, 3};
+    BOOST_TEST(throws_with<value_error>([&] { io::export_onnx(mgu, file, o); }, {"trace_input_shape", "one 0"}));
+    o.trace_input_shape = {5, 0, 3};
+    o.lengths = true;
+    BOOST_TEST(
+        throws_with<value_error>([&] { io::export_onnx(mgu, file, o); }, {"lengths", "trace_input_shape", "exclude"}));
+    BOOST_TEST(!fs::exists(file));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -2,11 +2,14 @@
 // bidirectional use, variable lengths and a gradient check from recur with no extra code,
 // and trains like any built-in layer (here on simple_rnn's "is the first element positive?").
 //
-//   custom_cell [--epochs 8]
+//   custom_cell [--epochs 8] [--onnx FILE]
 #include <iostream>
 #include <random>
 
 #include <recur/recur.hpp>
+#ifdef CUSTOM_CELL_ONNX
+#include <recur/onnx.hpp>
+#endif
 
 #include "../common/example.hpp"
 #include "mgu_cell.hpp"
@@ -111,5 +114,16 @@ int main(int argc, char** argv) {
     const double accuracy = train::evaluate<float>(classifier, bce, test_set, 100, {train::binary_accuracy<float>(0.0)})
                                 .at("binary_accuracy");
     std::cout << "MGU test accuracy on 'is the first element positive?' (T = 10): " << accuracy << '\n';
+
+    // 4. --onnx FILE: the classifier as ONNX, its MGU traced into ONNX primitives for T = 10
+    //    (input (B, 10, 2), batch dynamic; output (B, 1) logits).
+    if (const std::string path = args.get_string("onnx", ""); !path.empty()) {
+#ifdef CUSTOM_CELL_ONNX
+        io::export_onnx(classifier, path, {.trace_input_shape = {0, 10, 2}});
+        std::cout << "wrote " << path << '\n';
+#else
+        std::cout << "--onnx: recur::onnx was not built\n";
+#endif
+    }
     return report.passed && last < first / 4 && (accuracy >= 0.9 || epochs < 8) ? 0 : 1;
 }

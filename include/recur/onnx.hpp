@@ -27,6 +27,23 @@
 // value_error naming the layer and the reason, and writes nothing. The file is written
 // atomically (io::write_atomically).
 //
+// Tracing, for layers that have no ONNX operator (a RecurrentLayer of a user-written cell,
+// any Layer built from recur's primitives), as torch.onnx traces Python code: with
+// options.trace_input_shape (e.g. {0, T, I}: batch-first, fixed T, batch axis 0), such a
+// layer runs forward in eval mode on a recording tape, and the ops its output depends on
+// become ONNX primitives: add/sub/mul/div/neg -> Add/Sub/Mul/Div/Neg, scalar arithmetic
+// (affine, `1 - f`) -> Mul/Add/Sub with scalar initializers, pow, clamp -> Pow, Clip,
+// exp/log/tanh/sigmoid/relu/abs/sqrt -> the ONNX op of that name, matmul -> MatMul, linear ->
+// MatMul(x, Transpose(W)) + Add(b), reshape -> Reshape, permute/transpose -> Transpose,
+// slice/chunk -> Slice, select -> Gather, concat -> Concat, stack -> Unsqueeze + Concat,
+// softmax/log_softmax -> Softmax/LogSoftmax, sum/mean -> ReduceSum/ReduceMean. Parameters
+// are initializers under their state_dict names; the zero initial state is a
+// ConstantOfShape of the batch size. Limits: T is fixed (the input's sequence extent is
+// T, not dynamic); no lengths (options.lengths is a value_error); the state starts at zero
+// (a stateful layer is a value_error); the batch stays dynamic (the layer is recorded for
+// two batch sizes, and the extents that differ are the batch axis). Any other op raises
+// value_error naming the layer and the op. import_onnx does not read traced graphs back.
+//
 // Import, import_onnx<T>(path): rebuilds a Sequential with the weights loaded, from what
 // export_onnx writes and from what torch.onnx.export (PyTorch 1.13, opset 14) writes for
 // nn.Sequential-style chains of those layers: its Transposes around batch_first, its
@@ -50,6 +67,11 @@ namespace recur::io {
 struct OnnxExportOptions {
     int opset = 14;  // 14 to 17 (what ONNX 1.12 knows)
     bool lengths = false;  // add the int32 input "sequence_lens" (B)
+    /// Tracing (see the top of this file): the model's input shape with 0 on the batch axis,
+    /// e.g. {0, T, I} for a batch-first (B, T, I) input, {T, 0, I} time-major. Layers with
+    /// no ONNX operator (a RecurrentLayer of a user-written cell, ...) are then recorded for
+    /// this fixed T and written as ONNX primitives. Empty: such a layer is a value_error.
+    std::vector<std::size_t> trace_input_shape{};
     std::string producer_name = "recur";
     std::string producer_version = "0.1.0";
     std::string graph_name = "recur";
