@@ -6,10 +6,10 @@
 // forward): the backward carries its own data, typed, and the tape keeps it in the node.
 //
 //   Var<double> y = recur::primitive("softsign", {x}, [](OpContext<double>& op) {
-//       const auto& x = op.input(0);
-//       op.output(x.shape()) = x / (1.0 + xt::abs(x));       // y = x / (1 + |x|)
-//       return [](OpContext<double>& op) {                    // dx += g / (1 + |x|)^2
-//           op.add_input_grad(0, op.output_grad() / xt::square(1.0 + xt::abs(op.input(0))));
+//       const auto& in = op.input(0);
+//       op.output(in.shape()) = in / (1.0 + xt::abs(in));    // y = x / (1 + |x|)
+//       return [](OpContext<double>& back) {                  // dx += g / (1 + |x|)^2
+//           back.add_input_grad(0, back.output_grad() / xt::square(1.0 + xt::abs(back.input(0))));
 //       };
 //   });
 //

@@ -59,8 +59,8 @@ bool run() {
         return primitive("softsign", {v}, [](OpContext<double>& op) {
             const xt::xarray<double>& in = op.input(0);
             op.output(in.shape()) = in / (1.0 + xt::abs(in));
-            return [](OpContext<double>& op) {
-                op.add_input_grad(0, op.output_grad() / xt::square(1.0 + xt::abs(op.input(0))));
+            return [](OpContext<double>& back) {
+                back.add_input_grad(0, back.output_grad() / xt::square(1.0 + xt::abs(back.input(0))));
             };
         });
     };
