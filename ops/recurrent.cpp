@@ -891,8 +891,8 @@ void layer_norm_gru_backward(Tape<T>& t, std::uint32_t i) {
 template <class T>
 LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const Var<T>& h,
                                       const Var<T>& c, const Var<T>& w_hh, const Var<T>& gamma_hh,
-                                      const Var<T>& beta_hh, const Var<T>& gamma_c, const Var<T>& beta_c,
-                                      Scalar<T> eps, const Var<T>& h_mask) {
+                                      const Var<T>& beta_hh, const Var<T>& gamma_c, const Var<T>& beta_c, Scalar<T> eps,
+                                      const Var<T>& h_mask) {
     const char* op = "layer_norm_lstm_step";
     Tape<T>& t = detail::tape_of(op, xs, h, c, w_hh, gamma_hh, beta_hh, gamma_c, beta_c);
     const auto dims = check_step(op, 4, xs, time_axis, step, h, c, w_hh, Var<T>());

@@ -223,10 +223,10 @@ template <class T>
 CellState<T> LayerNormLSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::size_t t,
                                            const CellState<T>& state, const Var<T>& h_mask) {
     Tape<T>& tape = xs.tape();
-    LSTMPointwise<T> r = layer_norm_lstm_step(xs, time_axis, t, state[0], state[1], tape.bind(this->weight_hh()),
-                                              tape.bind(*this->ln_weight_hh_), tape.bind(*this->ln_bias_hh_),
-                                              tape.bind(*ln_weight_c_), tape.bind(*ln_bias_c_),
-                                              static_cast<T>(this->eps_), h_mask);
+    LSTMPointwise<T> r =
+        layer_norm_lstm_step(xs, time_axis, t, state[0], state[1], tape.bind(this->weight_hh()),
+                             tape.bind(*this->ln_weight_hh_), tape.bind(*this->ln_bias_hh_), tape.bind(*ln_weight_c_),
+                             tape.bind(*ln_bias_c_), static_cast<T>(this->eps_), h_mask);
     return {std::move(r.h), std::move(r.c)};
 }
 
