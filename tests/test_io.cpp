@@ -43,7 +43,7 @@ namespace {
 using Scalars = boost::mpl::list<float, double>;
 using Bytes = std::vector<unsigned char>;
 
-std::string data(const std::string& name) { return std::string(RECUR_TEST_DATA_DIR) + "/" + name; }
+std::string data_file(const std::string& name) { return std::string(RECUR_TEST_DATA_DIR) + "/" + name; }
 
 // A fresh directory under the system temp dir, removed with everything in it.
 struct TempDir {
@@ -240,7 +240,8 @@ BOOST_AUTO_TEST_CASE(npy_bytes_match_numpy) {
     auto same_as = [&](const std::string& fixture, auto array) {
         const std::string p = dir / fixture;
         recur::io::save_npy(p, array);
-        BOOST_TEST((read_bytes(p) == read_bytes(data(fixture))), fixture << ": recur's bytes differ from np.save's");
+        BOOST_TEST((read_bytes(p) == read_bytes(data_file(fixture))),
+                   fixture << ": recur's bytes differ from np.save's");
     };
     same_as("np_f32_2x3.npy", convert<float>(kF2x3));
     same_as("np_f64_2x3.npy", kF2x3);
@@ -250,36 +251,40 @@ BOOST_AUTO_TEST_CASE(npy_bytes_match_numpy) {
 }
 
 BOOST_AUTO_TEST_CASE(npy_reads_numpy_files) {
-    BOOST_TEST(identical(recur::io::load_npy<double>(data("np_f64_2x3.npy")), kF2x3));
-    BOOST_TEST(identical(recur::io::load_npy<float>(data("np_f32_2x3.npy")), convert<float>(kF2x3)));
+    BOOST_TEST(identical(recur::io::load_npy<double>(data_file("np_f64_2x3.npy")), kF2x3));
+    BOOST_TEST(identical(recur::io::load_npy<float>(data_file("np_f32_2x3.npy")), convert<float>(kF2x3)));
     // float32 file into double: exact widening of the stored floats
-    BOOST_TEST(identical(recur::io::load_npy<double>(data("np_f32_2x3.npy")), convert<double>(convert<float>(kF2x3))));
+    BOOST_TEST(
+        identical(recur::io::load_npy<double>(data_file("np_f32_2x3.npy")), convert<double>(convert<float>(kF2x3))));
     // float64 file into float: rounded
-    BOOST_TEST(identical(recur::io::load_npy<float>(data("np_f64_2x3.npy")), convert<float>(kF2x3)));
-    BOOST_TEST(identical(recur::io::load_npy<double>(data("np_f64_vec.npy")), vec()));
+    BOOST_TEST(identical(recur::io::load_npy<float>(data_file("np_f64_2x3.npy")), convert<float>(kF2x3)));
+    BOOST_TEST(identical(recur::io::load_npy<double>(data_file("np_f64_vec.npy")), vec()));
 
-    auto s = recur::io::load_npy<double>(data("np_f64_scalar.npy"));
+    auto s = recur::io::load_npy<double>(data_file("np_f64_scalar.npy"));
     BOOST_TEST(s.dimension() == 0u);
     BOOST_TEST(s.size() == 1u);
     BOOST_TEST(s() == 3.25);
 
-    auto e = recur::io::load_npy<float>(data("np_f64_empty.npy"));
+    auto e = recur::io::load_npy<float>(data_file("np_f64_empty.npy"));
     BOOST_TEST((e.shape() == Shape{0, 3}));
 
     // Fortran order is transposed into recur's row-major layout.
-    BOOST_TEST(identical(recur::io::load_npy<double>(data("np_f64_fortran.npy")), cube()));
-    BOOST_TEST(identical(recur::io::load_npy<float>(data("np_f32_fortran.npy")), grid32()));
+    BOOST_TEST(identical(recur::io::load_npy<double>(data_file("np_f64_fortran.npy")), cube()));
+    BOOST_TEST(identical(recur::io::load_npy<float>(data_file("np_f32_fortran.npy")), grid32()));
     // Format versions 2.0 and 3.0.
-    BOOST_TEST(identical(recur::io::load_npy<double>(data("np_f64_v2.npy")), cube()));
-    BOOST_TEST(identical(recur::io::load_npy<float>(data("np_f32_v3.npy")), grid32()));
+    BOOST_TEST(identical(recur::io::load_npy<double>(data_file("np_f64_v2.npy")), cube()));
+    BOOST_TEST(identical(recur::io::load_npy<float>(data_file("np_f32_v3.npy")), grid32()));
 }
 
 BOOST_AUTO_TEST_CASE(npy_rejects_other_dtypes) {
-    expect_io_error([] { recur::io::load_npy<double>(data("np_i64.npy")); },
+    expect_io_error([] { recur::io::load_npy<double>(data_file("np_i64.npy")); },
                     {"np_i64.npy", "'<i8'", "int64", "float32"});
-    expect_io_error([] { recur::io::load_npy<double>(data("np_f8_be.npy")); }, {"np_f8_be.npy", "'>f8'", "big-endian"});
-    expect_io_error([] { recur::io::load_npy<float>(data("np_c16.npy")); }, {"np_c16.npy", "'<c16'", "complex128"});
-    expect_io_error([] { recur::io::load_npy<float>(data("np_structured.npy")); }, {"np_structured.npy", "structured"});
+    expect_io_error([] { recur::io::load_npy<double>(data_file("np_f8_be.npy")); },
+                    {"np_f8_be.npy", "'>f8'", "big-endian"});
+    expect_io_error([] { recur::io::load_npy<float>(data_file("np_c16.npy")); },
+                    {"np_c16.npy", "'<c16'", "complex128"});
+    expect_io_error([] { recur::io::load_npy<float>(data_file("np_structured.npy")); },
+                    {"np_structured.npy", "structured"});
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(npy_roundtrip, T, Scalars) {
@@ -472,7 +477,7 @@ BOOST_AUTO_TEST_CASE(zip_writer_makes_valid_archives) {
 BOOST_AUTO_TEST_CASE(npz_reads_numpy_archives) {
     for (const char* name : {"np_savez.npz", "np_savez_compressed.npz"}) {
         BOOST_TEST_CONTEXT(name) {
-            auto arrays = recur::io::load_npz<double>(data(name));
+            auto arrays = recur::io::load_npz<double>(data_file(name));
             BOOST_REQUIRE(arrays.size() == 4u);
             BOOST_TEST(arrays[0].first == "a");
             BOOST_TEST(arrays[1].first == "b");
@@ -483,22 +488,22 @@ BOOST_AUTO_TEST_CASE(npz_reads_numpy_archives) {
             BOOST_TEST(arrays[2].second.dimension() == 0u);
             BOOST_TEST(arrays[2].second() == 3.25);
             BOOST_TEST(identical(arrays[3].second, cube()));
-            auto f = recur::io::load_npz<float>(data(name));
+            auto f = recur::io::load_npz<float>(data_file(name));
             BOOST_TEST(identical(f[3].second, convert<float>(cube())));
         }
     }
 }
 
 BOOST_AUTO_TEST_CASE(npz_rejects_bad_archives) {
-    expect_io_error([] { recur::io::load_npz<float>(data("np_savez_int.npz")); },
+    expect_io_error([] { recur::io::load_npz<float>(data_file("np_savez_int.npz")); },
                     {"np_savez_int.npz", "'ids'", "'<i8'", "int64"});
-    expect_io_error([] { recur::io::load_npz<float>(data("lying_header.npz")); },
+    expect_io_error([] { recur::io::load_npz<float>(data_file("lying_header.npz")); },
                     {"lying_header.npz", "'w'", "truncated", "(100, 100)"});
-    expect_io_error([] { recur::io::load_npz<float>(data("extra_data.npz")); }, {"extra_data.npz", "'w'", "(2,)"});
-    expect_io_error([] { recur::io::load_npz<float>(data("not_npy_member.npz")); },
+    expect_io_error([] { recur::io::load_npz<float>(data_file("extra_data.npz")); }, {"extra_data.npz", "'w'", "(2,)"});
+    expect_io_error([] { recur::io::load_npz<float>(data_file("not_npy_member.npz")); },
                     {"not_npy_member.npz", "'readme.txt'"});
-    expect_io_error([] { recur::io::load_npz<float>(data("np_f64_vec.npy")); }, {"np_f64_vec.npy", "zip"});
-    expect_io_error([] { recur::io::load_npz<float>(data("no_such_file.npz")); }, {"no_such_file.npz"});
+    expect_io_error([] { recur::io::load_npz<float>(data_file("np_f64_vec.npy")); }, {"np_f64_vec.npy", "zip"});
+    expect_io_error([] { recur::io::load_npz<float>(data_file("no_such_file.npz")); }, {"no_such_file.npz"});
     expect_io_error([] { recur::io::load_npz<float>(RECUR_TEST_DATA_DIR); }, {"not a regular file"});
 }
 
@@ -538,7 +543,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(npz_roundtrip_keeps_order, T, Scalars) {
 BOOST_AUTO_TEST_CASE(integer_arrays_and_selected_members) {
     using I = std::int64_t;
     // T = int64 reads every little-endian integer type numpy writes.
-    auto ints = recur::io::load_npz<I>(data("np_ints.npz"));
+    auto ints = recur::io::load_npz<I>(data_file("np_ints.npz"));
     BOOST_REQUIRE(ints.size() == 8u);
     for (const auto& [name, a] : ints) {
         BOOST_TEST_CONTEXT(name) {
@@ -549,32 +554,33 @@ BOOST_AUTO_TEST_CASE(integer_arrays_and_selected_members) {
             BOOST_TEST(a(2) == (is_signed ? I(7) : I(200)));
         }
     }
-    auto i64 = recur::io::load_npy<I>(data("np_i64.npy"));
+    auto i64 = recur::io::load_npy<I>(data_file("np_i64.npy"));
     BOOST_TEST((i64.shape() == Shape{2, 3}));
     BOOST_TEST(i64(1, 2) == I(5));
-    expect_io_error([] { recur::io::load_npy<I>(data("np_u64_big.npy")); }, {"np_u64_big.npy", "int64"});
-    expect_io_error([] { recur::io::load_npy<I>(data("np_f64_vec.npy")); }, {"np_f64_vec.npy", "'<f8'", "integer"});
-    expect_io_error([] { recur::io::load_npy<I>(data("np_f8_be.npy")); }, {"'>f8'"});
+    expect_io_error([] { recur::io::load_npy<I>(data_file("np_u64_big.npy")); }, {"np_u64_big.npy", "int64"});
+    expect_io_error([] { recur::io::load_npy<I>(data_file("np_f64_vec.npy")); },
+                    {"np_f64_vec.npy", "'<f8'", "integer"});
+    expect_io_error([] { recur::io::load_npy<I>(data_file("np_f8_be.npy")); }, {"'>f8'"});
 
     // Selected members: float data and integer lengths side by side.
-    auto w = recur::io::load_npz<double>(data("np_savez_int.npz"), {"w"});
+    auto w = recur::io::load_npz<double>(data_file("np_savez_int.npz"), {"w"});
     BOOST_REQUIRE(w.size() == 1u);
     BOOST_TEST(w[0].first == "w");
     BOOST_TEST(identical(w[0].second, vec()));
-    auto ids = recur::io::load_npz<I>(data("np_savez_int.npz"), {"ids"});
+    auto ids = recur::io::load_npz<I>(data_file("np_savez_int.npz"), {"ids"});
     BOOST_REQUIRE(ids.size() == 1u);
     BOOST_TEST(ids[0].second(2) == I(2));
-    auto two = recur::io::load_npz<float>(data("np_savez.npz"), {"d", "a"});  // the order asked for
+    auto two = recur::io::load_npz<float>(data_file("np_savez.npz"), {"d", "a"});  // the order asked for
     BOOST_REQUIRE(two.size() == 2u);
     BOOST_TEST(two[0].first == "d");
     BOOST_TEST(two[1].first == "a");
     BOOST_TEST(identical(two[0].second, convert<float>(cube())));
     // other members are not read, even ones that are not arrays
-    BOOST_TEST(recur::io::load_npz<double>(data("not_npy_member.npz"), {"w"}).size() == 1u);
-    expect_io_error([] { recur::io::load_npz<double>(data("np_savez_int.npz"), {"lengths"}); },
+    BOOST_TEST(recur::io::load_npz<double>(data_file("not_npy_member.npz"), {"w"}).size() == 1u);
+    expect_io_error([] { recur::io::load_npz<double>(data_file("np_savez_int.npz"), {"lengths"}); },
                     {"np_savez_int.npz", "no array 'lengths'", "w, ids"});
-    expect_io_error([] { recur::io::load_npz<double>(data("np_savez_int.npz"), {"ids"}); }, {"'ids'", "'<i8'"});
-    expect_io_error([] { recur::io::load_npz<double>(data("np_savez.npz"), {"a", "a"}); }, {"'a'", "twice"});
+    expect_io_error([] { recur::io::load_npz<double>(data_file("np_savez_int.npz"), {"ids"}); }, {"'ids'", "'<i8'"});
+    expect_io_error([] { recur::io::load_npz<double>(data_file("np_savez.npz"), {"a", "a"}); }, {"'a'", "twice"});
 }
 
 // ---- Modules ------------------------------------------------------------------------------
@@ -634,9 +640,9 @@ BOOST_AUTO_TEST_CASE(module_cross_precision_rounds) {
 BOOST_AUTO_TEST_CASE_TEMPLATE(module_loads_torch_lstm, T, Scalars) {
     // torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True).state_dict(), via np.savez.
     ListModule<T> m(lstm_spec(3, 4, 2));
-    recur::io::load(m, data("torch_lstm.npz"));
+    recur::io::load(m, data_file("torch_lstm.npz"));
 
-    auto arrays = recur::io::load_npz<T>(data("torch_lstm.npz"));
+    auto arrays = recur::io::load_npz<T>(data_file("torch_lstm.npz"));
     auto params = m.named_parameters();
     BOOST_REQUIRE(arrays.size() == params.size());
     for (std::size_t k = 0; k < params.size(); ++k) {
@@ -662,7 +668,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(module_loads_torch_lstm, T, Scalars) {
     fill(wrong);
     auto snap = snapshot(wrong);
     expect_io_error(
-        [&] { recur::io::load(wrong, data("torch_lstm.npz")); },
+        [&] { recur::io::load(wrong, data_file("torch_lstm.npz")); },
         {"torch_lstm.npz", "parameter 'weight_ih_l0' has shape (16, 3) in the file, the module expects (16, 5)",
          "parameter 'weight_ih_l0_reverse' has shape (16, 3) in the file, the module expects (16, 5)"});
     BOOST_TEST(unchanged(wrong, snap));
@@ -670,7 +676,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(module_loads_torch_lstm, T, Scalars) {
     ListModule<T> one(lstm_spec(3, 4, 1));
     fill(one);
     snap = snapshot(one);
-    expect_io_error([&] { recur::io::load(one, data("torch_lstm.npz")); }, {"'weight_ih_l1'", "no parameter"});
+    expect_io_error([&] { recur::io::load(one, data_file("torch_lstm.npz")); }, {"'weight_ih_l1'", "no parameter"});
     BOOST_TEST(unchanged(one, snap));
 }
 
@@ -708,14 +714,16 @@ BOOST_AUTO_TEST_CASE(module_load_mismatches_leave_module_unchanged) {
     ListModule<double> ints({{"w", {5}}, {"ids", {3}}});
     fill(ints, 5.0);
     auto isnap = snapshot(ints);
-    expect_io_error([&] { recur::io::load(ints, data("np_savez_int.npz")); }, {"np_savez_int.npz", "'ids'", "'<i8'"});
+    expect_io_error([&] { recur::io::load(ints, data_file("np_savez_int.npz")); },
+                    {"np_savez_int.npz", "'ids'", "'<i8'"});
     BOOST_TEST(unchanged(ints, isnap));
 
     // A header that lies about its size.
     ListModule<double> w({{"w", {100, 100}}});
     fill(w, 5.0);
     isnap = snapshot(w);
-    expect_io_error([&] { recur::io::load(w, data("lying_header.npz")); }, {"lying_header.npz", "'w'", "truncated"});
+    expect_io_error([&] { recur::io::load(w, data_file("lying_header.npz")); },
+                    {"lying_header.npz", "'w'", "truncated"});
     BOOST_TEST(unchanged(w, isnap));
 
     // Missing file.
@@ -747,7 +755,7 @@ BOOST_AUTO_TEST_CASE(module_load_truncated_files) {
 BOOST_AUTO_TEST_CASE(module_load_corrupted_files) {
     TempDir dir;
     const std::string p = dir / "flip.npz";
-    for (const std::string& source : {std::string("recur"), data("torch_lstm.npz")}) {
+    for (const std::string& source : {std::string("recur"), data_file("torch_lstm.npz")}) {
         ListModule<float> reference(source == "recur" ? Spec{{"a", {3, 2}}, {"b", {4}}} : lstm_spec(3, 4, 2));
         if (source == "recur") {
             fill(reference, 0.25);

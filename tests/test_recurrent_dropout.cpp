@@ -31,6 +31,22 @@ bool is_mask(const xt::xarray<double>& m, double p) {
 
 constexpr std::size_t I = 3, H = 4, T = 6, B = 5;
 
+// A training forward of `module` (one layer) on xv that keeps its recurrent mask (checked to be a
+// mask of probability p): the output, and on the same tape the layer's projected input xs and
+// the mask m, for stepping the cell by hand.
+struct MaskedForward {
+    xt::xarray<double> y;
+    Var<double> xs, m;
+};
+template <class Module>
+MaskedForward masked_forward(Module& module, Tape<double>& tape, const xt::xarray<double>& xv, double p) {
+    module.keep_masks(true);
+    xt::xarray<double> y = module(tape.constant(xv)).output.value();
+    const xt::xarray<double> mask = module.recurrent_masks().at(0);
+    BOOST_TEST(is_mask(mask, p));
+    return {std::move(y), module.cell(0).project_input(tape.constant(xv)), tape.constant(mask)};
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(recurrent_dropout)
@@ -92,17 +108,12 @@ BOOST_AUTO_TEST_CASE(lstm_recurrent_mask_is_one_mask_for_all_steps) {
 // The GRU's mask enters only the product: hg = (h ⊙ m) W_hh^T + b_hh, the blend reads h.
 BOOST_AUTO_TEST_CASE(gru_recurrent_mask_enters_the_product_only) {
     GRU<double> gru({.input_size = I, .hidden_size = H, .batch_first = true, .recurrent_dropout = 0.3});
-    gru.keep_masks(true);
-    const xt::xarray<double> xv = normal_array({B, T, I}, 3);
     Tape<double> tape;
-    auto y = gru(tape.constant(xv)).output;
-    const xt::xarray<double> mask = gru.recurrent_masks().at(0);
-    auto& cell = gru.cell(0);
-    Var<double> xs = cell.project_input(tape.constant(xv)), m = tape.constant(mask);
+    const auto [y, xs, m] = masked_forward(gru, tape, normal_array({B, T, I}, 3), 0.3);
     Var<double> h = tape.zeros({B, H});
     for (std::size_t t = 0; t < T; ++t) {
-        h = gru_pointwise(select(xs, 1, static_cast<std::ptrdiff_t>(t)), cell.project_hidden(h * m), h);
-        BOOST_TEST(same(xt::view(y.value(), xt::all(), t), h.value(), 1e-14));
+        h = gru_pointwise(select(xs, 1, static_cast<std::ptrdiff_t>(t)), gru.cell(0).project_hidden(h * m), h);
+        BOOST_TEST(same(xt::view(y, xt::all(), t), h.value(), 1e-14));
     }
 }
 
@@ -110,18 +121,12 @@ BOOST_AUTO_TEST_CASE(gru_recurrent_mask_enters_the_product_only) {
 // same as stepping with h ⊙ m as the state, since h enters an LSTM step only through the product.
 BOOST_AUTO_TEST_CASE(layer_norm_lstm_mask_enters_the_product) {
     LayerNormLSTM<double> lstm({.input_size = I, .hidden_size = H, .recurrent_dropout = 0.5});
-    lstm.keep_masks(true);
-    const xt::xarray<double> xv = normal_array({T, B, I}, 14);
     Tape<double> tape;
-    auto y = lstm(tape.constant(xv)).output;
-    const xt::xarray<double> mask = lstm.recurrent_masks().at(0);
-    BOOST_TEST(is_mask(mask, 0.5));
-    auto& cell = lstm.cell(0);
-    Var<double> xs = cell.project_input(tape.constant(xv)), m = tape.constant(mask);
+    const auto [y, xs, m] = masked_forward(lstm, tape, normal_array({T, B, I}, 14), 0.5);
     CellState<double> s{tape.zeros({B, H}), tape.zeros({B, H})};
     for (std::size_t t = 0; t < T; ++t) {
-        s = cell.step_at(xs, 0, t, {s[0] * m, s[1]});
-        BOOST_TEST(same(xt::view(y.value(), t), s[0].value(), 1e-14));
+        s = lstm.cell(0).step_at(xs, 0, t, {s[0] * m, s[1]});
+        BOOST_TEST(same(xt::view(y, t), s[0].value(), 1e-14));
     }
 }
 
@@ -129,18 +134,13 @@ BOOST_AUTO_TEST_CASE(layer_norm_lstm_mask_enters_the_product) {
 // γ_hh + β_hh, while the blend (1 - z) n + z h reads the unmasked h.
 BOOST_AUTO_TEST_CASE(layer_norm_gru_mask_enters_the_product_only) {
     LayerNormGRU<double> gru({.input_size = I, .hidden_size = H, .batch_first = true, .recurrent_dropout = 0.4});
-    gru.keep_masks(true);
-    const xt::xarray<double> xv = normal_array({B, T, I}, 15);
     Tape<double> tape;
-    auto y = gru(tape.constant(xv)).output;
-    const xt::xarray<double> mask = gru.recurrent_masks().at(0);
-    BOOST_TEST(is_mask(mask, 0.4));
+    const auto [y, xs, m] = masked_forward(gru, tape, normal_array({B, T, I}, 15), 0.4);
     auto& cell = gru.cell(0);
-    Var<double> xs = cell.project_input(tape.constant(xv)), m = tape.constant(mask);
     Var<double> h = tape.zeros({B, H}), masked_state = h;
     for (std::size_t t = 0; t < T; ++t) {
         h = gru_pointwise(select(xs, 1, static_cast<std::ptrdiff_t>(t)), cell.project_hidden(h * m), h);
-        BOOST_TEST(same(xt::view(y.value(), xt::all(), t), h.value(), 1e-12));
+        BOOST_TEST(same(xt::view(y, xt::all(), t), h.value(), 1e-12));
         masked_state = cell.step_at(xs, 1, t, {masked_state * m})[0];  // the mask on the whole state
     }
     BOOST_TEST(!same(masked_state.value(), h.value(), 1e-6));  // differs: the blend reads h
