@@ -909,7 +909,7 @@ LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, s
     const std::array<T*, 3> buffers =
         layer_norm_step_buffers(t, i, time_axis, step, h_mask.defined(), batch, hidden, width, 0);
     T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];  // (not a structured binding: lambdas capture them)
-    recurrent_product(t, in[1], in[3], h_mask.defined() ? &in[8] : nullptr, hhat, batch, width);
+    recurrent_product(t, in[1], in[3], h_mask.defined() ? &in[count - 1] : nullptr, hhat, batch, width);
     const GateRows rows =
         sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
     const T* x = t.value(in[0]).data() + rows.offset;
@@ -951,7 +951,7 @@ Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
         layer_norm_step_buffers(t, i, time_axis, step, h_mask.defined(), batch, hidden, width, batch * width);
     T *act = buffers[0], *hhat = buffers[1], *stats = buffers[2];
     T* hg = scratch<T>(batch * width);
-    recurrent_product(t, in[1], in[2], h_mask.defined() ? &in[5] : nullptr, hhat, batch, width);
+    recurrent_product(t, in[1], in[2], h_mask.defined() ? &in[count - 1] : nullptr, hhat, batch, width);
     const GateRows rows =
         sequence_rows(t, in[0], static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
     const T* x = t.value(in[0]).data() + rows.offset;

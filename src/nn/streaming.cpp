@@ -39,9 +39,9 @@ void bias_into(const Parameter<T>* b, T* out, std::size_t g, bool add) {
     }
 }
 
-// Buffers on SIMD-register boundaries: a row of W (ldw elements apart) starts on a cache line,
-// so each vector load of the one-row product reads one line instead of straddling two (an
-// LSTM(64) step: 1.25 -> 0.87 us, no other job on the machine).
+// Laid-out weights on SIMD-register boundaries: a row of W (ldw elements apart) starts on a
+// cache line, so each vector load of the one-row product reads one line instead of straddling
+// two (an LSTM(64) step: 1.25 -> 0.87 us, no other job on the machine).
 template <class T>
 using aligned_vector = std::vector<T, xsimd::aligned_allocator<T, xsimd::default_arch::alignment()>>;
 
@@ -80,28 +80,25 @@ void lay_out(Stage<T>& s) {
     if (s.kind == Kind::linear) {
         transpose_into(p[0]->value(), s.w.data(), s.ldw);
         bias_into(p[1], s.bias.data(), s.out, false);
-    } else if (s.kind == Kind::gru) {
+    } else {  // recurrent: W_ih^T rows, then W_hh^T rows
         const std::size_t g = s.gates();
         transpose_into(p[0]->value(), s.w.data(), s.ldw);
         transpose_into(p[1]->value(), s.w.data() + s.in * s.ldw, s.ldw);
         bias_into(p[2], s.bias.data(), g, false);
-        bias_into(p[3], s.bias_h.data(), g, false);
-    } else {  // LSTM, RNN: one product over [x | h]
-        const std::size_t g = s.gates();
-        transpose_into(p[0]->value(), s.w.data(), s.ldw);
-        transpose_into(p[1]->value(), s.w.data() + s.in * s.ldw, s.ldw);
-        bias_into(p[2], s.bias.data(), g, false);
-        bias_into(p[3], s.bias.data(), g, true);
+        if (s.kind == Kind::gru)
+            bias_into(p[3], s.bias_h.data(), g, false);  // b_hn stays inside the reset product
+        else
+            bias_into(p[3], s.bias.data(), g, true);  // LSTM, RNN: one product over [x | h], one bias
     }
     for (std::size_t k = 0; k < p.size(); ++k) s.versions[k] = p[k] ? p[k]->version() : 0;
 }
 
-// y (n) += x (k) W (k, n), W row-major with rows ldw apart: the one-row product of a step at B = 1. Blocks of 16
-// SIMD vectors of y stay in registers (all 4H = 256 gate columns of an LSTM(64) in AVX-512),
-// so each step of l feeds 16 independent FMA chains and W streams through once, row by row
-// (recur::detail::gemm's one-row tile has 4 and is latency-bound at this shape; 8 vectors:
-// slower; W's 64 KiB do not fit L1, so each step reads them from L2); n = 1 (a
-// Linear to one output) is a dot product.
+// y (n) += x (k) W (k, n), W row-major with rows ldw apart: the one-row product of a step at
+// B = 1. Blocks of 16 SIMD vectors of y stay in registers (all 4H = 256 gate columns of an
+// LSTM(64) in AVX-512), so each step of l feeds 16 independent FMA chains and W streams through
+// once, row by row (recur::detail::gemm's one-row tile has 4 and is latency-bound at this
+// shape; 8 vectors are slower too). W's 64 KiB do not fit L1, so each step reads them from L2.
+// n = 1 (a Linear to one output) is a dot product.
 // The row product at B > 1 stays with recur::detail::gemm.
 template <class T>
 void row_times_matrix(const T* x, std::size_t k, const T* w, std::size_t ldw, std::size_t n, T* y) {
