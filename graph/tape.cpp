@@ -64,6 +64,14 @@ inline bool anomaly_on() { return anomaly_guards.load(std::memory_order_relaxed)
 
 // ---- Var ----------------------------------------------------------------------------------
 
+namespace detail {
+void spent_value_error(const char* what, const char* op) {
+    throw tape_error(std::string(what) + ": the value of an '" + op +
+                     "' result is gone: no backward reads it, so backward wrote its gradient into the value's "
+                     "buffer; read it before backward(), or call retain_grad() on it to keep both");
+}
+}  // namespace detail
+
 template <class T>
 void Var<T>::check(const char* op) const {
     if (tape_ == nullptr) throw tape_error(std::string(op) + ": the Var is undefined (default-constructed)");
@@ -281,6 +289,8 @@ std::uint32_t Tape<T>::new_slot(bool requires_grad) {
     n.has_grad = false;
     n.live = true;
     n.retain = false;
+    n.backward_reads = 1;  // its own backward, unless its op declares otherwise
+    n.value_spent = false;
     return i;
 }
 
@@ -297,6 +307,7 @@ std::uint32_t Tape<T>::finish_push(std::uint32_t i, const char* op, const std::u
         for (std::size_t k = 0; k < count; ++k) {
             edges_.push_back(in[k]);
             nodes_[in[k]].pinned = true;
+            ++nodes_[in[k]].backward_reads;  // unless the op declares otherwise
         }
     }
     return i;
@@ -322,8 +333,11 @@ std::uint32_t Tape<T>::push(const char* op, const std::uint32_t* inputs, std::si
         throw tape_error(std::string(op) + ": an op has 1 to " + std::to_string(detail::max_outputs) +
                          " outputs, not " + std::to_string(outputs));
     bool rg = false;
-    if (record_)
-        for (std::size_t k = 0; k < count; ++k) rg = rg || nodes_[inputs[k]].requires_grad;
+    for (std::size_t k = 0; k < count; ++k) {
+        const auto& in = nodes_[inputs[k]];
+        if (in.value_spent) detail::spent_value_error(op, in.op);
+        rg = rg || (record_ && in.requires_grad);
+    }
     const std::uint32_t i = new_slot(rg);
     // Extra outputs come right after the node when recorded (its backward, which reads their
     // gradients, then runs after every reader of any output); unrecorded, any free slot does.
@@ -550,7 +564,7 @@ void Tape<T>::backward(const Var<T>& output) {
     if (v.size() != 1)
         throw shape_error("backward: the output has shape " + shape_str(v.shape()) +
                           "; a non-scalar output needs a seed gradient: backward(output, seed)");
-    prepare_grad(r, v.shape());  // reuses a buffer: no allocation per step
+    prepare_grad(r, v.shape(), false);  // reuses a buffer: no allocation per step
     r.grad.fill(T(1));
     sweep(output.index_);
 }
@@ -567,8 +581,19 @@ void Tape<T>::backward(const Var<T>& output, const xt::xarray<T>& seed) {
 }
 
 template <class T>
-void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape) {
+void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape, bool may_take_value) {
     const std::size_t size = xt::compute_size(shape);
+    // A value no backward reads (an op's own output, not a leaf's, a Parameter's or a view's)
+    // is dead now: its buffer takes the gradient, and gets it back after the node's backward.
+    if (may_take_value && n.backward_reads == 0 && n.param == nullptr && n.external == nullptr &&
+        (n.backward != nullptr || n.owner != detail::no_node) && !n.retain && !retain_grads_ &&
+        n.value.storage().size() == size) {
+        n.value.storage().swap(n.grad.storage());
+        n.grad.resize(shape);
+        n.value_spent = true;
+        n.has_grad = true;
+        return;
+    }
     // Most recently released first: the buffer of a node of the same kind one step later.
     if (n.grad.storage().size() != size) take_from_pool(grad_pool_, n.grad, size);
     // A buffer given to the pool keeps its shape but not its storage, so resize() alone
@@ -653,7 +678,9 @@ void Tape<T>::run_backward(std::uint32_t k, std::uint32_t root) {
         const std::uint32_t slot = output(k, o);
         auto& out = nodes_[slot];
         if (slot == root || keeps_grad(slot) || out.grad.storage().size() == 0) continue;
-        grad_pool_.push_back(std::move(out.grad));  // leaves out.grad without storage
+        if (out.value_spent) out.value.storage().swap(out.grad.storage());  // the lent buffer goes back
+        if (out.grad.storage().size() != 0)
+            grad_pool_.push_back(std::move(out.grad));  // leaves out.grad without storage
         out.has_grad = false;
     }
 }

@@ -93,6 +93,7 @@ static Var<T> linear_impl(const Var<T>& x, const Var<T>& weight, const Var<T>* b
     ys.back() = ws[0];
     const std::uint32_t out = bias ? t.push("linear", {x.index(), weight.index(), bias->index()}, &linear_backward<T>)
                                    : t.push("linear", {x.index(), weight.index()}, &linear_backward<T>);
+    t.backward_skips_output(out);  // dx = g W, dW = g^T x, db: y itself is never read
     auto& y = t.output_value(out, ys);
     const auto& xv = t.value(x.index());
     const auto& wv = t.value(weight.index());

@@ -352,6 +352,8 @@ LSTMPointwise<T> lstm_node(const char* op, Tape<T>& t, const std::uint32_t* inpu
                            std::size_t hidden, Pre pre) {
     const std::size_t width = 4 * hidden;
     const std::uint32_t i = t.push(op, inputs, count, &lstm_backward<T>, 2);
+    t.backward_skips_input(i, 0);  // xg's / xs's gradient rows are written, its value never read
+    if (!step_form) t.backward_skips_input(i, 1);  // hg likewise
     T* h = t.output_value(i, {batch, hidden}, 0).data();
     T* cn = t.output_value(i, {batch, hidden}, 1).data();
     T* act;
@@ -507,6 +509,7 @@ Var<T> gru_pointwise(const Var<T>& xg, const Var<T>& hg, const Var<T>& h) {
     const std::size_t batch = dims.first, hidden = dims.second;
     const std::size_t width = 3 * hidden;
     const std::uint32_t out = t.push("gru_pointwise", {xg.index(), hg.index(), h.index()}, &gru_backward<T>);
+    t.backward_skips_input(out, 0);  // xg's value is never read (hg's n part is)
     T* act = gru_gates(t, out, false, false, 0, 0, batch, width, 0);
     auto& node = t.node(out);
     t.output_value(out, {batch, hidden});
@@ -531,6 +534,7 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
     const std::size_t count = step_inputs(in, 3, b_hh, h_mask);
     const std::uint32_t* mask = h_mask.defined() ? &in[count - 1] : nullptr;
     const std::uint32_t out = t.push("gru_step", in.data(), count, &gru_backward<T>);
+    t.backward_skips_input(out, 0);  // the step's rows of xs get gradients; xs's value is never read
     const auto axis = static_cast<std::int64_t>(time_axis), k = static_cast<std::int64_t>(step);
     // hg = b_hh + h w_hh^T (B, 3H) at the start of scratch; its n part is kept with the gates.
     T* act = gru_gates(t, out, true, mask != nullptr, time_axis, step, batch, 4 * hidden, batch * width);
@@ -904,6 +908,7 @@ LSTMPointwise<T> layer_norm_lstm_step(const Var<T>& xs, std::size_t time_axis, s
                                     gamma_hh.index(), beta_hh.index(), gamma_c.index(), beta_c.index()};
     const std::size_t count = step_inputs(in, 8, Var<T>(), h_mask);
     const std::uint32_t i = t.push(op, in.data(), count, &layer_norm_lstm_backward<T>, 2);
+    t.backward_skips_input(i, 0);  // xs: only its shape
     T* hn = t.output_value(i, {batch, hidden}, 0).data();
     T* cn = t.output_value(i, {batch, hidden}, 1).data();
     const std::array<T*, 3> buffers =
@@ -945,6 +950,7 @@ Var<T> layer_norm_gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t 
     std::array<std::uint32_t, 6> in{xs.index(), h.index(), w_hh.index(), gamma_hh.index(), beta_hh.index()};
     const std::size_t count = step_inputs(in, 5, Var<T>(), h_mask);
     const std::uint32_t i = t.push(op, in.data(), count, &layer_norm_gru_backward<T>);
+    t.backward_skips_input(i, 0);  // xs: only its shape
     T* y = t.output_value(i, {batch, hidden}).data();
     // hg (B, 3H) at the start of scratch; the buffers after it when not recorded
     const std::array<T*, 3> buffers =

@@ -468,6 +468,50 @@ BOOST_AUTO_TEST_CASE(intermediate_vars_expose_their_gradient) {
     BOOST_TEST(same(unused.grad(), full({3, 2}, 0.0)));  // not reached: zeros
 }
 
+// A hoisted projection xs = linear(x) read only by fused steps: no backward reads xs's value,
+// so backward writes its gradient into the value's buffer (the LSTM's largest buffer, (T, B, 4H)),
+// and reading the value afterwards is a clear error. The gradients are unchanged: against a tape
+// that retains xs (no lending), to the last bit.
+BOOST_AUTO_TEST_CASE(a_value_no_backward_reads_lends_its_buffer_to_the_gradient) {
+    const xt::xarray<double> xv = rnd({3, 2, 5}, 40), wih = rnd({12, 5}, 41), whh = rnd({12, 3}, 42);
+    auto run = [&](bool retain, xt::xarray<double>& dx, xt::xarray<double>& dw) {
+        Tape<double> t;
+        auto x = t.variable(xv);
+        auto w = t.variable(wih);
+        auto xs = linear(x, w);  // (T 3, B 2, 4H 12)
+        if (retain) xs.retain_grad();
+        const xt::xarray<double> before = xs.value();
+        auto h = t.constant(full({2, 3}, 0.1)), c = t.constant(full({2, 3}, -0.2));
+        auto u = t.variable(whh);
+        Var<double> loss;
+        for (std::size_t s = 0; s < 3; ++s) {
+            auto step = lstm_step(xs, 0, s, h, c, u);
+            h = step.h;
+            c = step.c;
+            loss = s == 0 ? sum(h) : loss + sum(h);
+        }
+        const double* buffer = xs.value().data();
+        t.backward(loss);
+        dx = x.grad();
+        dw = w.grad();
+        if (retain) {  // kept: value and gradient both readable
+            BOOST_TEST(same(xs.value(), before));
+            BOOST_TEST(xs.grad().data() != buffer);
+        } else {
+            BOOST_TEST(recur::testing::throws_with<recur::tape_error>([&] { (void)xs.value(); },
+                                                                      {"Var::value", "'linear'", "retain_grad()"}));
+            BOOST_TEST(recur::testing::throws_with<recur::tape_error>([&] { (void)(xs * 2.0); }, {"'linear'"}));
+            BOOST_TEST(t.value(xs.index()).data() == buffer);  // the buffer is back in its slot
+        }
+    };
+    xt::xarray<double> dx_lent, dw_lent, dx_kept, dw_kept;
+    run(false, dx_lent, dw_lent);
+    run(true, dx_kept, dw_kept);
+    BOOST_TEST(same(dx_lent, dx_kept));
+    BOOST_TEST(same(dw_lent, dw_kept));
+    BOOST_TEST(xt::amax(xt::abs(dx_lent))() > 0.0);
+}
+
 BOOST_AUTO_TEST_CASE(a_view_reads_its_array_in_place) {
     Tape<double> t;
     const xt::xarray<double> xv = rnd({3, 2}, 21), wv = rnd({2, 2}, 22);

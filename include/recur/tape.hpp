@@ -26,6 +26,10 @@
 //   loop; a node runs once every node that reads any of its outputs has run.
 // - What an op keeps for backward is one value of a struct of its own (state<S>): scalars,
 //   axes, saved tensors, index lists. It is kept across clear() and reused in the same slot.
+// - An op may declare values its backward never reads: its own output's
+//   (backward_skips_output) or an input's (backward_skips_input). A value that no backward
+//   reads is dead after the forward, so backward writes that node's gradient into the value's
+//   buffer instead of a new one; reading the value afterwards is a tape_error.
 // - A Parameter's gradient is final when the sweep passes its node (on_grad_final).
 // - A Tape is used by one thread at a time (a debug or sanitizer build checks it).
 #pragma once
@@ -60,6 +64,10 @@ template <class T = float>
 class Parameter;
 
 namespace detail {
+
+/// tape_error: `what` read the value of an `op` result after backward lent its buffer to the
+/// gradient.
+[[noreturn]] void spent_value_error(const char* what, const char* op);
 
 // An epoch stamp holds the serial of the tape epoch it serves (a Var is alive while its
 // stamp still shows the serial it was made in); stamps are pooled and never freed, so a Var
@@ -157,6 +165,11 @@ struct Node {
     bool has_grad = false;
     bool live = false;
     bool retain = false;  // keep its gradient after its backward ran (Var::retain_grad)
+    // Recorded backwards that may read this value: its own op's (1 unless the op declared
+    // otherwise) and one per recorded reader that did not declare otherwise. At 0 the value is
+    // dead once the forward is done, and backward lends its buffer to the gradient.
+    std::uint32_t backward_reads = 0;
+    bool value_spent = false;  // its buffer served the gradient: the value is gone
 };
 
 // A gradient being written slice by slice: written[t] once slice t holds data; the other
@@ -357,6 +370,15 @@ public:
     Var<T> handle(std::uint32_t i, std::size_t k) { return handle(output(i, k)); }
     /// The slot of output k of node i (k = 0: i itself).
     std::uint32_t output(std::uint32_t i, std::size_t k) const { return k == 0 ? i : nodes_[i].outputs[k - 1]; }
+    /// Declares that node i's backward never reads the value of its output k (see the contract
+    /// above: a value no backward reads lends its buffer to its gradient). No effect unrecorded.
+    void backward_skips_output(std::uint32_t i, std::size_t k = 0) {
+        if (nodes_[i].requires_grad) --nodes_[output(i, k)].backward_reads;
+    }
+    /// Declares that node i's backward never reads the value of its input k (only its shape).
+    void backward_skips_input(std::uint32_t i, std::uint32_t k) {
+        if (nodes_[i].requires_grad) --nodes_[input(i, k)].backward_reads;
+    }
     /// Output k of node i sized to `shape`, for its forward to write: the slot's own buffer
     /// when its size matches, else a released node's buffer of that size, else a new one.
     xt::xarray<T>& output_value(std::uint32_t i, const Shape& shape, std::size_t k = 0);
@@ -469,9 +491,10 @@ private:
     void release(std::uint32_t i);
     void check_output(const Var<T>& output, const char* what) const;
     void sweep(std::uint32_t root);  // the reverse loop from a seeded root
-    /// Sizes n.grad to `shape` for a first contribution (from the pool when its own buffer
+    /// Sizes n.grad to `shape` for a first contribution (the node's own value buffer when no
+    /// backward reads the value and `may_take_value`, else from the pool when its own buffer
     /// has another size) and marks it held.
-    void prepare_grad(detail::Node<T>& n, const Shape& shape);
+    void prepare_grad(detail::Node<T>& n, const Shape& shape, bool may_take_value = true);
 
     std::vector<detail::Node<T>> nodes_;  // [0, top_) in use this epoch; the rest kept for reuse
     std::uint32_t top_ = 0;
@@ -596,6 +619,7 @@ Tape<T>& Var<T>::tape() const {
 template <class T>
 const xt::xarray<T>& Var<T>::value() const {
     check("Var::value");
+    if (tape_->node(index_).value_spent) detail::spent_value_error("Var::value", tape_->node(index_).op);
     return tape_->value(index_);
 }
 
