@@ -185,4 +185,39 @@ BOOST_AUTO_TEST_CASE(errors_name_the_primitive) {
     BOOST_CHECK_EXCEPTION(a.backward(sum(s)), index_error, raises<index_error>("input_out_of_range", "input 1 of 1"));
 }
 
+// y = 2x as a primitive whose backward reads neither x nor y. Fed by linear (whose backward never
+// reads its own output), linear's output has no reader left in backward: its buffer takes its
+// gradient. A backward that reads a value it declared unread gets a clear error, not garbage.
+BOOST_AUTO_TEST_CASE(a_primitive_may_declare_the_values_its_backward_never_reads) {
+    auto doubled = [](const Var<double>& v, bool reads_anyway) {
+        return primitive("doubled", {v}, [reads_anyway](OpContext<double>& op) {
+            op.output(op.input(0).shape()) = 2.0 * op.input(0);
+            op.backward_skips_input(0);  // dx += 2 g
+            op.backward_skips_output();
+            return [reads_anyway](OpContext<double>& back) {
+                back.add_input_grad(0, 2.0 * back.output_grad());
+                if (reads_anyway) (void)back.input(0);  // x's buffer holds its gradient now
+            };
+        });
+    };
+    const xt::xarray<double> xv = uniform_array(std::vector<std::size_t>{3, 4}, 7),
+                             wv = uniform_array(std::vector<std::size_t>{2, 4}, 8);
+    Tape<double> t;
+    Var<double> x = t.variable(xv), w = t.variable(wv);
+    Var<double> y = linear(x, w);  // (3, 2)
+    t.backward(sum(doubled(y, false)));
+    for (std::size_t i = 0; i < 3; ++i)  // d/dx sum(2 x W^T) = 2 sum_j W(j, k)
+        for (std::size_t k = 0; k < 4; ++k) BOOST_TEST(x.grad()(i, k) == 2.0 * (wv(0, k) + wv(1, k)));
+    BOOST_CHECK_EXCEPTION((void)y.value(), tape_error, raises<tape_error>("Var::value", "'linear'"));
+    Var<double> leaf = t.variable(xv);  // a leaf's value is the user's: never lent
+    t.backward(sum(doubled(leaf, false)));
+    BOOST_TEST(leaf.value() == xv);
+    BOOST_TEST(leaf.grad()(0, 0) == 2.0);
+
+    Tape<double> u;
+    Var<double> x2 = u.variable(xv), w2 = u.variable(wv);
+    BOOST_CHECK_EXCEPTION(u.backward(sum(doubled(linear(x2, w2), true))), tape_error,
+                          raises<tape_error>("doubled", "'linear'"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

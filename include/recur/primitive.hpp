@@ -24,6 +24,8 @@
 //   requires grad), the returned backward is dropped at once.
 // - A captured value lives until the tape is cleared or destroyed: capture arrays by value,
 //   never by reference to something of the forward's stack.
+// - Optional, for memory: a forward may declare the values its backward never reads
+//   (op.backward_skips_input(k), op.backward_skips_output(k)); see OpContext.
 // Check it with gradcheck (recur/gradcheck.hpp), in double, like every built-in op.
 #pragma once
 
@@ -61,7 +63,7 @@ public:
     const char* name() const { return tape_.node(node_).op; }
     std::size_t num_inputs() const { return slots_ ? count_ : tape_.node(node_).num_inputs; }
     /// The value of input k.
-    const xt::xarray<T>& input(std::size_t k) const { return tape_.value(input_slot(k)); }
+    const xt::xarray<T>& input(std::size_t k) const { return unspent(input_slot(k)); }
     /// Whether input k wants a gradient (add_input_grad skips the others anyway).
     bool needs_grad(std::size_t k) const { return tape_.needs_grad(input_slot(k)); }
 
@@ -69,7 +71,17 @@ public:
     /// from step to step, so write every element).
     xt::xarray<T>& output(const Shape& shape, std::size_t k = 0) { return tape_.output_value(node_, shape, k); }
     /// Backward (or after the forward wrote it): the value of output k.
-    const xt::xarray<T>& output_value(std::size_t k = 0) const { return tape_.value(tape_.output(node_, k)); }
+    const xt::xarray<T>& output_value(std::size_t k = 0) const { return unspent(tape_.output(node_, k)); }
+
+    /// Forward, optional, for memory: the backward never reads input k's value (only its
+    /// shape), or output k's. A value that no backward reads lends its buffer to its gradient
+    /// during backward (the engine contract, recur/tape.hpp). Declare only what is true: a
+    /// backward that reads a value it declared unread gets a tape_error naming the op.
+    void backward_skips_input(std::size_t k) {
+        (void)input_slot(k);  // index_error past the inputs
+        tape_.backward_skips_input(node_, static_cast<std::uint32_t>(k));
+    }
+    void backward_skips_output(std::size_t k = 0) { tape_.backward_skips_output(node_, k); }
 
     /// Backward: whether output k received a gradient (one that did not counts as zeros).
     bool has_output_grad(std::size_t k = 0) const { return tape_.node(tape_.output(node_, k)).has_grad; }
@@ -100,6 +112,11 @@ public:
     std::uint32_t node() const { return node_; }
 
 private:
+    const xt::xarray<T>& unspent(std::uint32_t slot) const {
+        const auto& n = tape_.node(slot);
+        if (n.value_spent) detail::spent_value_error(name(), n.op);
+        return tape_.value(slot);
+    }
     std::uint32_t input_slot(std::size_t k) const {
         if (k >= num_inputs())
             throw index_error(std::string(name()) + ": input " + std::to_string(k) + " of " +
