@@ -7,8 +7,10 @@
 #      inference at M: bench_layers (recur's natural loop, a fresh Tape each step with default
 #      options and tape.constant, and its tuned loop, the README's: one reused tape,
 #      retain_grads = false, tape.view), onednn_layers (oneDNN's lstm / lbr_gru primitives, f32)
-#      and benchmarks/torch_layers.py, in ROUNDS interleaved rounds (the order rotates each
-#      round, so slow drifts in machine load hit all three); medians over all rounds;
+#      and benchmarks/torch_layers.py, in ROUNDS rounds; within a round recur and oneDNN run
+#      case by case, each case's two programs seconds apart (which goes first alternates by
+#      round), so a drift in machine load hits both sides of a ratio alike; PyTorch runs its
+#      cases before or after them; medians over all rounds;
 #   2. the raw sgemm rate of a (64 x 2048) (2048 x 512) product (bench_layers' BM_Sgemm, OpenBLAS,
 #      and BM_SgemmOneDNN, oneDNN's dnnl_sgemm; the faster counts) and
 #      the L training steps' nominal FLOP rate as a percentage of it;
@@ -71,15 +73,30 @@ out=$(mktemp -d "${TMPDIR:-/tmp}/compare_layers.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 pin=(env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c "$cpu")
 
-run_recur() {
-  "${pin[@]}" "$bench" --benchmark_repetitions="$reps" --benchmark_min_time="$min_time" \
-    --benchmark_out="$out/recur.$1.json" --benchmark_out_format=json >/dev/null 2>"$out/recur.$1.err" ||
-    { cat "$out/recur.$1.err" >&2; exit 1; }
+# recur and oneDNN run case by case, next to each other (seconds apart, the order alternating
+# by round), so that a drift in the machine's load hits both sides of a ratio alike; then
+# recur's cases without a oneDNN counterpart (RNN, layer-normalised, bf16, the sgemms).
+paired_cases=$("$onednn" --benchmark_list_tests 2>/dev/null | grep -E '^BM_(Train|Infer)/')
+gbench() {  # gbench BINARY OUT_JSON FILTER
+  "${pin[@]}" "$1" --benchmark_repetitions="$reps" --benchmark_min_time="$min_time" --benchmark_filter="$3" \
+    --benchmark_out="$2" --benchmark_out_format=json >/dev/null 2>"$2.err" || { cat "$2.err" >&2; exit 1; }
 }
-run_onednn() {
-  "${pin[@]}" "$onednn" --benchmark_repetitions="$reps" --benchmark_min_time="$min_time" \
-    --benchmark_out="$out/onednn.$1.json" --benchmark_out_format=json >/dev/null 2>"$out/onednn.$1.err" ||
-    { cat "$out/onednn.$1.err" >&2; exit 1; }
+run_paired() {  # run_paired ROUND: every oneDNN case beside recur's natural and tuned loops of it
+  local k=0 case mode rest recur_filter onednn_filter
+  while IFS= read -r case; do
+    k=$((k + 1))
+    mode=${case%%/*} rest=${case#*/}  # BM_Train  lstm/B:64/T:100/...
+    recur_filter="^$mode/${rest%%/*}/(natural|tuned)/${rest#*/}\$"
+    onednn_filter="^$case\$"
+    if (($1 % 2)); then
+      gbench "$bench" "$out/recur.$1.$k.json" "$recur_filter"
+      gbench "$onednn" "$out/onednn.$1.$k.json" "$onednn_filter"
+    else
+      gbench "$onednn" "$out/onednn.$1.$k.json" "$onednn_filter"
+      gbench "$bench" "$out/recur.$1.$k.json" "$recur_filter"
+    fi
+  done <<<"$paired_cases"
+  gbench "$bench" "$out/recur.$1.rest.json" "-^BM_(Train|Infer)/(lstm|gru)/(natural|tuned)/"
 }
 run_torch() {
   "${pin[@]}" "$python" "$root/benchmarks/torch_layers.py" --steps "$steps" --json "$out/torch.$1.json" >/dev/null
@@ -88,11 +105,7 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 load_before=$(load)
 for ((r = 1; r <= rounds; r++)); do
-  case $((r % 3)) in
-    1) run_recur "$r"; run_onednn "$r"; run_torch "$r" ;;
-    2) run_onednn "$r"; run_torch "$r"; run_recur "$r" ;;
-    0) run_torch "$r"; run_recur "$r"; run_onednn "$r" ;;
-  esac
+  if ((r % 2)); then run_paired "$r"; run_torch "$r"; else run_torch "$r"; run_paired "$r"; fi
   echo "round $r/$rounds done ($((SECONDS - started)) s), load average $(load)" >&2
 done
 for kind in lstm gru; do  # peak memory: a fresh process per case
@@ -123,6 +136,6 @@ report=(
   --header "OpenBLAS (recur's and PyTorch's BLAS): $openblas_core (OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE-unset})"
   --header "PyTorch: ${pin[*]} $python benchmarks/torch_layers.py --steps $steps; --memory KIND --memory-steps $memory_steps"
 )
-while IFS= read -r check; do report+=(--header "${check#onednn_layers }"); done < <(grep '^onednn_layers check' "$out/onednn.1.err")
+while IFS= read -r check; do report+=(--header "${check#onednn_layers }"); done < <(cat "$out"/onednn.1.*.err | grep '^onednn_layers check' | awk '!seen[$0]++')
 if [[ -n ${MD_OUT:-} ]]; then report+=(--md "$MD_OUT"); fi
 "$python" "$root/benchmarks/layers_report.py" "$out" "${report[@]}"
