@@ -501,6 +501,7 @@ BOOST_AUTO_TEST_CASE(a_value_no_backward_reads_lends_its_buffer_to_the_gradient)
             BOOST_TEST(recur::testing::throws_with<recur::tape_error>([&] { (void)xs.value(); },
                                                                       {"Var::value", "'linear'", "retain_grad()"}));
             BOOST_TEST(recur::testing::throws_with<recur::tape_error>([&] { (void)(xs * 2.0); }, {"'linear'"}));
+            BOOST_TEST((xs.shape() == Shape{3, 2, 12}));  // the shape stays readable
             BOOST_TEST(t.value(xs.index()).data() == buffer);  // the buffer is back in its slot
         }
     };

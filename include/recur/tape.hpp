@@ -237,9 +237,10 @@ public:
     /// Keep this intermediate result's gradient through backward (PyTorch's retain_grad).
     void retain_grad() const;
     /// A copy: a reference into node storage would dangle once more nodes are recorded.
-    Shape shape() const { return value().shape(); }
-    std::size_t dim() const { return value().dimension(); }
-    std::size_t size() const { return value().size(); }
+    /// (The shape stays readable after backward lent the value's buffer to the gradient.)
+    Shape shape() const { return stored("Var::shape").shape(); }
+    std::size_t dim() const { return stored("Var::dim").dimension(); }
+    std::size_t size() const { return stored("Var::size").size(); }
     /// The single element of a one-element Var.
     T item() const;
     bool requires_grad() const;
@@ -249,6 +250,8 @@ private:
     Var(Tape<T>* tape, const detail::EpochStamp* stamp, std::uint64_t serial, std::uint32_t index)
         : tape_(tape), stamp_(stamp), serial_(serial), index_(index) {}
     void drop();
+    /// The node's value array (its shape always valid; its data gone once lent: value()).
+    const xt::xarray<T>& stored(const char* op) const;
 
     Tape<T>* tape_ = nullptr;
     const detail::EpochStamp* stamp_ = nullptr;
@@ -617,10 +620,16 @@ Tape<T>& Var<T>::tape() const {
 }
 
 template <class T>
-const xt::xarray<T>& Var<T>::value() const {
-    check("Var::value");
-    if (tape_->node(index_).value_spent) detail::spent_value_error("Var::value", tape_->node(index_).op);
+const xt::xarray<T>& Var<T>::stored(const char* op) const {
+    check(op);
     return tape_->value(index_);
+}
+
+template <class T>
+const xt::xarray<T>& Var<T>::value() const {
+    const auto& v = stored("Var::value");
+    if (tape_->node(index_).value_spent) detail::spent_value_error("Var::value", tape_->node(index_).op);
+    return v;
 }
 
 template <class T>
