@@ -566,8 +566,10 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
 
 // ---- Whole layers for inference ---------------------------------------------------------------
 // Per step t (in order, or reversed): pre (B, G) = xs[t] rows + b_hh + h w_hh^T (one product on
-// the transposed weight), then each row's gate math into the next state; rows past their
-// length keep their state and output 0. State lives in two per-call buffers (no node per step).
+// the transposed weight), then each row's gate math into the next state (no node per step).
+// Without lengths, h' goes straight into the output and the next step's product reads it
+// there (c' alternates between two buffers); with lengths, rows past their length keep their
+// state and output 0, through per-call state buffers.
 
 namespace {
 
@@ -618,6 +620,26 @@ void commit_step(T* y, std::size_t time_axis, std::size_t steps, std::size_t ste
     }
 }
 
+// Where a step without lengths writes h' (B, H): for time axis 0 the step's block of the output
+// (T, B, H) itself, the next step's product reading it there; for time axis 1 (rows T H apart
+// in (B, T, H)) the state buffer that does not hold h now, then copied into the output.
+struct OutputRows {
+    std::size_t time_axis, steps, batch, hidden;
+
+    template <class T>
+    T* next_state(T* y, std::size_t step, const T* h_now, T* h, T* hn) const {
+        if (time_axis == 0) return y + step * batch * hidden;
+        return h_now == hn ? h : hn;
+    }
+    // Row b of step `step` of a (B, T, H) output = h' row b (time axis 1 only).
+    template <class T>
+    void store(T* y, std::size_t step, const T* h_next) const {
+        if (time_axis == 0) return;
+        for (std::size_t b = 0; b < batch; ++b)
+            std::copy(h_next + b * hidden, h_next + (b + 1) * hidden, y + (b * steps + step) * hidden);
+    }
+};
+
 }  // namespace
 
 template <class T>
@@ -641,18 +663,34 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     T* act = scratch<T>(batch * (width + 2 * hidden));
     T* hn = act + batch * width;
     T* cn = hn + batch * hidden;
+    const OutputRows out{time_axis, steps, batch, hidden};
+    T *h_now = h, *c_now = c;  // the state; without lengths each step writes the other buffer
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
         const GateRows rows =
             sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
         rows_plus_bias(t.value(xs.index()).data() + rows.offset, rows.stride, bias, act, batch, width);
-        weight_product(t, w_hh.index(), true, batch, width, hidden, h, act, true);
-        for_rows(batch, width, [&](std::size_t b) {
-            const std::size_t k = b * hidden;
-            lstm_forward_row(act + b * width, c + k, cn + k, hn + k, hidden);
-        });
-        commit_step<T, 2>(y, time_axis, steps, step, batch, hidden, lengths, {h, c}, {hn, cn});
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, act, true);
+        if (lengths.empty()) {
+            T* h_next = out.next_state(y, step, h_now, h, hn);
+            T* c_next = c_now == c ? cn : c;
+            for_rows(batch, width, [&](std::size_t b) {
+                const std::size_t k = b * hidden;
+                lstm_forward_row(act + b * width, c_now + k, c_next + k, h_next + k, hidden);
+            });
+            out.store(y, step, h_next);
+            h_now = h_next;
+            c_now = c_next;
+        } else {
+            for_rows(batch, width, [&](std::size_t b) {
+                const std::size_t k = b * hidden;
+                lstm_forward_row(act + b * width, c + k, cn + k, hn + k, hidden);
+            });
+            commit_step<T, 2>(y, time_axis, steps, step, batch, hidden, lengths, {h, c}, {hn, cn});
+        }
     }
+    if (h_now != h) std::copy(h_now, h_now + batch * hidden, h);  // the final state
+    if (c_now != c) std::copy(c_now, c_now + batch * hidden, c);
     return {t.handle(i, 0), t.handle(i, 1), t.handle(i, 2)};
 }
 
@@ -673,6 +711,8 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     T* hg = scratch<T>(batch * (2 * width + hidden));
     T* act = hg + batch * width;
     T* hn = act + batch * width;
+    const OutputRows out{time_axis, steps, batch, hidden};
+    T* h_now = h;  // the state; without lengths each step writes the other buffer
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
         const GateRows rows =
@@ -684,13 +724,24 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
             else
                 std::fill(hg + b * width, hg + (b + 1) * width, T(0));
         }
-        weight_product(t, w_hh.index(), true, batch, width, hidden, h, hg, true);
-        for_rows(batch, width, [&](std::size_t b) {
-            gru_forward_row(xv + b * rows.stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden,
-                            hidden);
-        });
-        commit_step<T, 1>(y, time_axis, steps, step, batch, hidden, lengths, {h}, {hn});
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, hg, true);
+        if (lengths.empty()) {
+            T* h_next = out.next_state(y, step, h_now, h, hn);
+            for_rows(batch, width, [&](std::size_t b) {
+                gru_forward_row(xv + b * rows.stride, hg + b * width, h_now + b * hidden, act + b * width,
+                                h_next + b * hidden, hidden);
+            });
+            out.store(y, step, h_next);
+            h_now = h_next;
+        } else {
+            for_rows(batch, width, [&](std::size_t b) {
+                gru_forward_row(xv + b * rows.stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden,
+                                hidden);
+            });
+            commit_step<T, 1>(y, time_axis, steps, step, batch, hidden, lengths, {h}, {hn});
+        }
     }
+    if (h_now != h) std::copy(h_now, h_now + batch * hidden, h);  // the final state
     return {t.handle(i, 0), t.handle(i, 1), Var<T>()};
 }
 
