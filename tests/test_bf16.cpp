@@ -118,31 +118,38 @@ BOOST_AUTO_TEST_CASE(packed_f32_product_equals_the_plain_one) {
     }
 }
 
+// f32 and bf16 (S's recurrent product: in bf16 recur's own kernel where available, else oneDNN;
+// the reference on rounded operands).
 BOOST_AUTO_TEST_CASE(a_weight_is_packed_once_per_version) {
     const std::size_t m = 16, n = 256, k = 64;
-    Parameter<float> p(uniform({n, k}, 4));
-    const auto a = uniform({m, k}, 5);
-    auto product = [&] {
-        xt::xarray<float> c = xt::zeros<float>({m, n});
-        const auto& w = std::as_const(p).value();
-        detail::packed_gemm(Precision::f32, m, n, k, a.data(), k, {&p, p.version(), w.data(), n, k}, true, false,
-                            c.data(), n);
-        return c;
-    };
-    auto reference = [&] {
-        xt::xarray<float> c = xt::zeros<float>({m, n});
-        detail::gemm<float>(false, true, m, n, k, 1.0f, a.data(), k, std::as_const(p).value().data(), k, 0.0f, c.data(),
-                            n);
-        return c;
-    };
-    const auto before = detail::weight_packs();
-    product();
-    BOOST_TEST(detail::weight_packs() == before + 1);
-    for (int s = 0; s < 5; ++s) BOOST_TEST(close(product(), reference(), 1e-4));
-    BOOST_TEST(detail::weight_packs() == before + 1);  // the same version: no new packing
-    p.value() *= 2.0f;  // an optimizer's update: a new version
-    BOOST_TEST(close(product(), reference(), 1e-4));  // the new values, not the cached ones
-    BOOST_TEST(detail::weight_packs() == before + 2);
+    for (Precision precision : {Precision::f32, Precision::bf16}) {
+        const bool bf16 = precision == Precision::bf16;
+        Parameter<float> p(uniform({n, k}, 4));
+        const auto a = uniform({m, k}, 5);
+        auto product = [&] {
+            xt::xarray<float> c = xt::zeros<float>({m, n});
+            const auto& w = std::as_const(p).value();
+            detail::packed_gemm(precision, m, n, k, a.data(), k, {&p, p.version(), w.data(), n, k}, true, false,
+                                c.data(), n);
+            return c;
+        };
+        auto reference = [&] {
+            xt::xarray<float> c = xt::zeros<float>({m, n});
+            const xt::xarray<float> ar = bf16 ? round_bf16(a) : a,
+                                    wr = bf16 ? round_bf16(std::as_const(p).value()) : std::as_const(p).value();
+            detail::gemm<float>(false, true, m, n, k, 1.0f, ar.data(), k, wr.data(), k, 0.0f, c.data(), n);
+            return c;
+        };
+        const double tol = bf16 ? 1e-6 : 1e-4;
+        const auto before = detail::weight_packs();
+        product();
+        BOOST_TEST(detail::weight_packs() == before + 1);
+        for (int s = 0; s < 5; ++s) BOOST_TEST(close(product(), reference(), tol));
+        BOOST_TEST(detail::weight_packs() == before + 1);  // the same version: no new packing
+        p.value() *= 2.0f;  // an optimizer's update: a new version
+        BOOST_TEST(close(product(), reference(), tol));  // the new values, not the cached ones
+        BOOST_TEST(detail::weight_packs() == before + 2);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(recurrent_layers_pack_once_per_update_not_per_step) {
@@ -383,33 +390,6 @@ BOOST_AUTO_TEST_CASE(own_bf16_kernel_equals_double_product_of_rounded_operands) 
                                 " > /dev/null 2>&1")
                                    .c_str()) == 0);
     }
-}
-
-// A small bf16 product by a Parameter (recur's kernel where available, else oneDNN) packs its
-// weight once per version too, and reads the new values after an update.
-BOOST_AUTO_TEST_CASE(small_bf16_products_pack_once_per_version) {
-    const std::size_t m = 16, n = 256, k = 64;  // S's recurrent product
-    Parameter<float> p(uniform({n, k}, 23));
-    const auto a = uniform({m, k}, 24);
-    auto product = [&] {
-        xt::xarray<float> c = xt::zeros<float>({m, n});
-        const auto& w = std::as_const(p).value();
-        detail::packed_gemm(Precision::bf16, m, n, k, a.data(), k, {&p, p.version(), w.data(), n, k}, true, false,
-                            c.data(), n);
-        return c;
-    };
-    auto reference = [&] {
-        xt::xarray<float> c = xt::zeros<float>({m, n});
-        const auto ar = round_bf16(a), wr = round_bf16(std::as_const(p).value());
-        detail::gemm<float>(false, true, m, n, k, 1.0f, ar.data(), k, wr.data(), k, 0.0f, c.data(), n);
-        return c;
-    };
-    const auto before = detail::weight_packs();
-    for (int s = 0; s < 3; ++s) BOOST_TEST(close(product(), reference(), 1e-6));
-    BOOST_TEST(detail::weight_packs() == before + 1);
-    p.value() *= 2.0f;  // a new version
-    BOOST_TEST(close(product(), reference(), 1e-6));
-    BOOST_TEST(detail::weight_packs() == before + 2);
 }
 
 // On a CPU without AVX512_BF16, bf16 runs oneDNN's emulation on AVX-512: the same results as
