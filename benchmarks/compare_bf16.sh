@@ -11,7 +11,9 @@
 #
 # Environment: BUILD_DIR (default <repo>/build-bench), BUILD_JOBS (default 1), CPU (default 0),
 # ROUNDS (default 3), REPETITIONS (default 1), MIN_TIME (default 0.2), SIZES (any of XS S M L,
-# default "S M L"), NO_BUILD=1 (run the existing binaries).
+# default "S M L"), NO_BUILD=1 (run the existing binaries). The benchmarks inherit the rest:
+# RECUR_BF16_KERNEL=onednn keeps recur's small bf16 products off its own kernel (README
+# "Reduced precision"), for the same table without it.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

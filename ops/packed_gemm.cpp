@@ -1,6 +1,7 @@
 // Products by a packed weight (see packed_gemm.hpp): oneDNN matmul primitives, made once per
 // shape, and weights reordered once per Parameter version into the layout the primitive asked
-// for. Both caches are per thread (no locks; data-parallel threads each pack their own copy).
+// for, or, for small bf16 products, into recur's pair layout (bf16_kernel.hpp). Both caches are
+// per thread (no locks; data-parallel threads each pack their own copy).
 #include "packed_gemm.hpp"
 
 #include "bf16_kernel.hpp"
