@@ -194,8 +194,8 @@ RECUR_AMX void tile_group(std::size_t chunks, const std::uint32_t* ar, std::size
 // 32), the weight in whole tiles of 16 pairs (bf16_pair_rows). Without accumulate, tiles
 // wholly inside C are stored to C itself; the others go through `edge` and (masked) adds (a
 // tile load of C just written by the caller stalls: measured slower).
-RECUR_AMX void tile_gemm(std::size_t m, std::size_t n, std::size_t pairs, const std::uint32_t* ar,
-                         std::size_t a_stride, const std::uint32_t* w, bool accumulate, float* c, std::size_t ldc) {
+RECUR_AMX void tile_gemm(std::size_t m, std::size_t n, std::size_t pairs, const std::uint32_t* ar, std::size_t a_stride,
+                         const std::uint32_t* w, bool accumulate, float* c, std::size_t ldc) {
     static const TileConfig config;
     alignas(64) float edge[tile_rows * group * lanes];
     const std::size_t w_stride = bf16_pair_stride(n), chunks = (pairs + tile_pairs - 1) / tile_pairs;

@@ -365,8 +365,7 @@ BOOST_AUTO_TEST_CASE(own_bf16_kernel_equals_double_product_of_rounded_operands) 
                                     ok = ok && c(i, j) == c0(i, j);
                                     continue;
                                 }
-                                double want = accumulate ? c0(i, j) : 0.0, unrounded = want,
-                                       magnitude = std::abs(want);
+                                double want = accumulate ? c0(i, j) : 0.0, unrounded = want, magnitude = std::abs(want);
                                 for (std::size_t l = 0; l < k; ++l) {
                                     const float wl = transposed ? wr(j, l) : wr(l, j);
                                     want += double(ar(i, l)) * wl;
@@ -378,8 +377,8 @@ BOOST_AUTO_TEST_CASE(own_bf16_kernel_equals_double_product_of_rounded_operands) 
                                 ok = ok && std::abs(c(i, j) - want) <= bound;
                                 rounding_seen = rounding_seen || std::abs(c(i, j) - unrounded) > bound;
                             }
-                        BOOST_TEST(ok, m << " x " << n << " x " << k << " transposed " << transposed
-                                          << " accumulate " << accumulate);
+                        BOOST_TEST(ok, m << " x " << n << " x " << k << " transposed " << transposed << " accumulate "
+                                         << accumulate);
                     }
     BOOST_TEST(rounding_seen);  // the operands were rounded
     if (role == nullptr && detail::bf16_tiles_available()) {  // the vdpbf16ps kernel, in a child
