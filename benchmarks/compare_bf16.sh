@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bf16 targets (issue 13): recur's natural loops in f32 and under Precision::bf16 beside
 # oneDNN's RNN primitive in f32 and bf16 (onednn_layers --dtype bf16), one-layer LSTM and GRU,
-# training steps and inference forwards, in ROUNDS interleaved rounds; medians over all rounds.
+# training steps and inference forwards, in ROUNDS rounds, recur and oneDNN case by case
+# (seconds apart, the order alternating by round); medians over all rounds.
 # Prints per (size, cell, mode): the four times and the ratios recur f32 / recur bf16 (targets:
 # >= 1.5 training, >= 1.8 inference at M and L) and oneDNN bf16 / recur bf16 (target >= 1.0).
 # Pinned to one core, one thread (OMP_NUM_THREADS=1), like compare_layers.sh.
@@ -11,7 +12,9 @@
 #
 # Environment: BUILD_DIR (default <repo>/build-bench), BUILD_JOBS (default 1), CPU (default 0),
 # ROUNDS (default 3), REPETITIONS (default 1), MIN_TIME (default 0.2), SIZES (any of XS S M L,
-# default "S M L"), NO_BUILD=1 (run the existing binaries).
+# default "S M L"), NO_BUILD=1 (run the existing binaries). The benchmarks inherit the rest:
+# RECUR_BF16_KERNEL=onednn keeps recur's small bf16 products off its own kernel (README
+# "Reduced precision"), for the same table without it.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,10 +34,6 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
 fi
 
 declare -A batch=([XS]=1 [S]=16 [M]=64 [L]=64) steps=([XS]=1000 [S]=200 [M]=100 [L]=50) width=([XS]=16 [S]=64 [M]=256 [L]=512)
-size_re=""
-for s in $sizes; do size_re+="${size_re:+|}B:${batch[$s]}/T:${steps[$s]}/"; done
-filter_recur="BM_(Train|Infer)/(lstm|gru)/(natural|bf16)/($size_re)"
-filter_onednn="BM_(Train|Infer)(Bf16)?/(lstm|gru)/($size_re)"
 
 out=$(mktemp -d "${TMPDIR:-/tmp}/compare_bf16.XXXXXX")
 trap 'rm -rf "$out"' EXIT
@@ -45,16 +44,33 @@ run() {  # run NAME BINARY ARGS...
     --benchmark_out="$out/$name.json" --benchmark_out_format=json >/dev/null 2>"$out/$name.err" ||
     { cat "$out/$name.err" >&2; exit 1; }
 }
+# Case by case (size, mode, cell): recur's f32 and bf16 loops, then oneDNN's f32 and bf16
+# primitives, seconds apart (which goes first alternates by round), so that a drift in the
+# machine's load hits both sides of a ratio alike.
+run_round() {  # run_round ROUND
+  local k=0 size mode kind shape recur_filter onednn_filter
+  for size in $sizes; do
+    shape="B:${batch[$size]}/T:${steps[$size]}/I:${width[$size]}/H:${width[$size]}"
+    for mode in Train Infer; do
+      for kind in lstm gru; do
+        k=$((k + 1))
+        recur_filter="^BM_$mode/$kind/(natural|bf16)/$shape\$"
+        onednn_filter="^BM_$mode(Bf16)?/$kind/$shape\$"
+        if (($1 % 2)); then
+          run "recur.$1.$k" "$build/benchmarks/bench_layers" --benchmark_filter="$recur_filter"
+          run "onednn.$1.$k" "$build/benchmarks/onednn_layers" --dtype bf16 --benchmark_filter="$onednn_filter"
+        else
+          run "onednn.$1.$k" "$build/benchmarks/onednn_layers" --dtype bf16 --benchmark_filter="$onednn_filter"
+          run "recur.$1.$k" "$build/benchmarks/bench_layers" --benchmark_filter="$recur_filter"
+        fi
+      done
+    done
+  done
+}
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$(date '+%Y-%m-%d %H:%M %Z')
 for ((r = 1; r <= rounds; r++)); do
-  if ((r % 2)); then
-    run "recur.$r" "$build/benchmarks/bench_layers" --benchmark_filter="$filter_recur"
-    run "onednn.$r" "$build/benchmarks/onednn_layers" --dtype bf16 --benchmark_filter="$filter_onednn"
-  else
-    run "onednn.$r" "$build/benchmarks/onednn_layers" --dtype bf16 --benchmark_filter="$filter_onednn"
-    run "recur.$r" "$build/benchmarks/bench_layers" --benchmark_filter="$filter_recur"
-  fi
+  run_round "$r"
   echo "round $r/$rounds done, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 done
 echo "Machine: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), pinned to core $cpu, 1 thread"

@@ -1,7 +1,10 @@
 // Products by a packed weight (see packed_gemm.hpp): oneDNN matmul primitives, made once per
 // shape, and weights reordered once per Parameter version into the layout the primitive asked
-// for. Both caches are per thread (no locks; data-parallel threads each pack their own copy).
+// for, or, for small bf16 products, into recur's pair layout (bf16_kernel.hpp). Both caches are
+// per thread (no locks; data-parallel threads each pack their own copy).
 #include "packed_gemm.hpp"
+
+#include "bf16_kernel.hpp"
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -47,13 +50,16 @@ struct Product {
     memory src, dst, wei;  // wrappers whose handles are set per call (wei: plain weights only)
 };
 
-// A packed weight: op(W) (k x n) of `owner` at `version`, in the layout `layout`.
+// A packed weight: op(W) (k x n) of `owner` at `version`, in oneDNN's layout `layout` (in
+// `value`), or, with a zero `layout`, in recur's bf16 pair layout (in `pairs`, bf16_kernel.hpp).
 struct Packed {
     const void* owner;
     std::uint64_t version;
     bool transposed;
+    std::size_t k, n;
     memory::desc layout;
     memory value;
+    std::vector<std::uint32_t> pairs;
     std::uint64_t used;  // for eviction
 };
 
@@ -101,52 +107,70 @@ Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, s
     return products.back();
 }
 
-// op(W) in `layout`: the cached packing when W's owner and version match, else a new one.
-const memory& packed_for(const WeightRef& w, bool transposed, const memory::desc& layout, Precision p, std::size_t n,
-                         std::size_t k) {
+// The cache entry of op(W) in `layout`, and whether it holds W's current version: the cached
+// entry when W's owner and version match, else the same weight's older entry, or a new one
+// (evicting the least recently used), which the caller fills and then marks with note_packed.
+Packed& cached_slot(const WeightRef& w, bool transposed, std::size_t k, std::size_t n, const memory::desc& layout,
+                    bool& current) {
     thread_local std::vector<Packed> cache;
     thread_local std::uint64_t clock = 0;
     ++clock;
-    Packed* slot = nullptr;
+    current = false;
     if (w.owner != nullptr) {
         for (auto& e : cache)
-            if (e.owner == w.owner && e.transposed == transposed && e.layout == layout) {
-                if (e.version == w.version) {
-                    e.used = clock;
-                    return e.value;
-                }
-                slot = &e;  // the same weight at an older version: repack in place
-                break;
+            if (e.owner == w.owner && e.transposed == transposed && e.k == k && e.n == n && e.layout == layout) {
+                e.used = clock;
+                current = e.version == w.version;
+                return e;  // the same weight at an older version: repacked in place
             }
     }
-    if (slot == nullptr) {
-        if (cache.size() == max_packed) {  // evict the least recently used
-            auto oldest = std::min_element(cache.begin(), cache.end(),
-                                           [](const Packed& a, const Packed& b) { return a.used < b.used; });
-            cache.erase(oldest);
-        }
-        try {
-            cache.push_back({w.owner, 0, transposed, layout, memory(layout, cpu_engine()), 0});
-        } catch (const dnnl::error& e) {
-            fail("allocating the packed weight", 0, n, k, p, e);
-        }
-        slot = &cache.back();
+    if (cache.size() == max_packed) {
+        auto oldest = std::min_element(cache.begin(), cache.end(),
+                                       [](const Packed& a, const Packed& b) { return a.used < b.used; });
+        cache.erase(oldest);
     }
+    // A weight that is no Parameter's (owner null) has no identity to key on: lookups skip its
+    // entry, which waits for eviction.
+    cache.push_back({w.owner, 0, transposed, k, n, layout, memory(), {}, clock});
+    return cache.back();
+}
+
+void note_packed(Packed& slot, const WeightRef& w) {
+    packs.fetch_add(1, std::memory_order_relaxed);
+    slot.version = w.version;
+}
+
+// op(W) in `layout`, reordered by oneDNN when the cache has not got W's current version.
+const memory& packed_for(const WeightRef& w, bool transposed, const memory::desc& layout, Precision p, std::size_t n,
+                         std::size_t k) {
+    bool current = false;
+    Packed& slot = cached_slot(w, transposed, k, n, layout, current);
+    if (current) return slot.value;
     // W as op(W) (k x n) in plain f32: W^T of an (n x k) row-major W, or W (k x n) itself.
     const memory::desc plain({dim(k), dim(n)}, dt::f32, transposed ? memory::dims{1, dim(k)} : memory::dims{dim(n), 1});
     try {
+        if (!slot.value) slot.value = memory(layout, cpu_engine());
         memory source(plain, cpu_engine(), const_cast<float*>(w.data));
-        dnnl::reorder(source, slot->value).execute(thread_stream(), source, slot->value);
+        dnnl::reorder(source, slot.value).execute(thread_stream(), source, slot.value);
         thread_stream().wait();
     } catch (const dnnl::error& e) {
         fail("packing the weight", 0, n, k, p, e);
     }
-    packs.fetch_add(1, std::memory_order_relaxed);
-    slot->version = w.version;
-    slot->used = clock;
-    // A weight that is no Parameter's (owner null) has no identity to key on: lookups skip its
-    // entry, which waits for eviction.
-    return slot->value;
+    note_packed(slot, w);
+    return slot.value;
+}
+
+// op(W) (k x n) in recur's bf16 pair layout, packed when the cache has not got W's current
+// version.
+const std::uint32_t* pairs_for(const WeightRef& w, bool transposed, std::size_t n, std::size_t k) {
+    bool current = false;
+    Packed& slot = cached_slot(w, transposed, k, n, memory::desc(), current);
+    if (!current) {
+        slot.pairs.resize(bf16_pair_rows(k) * bf16_pair_stride(n));
+        pack_bf16_pairs(w.data, transposed, k, n, slot.pairs.data());
+        note_packed(slot, w);
+    }
+    return slot.pairs.data();
 }
 
 // A (m x k, lda) rounded to bf16 into per-thread buffer `slot` (0 or 1), row stride k.
@@ -173,6 +197,15 @@ void execute(Product& pr, const void* a, const memory& weights, float* c, std::s
     }
 }
 
+// Whether a bf16 product runs on recur's kernel (bf16_kernel.hpp) rather than a oneDNN matmul:
+// up to 2^19 multiply-adds. Measured one core (loaded machine), own / oneDNN time, AMX: S's
+// recurrent products (16 x 256 x 64, 16 x 192 x 64 forward; 16 x 64 x 256 backward) 0.55-0.8,
+// XS's 1 x 64 x 16 0.2-0.5, 32 x 256 x 64 0.4-0.9; from 2^20 on oneDNN's matmul was
+// faster (16 x 512 x 128 2.1x, 64 x 256 x 64 tie or worse, M's 64 x 1024 x 256 1.7-4x).
+bool own_bf16_product(std::size_t m, std::size_t n, std::size_t k) {
+    return bf16_kernel_available() && double(m) * double(n) * double(k) <= double(1 << 19);
+}
+
 }  // namespace
 
 void packed_gemm(Precision precision, std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
@@ -181,6 +214,10 @@ void packed_gemm(Precision precision, std::size_t m, std::size_t n, std::size_t 
     if (k == 0) {
         if (!accumulate)
             for (std::size_t r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, 0.0f);
+        return;
+    }
+    if (precision == Precision::bf16 && own_bf16_product(m, n, k)) {
+        bf16_pair_gemm(m, n, k, a, lda, pairs_for(w, transpose_w, n, k), accumulate, c, ldc);
         return;
     }
     Product& pr = product_for(precision, m, n, k, std::max(lda, k), std::max(ldc, n), accumulate);

@@ -1,8 +1,10 @@
 // Products by a weight matrix kept packed: oneDNN's matmul primitive with its weights reordered
 // once into the blocked layout the primitive prefers ("any"), in f32 or bf16, and cached per
 // (Parameter, version, dtype, orientation), so a weight multiplied at every time step is packed
-// (and, in bf16, rounded) once per optimizer update, not once per step. Defined in
-// ops/packed_gemm.cpp. Internal to the library (not installed).
+// (and, in bf16, rounded) once per optimizer update, not once per step. Small bf16 products
+// (up to 2^19 multiply-adds) run on recur's own kernel instead (ops/bf16_kernel.hpp), over the
+// weight packed in its pair layout, cached the same way. Defined in ops/packed_gemm.cpp.
+// Internal to the library (not installed).
 #pragma once
 
 #include <cstddef>

@@ -2,7 +2,9 @@
 // product equals the plain one; a weight is packed once per version (not per time step) and
 // again after an optimizer step; a bf16 step equals an f32 step run on bf16-rounded operands;
 // fit and predict run under the policy; a double tape refuses it; on a CPU without AVX512_BF16
-// (forced through oneDNN's DNNL_MAX_CPU_ISA in a child process) bf16 runs oneDNN's emulation.
+// (forced through oneDNN's DNNL_MAX_CPU_ISA in a child process) bf16 runs oneDNN's emulation;
+// recur's own small-product kernels (AMX, and vdpbf16ps in a child process) equal a double
+// product of the rounded operands at awkward sizes.
 #include <boost/test/unit_test.hpp>
 
 #include <cfenv>
@@ -12,9 +14,11 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <recur/recur.hpp>
 
+#include "ops/bf16_kernel.hpp"
 #include "ops/common.hpp"
 #include "ops/packed_gemm.hpp"
 #include "support.hpp"
@@ -114,31 +118,38 @@ BOOST_AUTO_TEST_CASE(packed_f32_product_equals_the_plain_one) {
     }
 }
 
+// f32 and bf16 (S's recurrent product: in bf16 recur's own kernel where available, else oneDNN;
+// the reference on rounded operands).
 BOOST_AUTO_TEST_CASE(a_weight_is_packed_once_per_version) {
     const std::size_t m = 16, n = 256, k = 64;
-    Parameter<float> p(uniform({n, k}, 4));
-    const auto a = uniform({m, k}, 5);
-    auto product = [&] {
-        xt::xarray<float> c = xt::zeros<float>({m, n});
-        const auto& w = std::as_const(p).value();
-        detail::packed_gemm(Precision::f32, m, n, k, a.data(), k, {&p, p.version(), w.data(), n, k}, true, false,
-                            c.data(), n);
-        return c;
-    };
-    auto reference = [&] {
-        xt::xarray<float> c = xt::zeros<float>({m, n});
-        detail::gemm<float>(false, true, m, n, k, 1.0f, a.data(), k, std::as_const(p).value().data(), k, 0.0f, c.data(),
-                            n);
-        return c;
-    };
-    const auto before = detail::weight_packs();
-    product();
-    BOOST_TEST(detail::weight_packs() == before + 1);
-    for (int s = 0; s < 5; ++s) BOOST_TEST(close(product(), reference(), 1e-4));
-    BOOST_TEST(detail::weight_packs() == before + 1);  // the same version: no new packing
-    p.value() *= 2.0f;  // an optimizer's update: a new version
-    BOOST_TEST(close(product(), reference(), 1e-4));  // the new values, not the cached ones
-    BOOST_TEST(detail::weight_packs() == before + 2);
+    for (Precision precision : {Precision::f32, Precision::bf16}) {
+        const bool bf16 = precision == Precision::bf16;
+        Parameter<float> p(uniform({n, k}, 4));
+        const auto a = uniform({m, k}, 5);
+        auto product = [&] {
+            xt::xarray<float> c = xt::zeros<float>({m, n});
+            const auto& w = std::as_const(p).value();
+            detail::packed_gemm(precision, m, n, k, a.data(), k, {&p, p.version(), w.data(), n, k}, true, false,
+                                c.data(), n);
+            return c;
+        };
+        auto reference = [&] {
+            xt::xarray<float> c = xt::zeros<float>({m, n});
+            const xt::xarray<float> ar = bf16 ? round_bf16(a) : a,
+                                    wr = bf16 ? round_bf16(std::as_const(p).value()) : std::as_const(p).value();
+            detail::gemm<float>(false, true, m, n, k, 1.0f, ar.data(), k, wr.data(), k, 0.0f, c.data(), n);
+            return c;
+        };
+        const double tol = bf16 ? 1e-6 : 1e-4;
+        const auto before = detail::weight_packs();
+        product();
+        BOOST_TEST(detail::weight_packs() == before + 1);
+        for (int s = 0; s < 5; ++s) BOOST_TEST(close(product(), reference(), tol));
+        BOOST_TEST(detail::weight_packs() == before + 1);  // the same version: no new packing
+        p.value() *= 2.0f;  // an optimizer's update: a new version
+        BOOST_TEST(close(product(), reference(), tol));  // the new values, not the cached ones
+        BOOST_TEST(detail::weight_packs() == before + 2);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(recurrent_layers_pack_once_per_update_not_per_step) {
@@ -321,6 +332,75 @@ BOOST_AUTO_TEST_CASE(double_and_parallel_runs_refuse_bf16) {
     BOOST_TEST((parse_precision("bf16") == Precision::bf16));
 }
 
+// recur's bf16 kernel (ops/bf16_kernel.hpp) at awkward sizes (m 1, 3, 17; n not a multiple of
+// 16; odd k; lda > k; ldc > n; both orientations; accumulate on and off): within f32 rounding
+// of a double product of the rounded operands, and columns past n untouched. Run here (AMX
+// where usable) and, on such a CPU, again in a child with RECUR_BF16_KERNEL=dot (vdpbf16ps).
+BOOST_AUTO_TEST_CASE(own_bf16_kernel_equals_double_product_of_rounded_operands) {
+    const char* role = std::getenv("RECUR_BF16_KERNEL");
+    if (!detail::bf16_kernel_available()) {  // bf16 products all stay on oneDNN
+        BOOST_TEST((role != nullptr || !bf16_native() || !__builtin_cpu_supports("avx512bf16")));
+        return;
+    }
+    if (role != nullptr) BOOST_TEST(!detail::bf16_tiles_available());  // "dot": the vdpbf16ps kernel
+    std::uint64_t seed = 30;
+    bool rounding_seen = false;
+    auto matches = [&](std::size_t m, std::size_t n, std::size_t k, bool transposed, bool accumulate) {
+        const std::size_t lda = k + 2, ldc = n + 3;
+        const auto a = uniform({m, lda}, ++seed), c0 = uniform({m, ldc}, ++seed);
+        const auto w = transposed ? uniform({n, k}, ++seed) : uniform({k, n}, ++seed);
+        const auto ar = round_bf16(a), wr = round_bf16(w);
+        std::vector<std::uint32_t> packed(detail::bf16_pair_rows(k) * detail::bf16_pair_stride(n));
+        detail::pack_bf16_pairs(w.data(), transposed, k, n, packed.data());
+        xt::xarray<float> c = c0;
+        detail::bf16_pair_gemm(m, n, k, a.data(), lda, packed.data(), accumulate, c.data(), ldc);
+        bool ok = true;
+        for (std::size_t i = 0; i < m; ++i)
+            for (std::size_t j = 0; j < ldc; ++j) {
+                if (j >= n) {
+                    ok = ok && c(i, j) == c0(i, j);
+                    continue;
+                }
+                double want = accumulate ? c0(i, j) : 0.0, unrounded = want, magnitude = std::abs(want);
+                for (std::size_t l = 0; l < k; ++l) {
+                    const float wl = transposed ? wr(j, l) : wr(l, j);
+                    want += double(ar(i, l)) * wl;
+                    unrounded += double(a(i, l)) * (transposed ? w(j, l) : w(l, j));
+                    magnitude += std::abs(double(ar(i, l)) * wl);
+                }
+                // k + 1 f32 additions: each off by at most 2^-24 of the running sum
+                const double bound = double(k + 1) * std::ldexp(magnitude, -24);
+                ok = ok && std::abs(c(i, j) - want) <= bound;
+                rounding_seen = rounding_seen || std::abs(c(i, j) - unrounded) > bound;
+            }
+        return ok;
+    };
+    for (std::size_t m : {1, 3, 17})
+        for (std::size_t n : {5, 40, 100})
+            for (std::size_t k : {1, 7, 64, 65})
+                for (bool transposed : {true, false})
+                    for (bool accumulate : {false, true})
+                        BOOST_TEST(matches(m, n, k, transposed, accumulate), m << " x " << n << " x " << k
+                                                                               << " transposed " << transposed
+                                                                               << " accumulate " << accumulate);
+    // oneDNN's AMX kernels load their own tile configuration: after one of its bf16 products
+    // (64 x 1024 x 256, above the kernel's sizes) recur's kernel is still right.
+    const auto big_a = uniform({64, 256}, ++seed), big_w = uniform({1024, 256}, ++seed);
+    xt::xarray<float> big_c = xt::zeros<float>({64, 1024});
+    detail::packed_gemm(Precision::bf16, 64, 1024, 256, big_a.data(), 256, {nullptr, 0, big_w.data(), 1024, 256}, true,
+                        false, big_c.data(), 1024);
+    BOOST_TEST(matches(17, 100, 65, true, true));
+    BOOST_TEST(rounding_seen);  // the operands were rounded
+    if (role == nullptr && detail::bf16_tiles_available()) {  // the vdpbf16ps kernel, in a child
+        const auto& suite = boost::unit_test::framework::master_test_suite();
+        const std::string self = suite.argc > 0 ? suite.argv[0] : "";
+        BOOST_TEST(std::system(("RECUR_BF16_KERNEL=dot " + self +
+                                " --run_test=bf16/own_bf16_kernel_equals_double_product_of_rounded_operands"
+                                " > /dev/null 2>&1")
+                                   .c_str()) == 0);
+    }
+}
+
 // On a CPU without AVX512_BF16, bf16 runs oneDNN's emulation on AVX-512: the same results as
 // the f32 product of rounded operands. Forced in a child process of this binary (oneDNN reads
 // DNNL_MAX_CPU_ISA once, at its first use). Without AVX-512 at all, a bf16 product is a
@@ -346,6 +426,7 @@ BOOST_AUTO_TEST_CASE(bf16_without_avx512_bf16_is_emulated) {
         return;
     }
     BOOST_TEST(!bf16_native());
+    BOOST_TEST(!detail::bf16_kernel_available());  // recur's kernel only where oneDNN runs bf16 natively
     if (std::string(role) == "emulated") {
         xt::xarray<float> reference = xt::zeros<float>({m, n});
         const auto ar = round_bf16(a), wr = round_bf16(w);
