@@ -198,10 +198,13 @@ struct GradReducerOptions {
 
 /// "How much of the allreduce time backward hid", measured per step and summarised over
 /// steps with medians (GradReducer::overlap(); seconds). finish() waits, on rank r in step s,
-/// W_r(s) = (when the last bucket is reduced) - (when rank r's backward ended): a rank that
-/// ended backward before the others waits for them too, which is load imbalance, not
-/// communication. The last rank to end backward waits least, so min_r W_r(s) is the
-/// communication left exposed after every rank's backward, and max_r - min_r the imbalance.
+/// W_r(s) = (when the last bucket is reduced) - (when rank r's backward ended; more exactly,
+/// when finish() has packed the parameters backward did not report and handed their buckets
+/// over): a rank that ended backward before the others waits for them too, which is load
+/// imbalance, not communication. The ranks see the last bucket done within a message's
+/// latency of each other, and the last rank to end backward waits least, so min_r W_r(s) is
+/// the communication left exposed after every rank's backward, and max_r - min_r the
+/// imbalance. No clock is shared between machines: only durations are compared.
 struct GradReducerOverlap {
     /// Steps measured: with the tape attached (backward reported parameters on some rank),
     /// and detached (every bucket reduced after backward).
