@@ -197,14 +197,18 @@ struct GradReducerOptions {
 };
 
 /// "How much of the allreduce time backward hid", measured per step and summarised over
-/// steps with medians (GradReducer::overlap(); seconds). finish() waits, on rank r in step s,
-/// W_r(s) = (when the last bucket is reduced) - (when rank r's backward ended; more exactly,
-/// when finish() has packed the parameters backward did not report and handed their buckets
-/// over): a rank that ended backward before the others waits for them too, which is load
-/// imbalance, not communication. The ranks see the last bucket done within a message's
-/// latency of each other, and the last rank to end backward waits least, so min_r W_r(s) is
-/// the communication left exposed after every rank's backward, and max_r - min_r the
-/// imbalance. No clock is shared between machines: only durations are compared.
+/// steps with medians (GradReducer::overlap(); seconds). On rank r in step s,
+/// W_r(s) = (when the communication thread ended the last bucket's reduction) - (when the
+/// last bucket was handed to it: when backward reported the last parameter, or in finish()
+/// for the parameters backward did not report), the reduction left once this rank's
+/// gradients were all final. Measured so, it does not depend on which thread a shared core
+/// runs first (the thread can reduce the last bucket before the training thread reaches
+/// finish(), which then does not wait, though backward was delayed as long). A rank whose
+/// gradients were final before the others' also waits for them: that is load imbalance, not
+/// communication. The ranks end the last reduction within a message's latency of each other,
+/// and the last rank to finish its gradients waits least, so min_r W_r(s) is the
+/// communication left exposed after every rank's backward, and max_r - min_r the imbalance.
+/// No clock is shared between machines: only durations are compared.
 struct GradReducerOverlap {
     /// Steps measured: with the tape attached (backward reported parameters on some rank),
     /// and detached (every bucket reduced after backward).

@@ -306,6 +306,8 @@ struct GradReducer<T>::State {
     std::size_t next = 0;  // the bucket the thread reduces next
     bool stop = false;
     double comm_seconds = 0, comm_cpu = 0;  // this step's, on the communication thread
+    // This step's: when the last bucket was handed to the thread, and when it was reduced.
+    std::chrono::steady_clock::time_point handed_over, done;
     std::exception_ptr error;
     std::thread thread;
 
@@ -429,13 +431,15 @@ void GradReducer<T>::communicate() {
             s.to_finish.notify_one();
             continue;
         }
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const auto end = std::chrono::steady_clock::now();
         const double cpu = thread_cpu_seconds() - cpu_start;
         lock.lock();
-        s.comm_seconds += seconds;
+        s.comm_seconds += std::chrono::duration<double>(end - start).count();
         s.comm_cpu += cpu;
-        ++s.next;
-        if (s.next == s.buckets.size()) s.to_finish.notify_one();
+        if (++s.next == s.buckets.size()) {
+            s.done = end;
+            s.to_finish.notify_one();
+        }
     }
 }
 
@@ -468,6 +472,7 @@ void GradReducer<T>::ready(Parameter<T>& p) {
     const std::size_t i = it->second;
     if (!s.learned) s.observed.push_back(i);
     if (s.pack(i)) {
+        s.handed_over = std::chrono::steady_clock::now();
         {
             std::lock_guard lock(s.m);
             s.buckets[s.bucket_of[i]].ready = true;
@@ -484,21 +489,27 @@ void GradReducer<T>::finish() {
     const bool log = step_wait_.size() < logged_steps;  // the log never grows: no allocation in a step
     if (log) step_reported_.push_back(static_cast<double>(std::count(s.packed.begin(), s.packed.end(), 1)));
     // The parameters backward did not report are packed first and their buckets handed over
-    // together, the clock read before: the wait is the reductions' alone, however the threads
-    // are scheduled (a step without a tape attached reduces every bucket here).
+    // together (a step without a tape attached reduces every bucket here).
     for (std::size_t i = 0; i < s.params.size(); ++i)
         if (!s.packed[i]) s.pack(i);
     const auto start = std::chrono::steady_clock::now();
     std::unique_lock lock(s.m);
-    for (auto& b : s.buckets) b.ready = b.ready || b.packed == b.parameters;
+    for (auto& b : s.buckets)
+        if (!b.ready) {
+            b.ready = true;
+            s.handed_over = start;
+        }
     s.to_thread.notify_one();
     s.to_finish.wait(lock, [&] { return s.next == s.buckets.size(); });
-    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    wait_seconds_ += waited;
+    wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     comm_seconds_ += s.comm_seconds;
-    if (log) {
-        step_wait_.push_back(waited);
+    // The step's W_r (GradReducerOverlap): from the last hand-over to the last reduction,
+    // whichever of the two threads the core ran first when they share one.
+    if (log && !s.error) {
+        step_wait_.push_back(std::max(0.0, std::chrono::duration<double>(s.done - s.handed_over).count()));
         step_comm_cpu_.push_back(s.comm_cpu);
+    } else if (log) {
+        step_reported_.pop_back();
     }
     s.comm_seconds = s.comm_cpu = 0;
     s.active = false;
@@ -537,7 +548,7 @@ void GradReducer<T>::reset_timers() {
 
 // Hands every bucket (zeroed, so that repeating adds nothing up) to the communication thread
 // at once, as finish() does in a step without a tape attached, and returns how long the
-// reductions took from then on.
+// reductions took from then on (until the thread ended the last one).
 template <class T>
 double GradReducer<T>::reduce_all_buckets() {
     State& s = *s_;
@@ -548,7 +559,7 @@ double GradReducer<T>::reduce_all_buckets() {
     s.next = 0;
     s.to_thread.notify_one();
     s.to_finish.wait(lock, [&] { return s.next == s.buckets.size(); });
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = std::chrono::duration<double>(s.done - start).count();  // as W_r in finish()
     s.comm_seconds = s.comm_cpu = 0;
     if (s.error) {
         auto e = s.error;
