@@ -174,8 +174,8 @@ BOOST_AUTO_TEST_CASE(fit_over_one_rank_equals_fit_alone) {
     const auto [over, h_over] = train(&comm);
     BOOST_TEST((alone == over));
     BOOST_TEST(h_alone["loss"] == h_over["loss"]);
-    for (const char* key : {"allreduce_seconds", "exposed_seconds", "imbalance_seconds", "allreduce_hidden",
-                            "comm_cpu_seconds"}) {
+    for (const char* key :
+         {"allreduce_seconds", "exposed_seconds", "imbalance_seconds", "allreduce_hidden", "comm_cpu_seconds"}) {
         BOOST_TEST(h_over.has(key));
         BOOST_TEST(!h_alone.has(key));
     }

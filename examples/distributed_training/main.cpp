@@ -85,7 +85,8 @@ int main(int argc, char** argv) {
     const auto bucket = static_cast<std::size_t>(args.get("bucket", 1 << 20));
     const auto loop_epochs = static_cast<std::size_t>(args.get("loop-epochs", 6));
     const bool fit_runs = args.get("fit", 1) != 0;  // --fit 0: the own loop alone
-    if (loop_epochs < 2 || epochs == 0 || samples == 0 || batch == 0 || steps == 0 || input < 2 || hidden == 0 || layers == 0) {
+    if (loop_epochs < 2 || epochs == 0 || samples == 0 || batch == 0 || steps == 0 || input < 2 || hidden == 0 ||
+        layers == 0) {
         if (rank == 0) std::cerr << "distributed_training: every setting must be >= 1, input and loop-epochs >= 2\n";
         return 2;
     }
@@ -234,8 +235,8 @@ int main(int argc, char** argv) {
         if (num_procs() >= size)
             alone("1 rank x " + std::to_string(size) + " threads", n);
         else if (rank == 0)
-            std::printf("(1 rank x %d threads left out: a rank has %d processor(s); run with --bind-to none)\n",
-                        size, num_procs());
+            std::printf("(1 rank x %d threads left out: a rank has %d processor(s); run with --bind-to none)\n", size,
+                        num_procs());
     }
 
     // A loop of one's own: each rank its part of every global batch, GradReducer in between.
