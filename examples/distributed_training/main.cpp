@@ -1,6 +1,8 @@
 // distributed_training — data-parallel training of an LSTM across processes with MPI.
 //
 //   mpirun -np 2 build/examples/distributed_training        (as root: --allow-run-as-root)
+//   mpirun -np 2 --bind-to core build/examples/distributed_training --epochs 6 --loop-epochs 11
+//                                                            (the overlap figures, each rank on its own core)
 //
 // Task and model as in parallel_training: x (N, T, I) ~ N(0, 1), y_t = (x_t[0] + x_{t-1}[1]) / 2;
 // LSTM(I -> H, `layers` layers, whole sequence) -> Linear(H -> 1), float32, Adam, MSE.
@@ -11,11 +13,12 @@
 //   N ranks x 1 thread      every rank, train::fit with an MpiCommunicator
 //   1 rank x N threads      rank 0 alone with FitOptions::threads = N (in-process data parallel)
 // Per run: seconds per epoch, samples per second, speed-up over 1 rank, then fit's overlap
-// figures (distributed::GradReducerOverlap, per step, medians): the reference time of the
-// step's reductions after backward ("allreduce"), the wait left after every rank's backward
-// ("exposed"), the first rank to end backward waiting for the last ("imbalance", load
-// imbalance, not communication), the share of the reduction hidden, 1 - exposed / allreduce,
-// and the communication thread's processor time; the final loss, and the processor seconds
+// figures (distributed::GradReducerOverlap, per step, medians; README "How the overlap is
+// measured"): the reference time of the step's reductions after backward ("allreduce"), the
+// reduction left once every rank's gradients were final ("exposed"), the first rank to
+// finish its gradients waiting for the last ("imbalance", load imbalance, not
+// communication), the share of the reduction hidden, 1 - exposed / allreduce, and the
+// communication thread's processor time; the final loss, and the processor seconds
 // per epoch of all the run's ranks and threads (on a busy machine the wall-clock figures
 // measure the others' load; the processor time of equal work does not). The 1 rank x N
 // threads run needs N processors per rank (mpirun --bind-to none); it is left out otherwise.
