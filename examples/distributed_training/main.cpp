@@ -1,6 +1,8 @@
 // distributed_training — data-parallel training of an LSTM across processes with MPI.
 //
 //   mpirun -np 2 build/examples/distributed_training        (as root: --allow-run-as-root)
+//   mpirun -np 2 --bind-to core build/examples/distributed_training --epochs 6 --loop-epochs 11
+//                                                            (the overlap figures, each rank on its own core)
 //
 // Task and model as in parallel_training: x (N, T, I) ~ N(0, 1), y_t = (x_t[0] + x_{t-1}[1]) / 2;
 // LSTM(I -> H, `layers` layers, whole sequence) -> Linear(H -> 1), float32, Adam, MSE.
@@ -10,20 +12,26 @@
 //   1 rank x 1 thread       rank 0 alone (the others wait without spinning)
 //   N ranks x 1 thread      every rank, train::fit with an MpiCommunicator
 //   1 rank x N threads      rank 0 alone with FitOptions::threads = N (in-process data parallel)
-// Per run: seconds per epoch, samples per second, speed-up over 1 rank, the share of the epoch
-// spent in the gradient allreduce (on the reducer's thread), the share the training thread
-// waited for it after backward (exposed), how much of the allreduce backward hid
-// (1 - exposed / allreduce), the final loss, and the processor seconds per epoch of all the
-// run's ranks and threads (on a busy machine the wall-clock figures measure the others'
-// load; the processor time of equal work does not: 2 ranks can reach at most
-// 2 x (1 rank's) / (2 ranks') of 1 rank's speed). Then a training loop of one's own with
-// distributed::GradReducer, the mechanism fit uses, whose steps alternate between buckets
-// reduced during backward and all after it: the wait after backward of each kind gives the
-// share of the reduction backward hid, free of the ranks' skew that the shares above include. The exit status is 0 when
-// every run's loss fell below 80% of its first epoch's (or, with one epoch, when it ran).
+// Per run: seconds per epoch, samples per second, speed-up over 1 rank, then fit's overlap
+// figures (distributed::GradReducerOverlap, per step, medians; README "How the overlap is
+// measured"): the reference time of the step's reductions after backward ("allreduce"), the
+// reduction left once every rank's gradients were final ("exposed"), the first rank to
+// finish its gradients waiting for the last ("imbalance", load imbalance, not
+// communication), the share of the reduction hidden, 1 - exposed / allreduce, and the
+// communication thread's processor time; the final loss, and the processor seconds
+// per epoch of all the run's ranks and threads (on a busy machine the wall-clock figures
+// measure the others' load; the processor time of equal work does not). The 1 rank x N
+// threads run needs N processors per rank (mpirun --bind-to none); it is left out otherwise.
+// Then a training loop of one's own with distributed::GradReducer, the mechanism fit uses,
+// over --loop-epochs epochs (the first warms up) whose steps alternate between buckets
+// reduced during backward (attached) and all after it (detached): the same figures over
+// many steps, and the detached steps' wait, the reference measured inside training steps.
+// The exit status is 0 when every run's loss fell below 80% of its first epoch's (or, with
+// one epoch, when it ran).
 //
 //   distributed_training [--epochs 3] [--samples 512] [--batch 64] [--steps 100] [--input 256]
-//                        [--hidden 256] [--layers 1] [--lr 0.003] [--bucket 1048576]
+//                        [--hidden 256] [--layers 1] [--lr 0.003] [--bucket 1048576] [--loop-epochs 6]
+//                        [--fit 1]  (--fit 0: only the loop of one's own)
 #include <algorithm>
 #include <sys/resource.h>
 
@@ -46,8 +54,9 @@ namespace {
 
 struct Run {
     std::string label;
+    int ranks = 1;
     double seconds_per_epoch = 0, samples_per_second = 0;
-    double comm_share = 0, exposed_share = 0;  // of the epoch: allreduce time, and the part backward did not hide
+    distributed::GradReducerOverlap overlap;  // medians over the epochs after the first of fit's figures
     double cpu_per_epoch = 0;  // processor seconds of all the run's ranks and threads
     double first_loss = 0, final_loss = 0;
 };
@@ -77,8 +86,11 @@ int main(int argc, char** argv) {
     const auto layers = static_cast<std::size_t>(args.get("layers", 1));
     const double lr = args.get_double("lr", 3e-3);
     const auto bucket = static_cast<std::size_t>(args.get("bucket", 1 << 20));
-    if (epochs == 0 || samples == 0 || batch == 0 || steps == 0 || input < 2 || hidden == 0 || layers == 0) {
-        if (rank == 0) std::cerr << "distributed_training: every setting must be >= 1, input >= 2\n";
+    const auto loop_epochs = static_cast<std::size_t>(args.get("loop-epochs", 6));
+    const bool fit_runs = args.get("fit", 1) != 0;  // --fit 0: the own loop alone
+    if (loop_epochs < 2 || epochs == 0 || samples == 0 || batch == 0 || steps == 0 || input < 2 || hidden == 0 ||
+        layers == 0) {
+        if (rank == 0) std::cerr << "distributed_training: every setting must be >= 1, input and loop-epochs >= 2\n";
         return 2;
     }
     set_num_threads(1);
@@ -162,20 +174,26 @@ int main(int argc, char** argv) {
                                           .threads = threads,
                                           .communicator = &comm,
                                           .bucket_bytes = bucket});
-        Run r{label};
+        Run r;
+        r.label = label;
+        r.ranks = comm.size();
         r.cpu_per_epoch = (cpu_seconds() - cpu_before) / static_cast<double>(h.epochs());
         comm.allreduce_sum(std::span<double>(&r.cpu_per_epoch, 1));  // over the run's ranks
-        double comm_seconds = 0, waited = 0;
-        // The first epoch warms up buffers; average the others when there are.
+        // The first epoch warms up buffers; average (times) or take the median (overlap
+        // figures) of the others when there are.
         const std::size_t from = h.epochs() > 1 ? 1 : 0;
-        for (std::size_t e = from; e < h.epochs(); ++e) {
-            r.seconds_per_epoch += h["seconds"][e];
-            comm_seconds += h["comm_seconds"][e];
-            waited += h["comm_wait_seconds"][e];
-        }
-        r.comm_share = comm.size() > 1 ? comm_seconds / r.seconds_per_epoch : 0;
-        r.exposed_share = comm.size() > 1 ? waited / r.seconds_per_epoch : 0;
+        auto median = [&](const std::string& key) {
+            std::vector<double> v(h[key].begin() + static_cast<std::ptrdiff_t>(from), h[key].end());
+            std::sort(v.begin(), v.end());
+            return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+        };
+        for (std::size_t e = from; e < h.epochs(); ++e) r.seconds_per_epoch += h["seconds"][e];
         r.seconds_per_epoch /= static_cast<double>(h.epochs() - from);
+        r.overlap = {.steps = 1,
+                     .allreduce = median("allreduce_seconds"),
+                     .exposed = median("exposed_seconds"),
+                     .imbalance = median("imbalance_seconds"),
+                     .comm_cpu = median("comm_cpu_seconds")};
         r.samples_per_second = static_cast<double>(samples) / r.seconds_per_epoch;
         r.first_loss = h["loss"].front();
         r.final_loss = h["loss"].back();
@@ -184,18 +202,23 @@ int main(int argc, char** argv) {
 
     std::vector<Run> runs;
     if (rank == 0)
-        std::printf("\n%-24s %9s %10s %9s %10s %8s %7s %11s %11s\n", "run", "s/epoch", "samples/s", "speed-up",
-                    "allreduce", "exposed", "hidden", "final loss", "cpu s/epoch");
+        std::printf("\n%-24s %9s %10s %9s %12s %11s %13s %7s %11s %11s %11s\n", "run", "s/epoch", "samples/s",
+                    "speed-up", "allreduce ms", "exposed ms", "imbalance ms", "hidden", "comm cpu ms", "final loss",
+                    "cpu s/epoch");
+    // The overlap figures (ms per step) and the share hidden, "-" for one rank.
+    auto overlap_text = [&](const distributed::GradReducerOverlap& o, const char* format) {
+        char text[160];
+        std::snprintf(text, sizeof text, format, 1e3 * o.allreduce, 1e3 * o.exposed, 1e3 * o.imbalance,
+                      100 * o.hidden(), 1e3 * o.comm_cpu);
+        return std::string(text);
+    };
     auto print = [&](const Run& r) {
         if (rank != 0) return;
-        // hidden: the share of the allreduce time backward covered (the wait also holds the
-        // thread hand-overs, so it can exceed the allreduce time: then nothing was hidden).
-        const double hidden_share = r.comm_share > 0 ? std::max(0.0, 1 - r.exposed_share / r.comm_share) : 0;
-        const std::string hidden_text =
-            r.comm_share > 0 ? std::to_string(static_cast<int>(100 * hidden_share)) + "%" : "-";
-        std::printf("%-24s %9.3f %10.1f %8.2fx %9.2f%% %7.2f%% %7s %11.5f %11.3f\n", r.label.c_str(),
-                    r.seconds_per_epoch, r.samples_per_second, r.samples_per_second / runs.front().samples_per_second,
-                    100 * r.comm_share, 100 * r.exposed_share, hidden_text.c_str(), r.final_loss, r.cpu_per_epoch);
+        const std::string figures = r.ranks == 1 ? std::string(12, ' ') + " -" + std::string(47, ' ')
+                                                 : overlap_text(r.overlap, "%12.3f %11.3f %13.3f %6.0f%% %11.3f");
+        std::printf("%-24s %9.3f %10.1f %8.2fx %s %11.5f %11.3f\n", r.label.c_str(), r.seconds_per_epoch,
+                    r.samples_per_second, r.samples_per_second / runs.front().samples_per_second, figures.c_str(),
+                    r.final_loss, r.cpu_per_epoch);
         std::fflush(stdout);
     };
     // Rank 0 alone (the others wait at the barrier, napping).
@@ -208,17 +231,21 @@ int main(int argc, char** argv) {
         world.barrier();
     };
     const auto n = static_cast<std::size_t>(size);
-    alone("1 rank x 1 thread", 1);
-    if (size > 1) {
+    if (fit_runs) alone("1 rank x 1 thread", 1);
+    if (fit_runs && size > 1) {
         runs.push_back(train_on(std::to_string(size) + " ranks x 1 thread", world, 1));
         print(runs.back());
-        alone("1 rank x " + std::to_string(size) + " threads", n);
+        if (num_procs() >= size)
+            alone("1 rank x " + std::to_string(size) + " threads", n);
+        else if (rank == 0)
+            std::printf("(1 rank x %d threads left out: a rank has %d processor(s); run with --bind-to none)\n", size,
+                        num_procs());
     }
 
     // A loop of one's own: each rank its part of every global batch, GradReducer in between.
-    // It also measures the overlap: steps alternate between the reducer attached to the tape
-    // (buckets reduced while backward runs) and detached (every bucket after backward), and
-    // the time finish() waits after backward is summed per kind (the first epoch warms up).
+    // It also measures the overlap over many steps: they alternate between the reducer
+    // attached to the tape (buckets reduced while backward runs) and detached (every bucket
+    // after backward); the first epoch warms up, then overlap() takes the medians.
     {
         auto model = make_model();
         optim::Adam<float> adam(model->parameters(), {.lr = lr});
@@ -226,10 +253,9 @@ int main(int argc, char** argv) {
         Tape<float> tape({.retain_grads = false});
         const data::BatchIterator batches(samples, batch * n, true, 1);
         double loss_sum = 0, seconds = 0;
-        double waited[2] = {0, 0}, reduced[2] = {0, 0};  // [detached, attached]
-        std::size_t counted[2] = {0, 0}, step = 0;
-        const std::size_t own_epochs = std::max<std::size_t>(2, epochs);
-        for (std::size_t epoch = 0; epoch < own_epochs; ++epoch) {
+        std::size_t step = 0;
+        for (std::size_t epoch = 0; epoch < loop_epochs; ++epoch) {
+            if (epoch == 1) reducer.reset_timers();
             loss_sum = 0;
             const auto start = std::chrono::steady_clock::now();
             for (const auto& global : batches.epoch(epoch)) {
@@ -240,12 +266,10 @@ int main(int argc, char** argv) {
                     idx.assign(
                         global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].first),
                         global.begin() + static_cast<std::ptrdiff_t>(parts[static_cast<std::size_t>(rank)].second));
-                const bool attached = epoch == 0 || step % 2 == 0;
-                if (attached)
+                if (epoch == 0 || step++ % 2 == 0)
                     reducer.attach(tape);
                 else
                     tape.on_grad_final({});
-                const double wait_before = reducer.wait_seconds(), comm_before = reducer.comm_seconds();
                 adam.zero_grad();
                 reducer.begin(mine ? static_cast<double>(idx.size()) / static_cast<double>(global.size()) : 0.0);
                 double weighted_loss = 0;
@@ -258,29 +282,24 @@ int main(int argc, char** argv) {
                 }
                 reducer.finish();  // every rank: the global batch's mean-loss gradient
                 adam.step();
-                if (epoch > 0) {
-                    waited[attached] += reducer.wait_seconds() - wait_before;
-                    reduced[attached] += reducer.comm_seconds() - comm_before;
-                    ++counted[attached];
-                    ++step;
-                }
                 world.allreduce_sum(std::span<double>(&weighted_loss, 1));
                 loss_sum += weighted_loss;
             }
             seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         }
+        const auto o = reducer.overlap(15);
         if (rank == 0) {
             std::printf("\nown loop with GradReducer, %d rank%s: %.3f s per epoch, last epoch's loss %.5f\n", size,
                         size > 1 ? "s" : "", seconds, loss_sum / static_cast<double>(samples));
-            auto per_step = [&](int k, const double* v) {
-                return counted[k] ? 1e3 * v[k] / static_cast<double>(counted[k]) : 0.0;
-            };
-            if (size > 1 && counted[0] > 0 && counted[1] > 0)
+            if (size > 1)
                 std::printf(
-                    "per step: allreduce %.2f ms; waited after backward %.2f ms with buckets reduced during "
-                    "backward, %.2f ms with all after it: %.0f%% of the wait hidden (%zu + %zu steps)\n",
-                    per_step(0, reduced), per_step(1, waited), per_step(0, waited),
-                    100 * (1 - per_step(1, waited) / per_step(0, waited)), counted[1], counted[0]);
+                    "overlap, medians over %zu attached + %zu detached steps (ms per step): %s; detached steps "
+                    "waited %.3f ms after backward (hidden against that reference: %.0f%%)\n",
+                    o.steps, o.detached_steps,
+                    overlap_text(o, "allreduce %.3f, exposed %.3f, imbalance %.3f, hidden %.0f%%, comm cpu %.3f")
+                        .c_str(),
+                    1e3 * o.detached_exposed,
+                    o.detached_exposed > 0 ? 100 * (1 - o.exposed / o.detached_exposed) : 0.0);
         }
     }
 

@@ -19,9 +19,9 @@
 // steps the finished chunks travel around the ring unchanged. Every rank ends with the same
 // bits, the order of the additions depends on (N, n) only, and each rank sends and receives
 // 2 (N - 1) / N of the buffer, the optimum for bandwidth. While it waits for a message it
-// polls and then sleeps in short naps instead of spinning (broadcast and barrier too: MPI's
-// nonblocking ones), so a waiting thread does not take a core from the computation of its
-// own or another rank.
+// polls for 0.2 ms, then sleeps in naps of wait / 16 (10 to 100 us) between polls instead of
+// spinning (broadcast and barrier too: MPI's nonblocking ones), so a waiting thread does not
+// take a core from the computation of its own or another rank.
 #pragma once
 
 #include <mpi.h>

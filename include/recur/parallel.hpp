@@ -196,6 +196,44 @@ struct GradReducerOptions {
     std::size_t bucket_bytes = std::size_t(1) << 20;
 };
 
+/// "How much of the allreduce time backward hid", measured per step and summarised over
+/// steps with medians (GradReducer::overlap(); seconds). On rank r in step s,
+/// W_r(s) = (when the communication thread ended the last bucket's reduction) - (when the
+/// last bucket was handed to it: when backward reported the last parameter, or in finish()
+/// for the parameters backward did not report), the reduction left once this rank's
+/// gradients were all final. Measured so, it does not depend on which thread a shared core
+/// runs first (the thread can reduce the last bucket before the training thread reaches
+/// finish(), which then does not wait, though backward was delayed as long). A rank whose
+/// gradients were final before the others' also waits for them: that is load imbalance, not
+/// communication. The ranks end the last reduction within a message's latency of each other,
+/// and the last rank to finish its gradients waits least, so min_r W_r(s) is the
+/// communication left exposed after every rank's backward, and max_r - min_r the imbalance.
+/// No clock is shared between machines: only durations are compared.
+struct GradReducerOverlap {
+    /// Steps measured: with the tape attached (backward reported parameters on some rank),
+    /// and detached (every bucket reduced after backward).
+    std::size_t steps = 0, detached_steps = 0;
+    /// The reference: the time the reductions of every bucket take once all ranks are
+    /// ready, each bucket handed to the communication thread after a barrier, as a detached
+    /// step does after backward (median over the repeats of the minimum over the ranks).
+    double allreduce = 0;
+    /// Median over the attached steps of min_r W_r(s): the reduction not hidden by backward.
+    double exposed = 0;
+    /// Median over all the steps of max_r W_r(s) - min_r W_r(s): the first rank to end
+    /// backward waiting for the last (load imbalance, reported apart from the reduction).
+    double imbalance = 0;
+    /// Median over the detached steps of min_r W_r(s) (0 without detached steps): the
+    /// reference measured inside training steps, to check `allreduce`.
+    double detached_exposed = 0;
+    /// Median over the steps, mean over the ranks, of the communication thread's processor
+    /// time per step (polls and naps included): on a machine whose cores all train, what
+    /// the reduction takes from the computation even when its wait is hidden.
+    double comm_cpu = 0;
+    /// 1 - exposed / allreduce: the share of the reduction backward hid (negative when
+    /// the wait after backward exceeds the reference; 0 without steps).
+    double hidden() const { return allreduce > 0 && steps > 0 ? 1 - exposed / allreduce : 0; }
+};
+
 /// Sums parameter gradients over the ranks of a communicator, bucket by bucket, while the
 /// backward sweep is still running. For a training loop of your own:
 ///
@@ -242,19 +280,29 @@ public:
     /// The parameters in bucket order (bucket 0's first).
     const std::vector<Parameter<T>*>& parameter_order() const;
     /// Seconds since construction or reset_timers(): the communication thread's time in
-    /// allreduce, and the time finish() waited for it (the part backward did not hide).
+    /// allreduce (waiting for other ranks included), and the time finish() waited for it.
     double comm_seconds() const { return comm_seconds_; }
     double wait_seconds() const { return wait_seconds_; }
-    /// Sets both totals to zero.
+    /// Sets both totals to zero and forgets the steps overlap() summarises.
     void reset_timers();
+    /// How much of the allreduce backward hid in the steps since reset_timers() (the first
+    /// 4096), the same
+    /// figures on every rank (a collective: every rank calls it, between steps; see
+    /// GradReducerOverlap). `repeats` reductions of the buckets measure the reference.
+    GradReducerOverlap overlap(std::size_t repeats = 7);
 
 private:
     struct State;
     void communicate();
     void layout(std::vector<Parameter<T>*> order);
     void learn_order();
+    double reduce_all_buckets();
     std::unique_ptr<State> s_;
     double comm_seconds_ = 0, wait_seconds_ = 0;
+    // Per step since reset_timers() (the first logged_steps of them): finish()'s wait, the
+    // parameters backward reported, and the communication thread's processor seconds.
+    static constexpr std::size_t logged_steps = 4096;
+    std::vector<double> step_wait_, step_reported_, step_comm_cpu_;
 };
 
 extern template class GradReducer<float>;

@@ -44,8 +44,10 @@
 // n_r / n (distributed::GradReducer, buckets reduced while backward runs), so every step is
 // the step of one process on the whole global batch, up to rounding; the loss and metrics of
 // every step and the validation values are reduced the same way, so every rank holds the
-// same History (its "seconds" are rank 0's; "comm_seconds" and "comm_wait_seconds" give the
-// reduction's time and the part of it backward did not hide). Dropout masks of rank r come
+// same History (its "seconds" are rank 0's; "allreduce_seconds", "exposed_seconds",
+// "imbalance_seconds", "allreduce_hidden" and "comm_cpu_seconds" are the epoch's
+// distributed::GradReducerOverlap: the reduction's time per step, the part backward did not
+// hide, the ranks' skew, the share hidden, the communication thread's processor time). Dropout masks of rank r come
 // from (seed, epoch, batch, rank): with more than one rank its tape is seeded with
 // DataParallel::shard_seed(batch seed, r) (one rank: the batch seed, as without a
 // communicator), and with threads > 1 its shards then from (that seed, shard). threads > 1 still works inside each rank

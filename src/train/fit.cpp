@@ -791,16 +791,19 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
             logs.emplace_back("non_finite_samples", static_cast<double>(bad_train));
         }
         double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        std::array<double, 3> timing{seconds, reducer ? reducer->comm_seconds() : 0.0,
-                                     reducer ? reducer->wait_seconds() : 0.0};
-        if (comm) comm->broadcast(std::span<double>(timing), 0);  // rank 0's, so that every History is the same
-        seconds = timing[0];
+        if (comm) comm->broadcast(std::span<double>(&seconds, 1), 0);  // rank 0's, so that every History is the same
+        // The same figures on every rank (GradReducerOverlap); without a tape attached
+        // (threads > 1) every step reduces after backward.
+        const auto overlap = reducer ? reducer->overlap() : distributed::GradReducerOverlap{};
         progress.epoch_end(logs, seconds);
         logs.emplace_back("lr", optimizer.lr());
         logs.emplace_back("seconds", seconds);
         if (comm) {
-            logs.emplace_back("comm_seconds", timing[1]);
-            logs.emplace_back("comm_wait_seconds", timing[2]);
+            logs.emplace_back("allreduce_seconds", overlap.allreduce);
+            logs.emplace_back("exposed_seconds", overlap.steps > 0 ? overlap.exposed : overlap.detached_exposed);
+            logs.emplace_back("imbalance_seconds", overlap.imbalance);
+            logs.emplace_back("allreduce_hidden", overlap.hidden());
+            logs.emplace_back("comm_cpu_seconds", overlap.comm_cpu);
         }
         history.append(epoch, logs);
         ctx.epoch = epoch;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <ctime>
 #include <exception>
 #include <mutex>
 #include <string>
@@ -264,6 +265,17 @@ template class DataParallel<double>;
 
 namespace recur::distributed {
 
+namespace {
+
+// Processor seconds of the calling thread.
+double thread_cpu_seconds() {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+}  // namespace
+
 // The reducer's buffers and its communication thread. Parameters are kept in bucket order
 // (the reverse of the order given: backward finishes the last bound first).
 template <class T>
@@ -287,14 +299,35 @@ struct GradReducer<T>::State {
     bool active = false;
 
     std::mutex m;
-    std::condition_variable cv;
+    // The communication thread waits on to_thread for a ready bucket; finish() waits on
+    // to_finish, told only when the last bucket is done (or failed): a wake-up per bucket
+    // would let another process take the core on a machine whose cores are all busy.
+    std::condition_variable to_thread, to_finish;
     std::size_t next = 0;  // the bucket the thread reduces next
     bool stop = false;
-    double comm_seconds = 0;
+    double comm_seconds = 0, comm_cpu = 0;  // this step's, on the communication thread
+    // This step's: when the last bucket was handed to the thread, and when it was reduced.
+    std::chrono::steady_clock::time_point handed_over, done;
     std::exception_ptr error;
     std::thread thread;
 
     explicit State(Communicator& c) : comm(c) {}
+
+    // Copies weight * grad of the parameter at position i into its bucket; true when that
+    // completes the bucket.
+    bool pack(std::size_t i) {
+        const Parameter<T>& p = *params[i];
+        packed[i] = 1;
+        auto& bucket = buckets[bucket_of[i]];
+        T* dst = bucket.data.data() + offset[i];
+        if (p.grad().shape() == p.value().shape()) {
+            const T* src = p.grad().data();
+            for (std::size_t e = 0; e < p.size(); ++e) dst[e] = weight * src[e];
+        } else {  // no gradient yet: zeros
+            std::fill(dst, dst + p.size(), T(0));
+        }
+        return ++bucket.packed == bucket.parameters;
+    }
 };
 
 template <class T>
@@ -312,6 +345,7 @@ GradReducer<T>::GradReducer(Communicator& comm, std::vector<Parameter<T>*> param
     s.per_bucket = std::max<std::size_t>(1, o.bucket_bytes / sizeof(T));
     layout(std::vector<Parameter<T>*>(params.rbegin(), params.rend()));
     s.observed.reserve(params.size());
+    for (auto* v : {&step_wait_, &step_reported_, &step_comm_cpu_}) v->reserve(logged_steps);
     s.thread = std::thread([this] { communicate(); });
 }
 
@@ -372,7 +406,7 @@ GradReducer<T>::~GradReducer() {
         std::lock_guard lock(s_->m);
         s_->stop = true;
     }
-    s_->cv.notify_all();
+    s_->to_thread.notify_one();
     s_->thread.join();
 }
 
@@ -382,25 +416,30 @@ void GradReducer<T>::communicate() {
     State& s = *s_;
     std::unique_lock lock(s.m);
     for (;;) {
-        s.cv.wait(lock, [&] { return s.stop || (s.next < s.buckets.size() && s.buckets[s.next].ready); });
+        s.to_thread.wait(lock, [&] { return s.stop || (s.next < s.buckets.size() && s.buckets[s.next].ready); });
         if (s.stop) return;
         auto& bucket = s.buckets[s.next];
         lock.unlock();
         const auto start = std::chrono::steady_clock::now();
+        const double cpu_start = thread_cpu_seconds();
         try {
             s.comm.allreduce_sum(std::span<T>(bucket.data));
         } catch (...) {
             lock.lock();
             s.error = std::current_exception();
             s.next = s.buckets.size();
-            s.cv.notify_all();
+            s.to_finish.notify_one();
             continue;
         }
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const auto end = std::chrono::steady_clock::now();
+        const double cpu = thread_cpu_seconds() - cpu_start;
         lock.lock();
-        s.comm_seconds += seconds;
-        ++s.next;
-        s.cv.notify_all();
+        s.comm_seconds += std::chrono::duration<double>(end - start).count();
+        s.comm_cpu += cpu;
+        if (++s.next == s.buckets.size()) {
+            s.done = end;
+            s.to_finish.notify_one();
+        }
     }
 }
 
@@ -431,22 +470,14 @@ void GradReducer<T>::ready(Parameter<T>& p) {
     const auto it = s.index.find(&p);
     if (it == s.index.end() || s.packed[it->second]) return;
     const std::size_t i = it->second;
-    s.packed[i] = 1;
     if (!s.learned) s.observed.push_back(i);
-    auto& bucket = s.buckets[s.bucket_of[i]];
-    T* dst = bucket.data.data() + s.offset[i];
-    if (p.grad().shape() == p.value().shape()) {
-        const T* src = p.grad().data();
-        for (std::size_t e = 0; e < p.size(); ++e) dst[e] = s.weight * src[e];
-    } else {  // no gradient yet: zeros
-        std::fill(dst, dst + p.size(), T(0));
-    }
-    if (++bucket.packed == bucket.parameters) {
+    if (s.pack(i)) {
+        s.handed_over = std::chrono::steady_clock::now();
         {
             std::lock_guard lock(s.m);
-            bucket.ready = true;
+            s.buckets[s.bucket_of[i]].ready = true;
         }
-        s.cv.notify_all();
+        s.to_thread.notify_one();
     }
 }
 
@@ -455,16 +486,32 @@ void GradReducer<T>::finish() {
     State& s = *s_;
     if (!s.active) throw value_error("GradReducer::finish: no step was begun (call begin(weight) first)");
     const bool learning = !s.learned;
-    const std::size_t reported = s.observed.size();
+    const bool log = step_wait_.size() < logged_steps;  // the log never grows: no allocation in a step
+    if (log) step_reported_.push_back(static_cast<double>(std::count(s.packed.begin(), s.packed.end(), 1)));
+    // The parameters backward did not report are packed first and their buckets handed over
+    // together (a step without a tape attached reduces every bucket here).
     for (std::size_t i = 0; i < s.params.size(); ++i)
-        if (!s.packed[i]) ready(*s.params[i]);
-    s.observed.resize(reported);  // what finish() packed was not reported by backward
+        if (!s.packed[i]) s.pack(i);
     const auto start = std::chrono::steady_clock::now();
     std::unique_lock lock(s.m);
-    s.cv.wait(lock, [&] { return s.next == s.buckets.size(); });
+    for (auto& b : s.buckets)
+        if (!b.ready) {
+            b.ready = true;
+            s.handed_over = start;
+        }
+    s.to_thread.notify_one();
+    s.to_finish.wait(lock, [&] { return s.next == s.buckets.size(); });
     wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     comm_seconds_ += s.comm_seconds;
-    s.comm_seconds = 0;
+    // The step's W_r (GradReducerOverlap): from the last hand-over to the last reduction,
+    // whichever of the two threads the core ran first when they share one.
+    if (log && !s.error) {
+        step_wait_.push_back(std::max(0.0, std::chrono::duration<double>(s.done - s.handed_over).count()));
+        step_comm_cpu_.push_back(s.comm_cpu);
+    } else if (log) {
+        step_reported_.pop_back();
+    }
+    s.comm_seconds = s.comm_cpu = 0;
     s.active = false;
     if (s.error) {
         auto e = s.error;
@@ -494,6 +541,102 @@ const std::vector<Parameter<T>*>& GradReducer<T>::parameter_order() const {
 template <class T>
 void GradReducer<T>::reset_timers() {
     comm_seconds_ = wait_seconds_ = 0;
+    step_wait_.clear();
+    step_reported_.clear();
+    step_comm_cpu_.clear();
+}
+
+// Hands every bucket (zeroed, so that repeating adds nothing up) to the communication thread
+// at once, as finish() does in a step without a tape attached, and returns how long the
+// reductions took from then on (until the thread ended the last one).
+template <class T>
+double GradReducer<T>::reduce_all_buckets() {
+    State& s = *s_;
+    for (auto& b : s.buckets) std::fill(b.data.begin(), b.data.end(), T(0));
+    const auto start = std::chrono::steady_clock::now();
+    std::unique_lock lock(s.m);
+    for (auto& b : s.buckets) b.ready = true;
+    s.next = 0;
+    s.to_thread.notify_one();
+    s.to_finish.wait(lock, [&] { return s.next == s.buckets.size(); });
+    const double seconds = std::chrono::duration<double>(s.done - start).count();  // as W_r in finish()
+    s.comm_seconds = s.comm_cpu = 0;
+    if (s.error) {
+        auto e = s.error;
+        s.error = nullptr;
+        std::rethrow_exception(e);
+    }
+    return seconds;
+}
+
+namespace {
+
+double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+    std::nth_element(v.begin(), mid, v.end());
+    if (v.size() % 2 == 1) return *mid;
+    return 0.5 * (*mid + *std::max_element(v.begin(), mid));
+}
+
+}  // namespace
+
+// Every rank's per-step records go through one allreduce of a (ranks x columns) table, each
+// rank filling its own row (adding zeros is exact), then every rank takes the same medians.
+template <class T>
+GradReducerOverlap GradReducer<T>::overlap(std::size_t repeats) {
+    State& s = *s_;
+    if (s.active) throw value_error("GradReducer::overlap: a step is running (call finish() first)");
+    const std::size_t steps = step_wait_.size(), ranks = static_cast<std::size_t>(s.comm.size()),
+                      me = static_cast<std::size_t>(s.comm.rank());
+    double count = static_cast<double>(steps);
+    s.comm.allreduce_sum(std::span<double>(&count, 1));
+    if (count != static_cast<double>(steps * ranks))
+        throw value_error("GradReducer::overlap: the ranks measured different numbers of steps (" +
+                          std::to_string(steps) + " on rank " + std::to_string(me) + ")");
+    std::vector<double> calibration(repeats);
+    for (auto& c : calibration) {
+        s.comm.barrier();
+        c = reduce_all_buckets();
+    }
+    // Row r: rank r's waits, reported counts, calibration times, and its median processor time.
+    const std::size_t columns = 2 * steps + repeats + 1;
+    std::vector<double> table(ranks * columns, 0.0);
+    double* row = table.data() + me * columns;
+    std::copy(step_wait_.begin(), step_wait_.end(), row);
+    std::copy(step_reported_.begin(), step_reported_.end(), row + steps);
+    std::copy(calibration.begin(), calibration.end(), row + 2 * steps);
+    row[columns - 1] = median(step_comm_cpu_);
+    s.comm.allreduce_sum(std::span<double>(table));
+    auto column = [&](std::size_t c) {
+        std::vector<double> v(ranks);
+        for (std::size_t r = 0; r < ranks; ++r) v[r] = table[r * columns + c];
+        return v;
+    };
+    GradReducerOverlap o;
+    std::vector<double> exposed, imbalance, detached, reference;
+    for (std::size_t k = 0; k < steps; ++k) {
+        const auto waits = column(k), reported = column(steps + k);
+        const auto [least, most] = std::minmax_element(waits.begin(), waits.end());
+        imbalance.push_back(*most - *least);
+        if (*std::max_element(reported.begin(), reported.end()) > 0) {
+            exposed.push_back(*least);
+        } else {
+            detached.push_back(*least);
+        }
+    }
+    for (std::size_t k = 0; k < repeats; ++k) {
+        const auto times = column(2 * steps + k);
+        reference.push_back(*std::min_element(times.begin(), times.end()));
+    }
+    o.steps = exposed.size();
+    o.detached_steps = detached.size();
+    o.allreduce = median(reference);
+    o.exposed = median(exposed);
+    o.imbalance = median(imbalance);
+    o.detached_exposed = median(detached);
+    for (double cpu : column(columns - 1)) o.comm_cpu += cpu / static_cast<double>(ranks);
+    return o;
 }
 
 template class GradReducer<float>;

@@ -110,7 +110,8 @@ std::vector<T> flatten(const std::vector<xt::xarray<T>>& arrays) {
 std::vector<double> flatten(const train::History& h) {
     std::vector<double> out;
     for (const auto& k : h.keys())
-        if (k != "seconds" && k != "comm_seconds" && k != "comm_wait_seconds")
+        if (k != "seconds" && k != "allreduce_seconds" && k != "exposed_seconds" && k != "imbalance_seconds" &&
+            k != "allreduce_hidden" && k != "comm_cpu_seconds")
             for (double v : h[k]) out.push_back(v);
     return out;
 }
