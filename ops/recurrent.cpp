@@ -178,6 +178,18 @@ void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::
     }
 }
 
+// pre (B, G) = (rows of x + x_bias) + bias, either bias null: the rounding of a projection whose
+// bias was added first (x_bias, the input projection's, when xs was projected without it).
+template <class T>
+void rows_plus_biases(const T* x, std::size_t stride, const T* x_bias, const T* bias, T* pre, std::size_t batch,
+                      std::size_t g) {
+    if (!x_bias) return rows_plus_bias(x, stride, bias, pre, batch, g);
+    rows_plus_bias(x, stride, x_bias, pre, batch, g);
+    if (bias)
+        for (std::size_t r = 0; r < batch; ++r)
+            for (std::size_t j = 0; j < g; ++j) pre[r * g + j] += bias[j];
+}
+
 // c (m x n) [+]= a (m x k) op(w) for node w of the tape: op(w) = w^T (w is n x k: the forward's
 // h w_hh^T) or w (k x n: the backward's dpre w_hh). bf16: the packed weight (packed_gemm, packed
 // once per weight update); f32: the same for large forward products, else detail::gemm (the
@@ -640,11 +652,24 @@ struct OutputRows {
     }
 };
 
+// The bias of a sequence's input rows, b_ih (G) or undefined (null): shape_error unless (G,),
+// tape_error unless on xs's tape.
+template <class T>
+const T* input_bias(const char* op, const Var<T>& xs, const Var<T>& b_ih, std::size_t g) {
+    if (!b_ih.defined()) return nullptr;
+    (void)detail::tape_of(op, xs, b_ih);
+    if (b_ih.shape() != Shape{g})
+        throw shape_error(std::string(op) + ": b_ih must be (" + std::to_string(g) + ",), got " +
+                          shape_str(b_ih.shape()));
+    return b_ih.value().data();
+}
+
 }  // namespace
 
 template <class T>
 SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0, const Var<T>& c0,
-                             const Var<T>& w_hh, const Var<T>& b_hh, const std::vector<std::int64_t>& lengths) {
+                             const Var<T>& w_hh, const Var<T>& b_hh, const std::vector<std::int64_t>& lengths,
+                             const Var<T>& b_ih) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("lstm_sequence", xs, h0, c0, w_hh, b_hh)
                                 : detail::tape_of("lstm_sequence", xs, h0, c0, w_hh);
     const auto dims = check_step("lstm_sequence", 4, xs, time_axis, 0, h0, c0, w_hh, b_hh);
@@ -659,6 +684,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
     std::copy(c0.value().data(), c0.value().data() + batch * hidden, c);
     const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
+    const T* x_bias = input_bias("lstm_sequence", xs, b_ih, width);
     // act (B, 4H) | h' (B, H) | c' (B, H) in scratch
     T* act = scratch<T>(batch * (width + 2 * hidden));
     T* hn = act + batch * width;
@@ -669,7 +695,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
         const std::size_t step = reverse ? steps - 1 - s : s;
         const GateRows rows =
             sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
-        rows_plus_bias(t.value(xs.index()).data() + rows.offset, rows.stride, bias, act, batch, width);
+        rows_plus_biases(t.value(xs.index()).data() + rows.offset, rows.stride, x_bias, bias, act, batch, width);
         weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, act, true);
         if (lengths.empty()) {
             T* h_next = out.next_state(y, step, h_now, h, hn);
@@ -696,7 +722,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
 
 template <class T>
 SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0, const Var<T>& w_hh,
-                            const Var<T>& b_hh, const std::vector<std::int64_t>& lengths) {
+                            const Var<T>& b_hh, const std::vector<std::int64_t>& lengths, const Var<T>& b_ih) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_sequence", xs, h0, w_hh, b_hh)
                                 : detail::tape_of("gru_sequence", xs, h0, w_hh);
     const auto dims = check_step("gru_sequence", 3, xs, time_axis, 0, h0, h0, w_hh, b_hh);
@@ -707,10 +733,12 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     T* h = t.node(t.output(i, 1)).value.data();
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
     const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
-    // hg (B, 3H) | act (B, 3H) | h' (B, H) in scratch
-    T* hg = scratch<T>(batch * (2 * width + hidden));
+    const T* x_bias = input_bias("gru_sequence", xs, b_ih, width);
+    // hg (B, 3H) | act (B, 3H) | h' (B, H) | with b_ih: x + b_ih (B, 3H), in scratch
+    T* hg = scratch<T>(batch * (2 * width + hidden) + (x_bias ? batch * width : 0));
     T* act = hg + batch * width;
     T* hn = act + batch * width;
+    T* x_biased = hn + batch * hidden;
     const OutputRows out{time_axis, steps, batch, hidden};
     T* h_now = h;  // the state; without lengths each step writes the other buffer
     for (std::size_t s = 0; s < steps; ++s) {
@@ -718,6 +746,12 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
         const GateRows rows =
             sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
         const T* xv = t.value(xs.index()).data() + rows.offset;
+        std::size_t x_stride = rows.stride;
+        if (x_bias) {  // the step's rows + b_ih, while they are in cache
+            rows_plus_bias(xv, rows.stride, x_bias, x_biased, batch, width);
+            xv = x_biased;
+            x_stride = width;
+        }
         for (std::size_t b = 0; b < batch; ++b) {
             if (bias)
                 std::copy(bias, bias + width, hg + b * width);
@@ -728,14 +762,14 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
         if (lengths.empty()) {
             T* h_next = out.next_state(y, step, h_now, h, hn);
             for_rows(batch, width, [&](std::size_t b) {
-                gru_forward_row(xv + b * rows.stride, hg + b * width, h_now + b * hidden, act + b * width,
+                gru_forward_row(xv + b * x_stride, hg + b * width, h_now + b * hidden, act + b * width,
                                 h_next + b * hidden, hidden);
             });
             out.store(y, step, h_next);
             h_now = h_next;
         } else {
             for_rows(batch, width, [&](std::size_t b) {
-                gru_forward_row(xv + b * rows.stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden,
+                gru_forward_row(xv + b * x_stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden,
                                 hidden);
             });
             commit_step<T, 1>(y, time_axis, steps, step, batch, hidden, lengths, {h}, {hn});
@@ -753,9 +787,10 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     template Var<T> gru_step(const Var<T>&, std::size_t, std::size_t, const Var<T>&, const Var<T>&, const Var<T>&, \
                              const Var<T>&);                                                                       \
     template SequenceRun<T> lstm_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,          \
-                                          const Var<T>&, const Var<T>&, const std::vector<std::int64_t>&);         \
+                                          const Var<T>&, const Var<T>&, const std::vector<std::int64_t>&,          \
+                                          const Var<T>&);                                                          \
     template SequenceRun<T> gru_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,           \
-                                         const Var<T>&, const std::vector<std::int64_t>&);
+                                         const Var<T>&, const std::vector<std::int64_t>&, const Var<T>&);
 RECUR_INSTANTIATE_FOR(RECUR_RECURRENT)
 
 // ---- Layer-normalised LSTM and GRU steps (Ba et al. 2016) -------------------------------------

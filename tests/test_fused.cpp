@@ -249,6 +249,34 @@ BOOST_AUTO_TEST_CASE(inference_runs_whole_layers_with_the_recorded_results) {
     }
 }
 
+// b_ih given to the whole-layer kernels equals b_ih added to xs first, bit for bit (the layers'
+// inference projects without the bias and passes it: one pass over (T, B, G) fewer).
+BOOST_AUTO_TEST_CASE(whole_layer_kernels_add_the_input_bias_as_a_biased_projection_would) {
+    Tape<double> t({.record = false});
+    const xt::xarray<double> xv = random_array<double>({5, 2, 12}, 80), bv = random_array<double>({12}, 81);
+    auto xs = t.constant(xv), b_ih = t.constant(bv);
+    auto biased = t.constant(xt::xarray<double>(xv + bv));
+    auto h = t.constant(random_array<double>({2, 3}, 82)), c = t.constant(random_array<double>({2, 3}, 83));
+    auto w = t.constant(random_array<double>({12, 3}, 84)), b_hh = t.constant(random_array<double>({12}, 85));
+    for (bool reverse : {false, true}) {
+        auto a = lstm_sequence(xs, 0, reverse, h, c, w, b_hh, {}, b_ih);
+        auto e = lstm_sequence(biased, 0, reverse, h, c, w, b_hh);
+        BOOST_TEST(max_rel_diff<double>(a.output.value(), e.output.value()) == 0.0);
+        BOOST_TEST(max_rel_diff<double>(a.c.value(), e.c.value()) == 0.0);
+    }
+    const xt::xarray<double> gv = random_array<double>({5, 2, 9}, 86), gb = random_array<double>({9}, 87);
+    auto gs = t.constant(gv), g_ih = t.constant(gb), g_biased = t.constant(xt::xarray<double>(gv + gb));
+    auto gw = t.constant(random_array<double>({9, 3}, 88)), g_hh = t.constant(random_array<double>({9}, 89));
+    for (const auto& lengths : {std::vector<std::int64_t>{}, std::vector<std::int64_t>{5, 2}}) {
+        auto a = gru_sequence(gs, 0, false, h, gw, g_hh, lengths, g_ih);
+        auto e = gru_sequence(g_biased, 0, false, h, gw, g_hh, lengths);
+        BOOST_TEST(max_rel_diff<double>(a.output.value(), e.output.value()) == 0.0);
+        BOOST_TEST(max_rel_diff<double>(a.h.value(), e.h.value()) == 0.0);
+    }
+    BOOST_TEST(recur::testing::throws_with<shape_error>(
+        [&] { (void)gru_sequence(gs, 0, false, h, gw, g_hh, {}, b_ih); }, {"gru_sequence", "b_ih", "(9,)", "(12,)"}));
+}
+
 BOOST_AUTO_TEST_CASE(whole_layer_kernels_are_inference_only_and_check_their_input) {
     Tape<double> t;
     auto xs = t.constant(random_array<double>({4, 2, 12}, 73));

@@ -96,12 +96,14 @@ CellState<T> LSTMCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::
 }
 
 template <class T>
-std::pair<Var<T>, CellState<T>> LSTMCell<T>::run_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse,
+std::pair<Var<T>, CellState<T>> LSTMCell<T>::run_sequence(const Var<T>& x, std::size_t time_axis, bool reverse,
                                                           const CellState<T>& state,
                                                           const std::vector<std::int64_t>& lengths) {
-    Tape<T>& tape = xs.tape();
-    SequenceRun<T> run = lstm_sequence(xs, time_axis, reverse, state[0], state[1], tape.bind(this->weight_hh()),
-                                       this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), lengths);
+    Tape<T>& tape = x.tape();
+    SequenceRun<T> run =
+        lstm_sequence(linear(x, tape.bind(this->weight_ih())), time_axis, reverse, state[0], state[1],
+                      tape.bind(this->weight_hh()), this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), lengths,
+                      this->bias_ih() ? tape.bind(*this->bias_ih()) : Var<T>());
     return {std::move(run.output), {std::move(run.h), std::move(run.c)}};
 }
 
@@ -141,12 +143,14 @@ CellState<T> GRUCell<T>::step_at(const Var<T>& xs, std::size_t time_axis, std::s
 }
 
 template <class T>
-std::pair<Var<T>, CellState<T>> GRUCell<T>::run_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse,
+std::pair<Var<T>, CellState<T>> GRUCell<T>::run_sequence(const Var<T>& x, std::size_t time_axis, bool reverse,
                                                          const CellState<T>& state,
                                                          const std::vector<std::int64_t>& lengths) {
-    Tape<T>& tape = xs.tape();
-    SequenceRun<T> run = gru_sequence(xs, time_axis, reverse, state[0], tape.bind(this->weight_hh()),
-                                      this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), lengths);
+    Tape<T>& tape = x.tape();
+    SequenceRun<T> run =
+        gru_sequence(linear(x, tape.bind(this->weight_ih())), time_axis, reverse, state[0],
+                     tape.bind(this->weight_hh()), this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), lengths,
+                     this->bias_ih() ? tape.bind(*this->bias_ih()) : Var<T>());
     return {std::move(run.output), {std::move(run.h)}};
 }
 

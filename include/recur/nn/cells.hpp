@@ -99,9 +99,10 @@ public:
                          const Var<T>& h_mask = {});
     /// The reference: the same step composed from primitives (tested equal to the fused one).
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
-    /// Inference: every step of xs in one call (lstm_sequence); not with proj_size.
+    /// Inference: x's projection and every step in one call (lstm_sequence, which adds b_ih as
+    /// it reads each step's rows); not with proj_size. x (T, B, I) / (B, T, I).
     bool runs_whole_sequences() const { return proj_size_ == 0; }
-    std::pair<Var<T>, CellState<T>> run_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse,
+    std::pair<Var<T>, CellState<T>> run_sequence(const Var<T>& x, std::size_t time_axis, bool reverse,
                                                  const CellState<T>& state, const std::vector<std::int64_t>& lengths);
     Parameter<T>* weight_hr() { return weight_hr_; }
 
@@ -129,9 +130,10 @@ public:
                          const Var<T>& h_mask = {});
     /// The reference: the same step composed from primitives (tested equal to the fused one).
     CellState<T> step_composed(const Var<T>& xp, const CellState<T>& state);
-    /// Inference: every step of xs in one call (gru_sequence).
+    /// Inference: x's projection and every step in one call (gru_sequence, which adds b_ih as
+    /// it reads each step's rows). x (T, B, I) / (B, T, I).
     bool runs_whole_sequences() const { return true; }
-    std::pair<Var<T>, CellState<T>> run_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse,
+    std::pair<Var<T>, CellState<T>> run_sequence(const Var<T>& x, std::size_t time_axis, bool reverse,
                                                  const CellState<T>& state, const std::vector<std::int64_t>& lengths);
 };
 

@@ -55,9 +55,10 @@ concept SequenceCell = HoistedCell<C> &&
     { c.step_at(x, k, k, s) } -> std::same_as<CellState<typename C::value_type>>;
 };
 
-/// A sequence cell that can also run a whole projected sequence in one call when nothing is
-/// recorded (inference): run_sequence(xs, time_axis, reverse, state, lengths), where it returns
-/// false from runs_whole_sequences() for a configuration it cannot (then unroll steps).
+/// A sequence cell that can also run a whole sequence in one call when nothing is recorded
+/// (inference): run_sequence(x, time_axis, reverse, state, lengths) from the layer's input x, its
+/// input projection included; it returns false from runs_whole_sequences() for a configuration
+/// it cannot (then unroll projects x and steps).
 template <class C>
 concept WholeSequenceCell = SequenceCell<C> &&
     requires(C& c, const Var<typename C::value_type>& x, const CellState<typename C::value_type>& s, std::size_t k,
@@ -135,15 +136,15 @@ Sequence<typename Cell::value_type> unroll(Cell& cell, const Var<typename Cell::
         throw shape_error("unroll: recurrent_mask must be (" + std::to_string(batch) + ", " + std::to_string(sizes[0]) +
                           "), got " + shape_str(recurrent_mask.shape()));
 
-    Var<T> source = x;
-    if constexpr (HoistedCell<Cell>) source = cell.project_input(x);  // (.., G) for all steps at once
     if constexpr (WholeSequenceCell<Cell>) {
         if (!tape.recording() && !recurrent_mask.defined() &&
             cell.runs_whole_sequences()) {  // inference: no node per step
-            auto [output, final_state] = cell.run_sequence(source, time_axis, o.reverse, state, lengths);
+            auto [output, final_state] = cell.run_sequence(x, time_axis, o.reverse, state, lengths);
             return {std::move(output), std::move(final_state)};
         }
     }
+    Var<T> source = x;
+    if constexpr (HoistedCell<Cell>) source = cell.project_input(x);  // (.., G) for all steps at once
 
     Var<T> zeros;  // output rows past a sequence's end
     std::vector<Var<T>> outputs(steps);
