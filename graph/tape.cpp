@@ -583,11 +583,10 @@ void Tape<T>::backward(const Var<T>& output, const xt::xarray<T>& seed) {
 template <class T>
 void Tape<T>::prepare_grad(detail::Node<T>& n, const Shape& shape, bool may_take_value) {
     const std::size_t size = xt::compute_size(shape);
-    // A value no backward reads (an op's own output, not a leaf's, a Parameter's or a view's)
-    // is dead now: its buffer takes the gradient, and gets it back after the node's backward.
-    if (may_take_value && n.backward_reads == 0 && n.param == nullptr && n.external == nullptr &&
-        (n.backward != nullptr || n.owner != detail::no_node) && !n.retain && !retain_grads_ &&
-        n.value.storage().size() == size) {
+    // A value no backward reads (an op's own output whose gradient is not kept: not a leaf's, a
+    // Parameter's, a view's or a retained result's) is dead now: its buffer takes the gradient,
+    // and gets it back after the node's backward.
+    if (may_take_value && n.backward_reads == 0 && !keeps_grad(n) && n.value.storage().size() == size) {
         n.value.storage().swap(n.grad.storage());
         n.grad.resize(shape);
         n.value_spent = true;

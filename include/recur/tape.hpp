@@ -458,8 +458,8 @@ public:
         return GradRef(*this, nodes_[i], value(i).shape());
     }
     /// Whether node i keeps its gradient after its backward (leaves, Parameters, retained).
-    bool keeps_grad(std::uint32_t i) const {
-        const auto& n = nodes_[i];
+    bool keeps_grad(std::uint32_t i) const { return keeps_grad(nodes_[i]); }
+    bool keeps_grad(const detail::Node<T>& n) const {
         return retain_grads_ || n.retain || (n.backward == nullptr && n.owner == detail::no_node);
     }
 
