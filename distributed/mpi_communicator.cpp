@@ -118,6 +118,10 @@ void MpiCommunicator::wait(MPI_Request* requests, int count) {
         if (done) return;
         const auto waited = std::chrono::steady_clock::now() - start;
         if (waited < poll_before_napping) continue;
+        if (busy_waiting_.load(std::memory_order_relaxed)) {  // nothing else to do: no nap
+            std::this_thread::yield();
+            continue;
+        }
         if (!napping) napping.emplace();
         std::this_thread::sleep_for(
             std::clamp(std::chrono::duration_cast<std::chrono::microseconds>(waited / 16), first_nap, last_nap));

@@ -291,6 +291,8 @@ std::uint32_t Tape<T>::new_slot(bool requires_grad) {
     n.retain = false;
     n.backward_reads = 1;  // its own backward, unless its op declares otherwise
     n.value_spent = false;
+    n.first_reader = detail::no_node;
+    n.rows_final = 0;
     return i;
 }
 
@@ -306,8 +308,10 @@ std::uint32_t Tape<T>::finish_push(std::uint32_t i, const char* op, const std::u
         n.num_inputs = static_cast<std::uint32_t>(count);
         for (std::size_t k = 0; k < count; ++k) {
             edges_.push_back(in[k]);
-            nodes_[in[k]].pinned = true;
-            ++nodes_[in[k]].backward_reads;  // unless the op declares otherwise
+            auto& input = nodes_[in[k]];
+            input.pinned = true;
+            ++input.backward_reads;  // unless the op declares otherwise
+            if (input.first_reader == detail::no_node) input.first_reader = i;  // recorded nodes go on top
         }
     }
     return i;
@@ -648,15 +652,42 @@ void Tape<T>::finish_partial(detail::Node<T>& n) {
     n.partial = 0;
 }
 
+namespace {
+// A Parameter's rows along its first axis (a 0-d one has one).
+std::size_t row_count(const Shape& shape) { return shape.empty() ? 1 : shape[0]; }
+}  // namespace
+
+template <class T>
+void Tape<T>::add_parameter_grad_rows(detail::Node<T>& n, std::size_t row_begin, std::size_t row_end) {
+    auto& g = n.param->grad();
+    const auto& shape = std::as_const(*n.param).value().shape();  // const: reading is no update (version)
+    if (g.shape() != shape) g = xt::zeros<T>(shape);
+    const std::size_t rows = row_count(shape), width = rows == 0 ? 0 : g.size() / rows;
+    const T* src = n.grad.data() + row_begin * width;
+    T* dst = g.data() + row_begin * width;
+    for (std::size_t e = 0; e < (row_end - row_begin) * width; ++e) dst[e] += src[e];
+}
+
+template <class T>
+void Tape<T>::grad_rows_final(std::uint32_t i, std::uint32_t k, std::size_t rows) {
+    if (!reports_grad_rows(i, k)) return;
+    auto& n = nodes_[input(i, k)];
+    rows = std::min(rows, row_count(std::as_const(*n.param).value().shape()));
+    if (rows <= n.rows_final) return;
+    if (!n.has_grad)
+        throw tape_error(std::string(nodes_[i].op) + ": reported rows of a parameter gradient final before writing it");
+    if (n.partial) finish_partial(n);
+    if (accumulate_parameter_grads_) add_parameter_grad_rows(n, n.rows_final, rows);
+    const std::size_t begin = n.rows_final;
+    n.rows_final = rows;
+    grad_rows_final_(*n.param, begin, rows);
+}
+
 template <class T>
 void Tape<T>::parameter_done(detail::Node<T>& n) {
     if (n.has_grad && n.partial) finish_partial(n);
-    if (n.has_grad && accumulate_parameter_grads_) {
-        auto& g = n.param->grad();
-        const auto& shape = std::as_const(*n.param).value().shape();  // const: reading is no update (version)
-        if (g.shape() != shape) g = xt::zeros<T>(shape);
-        xt::noalias(g) += n.grad;
-    }
+    if (n.has_grad && accumulate_parameter_grads_)  // the rows not handed over early
+        add_parameter_grad_rows(n, n.rows_final, row_count(std::as_const(*n.param).value().shape()));
     if (grad_final_) grad_final_(*n.param, n.has_grad ? &n.grad : nullptr);
 }
 
@@ -690,6 +721,7 @@ void Tape<T>::sweep(std::uint32_t root) {
     for (std::uint32_t k = 0; k < top_; ++k) {
         nodes_[k].has_grad = false;
         nodes_[k].partial = 0;
+        nodes_[k].rows_final = 0;
     }
     partials_used_ = 0;
     nodes_[root].has_grad = true;

@@ -51,7 +51,17 @@ Var<T> matmul(const Var<T>& a, const Var<T>& b) {
 
 // ---- linear: y = x W^T + b ------------------------------------------------------------------
 // x (..., I) [rows R], W (O, I), b (O) -> y (..., O).
-// dx += g W  (R, I);  dW += g^T x  (O, I);  db += sum over rows of g  (O)
+// db += sum over rows of g  (O);  dW += g^T x  (O, I);  dx += g W  (R, I)
+// When the sweep reports a bound weight's rows final early (Tape::reports_grad_rows: this node
+// reads W last, and a hook listens, as distributed training's gradient reducer does), db comes
+// first and dW is made in up to weight_row_blocks blocks of at least min_weight_block_rows rows,
+// each reported once written, so the reduction of one block overlaps the product of the next and
+// dx. (The blocks give the same bits as one product: measured for f32 at the sizes of the
+// benchmarks; a 1-row block would not, as BLAS runs it as a matrix-vector product.)
+namespace {
+constexpr std::size_t weight_row_blocks = 16, min_weight_block_rows = 8;
+}  // namespace
+
 template <class T>
 static void linear_backward(Tape<T>& t, std::uint32_t i) {
     const auto& node = t.node(i);
@@ -60,23 +70,38 @@ static void linear_backward(Tape<T>& t, std::uint32_t i) {
     const auto& xv = t.value(x);
     const auto& wv = t.value(w);
     const std::size_t o = wv.shape()[0], in = wv.shape()[1], rows = in == 0 ? 0 : xv.size() / in;
-    if (t.needs_grad(x)) {
-        auto r = t.grad_ref(x);
-        const T beta = r.beta();
-        if (!detail::bf16_weight_product(t, w, false, rows, in, o, g.data(), o, beta != T(0), r.buffer().data(), in))
-            gemm<T>(false, false, rows, in, o, T(1), g.data(), o, wv.data(), in, beta, r.buffer().data(), in);
-    }
-    if (t.needs_grad(w)) {
-        auto r = t.grad_ref(w);
-        const T beta = r.beta();
-        if (!detail::bf16_weight_grad(t, o, in, rows, g.data(), o, xv.data(), in, beta != T(0), r.buffer().data(), in))
-            gemm<T>(true, false, o, in, rows, T(1), g.data(), o, xv.data(), in, beta, r.buffer().data(), in);
-    }
     if (node.num_inputs == 3 && t.needs_grad(t.input(i, 2))) {
         T* db = t.grad_ref(t.input(i, 2)).zeroed().data();
         const T* gp = g.data();
         for (std::size_t r = 0; r < rows; ++r)
             for (std::size_t c = 0; c < o; ++c) db[c] += gp[r * o + c];
+        t.grad_rows_final(i, 2, o);
+    }
+    if (t.needs_grad(w)) {
+        auto r = t.grad_ref(w);
+        const T beta = r.beta();
+        T* dw = r.buffer().data();
+        // Rows [r0, r0 + n) of dW: g[:, r0 : r0 + n]^T x.
+        const auto rows_of_dw = [&](std::size_t r0, std::size_t n) {
+            if (!detail::bf16_weight_grad(t, n, in, rows, g.data() + r0, o, xv.data(), in, beta != T(0),
+                                          dw + r0 * in, in, o))
+                gemm<T>(true, false, n, in, rows, T(1), g.data() + r0, o, xv.data(), in, beta, dw + r0 * in, in);
+        };
+        if (t.reports_grad_rows(i, 1)) {
+            const std::size_t block = std::max(min_weight_block_rows, (o + weight_row_blocks - 1) / weight_row_blocks);
+            for (std::size_t r0 = 0; r0 < o; r0 += block) {
+                rows_of_dw(r0, std::min(block, o - r0));
+                t.grad_rows_final(i, 1, std::min(o, r0 + block));
+            }
+        } else {
+            rows_of_dw(0, o);
+        }
+    }
+    if (t.needs_grad(x)) {
+        auto r = t.grad_ref(x);
+        const T beta = r.beta();
+        if (!detail::bf16_weight_product(t, w, false, rows, in, o, g.data(), o, beta != T(0), r.buffer().data(), in))
+            gemm<T>(false, false, rows, in, o, T(1), g.data(), o, wv.data(), in, beta, r.buffer().data(), in);
     }
 }
 template <class T>

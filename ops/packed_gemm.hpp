@@ -7,6 +7,7 @@
 // Internal to the library (not installed).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -64,11 +65,14 @@ void bf16_gemm_tn(std::size_t m, std::size_t n, std::size_t k, const float* a, s
 /// a^T b (a: k x m, b: k x n) by bf16_gemm_tn, and true; otherwise nothing and false. Smaller
 /// ones stay f32: rounding and transposing both operands per call cost more than the product
 /// gains there (an S training step ran 0.80-0.84x of f32 with them in bf16, 1.18-1.25x without).
+/// A block of rows of a larger product passes the whole product's rows as `whole_m`, so that
+/// every block gets the precision the whole would.
 template <class T>
 bool bf16_weight_grad(const Tape<T>& t, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
-                      const T* b, std::size_t ldb, bool accumulate, T* c, std::size_t ldc) {
+                      const T* b, std::size_t ldb, bool accumulate, T* c, std::size_t ldc, std::size_t whole_m = 0) {
     if constexpr (std::is_same_v<T, float>) {
-        if (t.precision() == Precision::bf16 && double(m) * double(n) * double(k) >= double(1 << 22)) {
+        const double macs = double(std::max(m, whole_m)) * double(n) * double(k);
+        if (t.precision() == Precision::bf16 && macs >= double(1 << 22)) {
             bf16_gemm_tn(m, n, k, a, lda, b, ldb, accumulate, c, ldc);
             return true;
         }

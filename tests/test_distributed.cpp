@@ -3,6 +3,7 @@
 // transport is tested through mpiexec in tests/distributed/).
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -43,7 +44,7 @@ BOOST_AUTO_TEST_CASE(the_reduced_gradient_is_the_weighted_sum_over_ranks) {
     OneRank comm;
     comm.factor = 2;
     recur::distributed::GradReducer<double> reducer(comm, model->parameters(), {.bucket_bytes = 64});
-    BOOST_TEST(reducer.buckets() == 6u);  // every parameter is larger than 64 bytes
+    BOOST_TEST(reducer.buckets() > 6u);  // every parameter is larger than 64 bytes: cut between rows
     Tape<double> plain;
     plain.backward(sum((*model)(plain.constant(inputs()), {})));
     std::vector<xt::xarray<double>> expected;
@@ -60,7 +61,7 @@ BOOST_AUTO_TEST_CASE(the_reduced_gradient_is_the_weighted_sum_over_ranks) {
     }
     const auto params = model->parameters();
     for (std::size_t i = 0; i < params.size(); ++i) BOOST_TEST(params[i]->grad() == expected[i]);
-    BOOST_TEST(comm.allreduces.load() == 12);
+    BOOST_TEST(comm.allreduces.load() == 2 * static_cast<int>(reducer.buckets()));
 }
 
 BOOST_AUTO_TEST_CASE(a_bucket_is_reduced_as_soon_as_its_parameters_are_final) {
@@ -69,18 +70,63 @@ BOOST_AUTO_TEST_CASE(a_bucket_is_reduced_as_soon_as_its_parameters_are_final) {
     const auto params = model->parameters();
     recur::distributed::GradReducer<double> reducer(comm, params, {.bucket_bytes = 1 << 20});
     BOOST_TEST(reducer.buckets() == 1u);
-    // Buckets follow the reverse parameter order: with small buckets the head's bias is bucket 0.
+    // Buckets follow the reverse parameter order: with small buckets the head's bias comes first.
     recur::distributed::GradReducer<double> small(comm, params, {.bucket_bytes = 8});
     small.begin(1.0);
-    small.ready(*params.back());  // the head's bias: bucket 0 is complete
-    for (int k = 0; k < 2000 && comm.allreduces.load() == 0; ++k)
+    // Buckets of one element: the head's bias (2) is cut into buckets 0 and 1.
+    small.ready(*params.back());  // the head's bias: buckets 0 and 1 are complete
+    for (int k = 0; k < 2000 && comm.allreduces.load() < 2; ++k)
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    BOOST_TEST(comm.allreduces.load() == 1, "bucket 0 went to the communicator before finish()");
-    small.ready(*params[0]);  // the last bucket: ready, but bucket 1.. are not, so it waits its turn
+    BOOST_TEST(comm.allreduces.load() == 2, "buckets 0 and 1 went to the communicator before finish()");
+    small.ready(*params[0]);  // the last buckets: ready, but bucket 2.. are not, so they wait their turn
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    BOOST_TEST(comm.allreduces.load() == 1);
+    BOOST_TEST(comm.allreduces.load() == 2);
     small.finish();
-    BOOST_TEST(comm.allreduces.load() == static_cast<int>(params.size()));
+    BOOST_TEST(comm.allreduces.load() == static_cast<int>(small.buckets()));
+}
+
+BOOST_AUTO_TEST_CASE(a_parameter_larger_than_its_bucket_travels_in_row_blocks_as_its_rows_become_final) {
+    // w (8, 4): 32 doubles in buckets of 8, the last of 4: from the end, rows [7, 8), [5, 7),
+    // [3, 5), [1, 3), [0, 1) (reduced in the reverse order: the last rows last).
+    Parameter<double> w(xt::xarray<double>::from_shape({8, 4}));
+    OneRank comm;
+    comm.factor = 3;
+    recur::distributed::GradReducer<double> reducer(comm, {&w}, {.bucket_bytes = 64, .last_bucket_bytes = 32});
+    BOOST_TEST(reducer.buckets() == 5u);
+    auto reduced = [&](int n) {  // waits (bounded) until n buckets went to the communicator
+        for (int k = 0; k < 2000 && comm.allreduces.load() < n; ++k)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return comm.allreduces.load();
+    };
+    w.grad() = xt::ones<double>({8, 4});
+    reducer.begin(0.5);
+    reducer.rows_ready(w, 3);  // rows [0, 3): the first two buckets
+    BOOST_TEST(reduced(2) == 2);
+    reducer.rows_ready(w, 6);  // rows [3, 6): only [3, 5) is whole
+    BOOST_TEST(reduced(3) == 3);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    BOOST_TEST(comm.allreduces.load() == 3);
+    reducer.ready(w);  // the rest
+    reducer.finish();
+    BOOST_TEST(comm.allreduces.load() == 5);
+    BOOST_TEST((w.grad() == xt::xarray<double>(1.5 * xt::ones<double>({8, 4}))));
+    // A model's training step, rows reported by linear: the same sums as reduced after backward.
+    auto model = lstm_and_head();
+    const auto params = model->parameters();
+    recur::distributed::GradReducer<double> attached(comm, params, {.bucket_bytes = 256, .last_bucket_bytes = 64});
+    std::vector<xt::xarray<double>> after;
+    for (int pass = 0; pass < 2; ++pass) {  // detached, then attached
+        Tape<double> tape;
+        if (pass == 1) attached.attach(tape);
+        model->zero_grad();
+        attached.begin(1.0 / 3);
+        tape.backward(sum((*model)(tape.constant(inputs()), {})));
+        attached.finish();
+        for (std::size_t i = 0; i < params.size(); ++i) {
+            if (pass == 0) after.push_back(params[i]->grad());
+            else BOOST_TEST(xt::allclose(params[i]->grad(), after[i], 1e-12, 1e-12));
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(buckets_follow_the_order_backward_finishes_the_parameters) {
@@ -94,11 +140,16 @@ BOOST_AUTO_TEST_CASE(buckets_follow_the_order_backward_finishes_the_parameters) 
     reducer.begin(1);
     tape.backward(sum((*model)(tape.constant(inputs()), {})));
     reducer.finish();
-    // The sweep finishes the parameters in reverse binding order: the LSTM binds weight_hh
-    // at its first step, after the input projection that binds weight_ih.
-    const auto bound = tape.bound_parameters();
-    BOOST_TEST((reducer.parameter_order() == std::vector<Parameter<double>*>(bound.rbegin(), bound.rend())));
-    BOOST_TEST((reducer.parameter_order() != std::vector<Parameter<double>*>(params.rbegin(), params.rend())));
+    // The order the sweep finished them: the head first; the LSTM binds weight_hh at its first
+    // step, after the input projection (a linear) that binds weight_ih and bias_ih, so the
+    // sweep finishes weight_hh before them; and linear reports its bias before its weight's rows.
+    const auto& order = reducer.parameter_order();
+    const auto position = [&](std::size_t i) { return std::find(order.begin(), order.end(), params[i]) - order.begin(); };
+    const std::size_t weight_ih = 0, weight_hh = 1, bias_ih = 2, head_weight = 4;
+    BOOST_TEST(position(head_weight) < position(weight_hh));
+    BOOST_TEST(position(weight_hh) < position(bias_ih));
+    BOOST_TEST(position(bias_ih) < position(weight_ih));
+    BOOST_TEST((order != std::vector<Parameter<double>*>(params.rbegin(), params.rend())));
 }
 
 BOOST_AUTO_TEST_CASE(overlap_summarises_attached_and_detached_steps) {
@@ -111,7 +162,7 @@ BOOST_AUTO_TEST_CASE(overlap_summarises_attached_and_detached_steps) {
         if (step % 2 == 0)
             reducer.attach(tape);
         else
-            tape.on_grad_final({});
+            reducer.detach(tape);
         model->zero_grad();
         reducer.begin(1);
         tape.clear();

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -336,6 +337,73 @@ BOOST_AUTO_TEST_CASE(grad_final_hook_fires_once_per_parameter_when_its_gradient_
     t.clear();
     t.backward(sum(matmul(t.constant(rnd({1, 3}, 35)), t.bind(p2))));
     BOOST_TEST(seen.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(the_op_reading_a_parameter_last_reports_its_gradient_rows_final_in_order) {
+    // linear's backward, under a rows hook, makes db first, then dW in blocks of rows
+    // (40 rows: blocks of 8), reporting each: the rows are final and already in p.grad().
+    Parameter<double> w(rnd({40, 5}, 51)), b(rnd({40}, 52));
+    const xt::xarray<double> x1 = rnd({6, 5}, 53), x2 = rnd({4, 5}, 54);
+    // Reference, no hook: W read by two linears (the first pushed reads it last in the sweep).
+    auto loss = [&](Tape<double>& t) {
+        auto y1 = linear(t.constant(x1), t.bind(w), t.bind(b));
+        auto y2 = linear(t.constant(x2), t.bind(w));
+        return sum(y1 * y1) + sum(tanh(y2));
+    };
+    {
+        Tape<double> t;
+        t.backward(loss(t));
+    }
+    const xt::xarray<double> dw = w.grad(), db = b.grad();
+    w.zero_grad();
+    b.zero_grad();
+
+    Tape<double> t;
+    std::vector<std::tuple<Parameter<double>*, std::size_t, std::size_t>> rows;
+    std::vector<Parameter<double>*> final;
+    t.on_grad_rows_final([&](Parameter<double>& p, std::size_t begin, std::size_t end) {
+        rows.emplace_back(&p, begin, end);
+        const auto& expected = &p == &w ? dw : db;
+        const std::size_t width = p.size() / p.shape()[0];
+        for (std::size_t e = begin * width; e < end * width; ++e)
+            BOOST_TEST(std::abs(p.grad().data()[e] - expected.data()[e]) < 1e-12);
+    });
+    t.on_grad_final([&](Parameter<double>& p, const xt::xarray<double>*) { final.push_back(&p); });
+    t.backward(loss(t));
+    BOOST_TEST(close(w.grad(), dw, 1e-12));  // every row added once
+    BOOST_TEST(close(b.grad(), db, 1e-12));
+    BOOST_TEST_REQUIRE(rows.size() == 1u + 5u);
+    BOOST_TEST((rows[0] == std::tuple(&b, std::size_t(0), std::size_t(40))));
+    for (std::size_t k = 1; k < rows.size(); ++k) {
+        BOOST_TEST(std::get<0>(rows[k]) == &w);
+        BOOST_TEST(std::get<1>(rows[k]) == (k == 1 ? 0u : std::get<2>(rows[k - 1])));
+    }
+    BOOST_TEST(std::get<2>(rows.back()) == 40u);
+    BOOST_TEST(final.size() == 2u);  // and each is reported whole afterwards
+
+    // An op with a lower index reading W too (a penalty recorded first): linear no longer reads
+    // it last, so nothing is reported early, and the gradient is the same as without hooks.
+    rows.clear();
+    w.zero_grad();
+    t.clear();
+    auto penalized = [&](Tape<double>& tape, Parameter<double>& p) {
+        auto penalty = sum(tape.bind(p) * tape.bind(p));  // recorded first
+        return penalty + sum(linear(tape.constant(x1), tape.bind(p)));
+    };
+    t.backward(penalized(t, w));
+    BOOST_TEST(rows.empty());
+    Tape<double> plain;
+    Parameter<double> w2(w.value());
+    plain.backward(penalized(plain, w2));
+    BOOST_TEST(close(w.grad(), w2.grad(), 0.0));
+
+    // A tape that leaves parameter gradients on itself reports the rows and adds nothing.
+    Tape<double> own({.accumulate_parameter_grads = false});
+    own.on_grad_rows_final([&](Parameter<double>& p, std::size_t begin, std::size_t end) { rows.emplace_back(&p, begin, end); });
+    w.zero_grad();
+    own.backward(sum(linear(own.constant(x1), own.bind(w))));
+    BOOST_TEST(rows.size() == 5u);
+    BOOST_TEST(close(w.grad(), xt::zeros<double>(w.shape()), 0.0));
 }
 
 BOOST_AUTO_TEST_CASE(an_op_with_two_outputs_is_one_node_whose_backward_reads_both) {

@@ -3,10 +3,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
 #include <xtensor/xmath.hpp>
+#include <xtensor/xview.hpp>
 
 #include "recur/gradcheck.hpp"
 #include "recur/ops.hpp"
@@ -218,6 +220,43 @@ BOOST_AUTO_TEST_CASE(a_primitive_may_declare_the_values_its_backward_never_reads
     Var<double> x2 = u.variable(xv), w2 = u.variable(wv);
     BOOST_CHECK_EXCEPTION(u.backward(sum(doubled(linear(x2, w2), true))), tape_error,
                           raises<tape_error>("doubled", "'linear'"));
+}
+
+// y = w * x (elementwise, w a Parameter (4, 3)) whose backward makes dw in two halves of rows
+// and reports each (as linear does for distributed training): the rows hook sees both, in order.
+BOOST_AUTO_TEST_CASE(a_primitive_may_report_rows_of_a_parameter_gradient_final_early) {
+    auto scaled = [](const Var<double>& w, const Var<double>& x) {
+        return primitive("scaled", {w, x}, [](OpContext<double>& op) {
+            op.output(op.input(0).shape()) = op.input(0) * op.input(1);
+            return [](OpContext<double>& back) {  // dw += g x
+                const bool report = back.reports_grad_rows(0);
+                xt::xarray<double> dw = back.output_grad() * back.input(1);
+                if (report) xt::view(dw, xt::range(2, 4), xt::all()) = 0.0;  // rows [0, 2) first
+                back.add_input_grad(0, dw);
+                back.grad_rows_final(0, 2);
+                if (report) {
+                    xt::xarray<double> rest = back.output_grad() * back.input(1);
+                    xt::view(rest, xt::range(0, 2), xt::all()) = 0.0;
+                    back.add_input_grad(0, rest);
+                    back.grad_rows_final(0, 4);
+                }
+            };
+        });
+    };
+    Parameter<double> w(uniform_array(std::vector<std::size_t>{4, 3}, 9));
+    const xt::xarray<double> xv = uniform_array(std::vector<std::size_t>{4, 3}, 10);
+    Tape<double> t;
+    std::vector<std::pair<std::size_t, std::size_t>> rows;
+    t.on_grad_rows_final([&](Parameter<double>&, std::size_t begin, std::size_t end) { rows.emplace_back(begin, end); });
+    t.backward(sum(scaled(t.bind(w), t.constant(xv))));
+    BOOST_TEST((rows == std::vector<std::pair<std::size_t, std::size_t>>{{0, 2}, {2, 4}}));
+    BOOST_TEST(w.grad() == xv);
+    // Without a hook nothing is reported, and the primitive makes dw in one go.
+    Tape<double> u;
+    w.zero_grad();
+    u.backward(sum(scaled(u.bind(w), u.constant(xv))));
+    BOOST_TEST(w.grad() == xv);
+    BOOST_TEST(rows.size() == 2u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -269,7 +269,7 @@ int main(int argc, char** argv) {
                 if (epoch == 0 || step++ % 2 == 0)
                     reducer.attach(tape);
                 else
-                    tape.on_grad_final({});
+                    reducer.detach(tape);
                 adam.zero_grad();
                 reducer.begin(mine ? static_cast<double>(idx.size()) / static_cast<double>(global.size()) : 0.0);
                 double weighted_loss = 0;

@@ -21,11 +21,13 @@
 // 2 (N - 1) / N of the buffer, the optimum for bandwidth. While it waits for a message it
 // polls for 0.2 ms, then sleeps in naps of wait / 16 (10 to 100 us) between polls instead of
 // spinning (broadcast and barrier too: MPI's nonblocking ones), so a waiting thread does not
-// take a core from the computation of its own or another rank.
+// take a core from the computation of its own or another rank; while set_busy_waiting(true)
+// says the process has nothing else to do, it polls on, yielding the core between polls.
 #pragma once
 
 #include <mpi.h>
 
+#include <atomic>
 #include <cstddef>
 #include <span>
 #include <string>
@@ -57,6 +59,7 @@ public:
     void broadcast(std::span<double> data, int root) override;
     void broadcast(std::span<std::byte> data, int root) override;
     void barrier() override;
+    void set_busy_waiting(bool busy) override { busy_waiting_.store(busy, std::memory_order_relaxed); }
     [[noreturn]] void abort(const std::string& message, int code = 1) override;
 
     /// The MPI communicator used (the duplicate).
@@ -72,6 +75,7 @@ private:
     MPI_Comm comm_ = MPI_COMM_NULL;
     int rank_ = 0, size_ = 1;
     std::vector<std::byte> scratch_;  // one received chunk, kept across calls
+    std::atomic<bool> busy_waiting_{false};
 };
 
 }  // namespace recur::distributed

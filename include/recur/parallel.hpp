@@ -158,7 +158,8 @@ namespace recur::distributed {
 ///   two runs with the same world size reduce bit-identically;
 /// - every rank calls the same collectives in the same order with the same lengths;
 /// - one thread at a time calls a communicator (GradReducer's thread and the training
-///   thread take turns, never overlap);
+///   thread take turns, never overlap), except set_busy_waiting, which any thread may call
+///   at any time;
 /// - abort ends every process of the run (the caller's message first goes to stderr).
 class Communicator {
 public:
@@ -172,6 +173,10 @@ public:
     virtual void broadcast(std::span<double> data, int root) = 0;
     virtual void broadcast(std::span<std::byte> data, int root) = 0;
     virtual void barrier() = 0;
+    /// A hint: true while the process has nothing to do but wait for the communication in
+    /// progress (GradReducer::finish waiting for the last buckets), so a wait may poll
+    /// without pausing between polls; false when it computes again. The default ignores it.
+    virtual void set_busy_waiting(bool /*busy*/) {}
     /// Writes "recur: rank R of N: <message>" to stderr and ends the whole run with `code`.
     [[noreturn]] virtual void abort(const std::string& message, int code = 1) = 0;
 };
@@ -189,11 +194,18 @@ void run_or_abort(Communicator& comm, Fn&& fn) {
 }
 
 struct GradReducerOptions {
-    /// Gradients travel in buckets of about this many bytes (whole parameters; a larger
-    /// parameter is a bucket of its own). Smaller buckets start earlier in backward and pay
-    /// the per-message latency more often. 1 MiB: the latency of a message (~50 us on
-    /// 10 Gb/s Ethernet) stays below 10% of its transfer time from 10 Gb/s up.
+    /// Gradients travel in buckets of at most about this many bytes (whole parameters, or a
+    /// parameter larger than its bucket cut between rows; a row larger than a bucket travels
+    /// alone). Smaller buckets start earlier in backward and pay the per-message latency more
+    /// often. 1 MiB: the latency of a message (~50 us on 10 Gb/s Ethernet) stays below 10% of
+    /// its transfer time from 10 Gb/s up.
     std::size_t bucket_bytes = std::size_t(1) << 20;
+    /// The buckets reduced last are smaller: the last holds about this many bytes, each
+    /// earlier one up to twice the next, up to bucket_bytes. What backward finishes at its very
+    /// end (the first layer's input weights, reported in blocks of rows as linear's backward
+    /// makes them: Tape::on_grad_rows_final) then leaves little to send once backward is done.
+    /// 64 KiB: ~0.02 ms over shared memory, ~0.05 ms plus latency on 10 Gb/s.
+    std::size_t last_bucket_bytes = std::size_t(1) << 16;
 };
 
 /// "How much of the allreduce time backward hid", measured per step and summarised over
@@ -246,15 +258,16 @@ struct GradReducerOverlap {
 ///   optimizer.step();
 ///
 /// With the mean loss of n_r local samples and w_r = n_r / sum_r n_r, the result is the
-/// gradient of the mean loss over the global batch. Buckets hold the parameters in the order
-/// backward finishes them: the reverse of the given order for the first step, then the order
+/// gradient of the mean loss over the global batch. Buckets hold the parameters (or blocks of
+/// their rows) in the order backward finishes them: the reverse of the given order for the
+/// first step, then the order
 /// rank 0's first backward reported (a parameter bound later on the tape is final earlier;
 /// PyTorch's DDP rebuilds its buckets the same way; this is a collective of the first
-/// finish()). Bucket k is reduced on a communication thread as soon as all its parameters
-/// are final and buckets 0..k-1 are done, so every rank reduces the same buckets in the same
-/// order. finish() packs
-/// the parameters backward did not report (not bound on the tape, or no tape attached), waits
-/// for the last bucket and writes the sums into p.grad(). The tape must add its parameter
+/// finish()). Bucket k is reduced on a communication thread as soon as all it holds is
+/// final (whole parameters on_grad_final, rows of one on_grad_rows_final) and buckets 0..k-1
+/// are done, so every rank reduces the same buckets in the same order. finish() packs what
+/// backward did not report (not bound on the tape, or no tape attached), waits for the last
+/// bucket and writes the sums into p.grad(). The tape must add its parameter
 /// gradients into Parameter::grad (TapeOptions::accumulate_parameter_grads, the default).
 /// Buffers are made at construction: a step allocates nothing.
 template <class T>
@@ -266,13 +279,19 @@ public:
     GradReducer(const GradReducer&) = delete;
     GradReducer& operator=(const GradReducer&) = delete;
 
-    /// Installs the hook (Tape::on_grad_final) that reports final gradients to ready().
+    /// Installs the hooks (Tape::on_grad_final, Tape::on_grad_rows_final) that report final
+    /// gradients to ready() and rows_ready().
     void attach(Tape<T>& tape);
+    /// Removes them: every bucket is then reduced in finish(), after backward.
+    void detach(Tape<T>& tape);
     /// Starts a step: this rank's gradients will count with weight w (n_local / n_global).
     void begin(double weight);
     /// p.grad() is final for this step: copy w * p.grad() into its bucket, and hand the bucket
     /// to the communication thread when it is complete. Parameters not reduced are ignored.
     void ready(Parameter<T>& p);
+    /// Rows [0, rows) of p.grad() (along its first axis) are final for this step: pack the
+    /// pieces of p they cover, and hand over the buckets that completes.
+    void rows_ready(Parameter<T>& p, std::size_t rows);
     /// Waits for every bucket and writes the global sums into the parameters' grads.
     void finish();
 

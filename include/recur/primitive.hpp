@@ -106,6 +106,19 @@ public:
         tape_.grad_ref(in).add(e);
     }
 
+    /// Backward, optional, for distributed training: whether to report rows of input k's
+    /// gradient as they are finished (input k is a Parameter this op reads last in the sweep,
+    /// and a gradient reducer listens), and the report: rows [0, rows) of input k's gradient,
+    /// along its first axis, are complete and nothing adds into them again. The reducer then
+    /// starts sending them while the rest of this backward runs (Tape::grad_rows_final).
+    bool reports_grad_rows(std::size_t k) const {
+        (void)input_slot(k);  // index_error past the inputs
+        return slots_ == nullptr && tape_.reports_grad_rows(node_, static_cast<std::uint32_t>(k));
+    }
+    void grad_rows_final(std::size_t k, std::size_t rows) {
+        if (reports_grad_rows(k)) tape_.grad_rows_final(node_, static_cast<std::uint32_t>(k), rows);
+    }
+
     /// The tape, for what the context does not cover (the op-author interface of Tape). Not
     /// Tape::state for this node: it holds the primitive's backward.
     Tape<T>& tape() { return tape_; }

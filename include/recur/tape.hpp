@@ -30,7 +30,9 @@
 //   (backward_skips_output) or an input's (backward_skips_input). A value that no backward
 //   reads is dead after the forward, so backward writes that node's gradient into the value's
 //   buffer instead of a new one; reading the value afterwards is a tape_error.
-// - A Parameter's gradient is final when the sweep passes its node (on_grad_final).
+// - A Parameter's gradient is final when the sweep passes its node (on_grad_final). The op
+//   that reads it last in the sweep may report rows of it final earlier (grad_rows_final,
+//   on_grad_rows_final), so that their communication starts while its backward goes on.
 // - A Tape is used by one thread at a time (a debug or sanitizer build checks it).
 #pragma once
 
@@ -170,6 +172,12 @@ struct Node {
     // dead once the forward is done, and backward lends its buffer to the gradient.
     std::uint32_t backward_reads = 0;
     bool value_spent = false;  // its buffer served the gradient: the value is gone
+    // The recorded reader with the lowest index: the last backward of a sweep that adds into
+    // this node's gradient (no_node while nothing recorded reads it).
+    std::uint32_t first_reader = no_node;
+    // A bound Parameter's: rows [0, rows_final) of its gradient were final early this sweep
+    // (Tape::grad_rows_final) and are already handed over.
+    std::size_t rows_final = 0;
 };
 
 // A gradient being written slice by slice: written[t] once slice t holds data; the other
@@ -354,6 +362,14 @@ public:
     /// clear(); an empty function removes it.
     using GradFinalHook = std::function<void(Parameter<T>& p, const xt::xarray<T>* grad)>;
     void on_grad_final(GradFinalHook hook) { grad_final_ = std::move(hook); }
+    /// Called during backward when rows [row_begin, row_end) (along the first axis; a 0-d
+    /// Parameter has one row) of a bound Parameter's gradient are final before the whole of it:
+    /// the op that reads p last in the sweep reported them (grad_rows_final), e.g. linear's
+    /// weight gradient, computed in row blocks while a hook listens. The rows are already added
+    /// into p.grad() when the tape accumulates parameter gradients. Reports come in row order
+    /// and extend each other; on_grad_final still fires for p afterwards. Kept across clear().
+    using GradRowsFinalHook = std::function<void(Parameter<T>& p, std::size_t row_begin, std::size_t row_end)>;
+    void on_grad_rows_final(GradRowsFinalHook hook) { grad_rows_final_ = std::move(hook); }
 
     // ---- Op-author interface (ops/ uses it; user-defined primitives may too) --------------
     //
@@ -382,6 +398,17 @@ public:
     void backward_skips_input(std::uint32_t i, std::uint32_t k) {
         if (nodes_[i].requires_grad) --nodes_[input(i, k)].backward_reads;
     }
+    /// Whether node i's backward should report the rows of input k's gradient as it finishes
+    /// them (grad_rows_final): input k is a bound Parameter, node i is the last node of the
+    /// sweep to add into its gradient (its first recorded reader), and a rows hook listens.
+    bool reports_grad_rows(std::uint32_t i, std::uint32_t k) const {
+        const auto& in = nodes_[input(i, k)];
+        return grad_rows_final_ && in.param != nullptr && in.first_reader == i;
+    }
+    /// During node i's backward: rows [0, rows) of input k's gradient are complete, nothing
+    /// adds into them again (each call extends the last). Hands the new rows to the hook of
+    /// on_grad_rows_final; no effect unless reports_grad_rows(i, k).
+    void grad_rows_final(std::uint32_t i, std::uint32_t k, std::size_t rows);
     /// Output k of node i sized to `shape`, for its forward to write: the slot's own buffer
     /// when its size matches, else a released node's buffer of that size, else a new one.
     xt::xarray<T>& output_value(std::uint32_t i, const Shape& shape, std::size_t k = 0);
@@ -520,10 +547,13 @@ private:
     std::size_t partials_used_ = 0;
     std::mt19937_64 rng_;
     GradFinalHook grad_final_;
+    GradRowsFinalHook grad_rows_final_;
     std::atomic<std::thread::id> user_{};  // the thread recording on it (debug builds check)
     void take_storage();  // from the thread's cache of a destroyed tape's storage
     void give_storage();  // to that cache
     void parameter_done(detail::Node<T>& n);  // adds into Parameter::grad, calls grad_final_
+    // Adds rows [row_begin, row_end) of bound parameter node n's gradient into Parameter::grad.
+    void add_parameter_grad_rows(detail::Node<T>& n, std::size_t row_begin, std::size_t row_end);
     // Anomaly mode (AnomalyMode): the node pushed last, checked when its first handle is made.
     std::uint32_t anomaly_pending_ = detail::no_node;
     void check_forward(std::uint32_t i);  // value_error if node i's outputs hold NaN or inf

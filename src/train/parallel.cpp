@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <ctime>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -277,23 +278,30 @@ double thread_cpu_seconds() {
 }  // namespace
 
 // The reducer's buffers and its communication thread. Parameters are kept in bucket order
-// (the reverse of the order given: backward finishes the last bound first).
+// (the reverse of the order given: backward finishes the last bound first); a parameter is one
+// piece or, when it is larger than its bucket, several pieces of whole rows, by row.
 template <class T>
 struct GradReducer<T>::State {
+    // Rows [row_begin, row_end) of the parameter at position `param`, at `offset` in `bucket`.
+    struct Piece {
+        std::size_t param = 0, row_begin = 0, row_end = 0, bucket = 0, offset = 0;
+    };
     struct Bucket {
-        std::vector<T> data;  // w * grad of its parameters, back to back
-        std::size_t parameters = 0;  // how many parameters it holds
+        std::vector<T> data;  // w * grad of its pieces, back to back
+        std::size_t pieces = 0;  // how many pieces it holds
         std::size_t packed = 0;  // how many are in this step
         bool ready = false;  // handed to the communication thread
     };
     Communicator& comm;
     std::vector<Parameter<T>*> params;
     std::unordered_map<const Parameter<T>*, std::size_t> index;  // parameter -> position in params
-    std::vector<std::size_t> bucket_of, offset;  // per position
-    std::vector<char> packed;  // per position, this step
+    std::vector<Piece> pieces;  // in bucket order
+    std::vector<std::size_t> first_piece;  // per position, and one past the end: its pieces
+    std::vector<char> packed;  // per piece, this step
     std::vector<Bucket> buckets;
-    std::size_t per_bucket = 1;  // elements
+    std::size_t per_bucket = 1, last_bucket = 1;  // elements
     std::vector<std::size_t> observed;  // positions in the order the first step reported them
+    std::vector<char> seen;  // per position: in observed
     bool learned = false;
     T weight = 1;
     bool active = false;
@@ -313,20 +321,48 @@ struct GradReducer<T>::State {
 
     explicit State(Communicator& c) : comm(c) {}
 
-    // Copies weight * grad of the parameter at position i into its bucket; true when that
-    // completes the bucket.
-    bool pack(std::size_t i) {
-        const Parameter<T>& p = *params[i];
-        packed[i] = 1;
-        auto& bucket = buckets[bucket_of[i]];
-        T* dst = bucket.data.data() + offset[i];
+    static std::size_t rows_of(const Parameter<T>& p) { return p.shape().empty() ? 1 : p.shape()[0]; }
+    static std::size_t width_of(const Parameter<T>& p) {
+        const std::size_t rows = rows_of(p);
+        return rows == 0 ? 0 : p.size() / rows;
+    }
+
+    // Copies weight * (rows of the piece's grad) into its bucket; true when that completes
+    // the bucket.
+    bool pack(std::size_t j) {
+        const Piece& piece = pieces[j];
+        const Parameter<T>& p = *params[piece.param];
+        packed[j] = 1;
+        auto& bucket = buckets[piece.bucket];
+        const std::size_t width = width_of(p), count = (piece.row_end - piece.row_begin) * width;
+        T* dst = bucket.data.data() + piece.offset;
         if (p.grad().shape() == p.value().shape()) {
-            const T* src = p.grad().data();
-            for (std::size_t e = 0; e < p.size(); ++e) dst[e] = weight * src[e];
+            const T* src = p.grad().data() + piece.row_begin * width;
+            for (std::size_t e = 0; e < count; ++e) dst[e] = weight * src[e];
         } else {  // no gradient yet: zeros
-            std::fill(dst, dst + p.size(), T(0));
+            std::fill(dst, dst + count, T(0));
         }
-        return ++bucket.packed == bucket.parameters;
+        return ++bucket.packed == bucket.pieces;
+    }
+
+    // Packs the pieces of position i within rows [0, rows) not packed yet, and hands the
+    // buckets that completes to the communication thread.
+    void report(std::size_t i, std::size_t rows) {
+        if (!learned && !seen[i]) {
+            seen[i] = 1;
+            observed.push_back(i);
+        }
+        bool handed = false;
+        for (std::size_t j = first_piece[i]; j < first_piece[i + 1]; ++j) {
+            if (packed[j] || pieces[j].row_end > rows || !pack(j)) continue;
+            handed = true;
+            std::lock_guard lock(m);
+            buckets[pieces[j].bucket].ready = true;
+        }
+        if (handed) {
+            handed_over = std::chrono::steady_clock::now();
+            to_thread.notify_one();
+        }
     }
 };
 
@@ -334,7 +370,8 @@ template <class T>
 GradReducer<T>::GradReducer(Communicator& comm, std::vector<Parameter<T>*> params, GradReducerOptions o)
     : s_(std::make_unique<State>(comm)) {
     if (params.empty()) throw value_error("GradReducer: no parameters to reduce");
-    if (o.bucket_bytes == 0) throw value_error("GradReducer: bucket_bytes must be positive");
+    if (o.bucket_bytes == 0 || o.last_bucket_bytes == 0)
+        throw value_error("GradReducer: bucket_bytes and last_bucket_bytes must be positive");
     State& s = *s_;
     for (std::size_t i = 0; i < params.size(); ++i) {
         Parameter<T>* p = params[i];
@@ -343,37 +380,75 @@ GradReducer<T>::GradReducer(Communicator& comm, std::vector<Parameter<T>*> param
                               (p == nullptr ? " is null" : " is listed twice"));
     }
     s.per_bucket = std::max<std::size_t>(1, o.bucket_bytes / sizeof(T));
+    s.last_bucket = std::clamp<std::size_t>(o.last_bucket_bytes / sizeof(T), 1, s.per_bucket);
     layout(std::vector<Parameter<T>*>(params.rbegin(), params.rend()));
     s.observed.reserve(params.size());
+    s.seen.assign(params.size(), 0);
     for (auto* v : {&step_wait_, &step_reported_, &step_comm_cpu_}) v->reserve(logged_steps);
     s.thread = std::thread([this] { communicate(); });
 }
 
-// Cuts `order` into buckets of about per_bucket elements (whole parameters) and makes their
-// buffers. Only while no step runs.
+// Cuts `order` into buckets and makes their buffers. Only while no step runs. The buckets are
+// made from the last one back: the last holds about last_bucket elements, each earlier one up
+// to twice the next, up to per_bucket, so what is left to send once backward ends is small.
+// A parameter joins the bucket being filled when it fits; otherwise it starts the next one,
+// and when it is larger than that too, its last rows fill it and the rest goes on (a row
+// larger than a bucket is a piece of its own).
 template <class T>
 void GradReducer<T>::layout(std::vector<Parameter<T>*> order) {
     State& s = *s_;
     s.params = std::move(order);
     s.index.clear();
-    s.bucket_of.clear();
-    s.offset.clear();
-    std::vector<std::size_t> bucket_size;
+    std::vector<typename State::Piece> reversed;  // pieces from the last one back
+    std::vector<std::size_t> bucket_size;  // from the last bucket back
+    std::size_t capacity = s.last_bucket, fill = 0;
+    const auto close_bucket = [&] {
+        bucket_size.push_back(fill);
+        fill = 0;
+        capacity = std::min(2 * capacity, s.per_bucket);
+    };
+    for (std::size_t i = s.params.size(); i-- > 0;) {
+        const Parameter<T>& p = *s.params[i];
+        const std::size_t width = State::width_of(p);
+        std::size_t end = State::rows_of(p);
+        do {
+            std::size_t take = end;
+            if (fill + end * width > capacity) {
+                if (fill > 0) {
+                    close_bucket();
+                    continue;
+                }
+                take = std::min(end, std::max<std::size_t>(1, capacity / std::max<std::size_t>(1, width)));
+            }
+            reversed.push_back({i, end - take, end, bucket_size.size(), 0});
+            fill += take * width;
+            end -= take;
+            if (end > 0 || fill >= capacity) close_bucket();
+        } while (end > 0);
+    }
+    if (fill > 0 || bucket_size.empty()) close_bucket();
+    // Bucket order and offsets: reversed, the pieces run by position and row.
+    const std::size_t n_buckets = bucket_size.size();
+    s.pieces.assign(reversed.rbegin(), reversed.rend());
+    s.first_piece.assign(s.params.size() + 1, 0);
+    std::vector<std::size_t> offset(n_buckets, 0);
+    for (std::size_t j = 0; j < s.pieces.size(); ++j) {
+        auto& piece = s.pieces[j];
+        piece.bucket = n_buckets - 1 - piece.bucket;
+        piece.offset = offset[piece.bucket];
+        offset[piece.bucket] += (piece.row_end - piece.row_begin) * State::width_of(*s.params[piece.param]);
+        ++s.first_piece[piece.param + 1];
+    }
     for (std::size_t i = 0; i < s.params.size(); ++i) {
-        const Parameter<T>* p = s.params[i];
-        s.index.emplace(p, i);
-        if (bucket_size.empty() || (bucket_size.back() > 0 && bucket_size.back() + p->size() > s.per_bucket))
-            bucket_size.push_back(0);
-        s.bucket_of.push_back(bucket_size.size() - 1);
-        s.offset.push_back(bucket_size.back());
-        bucket_size.back() += p->size();
+        s.index.emplace(s.params[i], i);
+        s.first_piece[i + 1] += s.first_piece[i];
     }
     std::lock_guard lock(s.m);
     s.buckets.clear();
-    s.buckets.resize(bucket_size.size());
-    for (std::size_t b = 0; b < bucket_size.size(); ++b) s.buckets[b].data.assign(bucket_size[b], T(0));
-    for (std::size_t b : s.bucket_of) ++s.buckets[b].parameters;
-    s.packed.assign(s.params.size(), 0);
+    s.buckets.resize(n_buckets);
+    for (std::size_t b = 0; b < n_buckets; ++b) s.buckets[b].data.assign(offset[b], T(0));
+    for (const auto& piece : s.pieces) ++s.buckets[piece.bucket].pieces;
+    s.packed.assign(s.pieces.size(), 0);
     s.next = s.buckets.size();  // idle until begin()
 }
 
@@ -446,6 +521,13 @@ void GradReducer<T>::communicate() {
 template <class T>
 void GradReducer<T>::attach(Tape<T>& tape) {
     tape.on_grad_final([this](Parameter<T>& p, const xt::xarray<T>*) { ready(p); });
+    tape.on_grad_rows_final([this](Parameter<T>& p, std::size_t, std::size_t rows) { rows_ready(p, rows); });
+}
+
+template <class T>
+void GradReducer<T>::detach(Tape<T>& tape) {
+    tape.on_grad_final({});
+    tape.on_grad_rows_final({});
 }
 
 template <class T>
@@ -465,20 +547,15 @@ void GradReducer<T>::begin(double weight) {
 
 template <class T>
 void GradReducer<T>::ready(Parameter<T>& p) {
+    rows_ready(p, std::numeric_limits<std::size_t>::max());
+}
+
+template <class T>
+void GradReducer<T>::rows_ready(Parameter<T>& p, std::size_t rows) {
     State& s = *s_;
     if (!s.active) return;
     const auto it = s.index.find(&p);
-    if (it == s.index.end() || s.packed[it->second]) return;
-    const std::size_t i = it->second;
-    if (!s.learned) s.observed.push_back(i);
-    if (s.pack(i)) {
-        s.handed_over = std::chrono::steady_clock::now();
-        {
-            std::lock_guard lock(s.m);
-            s.buckets[s.bucket_of[i]].ready = true;
-        }
-        s.to_thread.notify_one();
-    }
+    if (it != s.index.end()) s.report(it->second, rows);
 }
 
 template <class T>
@@ -488,10 +565,10 @@ void GradReducer<T>::finish() {
     const bool learning = !s.learned;
     const bool log = step_wait_.size() < logged_steps;  // the log never grows: no allocation in a step
     if (log) step_reported_.push_back(static_cast<double>(std::count(s.packed.begin(), s.packed.end(), 1)));
-    // The parameters backward did not report are packed first and their buckets handed over
+    // The pieces backward did not report are packed first and their buckets handed over
     // together (a step without a tape attached reduces every bucket here).
-    for (std::size_t i = 0; i < s.params.size(); ++i)
-        if (!s.packed[i]) s.pack(i);
+    for (std::size_t j = 0; j < s.pieces.size(); ++j)
+        if (!s.packed[j]) s.pack(j);
     const auto start = std::chrono::steady_clock::now();
     std::unique_lock lock(s.m);
     for (auto& b : s.buckets)
@@ -500,7 +577,9 @@ void GradReducer<T>::finish() {
             s.handed_over = start;
         }
     s.to_thread.notify_one();
+    s.comm.set_busy_waiting(true);  // backward is done: the reduction may poll without naps
     s.to_finish.wait(lock, [&] { return s.next == s.buckets.size(); });
+    s.comm.set_busy_waiting(false);
     wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     comm_seconds_ += s.comm_seconds;
     // The step's W_r (GradReducerOverlap): from the last hand-over to the last reduction,
@@ -519,11 +598,12 @@ void GradReducer<T>::finish() {
         std::rethrow_exception(e);
     }
     lock.unlock();
-    for (std::size_t i = 0; i < s.params.size(); ++i) {
-        Parameter<T>& p = *s.params[i];
+    for (const auto& piece : s.pieces) {
+        Parameter<T>& p = *s.params[piece.param];
         if (p.grad().shape() != p.value().shape()) p.grad() = xt::zeros<T>(p.value().shape());
-        const T* src = s.buckets[s.bucket_of[i]].data.data() + s.offset[i];
-        std::copy(src, src + p.size(), p.grad().data());
+        const std::size_t width = State::width_of(p);
+        const T* src = s.buckets[piece.bucket].data.data() + piece.offset;
+        std::copy(src, src + (piece.row_end - piece.row_begin) * width, p.grad().data() + piece.row_begin * width);
     }
     if (learning) learn_order();
 }
@@ -558,7 +638,9 @@ double GradReducer<T>::reduce_all_buckets() {
     for (auto& b : s.buckets) b.ready = true;
     s.next = 0;
     s.to_thread.notify_one();
+    s.comm.set_busy_waiting(true);  // waits as finish() does
     s.to_finish.wait(lock, [&] { return s.next == s.buckets.size(); });
+    s.comm.set_busy_waiting(false);
     const double seconds = std::chrono::duration<double>(s.done - start).count();  // as W_r in finish()
     s.comm_seconds = s.comm_cpu = 0;
     if (s.error) {
