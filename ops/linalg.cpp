@@ -83,8 +83,8 @@ static void linear_backward(Tape<T>& t, std::uint32_t i) {
         T* dw = r.buffer().data();
         // Rows [r0, r0 + n) of dW: g[:, r0 : r0 + n]^T x.
         const auto rows_of_dw = [&](std::size_t r0, std::size_t n) {
-            if (!detail::bf16_weight_grad(t, n, in, rows, g.data() + r0, o, xv.data(), in, beta != T(0),
-                                          dw + r0 * in, in, o))
+            if (!detail::bf16_weight_grad(t, n, in, rows, g.data() + r0, o, xv.data(), in, beta != T(0), dw + r0 * in,
+                                          in, o))
                 gemm<T>(true, false, n, in, rows, T(1), g.data() + r0, o, xv.data(), in, beta, dw + r0 * in, in);
         };
         if (t.reports_grad_rows(i, 1)) {

@@ -123,8 +123,10 @@ BOOST_AUTO_TEST_CASE(a_parameter_larger_than_its_bucket_travels_in_row_blocks_as
         tape.backward(sum((*model)(tape.constant(inputs()), {})));
         attached.finish();
         for (std::size_t i = 0; i < params.size(); ++i) {
-            if (pass == 0) after.push_back(params[i]->grad());
-            else BOOST_TEST(xt::allclose(params[i]->grad(), after[i], 1e-12, 1e-12));
+            if (pass == 0)
+                after.push_back(params[i]->grad());
+            else
+                BOOST_TEST(xt::allclose(params[i]->grad(), after[i], 1e-12, 1e-12));
         }
     }
 }
@@ -144,7 +146,9 @@ BOOST_AUTO_TEST_CASE(buckets_follow_the_order_backward_finishes_the_parameters) 
     // step, after the input projection (a linear) that binds weight_ih and bias_ih, so the
     // sweep finishes weight_hh before them; and linear reports its bias before its weight's rows.
     const auto& order = reducer.parameter_order();
-    const auto position = [&](std::size_t i) { return std::find(order.begin(), order.end(), params[i]) - order.begin(); };
+    const auto position = [&](std::size_t i) {
+        return std::find(order.begin(), order.end(), params[i]) - order.begin();
+    };
     const std::size_t weight_ih = 0, weight_hh = 1, bias_ih = 2, head_weight = 4;
     BOOST_TEST(position(head_weight) < position(weight_hh));
     BOOST_TEST(position(weight_hh) < position(bias_ih));

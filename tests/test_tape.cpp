@@ -399,7 +399,8 @@ BOOST_AUTO_TEST_CASE(the_op_reading_a_parameter_last_reports_its_gradient_rows_f
 
     // A tape that leaves parameter gradients on itself reports the rows and adds nothing.
     Tape<double> own({.accumulate_parameter_grads = false});
-    own.on_grad_rows_final([&](Parameter<double>& p, std::size_t begin, std::size_t end) { rows.emplace_back(&p, begin, end); });
+    own.on_grad_rows_final(
+        [&](Parameter<double>& p, std::size_t begin, std::size_t end) { rows.emplace_back(&p, begin, end); });
     w.zero_grad();
     own.backward(sum(linear(own.constant(x1), own.bind(w))));
     BOOST_TEST(rows.size() == 5u);

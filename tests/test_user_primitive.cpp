@@ -247,7 +247,8 @@ BOOST_AUTO_TEST_CASE(a_primitive_may_report_rows_of_a_parameter_gradient_final_e
     const xt::xarray<double> xv = uniform_array(std::vector<std::size_t>{4, 3}, 10);
     Tape<double> t;
     std::vector<std::pair<std::size_t, std::size_t>> rows;
-    t.on_grad_rows_final([&](Parameter<double>&, std::size_t begin, std::size_t end) { rows.emplace_back(begin, end); });
+    t.on_grad_rows_final(
+        [&](Parameter<double>&, std::size_t begin, std::size_t end) { rows.emplace_back(begin, end); });
     t.backward(sum(scaled(t.bind(w), t.constant(xv))));
     BOOST_TEST((rows == std::vector<std::pair<std::size_t, std::size_t>>{{0, 2}, {2, 4}}));
     BOOST_TEST(w.grad() == xv);

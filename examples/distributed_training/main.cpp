@@ -30,7 +30,8 @@
 // one epoch, when it ran).
 //
 //   distributed_training [--epochs 3] [--samples 512] [--batch 64] [--steps 100] [--input 256]
-//                        [--hidden 256] [--layers 1] [--lr 0.003] [--bucket 1048576] [--loop-epochs 6]
+//                        [--hidden 256] [--layers 1] [--lr 0.003] [--bucket 1048576] [--last-bucket 65536]
+//                        [--loop-epochs 6]
 //                        [--fit 1]  (--fit 0: only the loop of one's own)
 #include <algorithm>
 #include <sys/resource.h>
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
     const auto layers = static_cast<std::size_t>(args.get("layers", 1));
     const double lr = args.get_double("lr", 3e-3);
     const auto bucket = static_cast<std::size_t>(args.get("bucket", 1 << 20));
+    const auto last_bucket = static_cast<std::size_t>(args.get("last-bucket", 1 << 16));
     const auto loop_epochs = static_cast<std::size_t>(args.get("loop-epochs", 6));
     const bool fit_runs = args.get("fit", 1) != 0;  // --fit 0: the own loop alone
     if (loop_epochs < 2 || epochs == 0 || samples == 0 || batch == 0 || steps == 0 || input < 2 || hidden == 0 ||
@@ -119,9 +121,9 @@ int main(int argc, char** argv) {
     if (rank == 0)
         std::printf(
             "LSTM(%zu -> %zu, %zu layer%s) -> Linear(%zu -> 1), float32, per-rank batch %zu, T %zu, %zu samples, "
-            "%zu epochs, %d ranks, %d processors per rank, buckets of %zu bytes\n",
+            "%zu epochs, %d ranks, %d processors per rank, buckets of at most %zu bytes, the last of %zu\n",
             input, hidden, layers, layers > 1 ? "s" : "", hidden, batch, steps, samples, epochs, size, num_procs(),
-            bucket);
+            bucket, last_bucket);
 
     if (rank == 0 && size > 1 && num_procs() < size)
         std::printf(
@@ -173,7 +175,8 @@ int main(int argc, char** argv) {
                                           .seed = 1,
                                           .threads = threads,
                                           .communicator = &comm,
-                                          .bucket_bytes = bucket});
+                                          .bucket_bytes = bucket,
+                                          .last_bucket_bytes = last_bucket});
         Run r;
         r.label = label;
         r.ranks = comm.size();
@@ -249,7 +252,8 @@ int main(int argc, char** argv) {
     {
         auto model = make_model();
         optim::Adam<float> adam(model->parameters(), {.lr = lr});
-        distributed::GradReducer<float> reducer(world, model->parameters(), {.bucket_bytes = bucket});
+        distributed::GradReducer<float> reducer(world, model->parameters(),
+                                                {.bucket_bytes = bucket, .last_bucket_bytes = last_bucket});
         Tape<float> tape({.retain_grads = false});
         const data::BatchIterator batches(samples, batch * n, true, 1);
         double loss_sum = 0, seconds = 0;
@@ -289,8 +293,9 @@ int main(int argc, char** argv) {
         }
         const auto o = reducer.overlap(15);
         if (rank == 0) {
-            std::printf("\nown loop with GradReducer, %d rank%s: %.3f s per epoch, last epoch's loss %.5f\n", size,
-                        size > 1 ? "s" : "", seconds, loss_sum / static_cast<double>(samples));
+            std::printf(
+                "\nown loop with GradReducer (%zu buckets), %d rank%s: %.3f s per epoch, last epoch's loss %.5f\n",
+                reducer.buckets(), size, size > 1 ? "s" : "", seconds, loss_sum / static_cast<double>(samples));
             if (size > 1)
                 std::printf(
                     "overlap, medians over %zu attached + %zu detached steps (ms per step): %s; detached steps "

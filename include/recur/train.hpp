@@ -264,8 +264,10 @@ struct FitOptions {
     /// Data-parallel training across processes (see "Across processes" at the top of this
     /// file); nullptr = this process alone. The communicator must outlive fit().
     distributed::Communicator* communicator = nullptr;
-    /// Bytes per gradient bucket of the reduction across processes (GradReducerOptions).
+    /// Bytes per gradient bucket of the reduction across processes, and of the last one
+    /// (GradReducerOptions).
     std::size_t bucket_bytes = std::size_t(1) << 20;
+    std::size_t last_bucket_bytes = std::size_t(1) << 16;
     /// The training tape's precision policy (recur/precision.hpp; bf16: float models, threads = 1).
     Precision precision = Precision::f32;
 };

@@ -642,7 +642,9 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
     if (comm) {
         check_same_as_rank0(*comm, model, o, tr.count, val ? val->count : 0);
         broadcast_from_rank0(*comm, params, optimizer);
-        reducer.emplace(*comm, params, distributed::GradReducerOptions{.bucket_bytes = o.bucket_bytes});
+        reducer.emplace(
+            *comm, params,
+            distributed::GradReducerOptions{.bucket_bytes = o.bucket_bytes, .last_bucket_bytes = o.last_bucket_bytes});
         if (val) {
             std::tie(val_first, val_last) = rank_part(val->count, rank, size);
             val_part = val->part(val_first, val_last);
