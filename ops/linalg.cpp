@@ -2,6 +2,7 @@
 // Outputs are written in place by GEMM; gradients accumulate with beta = 1 (beta = 0 for the
 // first contribution of a sweep); transposes are BLAS flags, never copies.
 #include <algorithm>
+#include <array>
 #include <exception>
 
 #include "common.hpp"
@@ -54,12 +55,14 @@ Var<T> matmul(const Var<T>& a, const Var<T>& b) {
 // db += sum over rows of g  (O);  dW += g^T x  (O, I);  dx += g W  (R, I)
 // When the sweep reports a bound weight's rows final early (Tape::reports_grad_rows: this node
 // reads W last, and a hook listens, as distributed training's gradient reducer does), db comes
-// first and dW is made in up to weight_row_blocks blocks of at least min_weight_block_rows rows,
-// each reported once written, so the reduction of one block overlaps the product of the next and
-// dx. (The blocks give the same bits as one product: measured for f32 at the sizes of the
-// benchmarks; a 1-row block would not, as BLAS runs it as a matrix-vector product.)
+// first and dW is made in blocks of rows, each reported once written, so the reduction of one
+// block overlaps the product of the next and dx. From the last back, the blocks have last_rows
+// (O / 16, at least 8), last_rows, 2 last_rows, 4 last_rows, ... rows, the first what is left
+// (O = 1024: 512, 256, 128, 64, 64): few products, and little left to send at the end. (The blocks
+// give the same bits as one product: measured for f32 at the sizes of the benchmarks; a 1-row
+// block would not, as BLAS runs it as a matrix-vector product.)
 namespace {
-constexpr std::size_t weight_row_blocks = 16, min_weight_block_rows = 8;
+constexpr std::size_t last_weight_block_divisor = 16, min_weight_block_rows = 8;
 }  // namespace
 
 template <class T>
@@ -88,10 +91,20 @@ static void linear_backward(Tape<T>& t, std::uint32_t i) {
                 gemm<T>(true, false, n, in, rows, T(1), g.data() + r0, o, xv.data(), in, beta, dw + r0 * in, in);
         };
         if (t.reports_grad_rows(i, 1)) {
-            const std::size_t block = std::max(min_weight_block_rows, (o + weight_row_blocks - 1) / weight_row_blocks);
-            for (std::size_t r0 = 0; r0 < o; r0 += block) {
-                rows_of_dw(r0, std::min(block, o - r0));
-                t.grad_rows_final(i, 1, std::min(o, r0 + block));
+            const std::size_t last_rows =
+                std::max(min_weight_block_rows, (o + last_weight_block_divisor - 1) / last_weight_block_divisor);
+            std::array<std::size_t, 64> starts{};  // of the blocks, from the last back
+            std::size_t blocks = 0;
+            for (std::size_t end = o, size = last_rows; end > 0; size = blocks > 1 ? 2 * size : size) {
+                std::size_t n = std::min(size, end);
+                if (end - n < min_weight_block_rows) n = end;  // no block below the minimum first
+                end -= n;
+                starts[blocks++] = end;
+            }
+            for (std::size_t k = blocks; k-- > 0;) {
+                const std::size_t end = k == 0 ? o : starts[k - 1];
+                rows_of_dw(starts[k], end - starts[k]);
+                t.grad_rows_final(i, 1, end);
             }
         } else {
             rows_of_dw(0, o);

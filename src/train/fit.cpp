@@ -671,8 +671,9 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
                 "fit: threads > 1 (data-parallel threads) cannot train a stateful model: its shards "
                 "would share one carried state; use threads = 1");
         parallel.emplace(*net.layer, loss, DataParallelOptions{.threads = o.threads});
-    } else if (reducer)
+    } else if (reducer && size > 1) {  // one rank: nothing to overlap, every bucket goes in finish()
         reducer->attach(tape);
+    }
     for (auto* cb : o.callbacks) cb->on_train_begin(ctx);
     for (std::size_t epoch = o.initial_epoch; epoch < o.epochs; ++epoch) {
         const auto start = std::chrono::steady_clock::now();
