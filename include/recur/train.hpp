@@ -154,6 +154,8 @@ public:
     /// Input k or the input named `name` (index_error naming the known inputs otherwise).
     const Input<T>& operator[](std::size_t k) const;
     const Input<T>& operator[](std::string_view name) const;
+    /// Input k, to refill in place (fit reuses its batch buffers from step to step).
+    Input<T>& operator[](std::size_t k);
     /// The position of `name`, if present.
     std::optional<std::size_t> find(std::string_view name) const;
 

@@ -131,6 +131,12 @@ const Input<T>& Inputs<T>::operator[](std::size_t k) const {
 }
 
 template <class T>
+Input<T>& Inputs<T>::operator[](std::size_t k) {
+    name(k);  // the range check
+    return inputs_[k].second;
+}
+
+template <class T>
 std::optional<std::size_t> Inputs<T>::find(std::string_view name) const {
     for (std::size_t k = 0; k < inputs_.size(); ++k)
         if (inputs_[k].first == name) return k;
@@ -319,15 +325,24 @@ inline std::vector<std::size_t> finite_samples(const std::vector<char>& bad, std
     return keep;
 }
 
-// Rows first + idx[k] of a (N, ...) array: (idx.size(), ...).
-template <class V>
-xt::xarray<V> gather_rows(const xt::xarray<V>& a, std::size_t first, const std::vector<std::size_t>& idx) {
+// Rows first + idx[k] of a (N, ...) array into `out`, shaped (idx.size(), ...) (its buffer is
+// reused when the size is the same: no allocation from one full batch to the next).
+template <class V, class W>
+void gather_rows(const xt::xarray<V>& a, std::size_t first, const std::vector<std::size_t>& idx, xt::xarray<W>& out) {
     Shape s(a.shape().begin(), a.shape().end());
     const std::size_t per = a.size() / s[0];
     s[0] = idx.size();
-    auto out = xt::xarray<V>::from_shape(s);
-    for (std::size_t k = 0; k < idx.size(); ++k)
-        std::copy_n(a.data() + (first + idx[k]) * per, per, out.data() + k * per);
+    out.resize(s);
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+        const V* src = a.data() + (first + idx[k]) * per;
+        std::transform(src, src + per, out.data() + k * per, [](V v) { return static_cast<W>(v); });
+    }
+}
+
+template <class V>
+xt::xarray<V> gather_rows(const xt::xarray<V>& a, std::size_t first, const std::vector<std::size_t>& idx) {
+    xt::xarray<V> out;
+    gather_rows(a, first, idx, out);
     return out;
 }
 
@@ -340,11 +355,36 @@ Inputs<T> gather_inputs(const Table<T>& t, const std::vector<std::size_t>& idx) 
     return out;
 }
 
-// The batch `idx` of the targets, as T.
+// The same into `out`, reusing its buffers once it holds the table's inputs.
+template <class T>
+void gather_inputs(const Table<T>& t, const std::vector<std::size_t>& idx, Inputs<T>& out) {
+    if (out.size() != t.inputs.size()) {
+        out = gather_inputs(t, idx);
+        return;
+    }
+    for (std::size_t k = 0; k < out.size(); ++k)
+        std::visit(
+            [&](const auto* a) {
+                using V = typename std::decay_t<decltype(*a)>::value_type;
+                gather_rows(*a, t.first, idx, std::get<xt::xarray<V>>(out[k]));
+            },
+            t.inputs[k].second);
+}
+
+// The batch `idx` of the targets, as T, into `out`.
+template <class T>
+void gather_targets(const Table<T>& t, const std::vector<std::size_t>& idx, xt::xarray<T>& out) {
+    if (const auto* const* a = std::get_if<const xt::xarray<T>*>(&*t.y))
+        gather_rows(**a, t.first, idx, out);
+    else
+        gather_rows(*std::get<const xt::xarray<std::int64_t>*>(*t.y), t.first, idx, out);
+}
+
 template <class T>
 xt::xarray<T> gather_targets(const Table<T>& t, const std::vector<std::size_t>& idx) {
-    if (const auto* const* a = std::get_if<const xt::xarray<T>*>(&*t.y)) return gather_rows(**a, t.first, idx);
-    return xt::cast<T>(gather_rows(*std::get<const xt::xarray<std::int64_t>*>(*t.y), t.first, idx));
+    xt::xarray<T> out;
+    gather_targets(t, idx, out);
+    return out;
 }
 
 // A single-input batch's lengths (its second input), or none.
@@ -675,6 +715,8 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
         reducer->attach(tape);
     }
     for (auto* cb : o.callbacks) cb->on_train_begin(ctx);
+    Inputs<T> xb;  // a batch's rows, refilled in place step after step
+    xt::xarray<T> yb;
     for (std::size_t epoch = o.initial_epoch; epoch < o.epochs; ++epoch) {
         const auto start = std::chrono::steady_clock::now();
         if (reducer) reducer->reset_timers();
@@ -698,11 +740,10 @@ History fit_here(const Net<T>& net, const LossFn<T>& loss, optim::Optimizer<T>& 
             const std::uint64_t seed =
                 comm && size > 1 ? DataParallel<T>::shard_seed(mix(o.seed, epoch, b), rank) : mix(o.seed, epoch, b);
             Var<T> pred, l;
-            xt::xarray<T> yb;
             double lv = 0;
             if (!idx.empty()) {
-                const Inputs<T> xb = gather_inputs(tr, idx);
-                yb = gather_targets(tr, idx);
+                gather_inputs(tr, idx, xb);
+                gather_targets(tr, idx, yb);
                 tape.clear();
                 if (parallel) {
                     optimizer.zero_grad();  // adds no grad if not finite:
