@@ -174,8 +174,8 @@ public:
     virtual void broadcast(std::span<std::byte> data, int root) = 0;
     virtual void barrier() = 0;
     /// A hint: true while the process has nothing to do but wait for the communication in
-    /// progress (GradReducer::finish waiting for the last buckets), so a wait may poll
-    /// without pausing between polls; false when it computes again. The default ignores it.
+    /// progress (GradReducer::finish waiting for the last buckets), so a wait may poll more
+    /// often; false when it computes again. The default ignores it.
     virtual void set_busy_waiting(bool /*busy*/) {}
     /// Writes "recur: rank R of N: <message>" to stderr and ends the whole run with `code`.
     [[noreturn]] virtual void abort(const std::string& message, int code = 1) = 0;

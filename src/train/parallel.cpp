@@ -577,7 +577,7 @@ void GradReducer<T>::finish() {
             s.handed_over = start;
         }
     s.to_thread.notify_one();
-    s.comm.set_busy_waiting(true);  // backward is done: the reduction may poll without naps
+    s.comm.set_busy_waiting(true);  // backward is done: the reduction may poll more often
     s.to_finish.wait(lock, [&] { return s.next == s.buckets.size(); });
     s.comm.set_busy_waiting(false);
     wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
