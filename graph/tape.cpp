@@ -652,17 +652,12 @@ void Tape<T>::finish_partial(detail::Node<T>& n) {
     n.partial = 0;
 }
 
-namespace {
-// A Parameter's rows along its first axis (a 0-d one has one).
-std::size_t row_count(const Shape& shape) { return shape.empty() ? 1 : shape[0]; }
-}  // namespace
-
 template <class T>
 void Tape<T>::add_parameter_grad_rows(detail::Node<T>& n, std::size_t row_begin, std::size_t row_end) {
     auto& g = n.param->grad();
     const auto& shape = std::as_const(*n.param).value().shape();  // const: reading is no update (version)
     if (g.shape() != shape) g = xt::zeros<T>(shape);
-    const std::size_t rows = row_count(shape), width = rows == 0 ? 0 : g.size() / rows;
+    const std::size_t width = detail::row_width(shape);
     const T* src = n.grad.data() + row_begin * width;
     T* dst = g.data() + row_begin * width;
     for (std::size_t e = 0; e < (row_end - row_begin) * width; ++e) dst[e] += src[e];
@@ -672,7 +667,7 @@ template <class T>
 void Tape<T>::grad_rows_final(std::uint32_t i, std::uint32_t k, std::size_t rows) {
     if (!reports_grad_rows(i, k)) return;
     auto& n = nodes_[input(i, k)];
-    rows = std::min(rows, row_count(std::as_const(*n.param).value().shape()));
+    rows = std::min(rows, detail::row_count(std::as_const(*n.param).value().shape()));
     if (rows <= n.rows_final) return;
     if (!n.has_grad)
         throw tape_error(std::string(nodes_[i].op) + ": reported rows of a parameter gradient final before writing it");
@@ -687,7 +682,7 @@ template <class T>
 void Tape<T>::parameter_done(detail::Node<T>& n) {
     if (n.has_grad && n.partial) finish_partial(n);
     if (n.has_grad && accumulate_parameter_grads_)  // the rows not handed over early
-        add_parameter_grad_rows(n, n.rows_final, row_count(std::as_const(*n.param).value().shape()));
+        add_parameter_grad_rows(n, n.rows_final, detail::row_count(std::as_const(*n.param).value().shape()));
     if (grad_final_) grad_final_(*n.param, n.has_grad ? &n.grad : nullptr);
 }
 

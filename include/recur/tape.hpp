@@ -81,6 +81,15 @@ void release_stamp(EpochStamp* stamp);
 std::uint64_t next_tape_id();
 std::uint64_t next_version();  // a process-wide counter for Parameter::version
 
+// The rows of a gradient as Tape::grad_rows_final reports them: along the first axis (a 0-d
+// array is one row), each row_width(shape) elements.
+inline std::size_t row_count(const Shape& shape) { return shape.empty() ? 1 : shape[0]; }
+inline std::size_t row_width(const Shape& shape) {
+    std::size_t width = 1;
+    for (std::size_t d = 1; d < shape.size(); ++d) width *= shape[d];
+    return width;
+}
+
 template <class T>
 using BackwardFn = void (*)(Tape<T>& tape, std::uint32_t node);
 

@@ -321,12 +321,6 @@ struct GradReducer<T>::State {
 
     explicit State(Communicator& c) : comm(c) {}
 
-    static std::size_t rows_of(const Parameter<T>& p) { return p.shape().empty() ? 1 : p.shape()[0]; }
-    static std::size_t width_of(const Parameter<T>& p) {
-        const std::size_t rows = rows_of(p);
-        return rows == 0 ? 0 : p.size() / rows;
-    }
-
     // Copies weight * (rows of the piece's grad) into its bucket; true when that completes
     // the bucket.
     bool pack(std::size_t j) {
@@ -334,7 +328,7 @@ struct GradReducer<T>::State {
         const Parameter<T>& p = *params[piece.param];
         packed[j] = 1;
         auto& bucket = buckets[piece.bucket];
-        const std::size_t width = width_of(p), count = (piece.row_end - piece.row_begin) * width;
+        const std::size_t width = detail::row_width(p.shape()), count = (piece.row_end - piece.row_begin) * width;
         T* dst = bucket.data.data() + piece.offset;
         if (p.grad().shape() == p.value().shape()) {
             const T* src = p.grad().data() + piece.row_begin * width;
@@ -343,6 +337,16 @@ struct GradReducer<T>::State {
             std::fill(dst, dst + count, T(0));
         }
         return ++bucket.packed == bucket.pieces;
+    }
+
+    // Wakes the communication thread for the buckets handed over and waits (holding `lock` on
+    // m) until it has reduced the last; the process has nothing else to do meanwhile, so the
+    // communicator may poll more often.
+    void await_last_bucket(std::unique_lock<std::mutex>& lock) {
+        to_thread.notify_one();
+        comm.set_busy_waiting(true);
+        to_finish.wait(lock, [&] { return next == buckets.size(); });
+        comm.set_busy_waiting(false);
     }
 
     // Packs the pieces of position i within rows [0, rows) not packed yet, and hands the
@@ -409,8 +413,8 @@ void GradReducer<T>::layout(std::vector<Parameter<T>*> order) {
     };
     for (std::size_t i = s.params.size(); i-- > 0;) {
         const Parameter<T>& p = *s.params[i];
-        const std::size_t width = State::width_of(p);
-        std::size_t end = State::rows_of(p);
+        const std::size_t width = detail::row_width(p.shape());
+        std::size_t end = detail::row_count(p.shape());
         do {
             std::size_t take = end;
             if (fill + end * width > capacity) {
@@ -436,7 +440,7 @@ void GradReducer<T>::layout(std::vector<Parameter<T>*> order) {
         auto& piece = s.pieces[j];
         piece.bucket = n_buckets - 1 - piece.bucket;
         piece.offset = offset[piece.bucket];
-        offset[piece.bucket] += (piece.row_end - piece.row_begin) * State::width_of(*s.params[piece.param]);
+        offset[piece.bucket] += (piece.row_end - piece.row_begin) * detail::row_width(s.params[piece.param]->shape());
         ++s.first_piece[piece.param + 1];
     }
     for (std::size_t i = 0; i < s.params.size(); ++i) {
@@ -576,10 +580,7 @@ void GradReducer<T>::finish() {
             b.ready = true;
             s.handed_over = start;
         }
-    s.to_thread.notify_one();
-    s.comm.set_busy_waiting(true);  // backward is done: the reduction may poll more often
-    s.to_finish.wait(lock, [&] { return s.next == s.buckets.size(); });
-    s.comm.set_busy_waiting(false);
+    s.await_last_bucket(lock);
     wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     comm_seconds_ += s.comm_seconds;
     // The step's W_r (GradReducerOverlap): from the last hand-over to the last reduction,
@@ -601,7 +602,7 @@ void GradReducer<T>::finish() {
     for (const auto& piece : s.pieces) {
         Parameter<T>& p = *s.params[piece.param];
         if (p.grad().shape() != p.value().shape()) p.grad() = xt::zeros<T>(p.value().shape());
-        const std::size_t width = State::width_of(p);
+        const std::size_t width = detail::row_width(p.shape());
         const T* src = s.buckets[piece.bucket].data.data() + piece.offset;
         std::copy(src, src + (piece.row_end - piece.row_begin) * width, p.grad().data() + piece.row_begin * width);
     }
@@ -637,10 +638,7 @@ double GradReducer<T>::reduce_all_buckets() {
     std::unique_lock lock(s.m);
     for (auto& b : s.buckets) b.ready = true;
     s.next = 0;
-    s.to_thread.notify_one();
-    s.comm.set_busy_waiting(true);  // waits as finish() does
-    s.to_finish.wait(lock, [&] { return s.next == s.buckets.size(); });
-    s.comm.set_busy_waiting(false);
+    s.await_last_bucket(lock);  // waits as finish() does
     const double seconds = std::chrono::duration<double>(s.done - start).count();  // as W_r in finish()
     s.comm_seconds = s.comm_cpu = 0;
     if (s.error) {
