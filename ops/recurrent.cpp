@@ -12,9 +12,11 @@
 // G gate width (4H LSTM, 3H GRU, H RNN).
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
+#include <omp.h>
 #include <xsimd/xsimd.hpp>
 
 #include "common.hpp"
@@ -82,12 +84,14 @@ std::pair<std::size_t, std::size_t> check_pointwise(const char* op, std::size_t 
     return {ss[0], ss[1]};
 }
 
-// Checks of a step form: xs (T, B, G) / (B, T, G), h (B, H_out), the cell state c (B, H)
-// (LSTM; the GRU's state is h), w (G, H_out), b (G) if defined; returns (B, H).
+// Checks of a step form: xs (T, B, G) / (B, T, G) (or (T, B, I) / (B, T, I) for a sequence
+// that projects its steps itself: x_width = I), h (B, H_out), the cell state c (B, H) (LSTM;
+// the GRU's state is h), w (G, H_out), b (G) if defined; returns (B, H).
 template <class T>
 std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates, const Var<T>& xs,
                                                std::size_t time_axis, std::size_t step, const Var<T>& h,
-                                               const Var<T>& c, const Var<T>& w, const Var<T>& b) {
+                                               const Var<T>& c, const Var<T>& w, const Var<T>& b,
+                                               std::size_t x_width = 0) {
     const Shape xsh = xs.shape(), hs = h.shape(), cs = c.shape(), ws = w.shape();
     const Shape bs = b.defined() ? b.shape() : Shape{};
     const bool lstm = gates == 4;  // the GRU passes h as its state
@@ -99,8 +103,8 @@ std::pair<std::size_t, std::size_t> check_step(const char* op, std::size_t gates
     k.require(hs.size() == 2 && cs.size() == 2 && cs[0] == hs[0], "h must be (B, H_out) and the state (B, H)");
     const std::size_t batch = cs[0], hidden = cs[1], g = gates * hidden;
     const char* gh = gates == 4 ? "4H" : "3H";
-    k.require(xsh.size() == 3 && xsh[1 - time_axis] == batch && xsh[2] == g, "xs must be ",
-              time_axis == 0 ? "(T, B, " : "(B, T, ", gh, ")");
+    k.require(xsh.size() == 3 && xsh[1 - time_axis] == batch && xsh[2] == (x_width ? x_width : g), "xs must be ",
+              time_axis == 0 ? "(T, B, " : "(B, T, ", x_width ? "I" : gh, ")");
     k.require(ws == Shape{g, hs[1]}, "w_hh must be (", gh, ", H_out)");
     k.require(!b.defined() || bs == Shape{g}, "b_hh must be (", gh, ",)");
     if (step >= xsh[time_axis])
@@ -176,18 +180,6 @@ void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::
         else
             std::copy(xr, xr + g, p);
     }
-}
-
-// pre (B, G) = (rows of x + x_bias) + bias, either bias null: the rounding of a projection whose
-// bias was added first (x_bias, the input projection's, when xs was projected without it).
-template <class T>
-void rows_plus_biases(const T* x, std::size_t stride, const T* x_bias, const T* bias, T* pre, std::size_t batch,
-                      std::size_t g) {
-    if (!x_bias) return rows_plus_bias(x, stride, bias, pre, batch, g);
-    rows_plus_bias(x, stride, x_bias, pre, batch, g);
-    if (bias)
-        for (std::size_t r = 0; r < batch; ++r)
-            for (std::size_t j = 0; j < g; ++j) pre[r * g + j] += bias[j];
 }
 
 // c (m x n) [+]= a (m x k) op(w) for node w of the tape: op(w) = w^T (w is n x k: the forward's
@@ -652,6 +644,34 @@ struct OutputRows {
     }
 };
 
+// The sequences' recurrent product is made without accumulating (C = h w_hh^T), and what it
+// would have been added to is added in the row's gate pass, while the row is in cache: the same
+// single rounding of (what C held) + h w_hh^T, without writing and rereading a (B, G) block per
+// step first.
+
+// hw (G) = hw + bias, or hw + 0 without one (as a product accumulated onto zeros: -0 becomes +0).
+template <class T>
+void add_bias(T* hw, const T* bias, std::size_t g) {
+    if (bias)
+        for (std::size_t j = 0; j < g; ++j) hw[j] += bias[j];
+    else
+        for (std::size_t j = 0; j < g; ++j) hw[j] += T(0);
+}
+
+// hw (G) = hw + ((x + x_bias) + bias), either bias null: the rounding of a projection whose bias
+// was added first (x_bias, when xs was projected without it), then b_hh, added to the product
+// the way an accumulating product adds what C held.
+template <class T>
+void add_input_rows(T* hw, const T* x, const T* x_bias, const T* bias, std::size_t g) {
+    if (x_bias && bias)
+        for (std::size_t j = 0; j < g; ++j) hw[j] += (x[j] + x_bias[j]) + bias[j];
+    else if (x_bias || bias) {
+        const T* b = x_bias ? x_bias : bias;
+        for (std::size_t j = 0; j < g; ++j) hw[j] += x[j] + b[j];
+    } else
+        for (std::size_t j = 0; j < g; ++j) hw[j] += x[j];
+}
+
 // The bias of a sequence's input rows, b_ih (G) or undefined (null): shape_error unless (G,),
 // tape_error unless on xs's tape.
 template <class T>
@@ -664,16 +684,154 @@ const T* input_bias(const char* op, const Var<T>& xs, const Var<T>& b_ih, std::s
     return b_ih.value().data();
 }
 
+// I for a sequence given its input projection w_ih: xs (..., I) is checked as such; 0 when w_ih
+// is undefined (xs (..., G) is projected already).
+template <class T>
+std::size_t input_width(const Var<T>& xs, const Var<T>& w_ih) {
+    const Shape xsh = xs.shape();
+    return w_ih.defined() && !xsh.empty() ? xsh.back() : 0;
+}
+
+// w_ih, if defined, must be (G, I) for xs (..., I) and on xs's tape.
+template <class T>
+void check_input_weight(const char* op, const Var<T>& xs, const Var<T>& w_ih, std::size_t g) {
+    if (!w_ih.defined()) return;
+    (void)detail::tape_of(op, xs, w_ih);
+    const Shape ws = w_ih.shape(), xsh = xs.shape();
+    if (ws != Shape{g, xsh.back()})
+        throw shape_error(std::string(op) + ": w_ih must be (" + std::to_string(g) + ", I) for xs (..., I), got w_ih " +
+                          shape_str(ws) + " and xs " + shape_str(xsh));
+}
+
+// Whether f32 products of B x G x I taken B rows at a time (step by step, rows `lda` apart) on
+// the packed matmul give, for this layout, linear's bits: dnnl_sgemm's over all T B rows. Which
+// kernel oneDNN's sgemm and matmul run, and so the order of each sum, depends on the shapes
+// (measured: equal at M's and L's layers; unequal e.g. for B = 128, G = 768, I = 256 over 512
+// rows, or I = 1500). Found out once per shape, layout and thread count by projecting the same
+// pseudo-random values both ways (any change of order shows in some of the T B G sums), and
+// remembered per thread.
+bool step_projection_matches(std::size_t steps, std::size_t batch, std::size_t g, std::size_t in,
+                             std::size_t time_axis) {
+    struct Probe {
+        std::array<std::size_t, 6> key;
+        bool matches;
+    };
+    thread_local std::vector<Probe> probes;
+    const std::array<std::size_t, 6> key{steps, batch, g, in, time_axis, std::size_t(omp_get_max_threads())};
+    for (const auto& p : probes)
+        if (p.key == key) return p.matches;
+    const std::size_t rows = steps * batch;
+    std::vector<float> x(rows * in), w(g * in), whole(rows * g), step_rows(batch * g);
+    std::uint32_t state = 0x9e3779b9u;  // xorshift: values in [-1, 1)
+    const auto next = [&state] {
+        state ^= state << 13, state ^= state >> 17, state ^= state << 5;
+        return float(state >> 8) / float(1 << 23) - 1.0f;
+    };
+    for (auto& v : x) v = next();
+    for (auto& v : w) v = next();
+    detail::gemm<float>(false, true, rows, g, in, 1.0f, x.data(), in, w.data(), in, 0.0f, whole.data(), g);  // linear
+    static const int owner = 0;  // the probe's weight, packed once per probe (a new version)
+    thread_local std::uint64_t version = 0;
+    const detail::WeightRef ref{&owner, ++version, w.data(), g, in};
+    bool matches = true;
+    for (std::size_t k = 0; k < steps && matches; ++k) {
+        // step k's rows: (T, B, I) rows k B + b, or (B, T, I) rows b T + k
+        const std::size_t first = time_axis == 0 ? k * batch : k, apart = time_axis == 0 ? 1 : steps;
+        detail::packed_gemm(Precision::f32, batch, g, in, x.data() + first * in, apart * in, ref, true, false,
+                            step_rows.data(), g);
+        for (std::size_t b = 0; b < batch && matches; ++b)
+            matches = std::memcmp(step_rows.data() + b * g, whole.data() + (first + b * apart) * g, g * sizeof(float)) == 0;
+    }
+    probes.push_back({key, matches});
+    return matches;
+}
+
+// Whether a sequence given w_ih projects its steps' rows itself, a block of steps at a time
+// (StepInputs), rather than all of xs first by linear: f32 products (B x G x I per step) large
+// enough for the packed matmul, where that reproduces linear's bits (step_projection_matches).
+// Not for small products, bf16 or double.
+template <class T>
+bool projects_steps(const Tape<T>& t, std::size_t steps, std::size_t batch, std::size_t g, std::size_t in,
+                    std::size_t time_axis) {
+    if constexpr (std::is_same_v<T, float>)
+        return t.precision() == Precision::f32 && !detail::plain_f32_product(batch, g, in, true) &&
+               step_projection_matches(steps, batch, g, in, time_axis);
+    return false;
+}
+
+// c (m x n) = a (m x k, row stride lda) w^T for node w (n x k): a step's rows of linear(xs, w)
+// where projects_steps (the packed f32 matmul; detail::gemm for other types, not used).
+template <class T>
+void project_rows(Tape<T>& t, std::uint32_t w, std::size_t m, std::size_t n, std::size_t k, const T* a,
+                  std::size_t lda, T* c) {
+    if constexpr (std::is_same_v<T, float>)
+        detail::packed_gemm(Precision::f32, m, n, k, a, lda, detail::weight_ref(t, w), true, false, c, n);
+    else
+        detail::gemm<T>(false, true, m, n, k, T(1), a, lda, t.value(w).data(), k, T(0), c, n);
+}
+
+// The input rows of a sequence's steps, in the order they run (s = 0, 1, ...: step s, or
+// T - 1 - s reversed): xs's rows (G wide) where they are, or, with w_ih, xs's raw rows (I wide)
+// projected (where projects_steps) a block of steps at a time into a buffer (up to 1 MiB: half
+// of L2 here) just before those steps run. The projection (T B G values) is then never written
+// to memory whole and read back one strided step at a time, and w_ih stays in cache over the
+// block's products.
+template <class T>
+struct StepInputs {
+    Tape<T>& t;
+    std::uint32_t xs;
+    std::size_t time_axis, steps, batch, g;
+    bool reverse;
+    const Var<T>& w_ih;  // undefined: xs is projected already
+    T* buffer;  // buffer_size(...) elements
+    std::size_t chunk = block_steps(steps, batch, g);
+
+    // Steps per block: as many as fill 1 MiB, at least one.
+    static std::size_t block_steps(std::size_t steps, std::size_t batch, std::size_t g) {
+        return std::clamp<std::size_t>((std::size_t(1) << 20) / (batch * g * sizeof(T)), 1, steps);
+    }
+    static std::size_t buffer_size(std::size_t steps, std::size_t batch, std::size_t g, bool projects) {
+        return projects ? block_steps(steps, batch, g) * batch * g : 0;
+    }
+    // Row b of the s-th step to run is at rows + b * stride.
+    const T* rows(std::size_t s, std::size_t& stride) const {
+        if (!w_ih.defined()) {
+            const GateRows r = located(s);
+            stride = r.stride;
+            return t.value(xs).data() + r.offset;
+        }
+        const std::size_t in = w_ih.shape()[1];
+        if (s % chunk == 0)
+            for (std::size_t j = s; j < std::min(s + chunk, steps); ++j) {
+                const GateRows r = located(j);
+                project_rows(t, w_ih.index(), batch, g, in, t.value(xs).data() + r.offset, r.stride,
+                             buffer + (j - s) * batch * g);
+            }
+        stride = g;
+        return buffer + (s % chunk) * batch * g;
+    }
+
+  private:
+    GateRows located(std::size_t s) const {
+        const std::size_t step = reverse ? steps - 1 - s : s;
+        return sequence_rows(t, xs, static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
+    }
+};
+
 }  // namespace
 
 template <class T>
 SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0, const Var<T>& c0,
                              const Var<T>& w_hh, const Var<T>& b_hh, const std::vector<std::int64_t>& lengths,
-                             const Var<T>& b_ih) {
+                             const Var<T>& b_ih, const Var<T>& w_ih) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("lstm_sequence", xs, h0, c0, w_hh, b_hh)
                                 : detail::tape_of("lstm_sequence", xs, h0, c0, w_hh);
-    const auto dims = check_step("lstm_sequence", 4, xs, time_axis, 0, h0, c0, w_hh, b_hh);
+    const std::size_t x_width = input_width(xs, w_ih);
+    const auto dims = check_step("lstm_sequence", 4, xs, time_axis, 0, h0, c0, w_hh, b_hh, x_width);
     const std::size_t batch = dims.first, hidden = dims.second, width = 4 * hidden;
+    check_input_weight("lstm_sequence", xs, w_ih, width);
+    if (w_ih.defined() && !projects_steps(t, xs.shape()[time_axis], batch, width, x_width, time_axis))
+        return lstm_sequence(linear(xs, w_ih), time_axis, reverse, h0, c0, w_hh, b_hh, lengths, b_ih);
     if (h0.shape()[1] != hidden)
         throw shape_error("lstm_sequence: h0 must be (B, H) (no projection), got " + shape_str(h0.shape()));
     const std::uint32_t i = sequence_node("lstm_sequence", t, xs, time_axis, batch, hidden, 3, lengths);
@@ -685,24 +843,31 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     std::copy(c0.value().data(), c0.value().data() + batch * hidden, c);
     const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
     const T* x_bias = input_bias("lstm_sequence", xs, b_ih, width);
-    // act (B, 4H) | h' (B, H) | c' (B, H) in scratch
-    T* act = scratch<T>(batch * (width + 2 * hidden));
+    // act (B, 4H) | h' (B, H) | c' (B, H) | projected input rows, in scratch
+    const std::size_t projected = StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
+    T* act = scratch<T>(batch * (width + 2 * hidden) + projected);
     T* hn = act + batch * width;
     T* cn = hn + batch * hidden;
+    const StepInputs<T> inputs{t, xs.index(), time_axis, steps, batch, width, reverse, w_ih, cn + batch * hidden};
     const OutputRows out{time_axis, steps, batch, hidden};
     T *h_now = h, *c_now = c;  // the state; without lengths each step writes the other buffer
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
-        const GateRows rows =
-            sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
-        rows_plus_biases(t.value(xs.index()).data() + rows.offset, rows.stride, x_bias, bias, act, batch, width);
-        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, act, true);
+        std::size_t x_stride = 0;
+        const T* xv = inputs.rows(s, x_stride);
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, act, false);  // h w_hh^T
+        // Row b: a = h w_hh^T + ((xs + b_ih) + b_hh), then the gates.
+        const auto gate_row = [&](std::size_t b, const T* c_row, T* c_next_row, T* h_next_row) {
+            T* a = act + b * width;
+            add_input_rows(a, xv + b * x_stride, x_bias, bias, width);
+            lstm_forward_row(a, c_row, c_next_row, h_next_row, hidden);
+        };
         if (lengths.empty()) {
             T* h_next = out.next_state(y, step, h_now, h, hn);
             T* c_next = c_now == c ? cn : c;
             for_rows(batch, width, [&](std::size_t b) {
                 const std::size_t k = b * hidden;
-                lstm_forward_row(act + b * width, c_now + k, c_next + k, h_next + k, hidden);
+                gate_row(b, c_now + k, c_next + k, h_next + k);
             });
             out.store(y, step, h_next);
             h_now = h_next;
@@ -710,7 +875,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
         } else {
             for_rows(batch, width, [&](std::size_t b) {
                 const std::size_t k = b * hidden;
-                lstm_forward_row(act + b * width, c + k, cn + k, hn + k, hidden);
+                gate_row(b, c + k, cn + k, hn + k);
             });
             commit_step<T, 2>(y, time_axis, steps, step, batch, hidden, lengths, {h, c}, {hn, cn});
         }
@@ -722,11 +887,16 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
 
 template <class T>
 SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0, const Var<T>& w_hh,
-                            const Var<T>& b_hh, const std::vector<std::int64_t>& lengths, const Var<T>& b_ih) {
+                            const Var<T>& b_hh, const std::vector<std::int64_t>& lengths, const Var<T>& b_ih,
+                            const Var<T>& w_ih) {
     Tape<T>& t = b_hh.defined() ? detail::tape_of("gru_sequence", xs, h0, w_hh, b_hh)
                                 : detail::tape_of("gru_sequence", xs, h0, w_hh);
-    const auto dims = check_step("gru_sequence", 3, xs, time_axis, 0, h0, h0, w_hh, b_hh);
+    const std::size_t x_width = input_width(xs, w_ih);
+    const auto dims = check_step("gru_sequence", 3, xs, time_axis, 0, h0, h0, w_hh, b_hh, x_width);
     const std::size_t batch = dims.first, hidden = dims.second, width = 3 * hidden;
+    check_input_weight("gru_sequence", xs, w_ih, width);
+    if (w_ih.defined() && !projects_steps(t, xs.shape()[time_axis], batch, width, x_width, time_axis))
+        return gru_sequence(linear(xs, w_ih), time_axis, reverse, h0, w_hh, b_hh, lengths, b_ih);
     const std::uint32_t i = sequence_node("gru_sequence", t, xs, time_axis, batch, hidden, 2, lengths);
     const std::size_t steps = t.value(xs.index()).shape()[time_axis];
     T* y = t.node(i).value.data();
@@ -734,44 +904,38 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
     const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
     const T* x_bias = input_bias("gru_sequence", xs, b_ih, width);
-    // hg (B, 3H) | act (B, 3H) | h' (B, H) | with b_ih: x + b_ih (B, 3H), in scratch
-    T* hg = scratch<T>(batch * (2 * width + hidden) + (x_bias ? batch * width : 0));
+    // hg (B, 3H) | act (B, 3H) | h' (B, H) | projected input rows, in scratch
+    const std::size_t projected = StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
+    T* hg = scratch<T>(batch * (2 * width + hidden) + projected);
     T* act = hg + batch * width;
     T* hn = act + batch * width;
-    T* x_biased = hn + batch * hidden;
+    const StepInputs<T> inputs{t, xs.index(), time_axis, steps, batch, width, reverse, w_ih, hn + batch * hidden};
     const OutputRows out{time_axis, steps, batch, hidden};
     T* h_now = h;  // the state; without lengths each step writes the other buffer
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
-        const GateRows rows =
-            sequence_rows(t, xs.index(), static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
-        const T* xv = t.value(xs.index()).data() + rows.offset;
-        std::size_t x_stride = rows.stride;
-        if (x_bias) {  // the step's rows + b_ih, while they are in cache
-            rows_plus_bias(xv, rows.stride, x_bias, x_biased, batch, width);
-            xv = x_biased;
-            x_stride = width;
-        }
-        for (std::size_t b = 0; b < batch; ++b) {
-            if (bias)
-                std::copy(bias, bias + width, hg + b * width);
-            else
-                std::fill(hg + b * width, hg + (b + 1) * width, T(0));
-        }
-        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, hg, true);
+        std::size_t x_stride = 0;
+        const T* xv = inputs.rows(s, x_stride);
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, hg, false);  // h w_hh^T
+        // Row b: hg = h w_hh^T + b_hh and x = xs + b_ih (in a row buffer), then the gates.
+        const auto gate_row = [&](std::size_t b, const T* hp, T* y_row) {
+            T* hgr = hg + b * width;
+            add_bias(hgr, bias, width);
+            const T* xr = xv + b * x_stride;
+            if (x_bias) {
+                T* x_biased = scratch<T, 2>(width);
+                for (std::size_t j = 0; j < width; ++j) x_biased[j] = xr[j] + x_bias[j];
+                xr = x_biased;
+            }
+            gru_forward_row(xr, hgr, hp, act + b * width, y_row, hidden);
+        };
         if (lengths.empty()) {
             T* h_next = out.next_state(y, step, h_now, h, hn);
-            for_rows(batch, width, [&](std::size_t b) {
-                gru_forward_row(xv + b * x_stride, hg + b * width, h_now + b * hidden, act + b * width,
-                                h_next + b * hidden, hidden);
-            });
+            for_rows(batch, width, [&](std::size_t b) { gate_row(b, h_now + b * hidden, h_next + b * hidden); });
             out.store(y, step, h_next);
             h_now = h_next;
         } else {
-            for_rows(batch, width, [&](std::size_t b) {
-                gru_forward_row(xv + b * x_stride, hg + b * width, h + b * hidden, act + b * width, hn + b * hidden,
-                                hidden);
-            });
+            for_rows(batch, width, [&](std::size_t b) { gate_row(b, h + b * hidden, hn + b * hidden); });
             commit_step<T, 1>(y, time_axis, steps, step, batch, hidden, lengths, {h}, {hn});
         }
     }
@@ -788,9 +952,10 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
                              const Var<T>&);                                                                       \
     template SequenceRun<T> lstm_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,          \
                                           const Var<T>&, const Var<T>&, const std::vector<std::int64_t>&,          \
-                                          const Var<T>&);                                                          \
+                                          const Var<T>&, const Var<T>&);                                           \
     template SequenceRun<T> gru_sequence(const Var<T>&, std::size_t, bool, const Var<T>&, const Var<T>&,           \
-                                         const Var<T>&, const std::vector<std::int64_t>&, const Var<T>&);
+                                         const Var<T>&, const std::vector<std::int64_t>&, const Var<T>&,          \
+                                         const Var<T>&);
 RECUR_INSTANTIATE_FOR(RECUR_RECURRENT)
 
 // ---- Layer-normalised LSTM and GRU steps (Ba et al. 2016) -------------------------------------

@@ -277,6 +277,47 @@ BOOST_AUTO_TEST_CASE(whole_layer_kernels_add_the_input_bias_as_a_biased_projecti
         [&] { (void)gru_sequence(gs, 0, false, h, gw, g_hh, {}, b_ih); }, {"gru_sequence", "b_ih", "(9,)", "(12,)"}));
 }
 
+// w_ih given to the whole-layer kernels equals projecting xs by linear first, bit for bit: at
+// sizes whose steps are projected one block at a time (B G I >= 2^22: the packed f32 matmul, 13
+// steps = a full block and a partial one) and at small ones (projected whole, by linear).
+BOOST_AUTO_TEST_CASE(whole_layer_kernels_project_their_steps_as_linear_would) {
+    Tape<float> t({.record = false});
+    for (const std::size_t batch : {std::size_t(64), std::size_t(3)})
+        for (const std::size_t time_axis : {0, 1}) {
+            const std::size_t steps = 13, in = batch == 64 ? 256 : 5, hidden = batch == 64 ? 128 : 4;
+            const Shape xs_shape = time_axis == 0 ? Shape{steps, batch, in} : Shape{batch, steps, in};
+            auto x = t.constant(random_array<float>(xs_shape, 90));
+            auto h = t.constant(random_array<float>({batch, hidden}, 91));
+            auto c = t.constant(random_array<float>({batch, hidden}, 92));
+            auto lw_ih = t.constant(random_array<float>({4 * hidden, in}, 93));
+            auto lw = t.constant(random_array<float>({4 * hidden, hidden}, 94));
+            auto lb = t.constant(random_array<float>({4 * hidden}, 95));
+            auto gw_ih = t.constant(random_array<float>({3 * hidden, in}, 96));
+            auto gw = t.constant(random_array<float>({3 * hidden, hidden}, 97));
+            auto gb = t.constant(random_array<float>({3 * hidden}, 98));
+            std::vector<std::int64_t> lengths(batch, 13);
+            lengths[1] = 4;
+            for (bool reverse : {false, true})
+                for (const auto& lens : {std::vector<std::int64_t>{}, lengths}) {
+                    auto a = lstm_sequence(x, time_axis, reverse, h, c, lw, lb, lens, lb, lw_ih);
+                    auto e = lstm_sequence(linear(x, lw_ih), time_axis, reverse, h, c, lw, lb, lens, lb);
+                    BOOST_TEST(max_rel_diff<float>(a.output.value(), e.output.value()) == 0.0);
+                    BOOST_TEST(max_rel_diff<float>(a.c.value(), e.c.value()) == 0.0);
+                    auto ga = gru_sequence(x, time_axis, reverse, h, gw, gb, lens, gb, gw_ih);
+                    auto ge = gru_sequence(linear(x, gw_ih), time_axis, reverse, h, gw, gb, lens, gb);
+                    BOOST_TEST(max_rel_diff<float>(ga.output.value(), ge.output.value()) == 0.0);
+                    BOOST_TEST(max_rel_diff<float>(ga.h.value(), ge.h.value()) == 0.0);
+                }
+        }
+    auto x = t.constant(random_array<float>({4, 2, 5}, 99));
+    auto h = t.zeros({2, 3});
+    auto w = t.constant(random_array<float>({9, 3}, 100));
+    auto w_ih = t.constant(random_array<float>({9, 6}, 101));
+    BOOST_TEST(recur::testing::throws_with<shape_error>(
+        [&] { (void)gru_sequence(x, 0, false, h, w, Var<float>(), {}, Var<float>(), w_ih); },
+        {"gru_sequence", "w_ih must be (9, I)", "(9, 6)", "(4, 2, 5)"}));
+}
+
 BOOST_AUTO_TEST_CASE(whole_layer_kernels_are_inference_only_and_check_their_input) {
     Tape<double> t;
     auto xs = t.constant(random_array<double>({4, 2, 12}, 73));

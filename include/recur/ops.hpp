@@ -266,13 +266,18 @@ struct SequenceRun {
 /// b_ih (G) or undefined: the input projection's bias, when xs was projected without it; each
 /// step adds it to its rows of xs as it reads them (rounded as a projection with the bias:
 /// (xs + b_ih) first), which saves the projection's pass over all of xs.
+/// w_ih (G, I) or undefined: given, xs is the raw input (T, B, I) / (B, T, I), projected as
+/// linear(xs, w_ih) would (the same bits): a block of steps at a time just before they run where
+/// that reproduces linear's bits (large f32 products; see README "Packed once per update"),
+/// else all of it first by linear.
 template <class T>
 SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0, const Var<T>& c0,
                              const Var<T>& w_hh, const Var<T>& b_hh, const std::vector<std::int64_t>& lengths = {},
-                             const Var<T>& b_ih = {});
+                             const Var<T>& b_ih = {}, const Var<T>& w_ih = {});
 template <class T>
 SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0, const Var<T>& w_hh,
-                            const Var<T>& b_hh, const std::vector<std::int64_t>& lengths = {}, const Var<T>& b_ih = {});
+                            const Var<T>& b_hh, const std::vector<std::int64_t>& lengths = {}, const Var<T>& b_ih = {},
+                            const Var<T>& w_ih = {});
 
 // ---- Graph --------------------------------------------------------------------------------
 /// The same value with the gradient stopped (the result does not require grad).
