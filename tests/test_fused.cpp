@@ -283,7 +283,7 @@ BOOST_AUTO_TEST_CASE(whole_layer_kernels_add_the_input_bias_as_a_biased_projecti
 BOOST_AUTO_TEST_CASE(whole_layer_kernels_project_their_steps_as_linear_would) {
     Tape<float> t({.record = false});
     for (const std::size_t batch : {std::size_t(64), std::size_t(3)})
-        for (const std::size_t time_axis : {0, 1}) {
+        for (const std::size_t time_axis : {std::size_t(0), std::size_t(1)}) {
             const std::size_t steps = 13, in = batch == 64 ? 256 : 5, hidden = batch == 64 ? 128 : 4;
             const Shape xs_shape = time_axis == 0 ? Shape{steps, batch, in} : Shape{batch, steps, in};
             auto x = t.constant(random_array<float>(xs_shape, 90));
