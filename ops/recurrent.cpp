@@ -786,9 +786,10 @@ struct StepInputs {
     T* buffer;  // buffer_size(...) elements
     std::size_t chunk = block_steps(steps, batch, g);
 
-    // Steps per block: as many as fill 1 MiB, at least one.
+    // Steps per block: as many as fill 1 MiB, at least one (and all of them for an empty batch).
     static std::size_t block_steps(std::size_t steps, std::size_t batch, std::size_t g) {
-        return std::clamp<std::size_t>((std::size_t(1) << 20) / (batch * g * sizeof(T)), 1, steps);
+        const std::size_t step_bytes = std::max<std::size_t>(batch * g * sizeof(T), 1);
+        return std::clamp<std::size_t>((std::size_t(1) << 20) / step_bytes, 1, std::max<std::size_t>(steps, 1));
     }
     static std::size_t buffer_size(std::size_t steps, std::size_t batch, std::size_t g, bool projects) {
         return projects ? block_steps(steps, batch, g) * batch * g : 0;
