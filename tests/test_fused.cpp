@@ -277,9 +277,10 @@ BOOST_AUTO_TEST_CASE(whole_layer_kernels_add_the_input_bias_as_a_biased_projecti
         [&] { (void)gru_sequence(gs, 0, false, h, gw, g_hh, {}, b_ih); }, {"gru_sequence", "b_ih", "(9,)", "(12,)"}));
 }
 
-// w_ih given to the whole-layer kernels equals projecting xs by linear first, bit for bit: at
-// sizes whose steps are projected one block at a time (B G I >= 2^22: the packed f32 matmul, 13
-// steps = a full block and a partial one) and at small ones (projected whole, by linear).
+// w_ih given to the whole-layer kernels equals projecting xs by linear first: to float rounding
+// at sizes whose steps are projected one block at a time (B G I >= 2^22: the packed f32 matmul,
+// 13 steps = a full block and a partial one; the sums' order may differ from linear's), bit for
+// bit at small ones (projected whole, by linear). Repeated runs give the same bits.
 BOOST_AUTO_TEST_CASE(whole_layer_kernels_project_their_steps_as_linear_would) {
     Tape<float> t({.record = false});
     for (const std::size_t batch : {std::size_t(64), std::size_t(3)})
@@ -299,14 +300,17 @@ BOOST_AUTO_TEST_CASE(whole_layer_kernels_project_their_steps_as_linear_would) {
             lengths[1] = 4;
             for (bool reverse : {false, true})
                 for (const auto& lens : {std::vector<std::int64_t>{}, lengths}) {
+                    const double tol = batch == 64 ? 1e-5 : 0.0;
                     auto a = lstm_sequence(x, time_axis, reverse, h, c, lw, lb, lens, lb, lw_ih);
                     auto e = lstm_sequence(linear(x, lw_ih), time_axis, reverse, h, c, lw, lb, lens, lb);
-                    BOOST_TEST(max_rel_diff<float>(a.output.value(), e.output.value()) == 0.0);
-                    BOOST_TEST(max_rel_diff<float>(a.c.value(), e.c.value()) == 0.0);
+                    BOOST_TEST(max_rel_diff<float>(a.output.value(), e.output.value()) <= tol);
+                    BOOST_TEST(max_rel_diff<float>(a.c.value(), e.c.value()) <= tol);
+                    auto again = lstm_sequence(x, time_axis, reverse, h, c, lw, lb, lens, lb, lw_ih);
+                    BOOST_TEST((again.output.value() == a.output.value()));
                     auto ga = gru_sequence(x, time_axis, reverse, h, gw, gb, lens, gb, gw_ih);
                     auto ge = gru_sequence(linear(x, gw_ih), time_axis, reverse, h, gw, gb, lens, gb);
-                    BOOST_TEST(max_rel_diff<float>(ga.output.value(), ge.output.value()) == 0.0);
-                    BOOST_TEST(max_rel_diff<float>(ga.h.value(), ge.h.value()) == 0.0);
+                    BOOST_TEST(max_rel_diff<float>(ga.output.value(), ge.output.value()) <= tol);
+                    BOOST_TEST(max_rel_diff<float>(ga.h.value(), ge.h.value()) <= tol);
                 }
         }
     auto x = t.constant(random_array<float>({4, 2, 5}, 99));
