@@ -180,21 +180,23 @@ void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::
     }
 }
 
-// c (m x n) [+]= a (m x k) op(w) for node w of the tape: op(w) = w^T (w is n x k: the forward's
-// h w_hh^T) or w (k x n: the backward's dpre w_hh). bf16: the packed weight (packed_gemm, packed
-// once per weight update); f32: the same for large forward products, else detail::gemm (the
-// small kernel or dnnl_sgemm) on the transposed copy (Tape::transposed); double: detail::gemm.
+// c (m x n) [+]= a (m x k, rows lda apart; k when 0) op(w) for node w of the tape: op(w) = w^T (w is n x k: the
+// forward's h w_hh^T) or w (k x n: the backward's dpre w_hh). bf16: the packed weight (packed_gemm, packed once per
+// weight update); f32: the same for large forward products, else detail::gemm (the small kernel or dnnl_sgemm) on the
+// transposed copy (Tape::transposed); double: detail::gemm.
 template <class T>
 void weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::size_t m, std::size_t n, std::size_t k,
-                    const T* a, T* c, bool accumulate) {
+                    const T* a, T* c, bool accumulate, std::size_t lda = 0) {
+    if (lda == 0) lda = k;  // a's rows are contiguous unless said otherwise
     if constexpr (std::is_same_v<T, float>) {
         if (t.precision() == Precision::bf16 || !detail::plain_f32_product(m, n, k, transpose_w)) {
-            detail::packed_gemm(t.precision(), m, n, k, a, k, detail::weight_ref(t, w), transpose_w, accumulate, c, n);
+            detail::packed_gemm(t.precision(), m, n, k, a, lda, detail::weight_ref(t, w), transpose_w, accumulate, c,
+                                n);
             return;
         }
     }
     const T* b = transpose_w ? t.transposed(w).data() : t.value(w).data();
-    detail::gemm<T>(false, false, m, n, k, T(1), a, k, b, n, accumulate ? T(1) : T(0), c, n);
+    detail::gemm<T>(false, false, m, n, k, T(1), a, lda, b, n, accumulate ? T(1) : T(0), c, n);
 }
 
 // The left operand of the recurrent product: h, or h ⊙ mask (recurrent dropout, mask (B, H_out))
@@ -622,52 +624,35 @@ void commit_step(T* y, std::size_t time_axis, std::size_t steps, std::size_t ste
     }
 }
 
-// Where a step without lengths writes h' (B, H): for time axis 0 the step's block of the output
-// (T, B, H) itself, the next step's product reading it there; for time axis 1 (rows T H apart
-// in (B, T, H)) the state buffer that does not hold h now, then copied into the output.
+// Where a step without lengths writes h' (B, H): its rows of the output itself, block `step` of
+// (T, B, H) (rows H apart) or rows b T + step of (B, T, H) (rows T H apart); the next step's
+// product and gate pass read h there. No copy per step.
 struct OutputRows {
     std::size_t time_axis, steps, batch, hidden;
 
     template <class T>
-    T* next_state(T* y, std::size_t step, const T* h_now, T* h, T* hn) const {
-        if (time_axis == 0) return y + step * batch * hidden;
-        return h_now == hn ? h : hn;
+    T* rows(T* y, std::size_t step) const {
+        return y + (time_axis == 0 ? step * batch : step) * hidden;
     }
-    // Row b of step `step` of a (B, T, H) output = h' row b (time axis 1 only).
-    template <class T>
-    void store(T* y, std::size_t step, const T* h_next) const {
-        if (time_axis == 0) return;
-        for (std::size_t b = 0; b < batch; ++b)
-            std::copy(h_next + b * hidden, h_next + (b + 1) * hidden, y + (b * steps + step) * hidden);
-    }
+    std::size_t stride() const { return time_axis == 0 ? hidden : steps * hidden; }
 };
 
-// The sequences' recurrent product is made without accumulating (C = h w_hh^T), and what it
-// would have been added to is added in the row's gate pass, while the row is in cache: the same
-// single rounding of (what C held) + h w_hh^T, without writing and rereading a (B, G) block per
-// step first.
-
-// hw (G) = hw + bias, or hw + 0 without one (as a product accumulated onto zeros: -0 becomes +0).
+// to (B, H) = the rows of `from` (B rows of H, `stride` apart).
 template <class T>
-void add_bias(T* hw, const T* bias, std::size_t g) {
-    if (bias)
-        for (std::size_t j = 0; j < g; ++j) hw[j] += bias[j];
-    else
-        for (std::size_t j = 0; j < g; ++j) hw[j] += T(0);
+void copy_rows(const T* from, std::size_t stride, T* to, std::size_t batch, std::size_t hidden) {
+    for (std::size_t b = 0; b < batch; ++b) std::copy(from + b * stride, from + b * stride + hidden, to + b * hidden);
 }
 
-// hw (G) = hw + ((x + x_bias) + bias), either bias null: the rounding of a projection whose bias
-// was added first (x_bias, when xs was projected without it), then b_hh, added to the product
-// the way an accumulating product adds what C held.
+// The sequences' recurrent product is made without accumulating (C = h w_hh^T), and the biases
+// and input rows are added in the row's gate pass (lstm_inference_row, gru_inference_row), while
+// the row is in cache: the same single rounding of (what C held) + h w_hh^T, without writing and
+// rereading a (B, G) block per step first. An absent bias reads zeros (bias_or_zeros).
 template <class T>
-void add_input_rows(T* hw, const T* x, const T* x_bias, const T* bias, std::size_t g) {
-    if (x_bias && bias)
-        for (std::size_t j = 0; j < g; ++j) hw[j] += (x[j] + x_bias[j]) + bias[j];
-    else if (x_bias || bias) {
-        const T* b = x_bias ? x_bias : bias;
-        for (std::size_t j = 0; j < g; ++j) hw[j] += x[j] + b[j];
-    } else
-        for (std::size_t j = 0; j < g; ++j) hw[j] += x[j];
+const T* bias_or_zeros(const T* bias, std::size_t g) {
+    if (bias) return bias;
+    thread_local std::vector<T> zeros;
+    if (zeros.size() < g) zeros.assign(g, T(0));
+    return zeros.data();
 }
 
 // The bias of a sequence's input rows, b_ih (G) or undefined (null): shape_error unless (G,),
@@ -797,36 +782,35 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     T* c = t.node(t.output(i, 2)).value.data();
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
     std::copy(c0.value().data(), c0.value().data() + batch * hidden, c);
-    const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
-    const T* x_bias = input_bias("lstm_sequence", xs, b_ih, width);
-    // act (B, 4H) | h' (B, H) | c' (B, H) | projected input rows, in scratch
+    const T* bias = bias_or_zeros(b_hh.defined() ? b_hh.value().data() : nullptr, width);
+    const T* x_bias = bias_or_zeros(input_bias("lstm_sequence", xs, b_ih, width), width);
+    // hw (B, 4H) | h' (B, H) | c' (B, H) | projected input rows, in scratch
     const std::size_t projected = StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
-    T* act = scratch<T>(batch * (width + 2 * hidden) + projected);
-    T* hn = act + batch * width;
+    T* hw = scratch<T>(batch * (width + 2 * hidden) + projected);
+    T* hn = hw + batch * width;
     T* cn = hn + batch * hidden;
     const StepInputs<T> inputs{t, xs.index(), time_axis, steps, batch, width, reverse, w_ih, cn + batch * hidden};
     const OutputRows out{time_axis, steps, batch, hidden};
-    T *h_now = h, *c_now = c;  // the state; without lengths each step writes the other buffer
+    const T* h_now = h;  // the state: rows h_stride apart; without lengths h' is read from the output
+    std::size_t h_stride = hidden;
+    T* c_now = c;  // without lengths each step writes the other buffer
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
         std::size_t x_stride = 0;
         const T* xv = inputs.rows(s, x_stride);
-        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, act, false);  // h w_hh^T
-        // Row b: a = h w_hh^T + ((xs + b_ih) + b_hh), then the gates.
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, hw, false, h_stride);  // h w_hh^T
         const auto gate_row = [&](std::size_t b, const T* c_row, T* c_next_row, T* h_next_row) {
-            T* a = act + b * width;
-            add_input_rows(a, xv + b * x_stride, x_bias, bias, width);
-            lstm_forward_row(a, c_row, c_next_row, h_next_row, hidden);
+            lstm_inference_row(hw + b * width, xv + b * x_stride, x_bias, bias, c_row, c_next_row, h_next_row, hidden);
         };
         if (lengths.empty()) {
-            T* h_next = out.next_state(y, step, h_now, h, hn);
+            T* h_next = out.rows(y, step);
             T* c_next = c_now == c ? cn : c;
             for_rows(batch, width, [&](std::size_t b) {
                 const std::size_t k = b * hidden;
-                gate_row(b, c_now + k, c_next + k, h_next + k);
+                gate_row(b, c_now + k, c_next + k, h_next + b * out.stride());
             });
-            out.store(y, step, h_next);
             h_now = h_next;
+            h_stride = out.stride();
             c_now = c_next;
         } else {
             for_rows(batch, width, [&](std::size_t b) {
@@ -836,7 +820,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
             commit_step<T, 2>(y, time_axis, steps, step, batch, hidden, lengths, {h, c}, {hn, cn});
         }
     }
-    if (h_now != h) std::copy(h_now, h_now + batch * hidden, h);  // the final state
+    if (h_now != h) copy_rows(h_now, h_stride, h, batch, hidden);  // the final state
     if (c_now != c) std::copy(c_now, c_now + batch * hidden, c);
     return {t.handle(i, 0), t.handle(i, 1), t.handle(i, 2)};
 }
@@ -858,44 +842,35 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     T* y = t.node(i).value.data();
     T* h = t.node(t.output(i, 1)).value.data();
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
-    const T* bias = b_hh.defined() ? b_hh.value().data() : nullptr;
-    const T* x_bias = input_bias("gru_sequence", xs, b_ih, width);
-    // hg (B, 3H) | act (B, 3H) | h' (B, H) | projected input rows, in scratch
+    const T* bias = bias_or_zeros(b_hh.defined() ? b_hh.value().data() : nullptr, width);
+    const T* x_bias = bias_or_zeros(input_bias("gru_sequence", xs, b_ih, width), width);
+    // hw (B, 3H) | h' (B, H) | projected input rows, in scratch
     const std::size_t projected = StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
-    T* hg = scratch<T>(batch * (2 * width + hidden) + projected);
-    T* act = hg + batch * width;
-    T* hn = act + batch * width;
+    T* hw = scratch<T>(batch * (width + hidden) + projected);
+    T* hn = hw + batch * width;
     const StepInputs<T> inputs{t, xs.index(), time_axis, steps, batch, width, reverse, w_ih, hn + batch * hidden};
     const OutputRows out{time_axis, steps, batch, hidden};
-    T* h_now = h;  // the state; without lengths each step writes the other buffer
+    const T* h_now = h;  // the state: rows h_stride apart; without lengths h' is read from the output
+    std::size_t h_stride = hidden;
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
         std::size_t x_stride = 0;
         const T* xv = inputs.rows(s, x_stride);
-        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, hg, false);  // h w_hh^T
-        // Row b: hg = h w_hh^T + b_hh and x = xs + b_ih (in a row buffer), then the gates.
-        const auto gate_row = [&](std::size_t b, const T* hp, T* y_row) {
-            T* hgr = hg + b * width;
-            add_bias(hgr, bias, width);
-            const T* xr = xv + b * x_stride;
-            if (x_bias) {
-                T* x_biased = scratch<T, 2>(width);
-                for (std::size_t j = 0; j < width; ++j) x_biased[j] = xr[j] + x_bias[j];
-                xr = x_biased;
-            }
-            gru_forward_row(xr, hgr, hp, act + b * width, y_row, hidden);
+        weight_product(t, w_hh.index(), true, batch, width, hidden, h_now, hw, false, h_stride);  // h w_hh^T
+        const auto gate_row = [&](std::size_t b, T* y_row) {
+            gru_inference_row(hw + b * width, xv + b * x_stride, x_bias, bias, h_now + b * h_stride, y_row, hidden);
         };
         if (lengths.empty()) {
-            T* h_next = out.next_state(y, step, h_now, h, hn);
-            for_rows(batch, width, [&](std::size_t b) { gate_row(b, h_now + b * hidden, h_next + b * hidden); });
-            out.store(y, step, h_next);
+            T* h_next = out.rows(y, step);
+            for_rows(batch, width, [&](std::size_t b) { gate_row(b, h_next + b * out.stride()); });
             h_now = h_next;
+            h_stride = out.stride();
         } else {
-            for_rows(batch, width, [&](std::size_t b) { gate_row(b, h + b * hidden, hn + b * hidden); });
+            for_rows(batch, width, [&](std::size_t b) { gate_row(b, hn + b * hidden); });
             commit_step<T, 1>(y, time_axis, steps, step, batch, hidden, lengths, {h}, {hn});
         }
     }
-    if (h_now != h) std::copy(h_now, h_now + batch * hidden, h);  // the final state
+    if (h_now != h) copy_rows(h_now, h_stride, h, batch, hidden);  // the final state
     return {t.handle(i, 0), t.handle(i, 1), Var<T>()};
 }
 
