@@ -231,12 +231,15 @@ BOOST_AUTO_TEST_CASE(inference_runs_whole_layers_with_the_recorded_results) {
         LSTM<double> lstm(
             {.input_size = 5, .hidden_size = 4, .num_layers = 2, .batch_first = bf, .bidirectional = true});
         GRU<double> gru({.input_size = 5, .hidden_size = 4, .num_layers = 2, .batch_first = bf, .bidirectional = true});
-        inference_equals_recorded<double>(lstm, bf, 1e-14);
-        inference_equals_recorded<double>(gru, bf, 1e-14);
+        // To rounding: both paths run the same lane code, but GCC contracts a * b + c into an FMA
+        // (C++'s default -ffp-contract=fast) as each inlining context allows, so single elements
+        // may differ by a few ulps, compounded over the steps.
+        inference_equals_recorded<double>(lstm, bf, 1e-13);
+        inference_equals_recorded<double>(gru, bf, 1e-13);
         LSTM<float> lstm_f({.input_size = 5, .hidden_size = 20, .batch_first = bf, .bidirectional = true});
         GRU<float> gru_f({.input_size = 5, .hidden_size = 20, .batch_first = bf});
-        inference_equals_recorded<float>(lstm_f, bf, 1e-6);
-        inference_equals_recorded<float>(gru_f, bf, 1e-6);
+        inference_equals_recorded<float>(lstm_f, bf, 1e-5);
+        inference_equals_recorded<float>(gru_f, bf, 1e-5);
     }
     // With a projection the LSTM steps (no whole-layer kernel), with the same results.
     LSTM<double> projected({.input_size = 5, .hidden_size = 4, .proj_size = 3});
