@@ -687,15 +687,20 @@ void check_input_weight(const char* op, const Var<T>& xs, const Var<T>& w_ih, st
 }
 
 // Whether a sequence given w_ih projects its steps' rows itself, a block of steps at a time
-// (StepInputs), rather than all of xs first by linear: f32 products (B x G x I per step) large
-// enough for the packed matmul. Not for small products, bf16 or double. The sums are the same
-// but their order may differ from linear's one product over all T B rows (oneDNN picks its
-// kernel by shape), so inference agrees with a recorded forward to float rounding; for one
-// shape and thread count the order is fixed, and repeated runs give the same bits.
+// (StepInputs), rather than all of xs first by linear: products (B x G x I per step) of at least
+// 2^22 multiply-adds, on the packed matmul, in f32 (unless RECUR_F32_GEMM=plain) or bf16. Not
+// for smaller products (at S, 16 x 256 x 64, the per-step products lost: bf16 inference 1.26 ->
+// 1.44 ms) or double. Measured one core, p10 of 30: bf16 inference at M, LSTM 27.1 -> 21.7 ms,
+// GRU 22.5 -> 16.5; f32 about 7% at M. The sums are the same but their order may differ from
+// linear's one product over all T B rows (oneDNN picks its kernel by shape), so inference agrees
+// with a recorded forward to rounding; for one shape and thread count the order is fixed, and
+// repeated runs give the same bits.
 template <class T>
 bool projects_steps(const Tape<T>& t, std::size_t batch, std::size_t g, std::size_t in) {
-    if constexpr (std::is_same_v<T, float>)
-        return t.precision() == Precision::f32 && !detail::plain_f32_product(batch, g, in, true);
+    if constexpr (std::is_same_v<T, float>) {
+        if (t.precision() == Precision::bf16) return double(batch) * double(g) * double(in) >= double(1 << 22);
+        return !detail::plain_f32_product(batch, g, in, true);
+    }
     return false;
 }
 
@@ -705,7 +710,7 @@ template <class T>
 void project_rows(Tape<T>& t, std::uint32_t w, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
                   T* c) {
     if constexpr (std::is_same_v<T, float>)
-        detail::packed_gemm(Precision::f32, m, n, k, a, lda, detail::weight_ref(t, w), true, false, c, n);
+        detail::packed_gemm(t.precision(), m, n, k, a, lda, detail::weight_ref(t, w), true, false, c, n);
     else
         detail::gemm<T>(false, true, m, n, k, T(1), a, lda, t.value(w).data(), k, T(0), c, n);
 }

@@ -280,12 +280,8 @@ BOOST_AUTO_TEST_CASE(whole_layer_kernels_add_the_input_bias_as_a_biased_projecti
         [&] { (void)gru_sequence(gs, 0, false, h, gw, g_hh, {}, b_ih); }, {"gru_sequence", "b_ih", "(9,)", "(12,)"}));
 }
 
-// w_ih given to the whole-layer kernels equals projecting xs by linear first: to float rounding
-// at sizes whose steps are projected one block at a time (B G I >= 2^22: the packed f32 matmul,
-// 13 steps = a full block and a partial one; the sums' order may differ from linear's), bit for
-// bit at small ones (projected whole, by linear). Repeated runs give the same bits.
-BOOST_AUTO_TEST_CASE(whole_layer_kernels_project_their_steps_as_linear_would) {
-    Tape<float> t({.record = false});
+void project_steps_as_linear_would(Precision precision) {
+    Tape<float> t({.record = false, .precision = precision});
     for (const std::size_t batch : {std::size_t(64), std::size_t(3)})
         for (const std::size_t time_axis : {std::size_t(0), std::size_t(1)}) {
             const std::size_t steps = 13, in = batch == 64 ? 256 : 5, hidden = batch == 64 ? 128 : 4;
@@ -316,6 +312,16 @@ BOOST_AUTO_TEST_CASE(whole_layer_kernels_project_their_steps_as_linear_would) {
                     BOOST_TEST(max_rel_diff<float>(ga.h.value(), ge.h.value()) <= tol);
                 }
         }
+}
+
+// w_ih given to the whole-layer kernels equals projecting xs by linear first, in f32 and bf16: to
+// float rounding at sizes whose steps are projected one block at a time (B G I >= 2^22: the
+// packed matmul, 13 steps = a full block and a partial one; the sums' order may differ from
+// linear's), bit for bit at small ones (projected whole, by linear). Repeated runs give the same
+// bits.
+BOOST_AUTO_TEST_CASE(whole_layer_kernels_project_their_steps_as_linear_would) {
+    for (const Precision precision : {Precision::f32, Precision::bf16}) project_steps_as_linear_would(precision);
+    Tape<float> t({.record = false});
     auto x = t.constant(random_array<float>({4, 2, 5}, 99));
     auto h = t.zeros({2, 3});
     auto w = t.constant(random_array<float>({9, 3}, 100));
