@@ -101,8 +101,8 @@ std::pair<Var<T>, CellState<T>> LSTMCell<T>::run_sequence(const Var<T>& x, std::
                                                           const std::vector<std::int64_t>& lengths) {
     Tape<T>& tape = x.tape();
     SequenceRun<T> run =
-        lstm_sequence(x, time_axis, reverse, state[0], state[1],
-                      tape.bind(this->weight_hh()), this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), lengths,
+        lstm_sequence(x, time_axis, reverse, state[0], state[1], tape.bind(this->weight_hh()),
+                      this->bias_hh() ? tape.bind(*this->bias_hh()) : Var<T>(), lengths,
                       this->bias_ih() ? tape.bind(*this->bias_ih()) : Var<T>(), tape.bind(this->weight_ih()));
     return {std::move(run.output), {std::move(run.h), std::move(run.c)}};
 }
