@@ -704,17 +704,6 @@ bool projects_steps(const Tape<T>& t, std::size_t batch, std::size_t g, std::siz
     return false;
 }
 
-// c (m x n) = a (m x k, row stride lda) w^T for node w (n x k): a step's rows of linear(xs, w)
-// where projects_steps (the packed f32 matmul; detail::gemm for other types, not used).
-template <class T>
-void project_rows(Tape<T>& t, std::uint32_t w, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
-                  T* c) {
-    if constexpr (std::is_same_v<T, float>)
-        detail::packed_gemm(t.precision(), m, n, k, a, lda, detail::weight_ref(t, w), true, false, c, n);
-    else
-        detail::gemm<T>(false, true, m, n, k, T(1), a, lda, t.value(w).data(), k, T(0), c, n);
-}
-
 // The input rows of a sequence's steps, in the order they run (s = 0, 1, ...: step s, or
 // T - 1 - s reversed): xs's rows (G wide) where they are, or, with w_ih, xs's raw rows (I wide)
 // projected (where projects_steps) a block of steps at a time into a buffer (up to 1 MiB: half
@@ -750,8 +739,9 @@ struct StepInputs {
         if (s % chunk == 0)
             for (std::size_t j = s; j < std::min(s + chunk, steps); ++j) {
                 const GateRows r = located(j);
-                project_rows(t, w_ih.index(), batch, g, in, t.value(xs).data() + r.offset, r.stride,
-                             buffer + (j - s) * batch * g);
+                // rows of linear(xs, w_ih): where projects_steps, the packed matmul weight_product runs
+                weight_product(t, w_ih.index(), true, batch, g, in, t.value(xs).data() + r.offset,
+                               buffer + (j - s) * batch * g, false, r.stride);
             }
         stride = g;
         return buffer + (s % chunk) * batch * g;

@@ -267,9 +267,10 @@ struct SequenceRun {
 /// step adds it to its rows of xs as it reads them (rounded as a projection with the bias:
 /// (xs + b_ih) first), which saves the projection's pass over all of xs.
 /// w_ih (G, I) or undefined: given, xs is the raw input (T, B, I) / (B, T, I), projected as
-/// linear(xs, w_ih) would (the same bits): a block of steps at a time just before they run where
-/// that reproduces linear's bits (large f32 products; see README "Packed once per update"),
-/// else all of it first by linear.
+/// linear(xs, w_ih) would: where a step's product has at least 2^22 multiply-adds (f32 or bf16)
+/// a block of steps at a time just before they run, on the packed matmul (the same values to
+/// rounding: the sums may run in another order; see README "Inference without a node per
+/// step"), else all of it first by linear (the same bits).
 template <class T>
 SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool reverse, const Var<T>& h0, const Var<T>& c0,
                              const Var<T>& w_hh, const Var<T>& b_hh, const std::vector<std::int64_t>& lengths = {},
