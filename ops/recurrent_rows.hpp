@@ -66,7 +66,8 @@ inline constexpr auto tanh_fn = [](auto x) { return xsimd::tanh(x); };
 
 // The cells' gate math on one group of lanes (j .. j + w of a row), from the pre-activations
 // held in vectors. The recorded rows and the inference rows below both run these, so an element
-// is rounded the same way in each (the same operations, the same contractions).
+// goes through the same operations in each (the last bits may still differ with how each
+// caller is compiled and inlined; tests/test_fused.cpp compares them to rounding).
 
 // LSTM: i, f, o = σ(pre), g = tanh(pre), c' = f c + i g, and h' = o tanh(c') when h is not null;
 // act (4H row) receives [i | f | g | o] when not null.
