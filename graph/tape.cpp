@@ -86,7 +86,7 @@ template <class T>
 const xt::xarray<T>& Var<T>::grad() const {
     check("Var::grad");
     auto& n = tape_->node(index_);
-    if (n.partial) tape_->finish_partial(n);
+    tape_->settle_grad(n);
     if (!tape_->keeps_grad(index_))
         throw tape_error(std::string("Var::grad: the gradient of an intermediate result (op '") + n.op +
                          "') is not kept; call retain_grad() on it before backward, or make the tape with "
@@ -142,6 +142,7 @@ struct TapeStorage {
     std::vector<std::uint32_t> edges, free, bound;
     std::vector<xt::xarray<T>> grad_pool, value_pool;
     std::vector<detail::PartialGrad> partials;
+    std::vector<detail::DeferredProducts<T>> deferred;
 };
 // The last destroyed tapes' storage on this thread (two: a training tape and an inference
 // tape alive at once both reuse theirs).
@@ -180,6 +181,8 @@ void Tape<T>::take_storage() {
     value_pool_ = std::move(s.value_pool);
     partials_ = std::move(s.partials);
     partials_used_ = 0;
+    deferred_ = std::move(s.deferred);
+    deferred_used_ = 0;
     cache->kept.pop_back();
     edges_.clear();
     free_.clear();
@@ -198,7 +201,7 @@ void Tape<T>::give_storage() {
         cache->kept.erase(smallest);
     }
     cache->kept.push_back({std::move(nodes_), std::move(edges_), std::move(free_), std::move(bound_order_),
-                           std::move(grad_pool_), std::move(value_pool_), std::move(partials_)});
+                           std::move(grad_pool_), std::move(value_pool_), std::move(partials_), std::move(deferred_)});
 }
 
 void release_cached_tape_memory() {
@@ -252,6 +255,7 @@ void Tape<T>::clear() {
     edges_.clear();
     bound_order_.clear();
     partials_used_ = 0;
+    deferred_used_ = 0;
     transposed_used_ = 0;
     anomaly_pending_ = detail::no_node;
     ++serial_;
@@ -284,6 +288,7 @@ std::uint32_t Tape<T>::new_slot(bool requires_grad) {
     n.owner = detail::no_node;
     n.num_outputs = 1;
     n.partial = 0;
+    n.deferred = 0;
     n.requires_grad = requires_grad;
     n.pinned = false;
     n.has_grad = false;
@@ -653,6 +658,52 @@ void Tape<T>::finish_partial(detail::Node<T>& n) {
 }
 
 template <class T>
+void Tape<T>::add_product_grad(std::uint32_t w, std::size_t rows, const T* a, std::size_t lda, const T* b,
+                               std::size_t ldb, detail::ProductGradFn<T> product) {
+    auto& n = nodes_[w];
+    const Shape& shape = value(w).shape();
+    if (shape.size() != 2)
+        throw tape_error(std::string("add_product_grad: the gradient must be 2-D (m x n), got ") + shape_str(shape));
+    const std::size_t m = shape[0], cols = shape[1];
+    if (rows == 0) return;
+    if (!n.deferred) {  // w's record for this sweep
+        if (deferred_used_ == deferred_.size()) deferred_.emplace_back();
+        auto& d = deferred_[deferred_used_++];  // kept across sweeps: no allocation once warm
+        d.rows = 0;
+        d.m = m;
+        d.n = cols;
+        d.product = product;
+        n.deferred = static_cast<std::uint32_t>(deferred_used_);
+    }
+    auto& d = deferred_[n.deferred - 1];
+    if (d.rows > 0 && ((d.rows + rows) * (m + cols) * sizeof(T) > deferred_bytes || d.product != product))
+        sum_deferred(n);  // room for these rows, or another op's product
+    d.product = product;
+    if (d.a.size() < (d.rows + rows) * m) d.a.resize((d.rows + rows) * m);
+    if (d.b.size() < (d.rows + rows) * cols) d.b.resize((d.rows + rows) * cols);
+    for (std::size_t r = 0; r < rows; ++r) {
+        std::copy(a + r * lda, a + r * lda + m, d.a.data() + (d.rows + r) * m);
+        std::copy(b + r * ldb, b + r * ldb + cols, d.b.data() + (d.rows + r) * cols);
+    }
+    d.rows += rows;
+}
+
+template <class T>
+void Tape<T>::sum_deferred(detail::Node<T>& n) {
+    auto& d = deferred_[n.deferred - 1];  // n's for the rest of the sweep
+    if (d.rows == 0) return;
+    if (n.partial) finish_partial(n);
+    T beta = T(1);
+    if (!n.has_grad) {
+        prepare_grad(n, Shape{d.m, d.n});
+        beta = T(0);
+    }
+    const std::size_t k = d.rows;
+    d.rows = 0;
+    d.product(*this, d.m, d.n, k, d.a.data(), d.b.data(), beta, n.grad.data());
+}
+
+template <class T>
 void Tape<T>::add_parameter_grad_rows(detail::Node<T>& n, std::size_t row_begin, std::size_t row_end) {
     auto& g = n.param->grad();
     const auto& shape = std::as_const(*n.param).value().shape();  // const: reading is no update (version)
@@ -669,9 +720,9 @@ void Tape<T>::grad_rows_final(std::uint32_t i, std::uint32_t k, std::size_t rows
     auto& n = nodes_[input(i, k)];
     rows = std::min(rows, detail::row_count(std::as_const(*n.param).value().shape()));
     if (rows <= n.rows_final) return;
+    settle_grad(n);
     if (!n.has_grad)
         throw tape_error(std::string(nodes_[i].op) + ": reported rows of a parameter gradient final before writing it");
-    if (n.partial) finish_partial(n);
     if (accumulate_parameter_grads_) add_parameter_grad_rows(n, n.rows_final, rows);
     const std::size_t begin = n.rows_final;
     n.rows_final = rows;
@@ -680,7 +731,7 @@ void Tape<T>::grad_rows_final(std::uint32_t i, std::uint32_t k, std::size_t rows
 
 template <class T>
 void Tape<T>::parameter_done(detail::Node<T>& n) {
-    if (n.has_grad && n.partial) finish_partial(n);
+    settle_grad(n);
     if (n.has_grad && accumulate_parameter_grads_)  // the rows not handed over early
         add_parameter_grad_rows(n, n.rows_final, detail::row_count(std::as_const(*n.param).value().shape()));
     if (grad_final_) grad_final_(*n.param, n.has_grad ? &n.grad : nullptr);
@@ -689,13 +740,13 @@ void Tape<T>::parameter_done(detail::Node<T>& n) {
 template <class T>
 void Tape<T>::run_backward(std::uint32_t k, std::uint32_t root) {
     auto& n = nodes_[k];
-    bool reached = n.has_grad;
-    for (std::size_t o = 1; o < n.num_outputs; ++o) reached = reached || nodes_[n.outputs[o - 1]].has_grad;
-    if (!reached) return;
+    bool reached = false;
     for (std::size_t o = 0; o < n.num_outputs; ++o) {
         auto& out = nodes_[output(k, o)];
-        if (out.has_grad && out.partial) finish_partial(out);
+        settle_grad(out);
+        reached = reached || out.has_grad;
     }
+    if (!reached) return;
     n.backward(*this, k);
     if (anomaly_on()) check_backward(k);
     // Its inputs have their shares now: the buffers can serve nodes further down.
@@ -716,9 +767,11 @@ void Tape<T>::sweep(std::uint32_t root) {
     for (std::uint32_t k = 0; k < top_; ++k) {
         nodes_[k].has_grad = false;
         nodes_[k].partial = 0;
+        nodes_[k].deferred = 0;
         nodes_[k].rows_final = 0;
     }
     partials_used_ = 0;
+    deferred_used_ = 0;
     nodes_[root].has_grad = true;
     // Parameters bound after the root cannot reach it: final (and untouched) at once.
     for (std::size_t j = bound_order_.size(); j-- > 0;)
@@ -733,8 +786,7 @@ void Tape<T>::sweep(std::uint32_t root) {
         }
         if (n.backward != nullptr) run_backward(k, root);
     }
-    for (std::uint32_t k = 0; k < top_; ++k)  // leaves written slice by slice
-        if (nodes_[k].partial) finish_partial(nodes_[k]);
+    for (std::uint32_t k = 0; k < top_; ++k) settle_grad(nodes_[k]);  // leaves written slice by slice or deferred
 }
 
 // ---- Anomaly mode -----------------------------------------------------------------------------
@@ -779,8 +831,8 @@ void Tape<T>::check_backward(std::uint32_t k) {
     const auto& n = nodes_[k];
     for (std::uint32_t e = 0; e < n.num_inputs; ++e) {
         auto& in = nodes_[input(k, e)];
+        settle_grad(in);
         if (!in.has_grad) continue;
-        if (in.partial) finish_partial(in);
         const char* bad = non_finite(in.grad);
         if (bad == nullptr) continue;
         throw value_error(std::string("anomaly mode: the backward of '") + n.op + "' produced " + bad +

@@ -220,59 +220,112 @@ void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint
     weight_product(t, w, true, batch, g, hout, masked_h(t, h, mask), pre, true);
 }
 
-// With a mask m (recurrent dropout): dh += (dpre w) ⊙ m;  dw += dpre^T (h ⊙ m).
+// dw (g x n) = a^T b + beta dw, a (k x g) and b (k x n): the recurrent weight's gradient; bf16
+// when the tape's policy and the product's size say so (bf16_weight_grad), else detail::gemm.
+// Under bf16 the steps' rows are deferred (Tape::add_product_grad) and summed a few thousand
+// rows at a time: measured one core, p10 of 30, bf16 training S LSTM 5.84 -> 5.49 ms, M LSTM
+// 80.5 -> 73.4 ms (the per-step product read and wrote all of dw for 64 rows). Not in f32:
+// there the per-step product runs near the core's peak already, and the copies cost more
+// (M LSTM 156 -> 167 ms).
+// (a's rows lda apart)
+template <class T>
+void weight_grad_rows(Tape<T>& t, std::size_t g, std::size_t n, std::size_t k, const T* a, std::size_t lda, const T* b,
+                      T beta, T* dw) {
+    if (!detail::bf16_weight_grad(t, g, n, k, a, lda, b, n, beta != T(0), dw, n))
+        detail::gemm<T>(true, false, g, n, k, T(1), a, lda, b, n, beta, dw, n);
+}
+template <class T>
+void weight_grad_product(Tape<T>& t, std::size_t g, std::size_t n, std::size_t k, const T* a, const T* b, T beta,
+                         T* dw) {
+    weight_grad_rows(t, g, n, k, a, g, b, beta, dw);
+}
+
+// dpre (B, G): rows dpre_stride apart. With a mask m (recurrent dropout): dh += (dpre w) ⊙ m;
+// dw += dpre^T (h ⊙ m).
 template <class T>
 void recurrent_backward(Tape<T>& t, std::uint32_t h, std::uint32_t w, const std::uint32_t* b, const T* dpre,
-                        std::size_t batch, std::size_t g, const std::uint32_t* mask = nullptr) {
+                        std::size_t dpre_stride, std::size_t batch, std::size_t g,
+                        const std::uint32_t* mask = nullptr) {
     const auto& hv = t.value(h);
     const std::size_t hout = hv.shape()[1];
     if (t.needs_grad(h)) {
         auto r = t.grad_ref(h);
         const T beta = r.beta();
         if (!mask) {
-            weight_product(t, w, false, batch, hout, g, dpre, r.buffer().data(), beta != T(0));
+            weight_product(t, w, false, batch, hout, g, dpre, r.buffer().data(), beta != T(0), dpre_stride);
         } else {
             T* dhm = scratch<T, 1>(batch * hout);
-            weight_product(t, w, false, batch, hout, g, dpre, dhm, false);
+            weight_product(t, w, false, batch, hout, g, dpre, dhm, false, dpre_stride);
             const T* m = t.value(*mask).data();
             T* dh = r.buffer().data();
             for (std::size_t k = 0; k < batch * hout; ++k) dh[k] = (beta == T(0) ? T(0) : dh[k]) + dhm[k] * m[k];
         }
     }
     if (t.needs_grad(w)) {
-        auto r = t.grad_ref(w);
-        const T beta = r.beta();
         const T* hm = masked_h(t, h, mask);
-        if (!detail::bf16_weight_grad(t, g, hout, batch, dpre, g, hm, hout, beta != T(0), r.buffer().data(), hout))
-            detail::gemm<T>(true, false, g, hout, batch, T(1), dpre, g, hm, hout, beta, r.buffer().data(), hout);
+        if (t.precision() == Precision::bf16) {  // summed over many steps' rows, in bf16
+            t.add_product_grad(w, batch, dpre, dpre_stride, hm, hout, &weight_grad_product<T>);
+        } else {
+            auto r = t.grad_ref(w);
+            const T beta = r.beta();
+            weight_grad_rows(t, g, hout, batch, dpre, dpre_stride, hm, beta, r.buffer().data());
+        }
     }
     if (b && t.needs_grad(*b)) {
         T* db = t.grad_ref(*b).zeroed().data();
-        for (std::size_t r = 0; r < batch; ++r) add_row(db, dpre + r * g, g, false);
+        for (std::size_t r = 0; r < batch; ++r) add_row(db, dpre + r * dpre_stride, g, false);
     }
+}
+
+// Where a fused node's backward writes its input part's gradient dx (B, width): in the step
+// form, straight into the step's rows of the sequence's gradient when no other node wrote them
+// yet (slice_grad: fresh), so that no copy follows (copying dx in took 7% of a bf16 LSTM
+// training step at M); else into `fallback` (rows width apart), which send_gate_grads adds in.
+template <class T>
+struct GateGradRows {
+    T* rows;
+    std::size_t stride;
+    bool written;  // the rows are the sequence's gradient: nothing to add
+};
+template <class T>
+GateGradRows<T> gate_grad_rows(Tape<T>& t, std::uint32_t i, const FusedState<T>& state, T* fallback,
+                               std::size_t width) {
+    if (state.step_form) {
+        const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
+                                            static_cast<std::int64_t>(state.step));
+        if (t.needs_grad(rows.node)) {
+            bool fresh = false;
+            T* d = t.slice_grad(rows.node, rows.layout, rows.step, fresh) + rows.offset;
+            if (fresh) return {d, rows.stride, true};
+        }
+    }
+    return {fallback, width, false};
 }
 
 // Sends a fused node's gate gradients dx (input part) and dhg (recurrent part), each (B, width),
 // on to its inputs. Pointwise form: inputs 0 and 1 are xg and hg. Step form: input 0 is the
 // sequence xs (the step's rows get dx), input 1 is h, input w is w_hh and input w + 1, if
 // present, b_hh (they get dhg through the recurrent product).
+// dx's rows are dx.stride apart (already in xs's gradient when dx.written), dhg's dhg_stride.
 template <class T>
-void send_gate_grads(Tape<T>& t, std::uint32_t i, const FusedState<T>& state, const T* dx, const T* dhg,
-                     std::size_t batch, std::size_t width, std::uint32_t w) {
+void send_gate_grads(Tape<T>& t, std::uint32_t i, const FusedState<T>& state, const GateGradRows<T>& dx, const T* dhg,
+                     std::size_t dhg_stride, std::size_t batch, std::size_t width, std::uint32_t w) {
     const auto& node = t.node(i);
-    if (!state.step_form) {
-        add_gate_grad(t, t.input(i, 0), static_cast<const GateRows*>(nullptr), dx, batch, width);
+    if (!state.step_form) {  // both in scratch, rows width apart
+        add_gate_grad(t, t.input(i, 0), static_cast<const GateRows*>(nullptr), dx.rows, batch, width);
         add_gate_grad(t, t.input(i, 1), static_cast<const GateRows*>(nullptr), dhg, batch, width);
         return;
     }
-    const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
-                                        static_cast<std::int64_t>(state.step));
-    add_gate_grad(t, rows.node, &rows, dx, batch, width);
+    if (!dx.written) {
+        const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
+                                            static_cast<std::int64_t>(state.step));
+        add_gate_grad(t, rows.node, &rows, dx.rows, batch, width);
+    }
     const std::uint32_t inputs = node.num_inputs - (state.has_mask ? 1 : 0);  // without the mask
     const bool has_bias = inputs == w + 2;
     const std::uint32_t bias = has_bias ? t.input(i, w + 1) : 0;
     const std::uint32_t mask = state.has_mask ? t.input(i, inputs) : 0;
-    recurrent_backward(t, t.input(i, 1), t.input(i, w), has_bias ? &bias : nullptr, dhg, batch, width,
+    recurrent_backward(t, t.input(i, 1), t.input(i, w), has_bias ? &bias : nullptr, dhg, dhg_stride, batch, width,
                        state.has_mask ? &mask : nullptr);
 }
 
@@ -340,13 +393,13 @@ void lstm_backward(Tape<T>& t, std::uint32_t i) {
     const T* dh = t.output_grad(i, 0);  // dh' from the step's readers
     const T* dcn = t.output_grad(i, 1);  // dc' from the next step
     T* dc = t.needs_grad(c) ? t.grad_ref(c).zeroed().data() : nullptr;
-    T* dgates = scratch<T>(batch * width);
+    const GateGradRows<T> dgates = gate_grad_rows(t, i, state, scratch<T>(batch * width), width);
     for_rows(batch, width, [&](std::size_t b) {
         const std::size_t k = b * hidden;
         lstm_backward_row(act + b * width, cp + k, cn + k, dh ? dh + k : nullptr, dcn ? dcn + k : nullptr,
-                          dgates + b * width, dc ? dc + k : nullptr, hidden);
+                          dgates.rows + b * dgates.stride, dc ? dc + k : nullptr, hidden);
     });
-    send_gate_grads(t, i, state, dgates, dgates, batch, width, 3);  // dxg = dhg = dgates
+    send_gate_grads(t, i, state, dgates, dgates.rows, dgates.stride, batch, width, 3);  // dxg = dhg = dgates
 }
 
 // Pushes the node over `inputs`; `pre(act)` writes the pre-activations (B, 4H) into act.
@@ -417,18 +470,19 @@ void gru_backward(Tape<T>& t, std::uint32_t i) {
     const T* hp = hv.data();
     const T* dy = node.grad.data();
     T* dh = t.needs_grad(h) ? t.grad_ref(h).zeroed().data() : nullptr;
-    T* dx = scratch<T>(2 * batch * width);
-    T* dhg = dx + batch * width;
+    T* dhg = scratch<T>(2 * batch * width);
+    const GateGradRows<T> dx = gate_grad_rows(t, i, state, dhg + batch * width, width);
     for_rows(batch, width, [&](std::size_t b) {
         const std::size_t k = b * hidden;
+        T* dx_row = dx.rows + b * dx.stride;
         if (dh)
-            gru_backward_row<true>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
+            gru_backward_row<true>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx_row,
                                    dhg + b * width, dh + k, hidden);
         else
-            gru_backward_row<false>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx + b * width,
+            gru_backward_row<false>(act + b * saved_width, hg_n + b * hg_n_stride, hp + k, dy + k, dx_row,
                                     dhg + b * width, static_cast<T*>(nullptr), hidden);
     });
-    send_gate_grads(t, i, state, dx, dhg, batch, width, 2);
+    send_gate_grads(t, i, state, dx, dhg, width, batch, width, 2);
 }
 
 // The gates buffer of a GRU node of `width` columns: kept in its state when recorded, else in
@@ -1026,8 +1080,8 @@ void layer_norm_lstm_backward(Tape<T>& t, std::uint32_t i) {
                                         static_cast<std::int64_t>(state.step));
     add_gate_grad(t, rows.node, &rows, da, batch, width);
     std::uint32_t mask = 0;
-    recurrent_backward(t, t.input(i, 1), t.input(i, 3), static_cast<const std::uint32_t*>(nullptr), dhw, batch, width,
-                       step_mask(t, i, mask));
+    recurrent_backward(t, t.input(i, 1), t.input(i, 3), static_cast<const std::uint32_t*>(nullptr), dhw, width, batch,
+                       width, step_mask(t, i, mask));
 }
 
 // GRU. Inputs: xs, h, w_hh, γ_hh, β_hh. hg = LN(h w_hh^T) γ_hh + β_hh, then gru_forward_row with
@@ -1063,7 +1117,7 @@ void layer_norm_gru_backward(Tape<T>& t, std::uint32_t i) {
                                         static_cast<std::int64_t>(state.step));
     add_gate_grad(t, rows.node, &rows, dx, batch, width);
     std::uint32_t mask = 0;
-    recurrent_backward(t, h, t.input(i, 2), static_cast<const std::uint32_t*>(nullptr), dhw, batch, width,
+    recurrent_backward(t, h, t.input(i, 2), static_cast<const std::uint32_t*>(nullptr), dhw, width, batch, width,
                        step_mask(t, i, mask));
 }
 

@@ -724,6 +724,13 @@ Cases gradient_cases<Op::lstm_step>() {
              return both(s2) + sum(tanh(x[0]));
          },
          {rnd({b, 4, g}, 795), rnd({b, h}, 796), rnd({b, h}, 797), rnd({g, h}, 798), rnd({g}, 799)}},
+        // the backward writes a step's rows of dxs in place when they are fresh, else adds
+        {"one step of xs read by two step nodes",
+         [both](Tape<double>&, const Vars& x) {
+             auto s1 = lstm_step(x[0], 1, 1, x[1], x[2], x[3], x[4]);
+             return both(lstm_step(x[0], 1, 1, s1.h, s1.c, x[3], x[4])) + s1.h;
+         },
+         {rnd({b, 3, g}, 890), rnd({b, h}, 891), rnd({b, h}, 892), rnd({g, h}, 893), rnd({g}, 894)}},
         {"two chained steps, large pre-activations",
          [both](Tape<double>&, const Vars& x) {
              auto s0 = lstm_step(x[0], 1, 0, x[1], x[2], x[3], x[4]);
@@ -769,6 +776,12 @@ Cases gradient_cases<Op::gru_step>() {
         {"(B, T, 3H), step 2, no bias",
          [](Tape<double>&, const Vars& x) { return gru_step(x[0], 1, 2, x[1], x[2]); },
          {rnd({b, 3, g}, 774), rnd({b, h}, 775), rnd({g, h}, 776)}},
+        {"one step of xs read by two step nodes",
+         [](Tape<double>&, const Vars& x) {
+             Var<double> h1 = gru_step(x[0], 1, 1, x[1], x[2], x[3]);
+             return gru_step(x[0], 1, 1, h1, x[2], x[3]) * 2.0 + h1;
+         },
+         {rnd({b, 3, g}, 895), rnd({b, h}, 896), rnd({g, h}, 897), rnd({g}, 898)}},
         {"two chained steps, large pre-activations",
          [](Tape<double>&, const Vars& x) {
              Var<double> h1 = gru_step(x[0], 0, 0, x[1], x[2], x[3]);

@@ -108,6 +108,49 @@ std::pair<Var<double>, Var<double>> polar(const Var<double>& x, double radius) {
     return {t.handle(i, 0), t.handle(i, 1)};
 }
 
+// ---- An op whose backward defers its weight gradient (Tape::add_product_grad) -----------------
+// y = sum_r a_r^T W b_r for constant rows a (R x m) and b (R x n): dW += g A^T B, added as a
+// deferred product (the rows of g A and of B), as a recurrent step adds dpre_t^T h_t.
+int deferred_products_run = 0;  // how many times the tape summed deferred rows
+void plain_product(Tape<double>&, std::size_t m, std::size_t n, std::size_t k, const double* a, const double* b,
+                   double beta, double* c) {
+    ++deferred_products_run;
+    for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t j = 0; j < n; ++j) {
+            double s = 0;
+            for (std::size_t r = 0; r < k; ++r) s += a[r * m + i] * b[r * n + j];
+            c[i * n + j] = s + beta * c[i * n + j];
+        }
+}
+void bilinear_rows_backward(Tape<double>& t, std::uint32_t i) {
+    const double g = t.output_grad(i)[0];
+    const auto& a = t.value(t.input(i, 1));
+    const auto& b = t.value(t.input(i, 2));
+    const std::size_t rows = a.shape()[0], m = a.shape()[1], n = b.shape()[1];
+    std::vector<double> ga(a.begin(), a.end());
+    for (auto& v : ga) v *= g;
+    t.add_product_grad(t.input(i, 0), rows, ga.data(), m, b.data(), n, &plain_product);
+}
+Var<double> bilinear_rows(const Var<double>& w, const Var<double>& a, const Var<double>& b) {
+    Tape<double>& t = w.tape();
+    const std::uint32_t i = t.push("bilinear_rows", {w.index(), a.index(), b.index()}, &bilinear_rows_backward);
+    const auto &wv = t.value(w.index()), &av = t.value(a.index()), &bv = t.value(b.index());
+    double y = 0;
+    for (std::size_t r = 0; r < av.shape()[0]; ++r)
+        for (std::size_t p = 0; p < wv.shape()[0]; ++p)
+            for (std::size_t q = 0; q < wv.shape()[1]; ++q) y += av(r, p) * wv(p, q) * bv(r, q);
+    t.output_value(i, {}) = xt::xarray<double>(y);
+    return t.handle(i);
+}
+// A^T B, (m x n), by xtensor: the reference.
+xt::xarray<double> at_b(const xt::xarray<double>& a, const xt::xarray<double>& b) {
+    xt::xarray<double> c = xt::zeros<double>({a.shape()[1], b.shape()[1]});
+    for (std::size_t r = 0; r < a.shape()[0]; ++r)
+        for (std::size_t i = 0; i < a.shape()[1]; ++i)
+            for (std::size_t j = 0; j < b.shape()[1]; ++j) c(i, j) += a(r, i) * b(r, j);
+    return c;
+}
+
 }  // namespace recur_tape_tests
 
 BOOST_AUTO_TEST_SUITE(tape)
@@ -405,6 +448,51 @@ BOOST_AUTO_TEST_CASE(the_op_reading_a_parameter_last_reports_its_gradient_rows_f
     own.backward(sum(linear(own.constant(x1), own.bind(w))));
     BOOST_TEST(rows.size() == 4u);
     BOOST_TEST(close(w.grad(), xt::zeros<double>(w.shape()), 0.0));
+}
+
+BOOST_AUTO_TEST_CASE(deferred_product_gradients_are_summed_before_anyone_reads_them) {
+    const xt::xarray<double> a1 = rnd({4, 5}, 61), b1 = rnd({4, 3}, 62), a2 = rnd({6, 5}, 63), b2 = rnd({6, 3}, 64),
+                             c = rnd({5, 3}, 65);
+    // dW = A1^T B1 + 2 A2^T B2 (deferred, one product) + C (added directly, between them)
+    const xt::xarray<double> expected = at_b(a1, b1) + 2.0 * at_b(a2, b2) + c;
+    auto loss = [&](Tape<double>& t, const Var<double>& w) {
+        auto y1 = bilinear_rows(w, t.constant(a1), t.constant(b1));
+        auto y2 = bilinear_rows(w, t.constant(a2), t.constant(b2));
+        return y1 + sum(w * t.constant(c)) + 2.0 * y2;
+    };
+    {  // a Parameter: final in its hook and in grad()
+        Parameter<double> w(rnd({5, 3}, 66));
+        Tape<double> t;
+        bool hooked = false;
+        t.on_grad_final([&](Parameter<double>& p, const xt::xarray<double>* g) {
+            hooked = &p == &w && g != nullptr && close(*g, expected);
+        });
+        deferred_products_run = 0;
+        t.backward(loss(t, t.bind(w)));
+        BOOST_TEST(hooked);
+        BOOST_TEST(close(w.grad(), expected));
+        BOOST_TEST(deferred_products_run == 1);  // both nodes' rows in one product
+    }
+    {  // a variable: Var::grad()
+        Tape<double> t;
+        auto w = t.variable(rnd({5, 3}, 66));
+        t.backward(loss(t, w));
+        BOOST_TEST(close(w.grad(), expected));
+    }
+    // Rows beyond Tape::deferred_bytes are summed as they come: 3 x 30000 rows of 8 doubles
+    // (1.9 MB each) fill the 4 MiB once.
+    const xt::xarray<double> big_a = rnd({30000, 5}, 67), big_b = rnd({30000, 3}, 68);
+    Tape<double> t;
+    auto w = t.variable(rnd({5, 3}, 69));
+    auto big = [&] { return bilinear_rows(w, t.constant(big_a), t.constant(big_b)); };
+    deferred_products_run = 0;
+    t.backward(big() + big() + big());
+    BOOST_TEST(deferred_products_run == 2);
+    BOOST_TEST(close(w.grad(), 3.0 * at_b(big_a, big_b), 1e-10));
+    // and the op passes gradcheck
+    const auto report =
+        gradcheck([&](Tape<double>& tape, const Vars& v) { return loss(tape, v[0]); }, {rnd({5, 3}, 70)});
+    BOOST_TEST(report.passed, report.summary());
 }
 
 BOOST_AUTO_TEST_CASE(an_op_with_two_outputs_is_one_node_whose_backward_reads_both) {

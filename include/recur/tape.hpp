@@ -20,8 +20,10 @@
 //   output k >= 1 a slot of its own (output(i, k)) that has no backward and belongs to node i.
 // - The node's backward reads only its own outputs' gradients (output_grad(i, k); null for an
 //   output that received none) and its typed state (state<S>(i)), and ADDS each input's share
-//   into that input's gradient (grad_ref(input(i, k)), or slice_grad for part of it). It
-//   never writes anything else: a value may feed many nodes, so gradients accumulate.
+//   into that input's gradient (grad_ref(input(i, k)); slice_grad for part of it;
+//   add_product_grad for a product a^T b, which the tape sums with the other such products
+//   into that input as one product before anything reads its gradient). It never writes
+//   anything else: a value may feed many nodes, so gradients accumulate.
 // - Creation order is topological (an op's inputs exist before it), so backward is one reverse
 //   loop; a node runs once every node that reads any of its outputs has run.
 // - What an op keeps for backward is one value of a struct of its own (state<S>): scalars,
@@ -92,6 +94,11 @@ inline std::size_t row_width(const Shape& shape) {
 
 template <class T>
 using BackwardFn = void (*)(Tape<T>& tape, std::uint32_t node);
+/// c (m x n) = a^T b + beta c, a (k x m) and b (k x n) row-major: how an op's deferred
+/// products (Tape::add_product_grad) are summed into a gradient.
+template <class T>
+using ProductGradFn = void (*)(Tape<T>& tape, std::size_t m, std::size_t n, std::size_t k, const T* a, const T* b,
+                               T beta, T* c);
 
 /// An op's typed state (what it keeps for backward). A small trivially copyable struct lives
 /// inside the node; any other type (one holding tensors or vectors) on the heap, made the
@@ -170,6 +177,7 @@ struct Node {
     std::uint32_t owner = no_node;  // for output k >= 1 of a node: that node
     std::array<std::uint32_t, max_outputs - 1> outputs{};  // slots of outputs 1.. (num_outputs - 1)
     std::uint32_t partial = 0;  // 1 + index of its slice-by-slice record (Tape::slice_grad), or 0
+    std::uint32_t deferred = 0;  // 1 + index of its deferred products (Tape::add_product_grad), or 0
     std::uint8_t num_outputs = 1;
     bool requires_grad = false;
     bool pinned = false;  // backward may need it: never released before clear()
@@ -194,6 +202,16 @@ struct Node {
 struct PartialGrad {
     std::vector<std::uint8_t> written;
     std::size_t slice_step = 0, row_stride = 0, rows = 0, width = 0;
+};
+
+// Products a^T b deferred into one gradient (m x n): the rows of a and b given so far this
+// sweep (Tape::add_product_grad), summed in one product when the gradient is read or the rows
+// fill the record's share of memory.
+template <class T>
+struct DeferredProducts {
+    std::vector<T> a, b;  // rows x m, rows x n
+    std::size_t rows = 0, m = 0, n = 0;
+    ProductGradFn<T> product = nullptr;
 };
 
 }  // namespace detail
@@ -423,7 +441,7 @@ public:
     xt::xarray<T>& output_value(std::uint32_t i, const Shape& shape, std::size_t k = 0);
     /// During node i's backward: the gradient of its output k, or nullptr when none reached it.
     const T* output_grad(std::uint32_t i, std::size_t k = 0) {
-        auto& n = nodes_[output(i, k)];
+        auto& n = nodes_[output(i, k)];  // settled by run_backward
         return n.has_grad ? n.grad.data() : nullptr;
     }
     /// The op state of node i as S (see detail::OpState): set it in the forward, read it in
@@ -493,6 +511,24 @@ public:
         if (nodes_[i].partial) finish_partial(nodes_[i]);
         return GradRef(*this, nodes_[i], value(i).shape());
     }
+    /// During a backward: adds a^T b into the gradient of node w (a 2-D m x n value), with a
+    /// (rows x m, rows lda apart) and b (rows x n, ldb apart). The rows are copied aside and
+    /// summed with those of the other add_product_grad calls for w as ONE product `product`
+    /// (k = all their rows) before anything reads w's gradient, or when they fill
+    /// deferred_bytes. A recurrent weight's gradient dW = sum over steps of dpre_t^T h_t so
+    /// becomes a few products of thousands of rows instead of one thin product per step,
+    /// each reading and writing the whole of dW. The sum's order differs from step by step
+    /// (rounding); for one graph it is fixed, so repeated runs give the same bits.
+    void add_product_grad(std::uint32_t w, std::size_t rows, const T* a, std::size_t lda, const T* b, std::size_t ldb,
+                          detail::ProductGradFn<T> product);
+    /// The memory each weight's deferred rows may fill before they are summed (a and b).
+    static constexpr std::size_t deferred_bytes = std::size_t(4) << 20;
+    /// Makes node n's gradient whole: zero-fills the slices nobody wrote (slice_grad) and sums
+    /// its deferred products (add_product_grad) into it.
+    void settle_grad(detail::Node<T>& n) {
+        if (n.partial) finish_partial(n);
+        if (n.deferred) sum_deferred(n);
+    }
     /// Whether node i keeps its gradient after its backward (leaves, Parameters, retained).
     bool keeps_grad(std::uint32_t i) const { return keeps_grad(nodes_[i]); }
     bool keeps_grad(const detail::Node<T>& n) const {
@@ -554,6 +590,9 @@ private:
     std::vector<std::pair<std::uint32_t, xt::xarray<T>>> transposed_;
     std::size_t transposed_used_ = 0;
     std::size_t partials_used_ = 0;
+    std::vector<detail::DeferredProducts<T>> deferred_;  // [0, deferred_used_) this sweep
+    std::size_t deferred_used_ = 0;
+    void sum_deferred(detail::Node<T>& n);  // sums the rows n's record holds into its gradient
     std::mt19937_64 rng_;
     GradFinalHook grad_final_;
     GradRowsFinalHook grad_rows_final_;
