@@ -223,10 +223,11 @@ void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint
 // dw (g x n) = a^T b + beta dw, a (k x g) and b (k x n): the recurrent weight's gradient; bf16
 // when the tape's policy and the product's size say so (bf16_weight_grad), else detail::gemm.
 // Under bf16 the steps' rows are deferred (Tape::add_product_grad) and summed a few thousand
-// rows at a time: measured one core, p10 of 30, bf16 training S LSTM 5.84 -> 5.49 ms, M LSTM
-// 80.5 -> 73.4 ms (the per-step product read and wrote all of dw for 64 rows). Not in f32:
-// there the per-step product runs near the core's peak already, and the copies cost more
-// (M LSTM 156 -> 167 ms).
+// rows at a time, rather than one product of B rows per step that reads and writes all of dw:
+// measured one core, p10 of 30, bf16 training S LSTM 5.84 -> 5.49 ms, S GRU 4.79 -> 4.49; at M
+// within the noise (LSTM 76.5 -> 76.8, GRU 57.4 -> 57.4). Not in f32: there the per-step
+// product runs near the core's peak already and the copies cost more (S LSTM 6.82 -> 6.94 ms,
+// M LSTM 156 -> 167).
 // (a's rows lda apart)
 template <class T>
 void weight_grad_rows(Tape<T>& t, std::size_t g, std::size_t n, std::size_t k, const T* a, std::size_t lda, const T* b,
