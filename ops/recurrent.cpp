@@ -333,16 +333,16 @@ void send_gate_grads(Tape<T>& t, std::uint32_t i, const FusedState<T>& state, co
 // ---- LSTM rows (the forward rows are in recurrent_rows.hpp) --------------------------------
 // With dc' (dcn, may be null) and dh' (dh, may be null), dc'_total = dc' + dh' o (1 - tanh²c'):
 //   out = [di df dg do] = [dc g i(1-i), dc c f(1-f), dc i (1-g²), dh' tanh(c') o(1-o)];  dc += dc'_total f
-// The null cases are template flags, so the loop has no branch, and `omp simd` vectorises it:
-// without it GCC's overlap check saw tc inside out and always ran the scalar loop (17% of a bf16
-// S LSTM training step; element j reads and writes only column j of each operand).
+// The null cases are template flags, so the loop has no branch, and RECUR_SIMD_LOOP vectorises
+// it: without it GCC's overlap check saw tc inside out and always ran the scalar loop (17% of a
+// bf16 S LSTM training step; element j reads and writes only column j of each operand).
 template <bool HasDh, bool HasDcn, bool HasDc, class T>
 void lstm_backward_row(const T* a, const T* c, const T* cn, const T* dh, const T* dcn, T* out, T* dc,
                        std::size_t hidden) {
     const T *i = a, *f = a + hidden, *g = a + 2 * hidden, *o = a + 3 * hidden;
     T* tc = out + 3 * hidden;  // tanh(c') first, then overwritten by do element by element
     if constexpr (HasDh) activate(tc, cn, static_cast<const T*>(nullptr), hidden, tanh_fn);
-#pragma omp simd
+    RECUR_SIMD_LOOP
     for (std::size_t j = 0; j < hidden; ++j) {
         T dct = T(0), dot = T(0);
         if constexpr (HasDcn) dct = dcn[j];
@@ -444,7 +444,8 @@ LSTMPointwise<T> lstm_node(const char* op, Tape<T>& t, const std::uint32_t* inpu
 template <bool HasDh, class T>
 void gru_backward_row(const T* a, const T* hg_n, const T* hp, const T* dy, T* dx, T* dhg, T* dh, std::size_t hidden) {
     const T *r = a, *z = a + hidden, *n = a + 2 * hidden;
-#pragma omp simd  // column j only: no overlap check needed (see lstm_backward_row)
+    // column j only (see lstm_backward_row)
+    RECUR_SIMD_LOOP
     for (std::size_t j = 0; j < hidden; ++j) {
         const T dn = dy[j] * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
         const T dr = dn * hg_n[j] * r[j] * (T(1) - r[j]);
