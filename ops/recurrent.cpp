@@ -220,21 +220,22 @@ void recurrent_forward(Tape<T>& t, const GateRows& x, std::uint32_t h, std::uint
     weight_product(t, w, true, batch, g, hout, masked_h(t, h, mask), pre, true);
 }
 
-// dw (g x n) = a^T b + beta dw, a (k x g) and b (k x n): the recurrent weight's gradient; bf16
-// when the tape's policy and the product's size say so (bf16_weight_grad), else detail::gemm.
+// dw (g x n) = a^T b + beta dw, a (k x g, rows lda apart) and b (k x n): the recurrent weight's
+// gradient; bf16 when the tape's policy and the product's size say so (bf16_weight_grad), else
+// detail::gemm.
 // Under bf16 the steps' rows are deferred (Tape::add_product_grad) and summed a few thousand
 // rows at a time, rather than one product of B rows per step that reads and writes all of dw:
 // measured one core, p10 of 30, bf16 training S LSTM 5.84 -> 5.49 ms, S GRU 4.79 -> 4.49; at M
 // within the noise (LSTM 76.5 -> 76.8, GRU 57.4 -> 57.4). Not in f32: there the per-step
 // product runs near the core's peak already and the copies cost more (S LSTM 6.82 -> 6.94 ms,
 // M LSTM 156 -> 167).
-// (a's rows lda apart)
 template <class T>
 void weight_grad_rows(Tape<T>& t, std::size_t g, std::size_t n, std::size_t k, const T* a, std::size_t lda, const T* b,
                       T beta, T* dw) {
     if (!detail::bf16_weight_grad(t, g, n, k, a, lda, b, n, beta != T(0), dw, n))
         detail::gemm<T>(true, false, g, n, k, T(1), a, lda, b, n, beta, dw, n);
 }
+// The same with a's rows contiguous: the product the tape runs over deferred rows (ProductGradFn).
 template <class T>
 void weight_grad_product(Tape<T>& t, std::size_t g, std::size_t n, std::size_t k, const T* a, const T* b, T beta,
                          T* dw) {
