@@ -55,6 +55,14 @@ GateRows sequence_rows(const Tape<T>& t, std::uint32_t xs, std::int64_t time_axi
     return {xs, k * slice_step, row_stride, k, {steps, slice_step, row_stride, batch, g}};
 }
 
+// The rows of a step-form node i's step in its sequence (input 0), from its state's time axis and
+// step.
+template <class T, class State>
+GateRows step_rows(const Tape<T>& t, std::uint32_t i, const State& state) {
+    return sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
+                         static_cast<std::int64_t>(state.step));
+}
+
 // shape_error naming `op` and every input shape unless `ok` (the message is built only then).
 struct ShapeCheck {
     const char* op;
@@ -293,8 +301,7 @@ template <class T>
 GateGradRows<T> gate_grad_rows(Tape<T>& t, std::uint32_t i, const FusedState<T>& state, T* fallback,
                                std::size_t width) {
     if (state.step_form) {
-        const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
-                                            static_cast<std::int64_t>(state.step));
+        const GateRows rows = step_rows(t, i, state);
         if (t.needs_grad(rows.node)) {
             bool fresh = false;
             T* d = t.slice_grad(rows.node, rows.layout, rows.step, fresh) + rows.offset;
@@ -319,8 +326,7 @@ void send_gate_grads(Tape<T>& t, std::uint32_t i, const FusedState<T>& state, co
         return;
     }
     if (!dx.written) {
-        const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
-                                            static_cast<std::int64_t>(state.step));
+        const GateRows rows = step_rows(t, i, state);
         add_gate_grad(t, rows.node, &rows, dx.rows, batch, width);
     }
     const std::uint32_t inputs = node.num_inputs - (state.has_mask ? 1 : 0);  // without the mask
@@ -1083,8 +1089,7 @@ void layer_norm_lstm_backward(Tape<T>& t, std::uint32_t i) {
         add_column_sums(t, t.input(i, 6), du, dct, batch, hidden);
     }
     add_column_sums(t, t.input(i, 7), du, static_cast<const T*>(nullptr), batch, hidden);
-    const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
-                                        static_cast<std::int64_t>(state.step));
+    const GateRows rows = step_rows(t, i, state);
     add_gate_grad(t, rows.node, &rows, da, batch, width);
     std::uint32_t mask = 0;
     recurrent_backward(t, t.input(i, 1), t.input(i, 3), static_cast<const std::uint32_t*>(nullptr), dhw, width, batch,
@@ -1120,8 +1125,7 @@ void layer_norm_gru_backward(Tape<T>& t, std::uint32_t i) {
     });
     add_column_sums(t, t.input(i, 3), dhg, hhat, batch, width);
     add_column_sums(t, t.input(i, 4), dhg, static_cast<const T*>(nullptr), batch, width);
-    const GateRows rows = sequence_rows(t, t.input(i, 0), static_cast<std::int64_t>(state.time_axis),
-                                        static_cast<std::int64_t>(state.step));
+    const GateRows rows = step_rows(t, i, state);
     add_gate_grad(t, rows.node, &rows, dx, batch, width);
     std::uint32_t mask = 0;
     recurrent_backward(t, h, t.input(i, 2), static_cast<const std::uint32_t*>(nullptr), dhw, width, batch, width,
