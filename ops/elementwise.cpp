@@ -12,6 +12,7 @@
 
 #include "common.hpp"
 #include "op_states.hpp"
+#include "vector_math.hpp"
 
 namespace recur {
 using detail::accumulate;
@@ -24,13 +25,12 @@ constexpr std::size_t parallel_grain = std::size_t(1) << 16;  // elements
 // SIMD or scalar code whatever the thread count: results do not depend on it.
 constexpr std::size_t chunk_align = 64;
 
-// y = f(in...) for contiguous arrays of y's size: in chunks on OpenMP threads when large.
-template <class T, class F, class... In>
-void map(xt::xarray<T>& y, F f, const In&... in) {
-    const std::size_t n = y.size();
+// part(lo, hi) over [0, n): in chunks on OpenMP threads when n is large.
+template <class F>
+void over_parts(std::size_t n, F part) {
     const int threads = detail::threads_for(double(n), parallel_grain);
     if (threads < 2) {
-        xt::noalias(y) = f(in...);
+        part(std::size_t(0), n);
         return;
     }
     const std::size_t blocks = (n + chunk_align - 1) / chunk_align;
@@ -40,12 +40,36 @@ void map(xt::xarray<T>& y, F f, const In&... in) {
                    m = static_cast<std::size_t>(omp_get_num_threads());
         const std::size_t lo = std::min(n, blocks * k / m * chunk_align),
                           hi = std::min(n, blocks * (k + 1) / m * chunk_align);
-        if (lo < hi) {
-            const std::array<std::size_t, 1> shape{hi - lo};
-            auto part = xt::adapt(y.data() + lo, hi - lo, xt::no_ownership(), shape);
-            xt::noalias(part) = f(xt::adapt(in.data() + lo, hi - lo, xt::no_ownership(), shape)...);
-        }
+        if (lo < hi) part(lo, hi);
     }
+}
+
+// y = f(in...) for contiguous arrays of y's size, f an xtensor expression of its arguments.
+template <class T, class F, class... In>
+void map(xt::xarray<T>& y, F f, const In&... in) {
+    if (detail::threads_for(double(y.size()), parallel_grain) < 2) {
+        xt::noalias(y) = f(in...);
+        return;
+    }
+    over_parts(y.size(), [&](std::size_t lo, std::size_t hi) {
+        const std::array<std::size_t, 1> shape{hi - lo};
+        auto part = xt::adapt(y.data() + lo, hi - lo, xt::no_ownership(), shape);
+        xt::noalias(part) = f(xt::adapt(in.data() + lo, hi - lo, xt::no_ownership(), shape)...);
+    });
+}
+
+// Forward of σ or tanh, act a function of SIMD vectors (vector_math.hpp): y = act(x) over all
+// elements, the same kernels as the fused cells' gate math.
+template <class T, class Act>
+Var<T> activation(const char* op, const Var<T>& x, detail::BackwardFn<T> backward, Act act) {
+    Tape<T>& t = detail::tape_of(op, x);
+    const std::uint32_t out = t.push(op, {x.index()}, backward);
+    const auto& xv = t.value(x.index());
+    auto& y = t.output_value(out, xv.shape());
+    over_parts(y.size(), [&](std::size_t lo, std::size_t hi) {
+        activate(y.data() + lo, xv.data() + lo, static_cast<const T*>(nullptr), hi - lo, act);
+    });
+    return t.handle(out);
 }
 
 // Forward of a broadcasting binary op: y = f(a, b), y has the broadcast shape.
@@ -206,7 +230,7 @@ static void tanh_backward(Tape<T>& t, std::uint32_t i) {
 }
 template <class T>
 Var<T> tanh(const Var<T>& x) {
-    return unary("tanh", x, &tanh_backward<T>, [](const auto& v) { return xt::tanh(v); });
+    return activation("tanh", x, &tanh_backward<T>, tanh_fn);
 }
 
 // ---- sigmoid: y = 1 / (1 + e^-x);  dx += g * y * (1 - y)  (reads the output) ---------------
@@ -218,7 +242,7 @@ static void sigmoid_backward(Tape<T>& t, std::uint32_t i) {
 }
 template <class T>
 Var<T> sigmoid(const Var<T>& x) {
-    return unary("sigmoid", x, &sigmoid_backward<T>, [](const auto& v) { return T(1) / (T(1) + xt::exp(-v)); });
+    return activation("sigmoid", x, &sigmoid_backward<T>, sigmoid_fn);
 }
 
 // ---- relu: y = max(x, 0);  dx += g * [x > 0] -----------------------------------------------
