@@ -58,20 +58,6 @@ void map(xt::xarray<T>& y, F f, const In&... in) {
     });
 }
 
-// Forward of σ or tanh, act a function of SIMD vectors (vector_math.hpp): y = act(x) over all
-// elements, the same kernels as the fused cells' gate math.
-template <class T, class Act>
-Var<T> activation(const char* op, const Var<T>& x, detail::BackwardFn<T> backward, Act act) {
-    Tape<T>& t = detail::tape_of(op, x);
-    const std::uint32_t out = t.push(op, {x.index()}, backward);
-    const auto& xv = t.value(x.index());
-    auto& y = t.output_value(out, xv.shape());
-    over_parts(y.size(), [&](std::size_t lo, std::size_t hi) {
-        activate(y.data() + lo, xv.data() + lo, static_cast<const T*>(nullptr), hi - lo, act);
-    });
-    return t.handle(out);
-}
-
 // Forward of a broadcasting binary op: y = f(a, b), y has the broadcast shape.
 template <class T, class F>
 Var<T> binary(const char* op, const Var<T>& a, const Var<T>& b, detail::BackwardFn<T> backward, F f) {
@@ -88,15 +74,30 @@ Var<T> binary(const char* op, const Var<T>& a, const Var<T>& b, detail::Backward
     return t.handle(out);
 }
 
-// Forward of a unary op: y = f(x), same shape.
-template <class T, class F>
-Var<T> unary(const char* op, const Var<T>& x, detail::BackwardFn<T> backward, F f) {
+// Forward of a unary op: a node y shaped like x, filled by fill(y, x's value).
+template <class T, class Fill>
+Var<T> unary_node(const char* op, const Var<T>& x, detail::BackwardFn<T> backward, Fill fill) {
     Tape<T>& t = detail::tape_of(op, x);
     const std::uint32_t out = t.push(op, {x.index()}, backward);
     const auto& xv = t.value(x.index());
-    auto& y = t.output_value(out, xv.shape());
-    map(y, f, xv);
+    fill(t.output_value(out, xv.shape()), xv);
     return t.handle(out);
+}
+
+// y = f(x), f an xtensor expression of x.
+template <class T, class F>
+Var<T> unary(const char* op, const Var<T>& x, detail::BackwardFn<T> backward, F f) {
+    return unary_node(op, x, backward, [&](xt::xarray<T>& y, const xt::xarray<T>& xv) { map(y, f, xv); });
+}
+
+// y = act(x), act σ or tanh on SIMD vectors (vector_math.hpp): the fused cells' gate math kernels.
+template <class T, class Act>
+Var<T> activation(const char* op, const Var<T>& x, detail::BackwardFn<T> backward, Act act) {
+    return unary_node(op, x, backward, [&](xt::xarray<T>& y, const xt::xarray<T>& xv) {
+        over_parts(y.size(), [&](std::size_t lo, std::size_t hi) {
+            activate(y.data() + lo, xv.data() + lo, static_cast<const T*>(nullptr), hi - lo, act);
+        });
+    });
 }
 
 }  // namespace
