@@ -139,6 +139,13 @@ BOOST_AUTO_TEST_CASE(fused_equals_composed_in_float_to_rounding) {
     const double dg = fused_vs_composed(gru, {4, 20, 8}, true, false);
     BOOST_TEST(dl < 2e-4, "lstm " << dl);  // 20 chained float steps: rounding, not a formula error (O(1))
     BOOST_TEST(dg < 2e-4, "gru " << dg);
+    // More lanes than one chunk of the two-pass gate math (row_chunk = 256), with a partial tail.
+    LSTMCell<float> wide_lstm({.input_size = 8, .hidden_size = 300});
+    GRUCell<float> wide_gru({.input_size = 8, .hidden_size = 300});
+    const double wl = fused_vs_composed(wide_lstm, {3, 6, 8}, true, false);
+    const double wg = fused_vs_composed(wide_gru, {3, 6, 8}, true, false);
+    BOOST_TEST(wl < 2e-4, "lstm, H = 300: " << wl);
+    BOOST_TEST(wg < 2e-4, "gru, H = 300: " << wg);
 }
 
 BOOST_AUTO_TEST_CASE(single_steps_equal_composed) {
@@ -242,6 +249,11 @@ BOOST_AUTO_TEST_CASE(inference_runs_whole_layers_with_the_recorded_results) {
         inference_equals_recorded<float>(lstm_f, bf, 1e-5);
         inference_equals_recorded<float>(gru_f, bf, 1e-5);
     }
+    // Rows longer than one chunk of the two-pass gate math (256 lanes), with a partial tail.
+    LSTM<float> wide_lstm({.input_size = 5, .hidden_size = 300});
+    GRU<float> wide_gru({.input_size = 5, .hidden_size = 300, .batch_first = true});
+    inference_equals_recorded<float>(wide_lstm, false, 1e-5);
+    inference_equals_recorded<float>(wide_gru, true, 1e-5);
     // With a projection the LSTM steps (no whole-layer kernel), with the same results.
     LSTM<double> projected({.input_size = 5, .hidden_size = 4, .proj_size = 3});
     {
