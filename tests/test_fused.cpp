@@ -144,8 +144,11 @@ BOOST_AUTO_TEST_CASE(fused_equals_composed_in_float_to_rounding) {
     GRUCell<float> wide_gru({.input_size = 8, .hidden_size = 300});
     const double wl = fused_vs_composed(wide_lstm, {3, 6, 8}, true, false);
     const double wg = fused_vs_composed(wide_gru, {3, 6, 8}, true, false);
-    BOOST_TEST(wl < 2e-4, "lstm, H = 300: " << wl);
-    BOOST_TEST(wg < 2e-4, "gru, H = 300: " << wg);
+    // Gradients here sum 4H = 1200 terms per input element: float rounding reaches a few 1e-7
+    // absolute on values below the 1e-3 floor of max_rel_diff (2.4e-4 under clang); a wrong
+    // chunk or tail would be O(1).
+    BOOST_TEST(wl < 1e-3, "lstm, H = 300: " << wl);
+    BOOST_TEST(wg < 1e-3, "gru, H = 300: " << wg);
 }
 
 BOOST_AUTO_TEST_CASE(single_steps_equal_composed) {
