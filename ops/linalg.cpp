@@ -113,7 +113,7 @@ static void linear_backward(Tape<T>& t, std::uint32_t i) {
     if (t.needs_grad(x)) {
         auto r = t.grad_ref(x);
         const T beta = r.beta();
-        if (!detail::bf16_weight_product(t, w, false, rows, in, o, g.data(), o, beta != T(0), r.buffer().data(), in))
+        if (!detail::packed_weight_product(t, w, false, rows, in, o, g.data(), o, beta != T(0), r.buffer().data(), in))
             gemm<T>(false, false, rows, in, o, T(1), g.data(), o, wv.data(), in, beta, r.buffer().data(), in);
     }
 }
@@ -136,17 +136,19 @@ static Var<T> linear_impl(const Var<T>& x, const Var<T>& weight, const Var<T>* b
     const auto& xv = t.value(x.index());
     const auto& wv = t.value(weight.index());
     const std::size_t o = ws[0], in = ws[1], rows = detail::numel(ys) / (o == 0 ? 1 : o);
+    const T* bp = bias ? t.value(bias->index()).data() : nullptr;
+    // On the packed matmul (bf16: x and W rounded to bf16, W once per update, summed in f32; f32:
+    // large products), with b as the matmul's bias argument: y is written once.
+    if (detail::packed_weight_product(t, weight.index(), true, rows, o, in, xv.data(), in, false, y.data(), o, bp))
+        return t.handle(out);
     T beta = T(0);
-    if (bias) {  // y = broadcast b, then y += x W^T
-        const T* bp = t.value(bias->index()).data();
+    if (bp) {  // y = broadcast b, then y += x W^T
         T* yp = y.data();
         for (std::size_t r = 0; r < rows; ++r)
             for (std::size_t c = 0; c < o; ++c) yp[r * o + c] = bp[c];
         beta = T(1);
     }
-    // Under bf16: x and W rounded to bf16 (W once per update), summed in f32.
-    if (!detail::bf16_weight_product(t, weight.index(), true, rows, o, in, xv.data(), in, beta != T(0), y.data(), o))
-        gemm<T>(false, true, rows, o, in, T(1), xv.data(), in, wv.data(), in, beta, y.data(), o);
+    gemm<T>(false, true, rows, o, in, T(1), xv.data(), in, wv.data(), in, beta, y.data(), o);
     return t.handle(out);
 }
 template <class T>

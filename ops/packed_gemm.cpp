@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "recur/error.hpp"
@@ -39,15 +40,16 @@ dnnl::stream& thread_stream() {
 
 memory::dim dim(std::size_t v) { return static_cast<memory::dim>(v); }
 
-// One matmul primitive: C (m x n, ldc) [+]= A (m x k, lda) B (k x n, packed).
+// One matmul primitive: C (m x n, ldc) [+]= A (m x k, lda) B (k x n, packed) [+ bias (1 x n)].
 struct Product {
     std::size_t m, n, k, lda, ldc;
     Precision precision;
     bool accumulate;
     bool plain_weights;  // B read row-major per call (bf16_gemm_tn) instead of packed
+    bool with_bias;
     dnnl::matmul primitive;
     memory::desc weights;  // the layout it reads B in
-    memory src, dst, wei;  // wrappers whose handles are set per call (wei: plain weights only)
+    memory src, dst, wei, bias;  // wrappers whose handles are set per call (wei: plain weights only)
 };
 
 // A packed weight: op(W) (k x n) of `owner` at `version`, in oneDNN's layout `layout` (in
@@ -74,11 +76,11 @@ constexpr std::size_t max_products = 64, max_packed = 64;
 }
 
 Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, std::size_t lda, std::size_t ldc,
-                     bool accumulate, bool plain_weights = false) {
+                     bool accumulate, bool plain_weights = false, bool with_bias = false) {
     thread_local std::vector<Product> products;
     for (auto& pr : products)
         if (pr.m == m && pr.n == n && pr.k == k && pr.lda == lda && pr.ldc == ldc && pr.precision == p &&
-            pr.accumulate == accumulate && pr.plain_weights == plain_weights)
+            pr.accumulate == accumulate && pr.plain_weights == plain_weights && pr.with_bias == with_bias)
             return pr;
     const dt in = p == Precision::bf16 ? dt::bf16 : dt::f32;
     // bf16 sources are converted into a contiguous buffer: row stride k, or for bf16_gemm_tn
@@ -88,6 +90,7 @@ Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, s
     const memory::desc weights_any({dim(k), dim(n)}, in,
                                    plain_weights ? memory::format_tag::ab : memory::format_tag::any);
     const memory::desc dst_md({dim(m), dim(n)}, dt::f32, {dim(ldc), 1});
+    const memory::desc bias_md({1, dim(n)}, dt::f32, {dim(n), 1});
     try {
         dnnl::primitive_attr attr;
         if (accumulate) {
@@ -95,12 +98,15 @@ Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, s
             ops.append_sum(1.0f);
             attr.set_post_ops(ops);
         }
-        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weights_any, dst_md), attr, cpu_engine());
+        const dnnl::matmul::desc desc = with_bias ? dnnl::matmul::desc(src_md, weights_any, bias_md, dst_md)
+                                                  : dnnl::matmul::desc(src_md, weights_any, dst_md);
+        dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
         if (products.size() == max_products) products.erase(products.begin());
-        products.push_back({m, n, k, lda, ldc, p, accumulate, plain_weights, dnnl::matmul(pd), pd.weights_desc(),
-                            memory(src_md, cpu_engine(), DNNL_MEMORY_NONE),
+        products.push_back({m, n, k, lda, ldc, p, accumulate, plain_weights, with_bias, dnnl::matmul(pd),
+                            pd.weights_desc(), memory(src_md, cpu_engine(), DNNL_MEMORY_NONE),
                             memory(dst_md, cpu_engine(), DNNL_MEMORY_NONE),
-                            memory(pd.weights_desc(), cpu_engine(), DNNL_MEMORY_NONE)});
+                            memory(pd.weights_desc(), cpu_engine(), DNNL_MEMORY_NONE),
+                            memory(bias_md, cpu_engine(), DNNL_MEMORY_NONE)});
     } catch (const dnnl::error& e) {
         fail("making the matmul primitive", m, n, k, p, e);
     }
@@ -184,13 +190,19 @@ const std::uint16_t* to_bf16_rows(const float* a, std::size_t m, std::size_t k, 
     return out;
 }
 
-// Runs `pr` on bf16 A (and B when its weights are plain) into c.
-void execute(Product& pr, const void* a, const memory& weights, float* c, std::size_t m, std::size_t n, std::size_t k) {
+// Runs `pr` on bf16 A (and B when its weights are plain) [and the bias] into c.
+void execute(Product& pr, const void* a, const memory& weights, float* c, std::size_t m, std::size_t n, std::size_t k,
+             const float* bias = nullptr) {
     try {
         pr.src.set_data_handle(const_cast<void*>(a));
         pr.dst.set_data_handle(c);
-        pr.primitive.execute(thread_stream(),
-                             {{DNNL_ARG_SRC, pr.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, pr.dst}});
+        std::unordered_map<int, memory> args{
+            {DNNL_ARG_SRC, pr.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, pr.dst}};
+        if (pr.with_bias) {
+            pr.bias.set_data_handle(const_cast<float*>(bias));
+            args.emplace(DNNL_ARG_BIAS, pr.bias);
+        }
+        pr.primitive.execute(thread_stream(), args);
         thread_stream().wait();
     } catch (const dnnl::error& e) {
         fail("running the matmul", m, n, k, pr.precision, e);
@@ -209,21 +221,29 @@ bool own_bf16_product(std::size_t m, std::size_t n, std::size_t k) {
 }  // namespace
 
 void packed_gemm(Precision precision, std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
-                 const WeightRef& w, bool transpose_w, bool accumulate, float* c, std::size_t ldc) {
+                 const WeightRef& w, bool transpose_w, bool accumulate, float* c, std::size_t ldc, const float* bias) {
     if (m == 0 || n == 0) return;
+    if (bias && accumulate) throw value_error("packed_gemm: a bias is added only without accumulate");
+    const bool own = precision == Precision::bf16 && own_bf16_product(m, n, k);
+    if (bias && (k == 0 || own)) {  // C = the bias rows, then the product accumulated onto them
+        for (std::size_t r = 0; r < m; ++r) std::copy(bias, bias + n, c + r * ldc);
+        bias = nullptr;
+        accumulate = true;
+    }
     if (k == 0) {
         if (!accumulate)
             for (std::size_t r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, 0.0f);
         return;
     }
-    if (precision == Precision::bf16 && own_bf16_product(m, n, k)) {
+    if (own) {
         bf16_pair_gemm(m, n, k, a, lda, pairs_for(w, transpose_w, n, k), accumulate, c, ldc);
         return;
     }
-    Product& pr = product_for(precision, m, n, k, std::max(lda, k), std::max(ldc, n), accumulate);
+    Product& pr =
+        product_for(precision, m, n, k, std::max(lda, k), std::max(ldc, n), accumulate, false, bias != nullptr);
     const memory& weights = packed_for(w, transpose_w, pr.weights, precision, n, k);
     const void* src = precision == Precision::bf16 ? static_cast<const void*>(to_bf16_rows(a, m, k, lda)) : a;
-    execute(pr, src, weights, c, m, n, k);
+    execute(pr, src, weights, c, m, n, k, bias);
 }
 
 void bf16_gemm_tn(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda, const float* b,

@@ -196,13 +196,7 @@ template <class T>
 void weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::size_t m, std::size_t n, std::size_t k,
                     const T* a, T* c, bool accumulate, std::size_t lda = 0) {
     if (lda == 0) lda = k;  // a's rows are contiguous unless said otherwise
-    if constexpr (std::is_same_v<T, float>) {
-        if (t.precision() == Precision::bf16 || !detail::plain_f32_product(m, n, k, transpose_w)) {
-            detail::packed_gemm(t.precision(), m, n, k, a, lda, detail::weight_ref(t, w), transpose_w, accumulate, c,
-                                n);
-            return;
-        }
-    }
+    if (detail::packed_weight_product(t, w, transpose_w, m, n, k, a, lda, accumulate, c, n)) return;
     const T* b = transpose_w ? t.transposed(w).data() : t.value(w).data();
     detail::gemm<T>(false, false, m, n, k, T(1), a, lda, b, n, accumulate ? T(1) : T(0), c, n);
 }

@@ -118,6 +118,28 @@ BOOST_AUTO_TEST_CASE(packed_f32_product_equals_the_plain_one) {
     }
 }
 
+// C = A op(W) + bias (linear's forward): equal to the product without bias plus the bias rows,
+// to f32 rounding (the bias is added once, to the f32 sum), in f32 and bf16, on oneDNN's matmul
+// (its bias argument; 6400 x 96 x 32 as a hoisted projection) and on recur's small bf16 kernel
+// (4 x 48 x 16: the bias rows first, the product accumulated onto them); a bias with accumulate
+// is refused.
+BOOST_AUTO_TEST_CASE(a_product_with_a_bias_adds_it_to_every_row) {
+    for (auto [m, n, k] : {std::array<std::size_t, 3>{6400, 96, 32}, {4, 48, 16}, {3, 5, 0}}) {
+        for (Precision precision : {Precision::f32, Precision::bf16}) {
+            const auto a = uniform({m, k}, 11), w = uniform({n, k}, 12), bias = uniform({n}, 13);
+            const detail::WeightRef ref{nullptr, 0, w.data(), n, k};
+            xt::xarray<float> with_bias = xt::zeros<float>({m, n}), without = xt::zeros<float>({m, n});
+            detail::packed_gemm(precision, m, n, k, a.data(), k, ref, true, false, with_bias.data(), n, bias.data());
+            detail::packed_gemm(precision, m, n, k, a.data(), k, ref, true, false, without.data(), n);
+            const xt::xarray<float> expected = without + xt::view(bias, xt::newaxis(), xt::all());
+            BOOST_TEST(close(with_bias, expected, 1e-6), m << "x" << n << "x" << k << " " << precision_name(precision));
+            BOOST_CHECK_THROW(
+                detail::packed_gemm(precision, m, n, k, a.data(), k, ref, true, true, with_bias.data(), n, bias.data()),
+                value_error);
+        }
+    }
+}
+
 // f32 and bf16 (S's recurrent product: in bf16 recur's own kernel where available, else oneDNN;
 // the reference on rounded operands).
 BOOST_AUTO_TEST_CASE(a_weight_is_packed_once_per_version) {
@@ -154,7 +176,8 @@ BOOST_AUTO_TEST_CASE(a_weight_is_packed_once_per_version) {
 
 BOOST_AUTO_TEST_CASE(recurrent_layers_pack_once_per_update_not_per_step) {
     // Forward products of 64 x 160 x 640 (LSTM) and 64 x 160 x 480 (GRU), above 2^22
-    // multiply-adds: the f32 packed path, over 10 steps.
+    // multiply-adds: the f32 packed path, over 10 steps; so is the hoisted projection
+    // (640 x 32 x 640, with its bias as the matmul's bias argument).
     const std::size_t B = 64, T = 10, I = 32, H = 160;
     const auto x = uniform({B, T, I}, 6);
     manual_seed(1);
@@ -165,7 +188,7 @@ BOOST_AUTO_TEST_CASE(recurrent_layers_pack_once_per_update_not_per_step) {
             if (name == name_d) pd->assign(xt::cast<double>(std::as_const(*p).value()));
     auto before = detail::weight_packs();
     const auto y = train_step(lstm, x);
-    BOOST_TEST(detail::weight_packs() == before + 1);  // f32: w_hh^T once for the 10 steps
+    BOOST_TEST(detail::weight_packs() == before + 2);  // f32: w_hh^T once for the 10 steps, and w_ih^T
     // equal to the double layer to float rounding (values and gradients)
     Tape<double> td;
     auto yd = lstm_d(td.constant(xt::cast<double>(x))).output;
@@ -186,13 +209,14 @@ BOOST_AUTO_TEST_CASE(recurrent_layers_pack_once_per_update_not_per_step) {
     optim::SGD<float> sgd(lstm.parameters(), {.lr = 0.1});
     sgd.step();  // new versions: packed again, once each
     train_step(lstm, x);
-    BOOST_TEST(detail::weight_packs() == before + 4);
+    BOOST_TEST(detail::weight_packs() == before + 5);
     train_step(lstm, x, {.precision = Precision::bf16});
-    BOOST_TEST(detail::weight_packs() == before + 7);
+    BOOST_TEST(detail::weight_packs() == before + 8);
 
     // Inference (one node per layer) packs w_hh^T once per layout the matmul asks for: h0's rows
     // are contiguous, later steps read h' in the (B, T, H) output, T H apart (oneDNN may lay the
-    // weight out differently for that stride). The first run packs, the second nothing.
+    // weight out differently for that stride); the new GRU's w_ih^T too (its projection). The
+    // first run packs, the second nothing.
     nn::GRU<float> gru({.input_size = I, .hidden_size = H, .batch_first = true});
     before = detail::weight_packs();
     std::uint64_t after_first = 0;
@@ -202,8 +226,8 @@ BOOST_AUTO_TEST_CASE(recurrent_layers_pack_once_per_update_not_per_step) {
         lstm(tape.constant(x));
         if (k == 0) after_first = detail::weight_packs();
     }
-    BOOST_TEST(after_first >= before + 1);  // at least the GRU's
-    BOOST_TEST(after_first <= before + 3);  // and at most a second layout of each
+    BOOST_TEST(after_first >= before + 2);  // at least the GRU's two
+    BOOST_TEST(after_first <= before + 4);  // and at most a second layout of each w_hh^T
     BOOST_TEST(detail::weight_packs() == after_first);
 }
 
