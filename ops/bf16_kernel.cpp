@@ -57,6 +57,18 @@ RECUR_AVX512_BF16 void round_rows(const float* a, std::size_t m, std::size_t k, 
         }
 }
 
+RECUR_AVX512_BF16 void round_span(const float* a, std::size_t n, std::uint16_t* out) {
+    std::size_t j = 0;
+    for (; j + 2 * lanes <= n; j += 2 * lanes) {
+        const __m512 low = _mm512_loadu_ps(a + j), high = _mm512_loadu_ps(a + j + lanes);
+        _mm512_storeu_si512(out + j, (__m512i)_mm512_cvtne2ps_pbh(high, low));
+    }
+    for (; j < n; j += lanes) {
+        const __mmask16 mask = first_lanes(n - j);
+        _mm256_mask_storeu_epi16(out + j, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, a + j)));
+    }
+}
+
 // C tile (R x V vectors, the last vector's lanes `last`) [+]= A rows (pairs, stride a_stride)
 // times the packed weight's columns at w (stride w_stride), over `pairs` pairs.
 template <std::size_t R, std::size_t V>
@@ -278,6 +290,8 @@ bool bf16_tiles_available() {
     static const bool available = bf16_kernel_available() && !kernel_is("dot") && tiles_usable();
     return available;
 }
+
+void round_to_bf16(const float* a, std::size_t n, std::uint16_t* out) { round_span(a, n, out); }
 
 std::size_t bf16_pair_stride(std::size_t n) { return round_up(n, lanes); }
 

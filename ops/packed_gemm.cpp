@@ -179,12 +179,17 @@ const std::uint32_t* pairs_for(const WeightRef& w, bool transposed, std::size_t 
     return slot.pairs.data();
 }
 
-// A (m x k, lda) rounded to bf16 into per-thread buffer `slot` (0 or 1), row stride k.
+// A (m x k, lda) rounded to bf16 into per-thread buffer `slot` (0 or 1), row stride k: by
+// vcvtneps2bf16 where the CPU has AVX512_BF16 (round_to_bf16), else to_bf16.
 const std::uint16_t* to_bf16_rows(const float* a, std::size_t m, std::size_t k, std::size_t lda, int slot = 0) {
     thread_local std::vector<std::uint16_t> buffers[2];
     auto& buffer = buffers[slot];
     if (buffer.size() < m * k) buffer.resize(m * k);
     std::uint16_t* out = buffer.data();
+    if (bf16_kernel_available()) {
+        for (std::size_t r = 0; r < m; ++r) round_to_bf16(a + r * lda, k, out + r * k);
+        return out;
+    }
     for (std::size_t r = 0; r < m; ++r)
         for (std::size_t j = 0; j < k; ++j) out[r * k + j] = to_bf16(a[r * lda + j]);
     return out;

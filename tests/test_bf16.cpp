@@ -93,6 +93,41 @@ BOOST_AUTO_TEST_CASE(bf16_rounding_is_to_nearest_even) {
     }()));
 }
 
+// The vector rounding packed_gemm uses where the CPU has AVX512_BF16 (vcvtneps2bf16) gives
+// to_bf16's bits for every normal float (ties to even included) and NaN a NaN, over a length
+// with a partial tail; below 2^-126 in magnitude it gives zero, as the bf16 products read such
+// operands anyway.
+BOOST_AUTO_TEST_CASE(vector_rounding_equals_to_bf16) {
+    if (!detail::bf16_kernel_available()) {
+        BOOST_TEST_MESSAGE("no AVX512_BF16 here: the vector rounding is not used");
+        return;
+    }
+    std::vector<float> a;
+    std::mt19937 gen(7);
+    std::uniform_int_distribution<std::uint32_t> bits(0, 0xffffffffu);
+    for (int i = 0; i < 100000; ++i) {
+        const std::uint32_t u = bits(gen);
+        float x;
+        std::memcpy(&x, &u, sizeof x);
+        if (std::isfinite(x) && std::fpclassify(x) != FP_SUBNORMAL) a.push_back(x);
+    }
+    for (float x : {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -0.0f, 0.0f, 3.4028235e38f, -1.1754944e-38f}) a.push_back(x);
+    a.push_back(std::nanf(""));
+    a.push_back(1e-40f);  // subnormal
+    a.push_back(-1e-45f);
+    BOOST_TEST_REQUIRE(a.size() % 32 != 0);  // a partial tail
+    std::vector<std::uint16_t> out(a.size());
+    detail::round_to_bf16(a.data(), a.size(), out.data());
+    std::size_t differ = 0;
+    for (std::size_t j = 0; j + 3 < a.size(); ++j) differ += out[j] != detail::to_bf16(a[j]);
+    BOOST_TEST(differ == 0u);
+    const std::size_t n = a.size();
+    BOOST_TEST((out[n - 3] & 0x7f80u) == 0x7f80u);  // NaN: exponent all ones
+    BOOST_TEST((out[n - 3] & 0x7fu) != 0u);  // and a mantissa
+    BOOST_TEST((out[n - 2] & 0x7fffu) == 0u);  // subnormals: zero
+    BOOST_TEST((out[n - 1] & 0x7fffu) == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(packed_f32_product_equals_the_plain_one) {
     // (M, N, K): an XS step, S's step, M's step, odd sizes
     for (auto [m, n, k] : {std::array<std::size_t, 3>{1, 64, 16}, {16, 256, 64}, {64, 1024, 256}, {5, 13, 7}}) {
