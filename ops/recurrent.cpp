@@ -192,11 +192,17 @@ void rows_plus_bias(const T* x, std::size_t stride, const T* bias, T* pre, std::
 // forward's h w_hh^T) or w (k x n: the backward's dpre w_hh). bf16: the packed weight (packed_gemm, packed once per
 // weight update); f32: the same for large forward products, else detail::gemm (the small kernel or dnnl_sgemm) on the
 // transposed copy (Tape::transposed); double: detail::gemm.
+// With a bias (n, only without accumulate): c = a op(w) + bias on every row, through the packed
+// matmul's bias argument where it runs (c written once), else c = the bias rows, then += a op(w).
 template <class T>
 void weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::size_t m, std::size_t n, std::size_t k,
-                    const T* a, T* c, bool accumulate, std::size_t lda = 0) {
+                    const T* a, T* c, bool accumulate, std::size_t lda = 0, const T* bias = nullptr) {
     if (lda == 0) lda = k;  // a's rows are contiguous unless said otherwise
-    if (detail::packed_weight_product(t, w, transpose_w, m, n, k, a, lda, accumulate, c, n)) return;
+    if (detail::packed_weight_product(t, w, transpose_w, m, n, k, a, lda, accumulate, c, n, bias)) return;
+    if (bias) {
+        for (std::size_t r = 0; r < m; ++r) std::copy(bias, bias + n, c + r * n);
+        accumulate = true;
+    }
     const T* b = transpose_w ? t.transposed(w).data() : t.value(w).data();
     detail::gemm<T>(false, false, m, n, k, T(1), a, lda, b, n, accumulate ? T(1) : T(0), c, n);
 }
@@ -606,16 +612,9 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
     T* hg = scratch<T>(batch * width);
     auto& node = t.node(out);
     t.output_value(out, {batch, hidden});
-    const std::uint32_t* bias = b_hh.defined() ? &in[3] : nullptr;
-    const auto& bv = bias ? t.value(*bias) : t.value(in[0]);
-    for (std::size_t r = 0; r < batch; ++r) {
-        if (bias)
-            std::copy(bv.data(), bv.data() + width, hg + r * width);
-        else
-            std::fill(hg + r * width, hg + (r + 1) * width, T(0));
-    }
+    const T* bias = b_hh.defined() ? t.value(in[3]).data() : nullptr;
     const auto& hv = t.value(in[1]);
-    weight_product(t, in[2], true, batch, width, hidden, masked_h(t, in[1], mask), hg, true);
+    weight_product(t, in[2], true, batch, width, hidden, masked_h(t, in[1], mask), hg, false, 0, bias);
     const GateRows rows = sequence_rows(t, in[0], axis, k);
     const T* x = t.value(in[0]).data() + rows.offset;
     T* y = node.value.data();
