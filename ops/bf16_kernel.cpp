@@ -43,30 +43,31 @@ __mmask16 first_lanes(std::size_t count) {
     return count >= lanes ? __mmask16(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
 }
 
-// A (m x k, lda) rounded to bf16 (vcvtne2ps2bf16: nearest even) as pairs: row r of out (stride
-// `stride` pairs, at least round_up(k, 32) / 2) holds a's row r, zeros past k.
-RECUR_AVX512_BF16 void round_rows(const float* a, std::size_t m, std::size_t k, std::size_t lda, std::uint32_t* out,
-                                  std::size_t stride) {
-    for (std::size_t r = 0; r < m; ++r)
-        for (std::size_t j = 0; j < k; j += 2 * lanes) {
-            const std::size_t left = k - j;
-            const __m512 low = _mm512_maskz_loadu_ps(first_lanes(left), a + r * lda + j);
-            const __m512 high =
-                _mm512_maskz_loadu_ps(left > lanes ? first_lanes(left - lanes) : __mmask16(0), a + r * lda + j + lanes);
-            _mm512_storeu_si512(out + r * stride + j / 2, (__m512i)_mm512_cvtne2ps_pbh(high, low));
-        }
-}
-
-RECUR_AVX512_BF16 void round_span(const float* a, std::size_t n, std::uint16_t* out) {
+// out[j] = a[j] rounded to bf16 (vcvtne2ps2bf16: nearest even) for j < n, and 0 for
+// n <= j < padded: 32 values a step, masked loads past n and a masked store past padded only
+// in the last steps.
+RECUR_AVX512_BF16 void round_span(const float* a, std::size_t n, std::size_t padded, std::uint16_t* out) {
     std::size_t j = 0;
     for (; j + 2 * lanes <= n; j += 2 * lanes) {
         const __m512 low = _mm512_loadu_ps(a + j), high = _mm512_loadu_ps(a + j + lanes);
         _mm512_storeu_si512(out + j, (__m512i)_mm512_cvtne2ps_pbh(high, low));
     }
-    for (; j < n; j += lanes) {
-        const __mmask16 mask = first_lanes(n - j);
-        _mm256_mask_storeu_epi16(out + j, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, a + j)));
+    for (; j < padded; j += 2 * lanes) {
+        const std::size_t left = j < n ? n - j : 0, width = std::min(2 * lanes, padded - j);
+        const __m512 low = _mm512_maskz_loadu_ps(first_lanes(left), a + j);
+        const __m512 high =
+            _mm512_maskz_loadu_ps(left > lanes ? first_lanes(left - lanes) : __mmask16(0), a + j + lanes);
+        const __mmask32 store = width == 2 * lanes ? ~__mmask32(0) : static_cast<__mmask32>((1u << width) - 1u);
+        _mm512_mask_storeu_epi16(out + j, store, (__m512i)_mm512_cvtne2ps_pbh(high, low));
     }
+}
+
+// A (m x k, lda) rounded to bf16 as pairs: row r of out (stride `stride` pairs, at least
+// round_up(k, 32) / 2) holds a's row r, zeros past k.
+RECUR_AVX512_BF16 void round_rows(const float* a, std::size_t m, std::size_t k, std::size_t lda, std::uint32_t* out,
+                                  std::size_t stride) {
+    for (std::size_t r = 0; r < m; ++r)
+        round_span(a + r * lda, k, 2 * stride, reinterpret_cast<std::uint16_t*>(out + r * stride));
 }
 
 // C tile (R x V vectors, the last vector's lanes `last`) [+]= A rows (pairs, stride a_stride)
@@ -291,7 +292,7 @@ bool bf16_tiles_available() {
     return available;
 }
 
-void round_to_bf16(const float* a, std::size_t n, std::uint16_t* out) { round_span(a, n, out); }
+void round_to_bf16(const float* a, std::size_t n, std::uint16_t* out) { round_span(a, n, n, out); }
 
 std::size_t bf16_pair_stride(std::size_t n) { return round_up(n, lanes); }
 

@@ -143,9 +143,7 @@ static Var<T> linear_impl(const Var<T>& x, const Var<T>& weight, const Var<T>* b
         return t.handle(out);
     T beta = T(0);
     if (bp) {  // y = broadcast b, then y += x W^T
-        T* yp = y.data();
-        for (std::size_t r = 0; r < rows; ++r)
-            for (std::size_t c = 0; c < o; ++c) yp[r * o + c] = bp[c];
+        detail::bias_rows(y.data(), rows, o, o, bp);
         beta = T(1);
     }
     gemm<T>(false, true, rows, o, in, T(1), xv.data(), in, wv.data(), in, beta, y.data(), o);

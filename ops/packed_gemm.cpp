@@ -231,7 +231,7 @@ void packed_gemm(Precision precision, std::size_t m, std::size_t n, std::size_t 
     if (bias && accumulate) throw value_error("packed_gemm: a bias is added only without accumulate");
     const bool own = precision == Precision::bf16 && own_bf16_product(m, n, k);
     if (bias && (k == 0 || own)) {  // C = the bias rows, then the product accumulated onto them
-        for (std::size_t r = 0; r < m; ++r) std::copy(bias, bias + n, c + r * ldc);
+        bias_rows(c, m, n, ldc, bias);
         bias = nullptr;
         accumulate = true;
     }

@@ -39,6 +39,13 @@ void packed_gemm(Precision precision, std::size_t m, std::size_t n, std::size_t 
                  const WeightRef& w, bool transpose_w, bool accumulate, float* c, std::size_t ldc,
                  const float* bias = nullptr);
 
+/// Every row of c (m x n, rows ldc apart) = bias (n): a product's bias, where the product is
+/// then accumulated onto it (the paths that cannot take it as an argument).
+template <class T>
+void bias_rows(T* c, std::size_t m, std::size_t n, std::size_t ldc, const T* bias) {
+    for (std::size_t r = 0; r < m; ++r) std::copy(bias, bias + n, c + r * ldc);
+}
+
 /// Node w of tape t as a weight operand: keyed on its Parameter and version when it is a bound
 /// Parameter, else packed on every call.
 inline WeightRef weight_ref(const Tape<float>& t, std::uint32_t w) {

@@ -200,7 +200,7 @@ void weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::size_t m
     if (lda == 0) lda = k;  // a's rows are contiguous unless said otherwise
     if (detail::packed_weight_product(t, w, transpose_w, m, n, k, a, lda, accumulate, c, n, bias)) return;
     if (bias) {
-        for (std::size_t r = 0; r < m; ++r) std::copy(bias, bias + n, c + r * n);
+        detail::bias_rows(c, m, n, n, bias);
         accumulate = true;
     }
     const T* b = transpose_w ? t.transposed(w).data() : t.value(w).data();
