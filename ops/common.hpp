@@ -97,6 +97,18 @@ inline int threads_for(double work, double grain) {
     return omp_get_max_threads();
 }
 
+/// A per-thread buffer of at least n elements, kept for the thread's lifetime (no allocation
+/// once warm). One user at a time: callers finish with it before calling anything that uses it
+/// (a forward and a backward never overlap on one thread). The fused recurrent ops use slot 0
+/// for a step's buffers, 1 for the masked h (recurrent dropout) while 0 is in use, 2 for the
+/// whole layers' packed w_hh and 3 for gate_product's accumulators between blocks of k.
+template <class T, int Slot = 0>
+T* scratch(std::size_t n) {
+    thread_local std::vector<T> buffer;
+    if (buffer.size() < n) buffer.resize(n);
+    return buffer.data();
+}
+
 /// C = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when the flag is set.
 /// A is M x K after op, B is K x N after op, C is M x N. Thin wrapper over cblas.
 template <class T>

@@ -170,4 +170,73 @@ template <class T>
     });
 }
 
+// The same inference gate math on a tile of gate_product::run (ops/gate_product.hpp): rows
+// r0..r0+R-1 of the batch and units j0.. (lanes), the pre-activations in acc (R x 4 vectors:
+// acc[r][q] holds gate q's units j0..), which *_tile_start starts and the products complete.
+// Strides are between rows b and b + 1.
+
+// The per-gate start of an LSTM tile: (x + x_bias) + bias for input rows x (4H, x_stride
+// apart) already projected, else x_bias + bias (x null: the products add x_t w_ih^T).
+template <class T, std::size_t R, class Lanes>
+void lstm_tile_start(std::array<std::array<xsimd::batch<T>, 4>, R>& acc, std::size_t r0, std::size_t j0, Lanes lanes,
+                     const T* x, std::size_t x_stride, const T* x_bias, const T* bias, std::size_t hidden) {
+    for (std::size_t q = 0; q < 4; ++q) {
+        const std::size_t k = q * hidden + j0;
+        const auto xb = load_lanes(x_bias + k, lanes), b = load_lanes(bias + k, lanes);
+        for (std::size_t r = 0; r < R; ++r)
+            acc[r][q] = x ? (load_lanes(x + (r0 + r) * x_stride + k, lanes) + xb) + b : xb + b;
+    }
+}
+
+// The LSTM's gates on a finished tile: c (rows H apart) -> cn; h (rows h_stride apart)
+// receives o, then h'.
+template <class T, std::size_t R, class Lanes>
+void lstm_tile_gates(const std::array<std::array<xsimd::batch<T>, 4>, R>& acc, std::size_t r0, std::size_t j0,
+                     Lanes lanes, const T* c, T* cn, T* h, std::size_t h_stride, std::size_t hidden) {
+    for (std::size_t r = 0; r < R; ++r) {
+        const std::size_t b = r0 + r;
+        lstm_gate_lanes(j0, lanes, hidden, acc[r], c + b * hidden, cn + b * hidden, static_cast<T*>(nullptr),
+                        h + b * h_stride);
+    }
+    for (std::size_t r = 0; r < R; ++r) {
+        T* hr = h + (r0 + r) * h_stride;
+        lstm_output_lanes(j0, lanes, hr, cn + (r0 + r) * hidden, hr);
+    }
+}
+
+// The start of a GRU tile, acc[r] = [r | z | n's input part | n's hidden part]: r and z as the
+// LSTM's gates, n's input part x_n + x_bias_n (or x_bias_n), its hidden part bias_n (x: rows of
+// 3H, x_stride apart, or null).
+template <class T, std::size_t R, class Lanes>
+void gru_tile_start(std::array<std::array<xsimd::batch<T>, 4>, R>& acc, std::size_t r0, std::size_t j0, Lanes lanes,
+                    const T* x, std::size_t x_stride, const T* x_bias, const T* bias, std::size_t hidden) {
+    for (std::size_t q = 0; q < 3; ++q) {
+        const std::size_t k = q * hidden + j0;
+        const auto xb = load_lanes(x_bias + k, lanes), b = load_lanes(bias + k, lanes);
+        for (std::size_t r = 0; r < R; ++r) {
+            const auto xv = x ? load_lanes(x + (r0 + r) * x_stride + k, lanes) + xb : xb;
+            if (q < 2)
+                acc[r][q] = xv + b;
+            else
+                acc[r][2] = xv, acc[r][3] = b;
+        }
+    }
+}
+
+// The GRU's gates on a finished tile: r, z = σ, n = tanh(x_n + r h_n), y = n + z (hp - n); hp
+// rows hp_stride apart, y rows y_stride apart.
+template <class T, std::size_t R, class Lanes>
+void gru_tile_gates(const std::array<std::array<xsimd::batch<T>, 4>, R>& acc, std::size_t r0, std::size_t j0,
+                    Lanes lanes, const T* hp, std::size_t hp_stride, T* y, std::size_t y_stride) {
+    using V = xsimd::batch<T>;
+    constexpr std::size_t W = V::size;
+    alignas(64) T z[R][W], n_arg[R][W];  // z and n's argument, between the passes
+    for (std::size_t r = 0; r < R; ++r)
+        gru_gate_lanes(0, lanes, std::array<V, 3>{acc[r][0], acc[r][1], acc[r][2]},
+                       std::array<V, 3>{V(T(0)), V(T(0)), acc[r][3]}, static_cast<T*>(nullptr), z[r], n_arg[r]);
+    for (std::size_t r = 0; r < R; ++r)
+        gru_output_lanes(0, lanes, z[r], n_arg[r], hp + (r0 + r) * hp_stride + j0, static_cast<T*>(nullptr),
+                         y + (r0 + r) * y_stride + j0);
+}
+
 }  // namespace recur
