@@ -799,7 +799,7 @@ struct StepInputs {
         return buffer + (s % chunk) * batch * g;
     }
 
-private:
+    // xs's own rows of the s-th step to run (I wide when w_ih is given).
     GateRows located(std::size_t s) const {
         const std::size_t step = reverse ? steps - 1 - s : s;
         return sequence_rows(t, xs, static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
@@ -814,13 +814,16 @@ bool fused_product(const Tape<T>& t) {
     return t.precision() != Precision::bf16;
 }
 
-// Whether a fused sequence given w_ih also takes x_t w_ih^T into its tiles, rather than xs
-// projected whole by linear first: from a full tile of rows (gate_product::tile_rows) up. With
-// fewer rows each accumulator's chain is latency-bound, and I more links lengthen it: XS
-// inference (B = 1, I = H = 16) ran 0.100 ms that way against 0.090 projected first.
+// Whether a fused sequence given w_ih also takes x_t w_ih^T into its tiles, rather than adding
+// rows projected by the packed matmul a block of steps at a time or by linear first: from a full
+// tile of rows (gate_product::tile_rows) up, while the packed weights (I + H) G stay within 4
+// MiB. With fewer rows each accumulator's chain is latency-bound, and I more links lengthen it
+// (XS inference, B = 1, I = H = 16, ran 0.100 ms that way against 0.090 projected first). Larger
+// weights are read from L3 or memory at every step, twice what h w_hh^T alone reads: the L LSTM
+// (8 MiB) ran 114-122 ms that way against 77-85 with the block projection.
 template <class T, std::size_t A>
-bool fuses_input(std::size_t batch) {
-    return batch >= gate_product::tile_rows<T, A>();
+bool fuses_input(std::size_t batch, std::size_t g, std::size_t in, std::size_t hidden) {
+    return batch >= gate_product::tile_rows<T, A>() && double(in + hidden) * double(g) * sizeof(T) <= double(4 << 20);
 }
 
 // w_ih (N H, I; undefined: I = 0) and w_hh (N H, H) packed into gate_product's panels, in
@@ -834,21 +837,22 @@ const T* pack_weights(const Tape<T>& t, const Var<T>& w_ih, std::size_t in, cons
     return gate_product::pack(wi, in, t.value(w_hh.index()).data(), gates, hidden, buffer);
 }
 
-// A fused step's input: xs's rows of step `step` as the product's left operand (raw rows, I wide,
-// when w_ih is given: in = I), else as rows (G wide) added to the start of each tile (added).
+// A fused step's input: xs's raw rows (I wide) as the product's left operand when it fuses the
+// projection, else the rows `inputs` gives (xs's own, G wide, or projected a block of steps at a
+// time), added to the start of each tile.
 template <class T>
 struct FusedInput {
     gate_product::Rows<T> operand;
     const T* added = nullptr;
     std::size_t added_stride = 0;
 
-    FusedInput(const Tape<T>& t, std::uint32_t xs, std::size_t time_axis, std::size_t step, std::size_t in) {
-        const GateRows r = sequence_rows(t, xs, static_cast<std::int64_t>(time_axis), static_cast<std::int64_t>(step));
-        const T* rows = t.value(xs).data() + r.offset;
-        if (in)
-            operand = {rows, r.stride, in};
-        else
-            added = rows, added_stride = r.stride;
+    FusedInput(const StepInputs<T>& inputs, std::size_t s, bool projects, std::size_t in) {
+        if (!projects) {
+            added = inputs.rows(s, added_stride);
+            return;
+        }
+        const GateRows r = inputs.located(s);
+        operand = {inputs.t.value(inputs.xs).data() + r.offset, r.stride, in};
     }
 };
 
@@ -865,7 +869,8 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     const std::size_t batch = dims.first, hidden = dims.second, width = 4 * hidden;
     check_input_weight("lstm_sequence", xs, w_ih, width);
     const bool fused = fused_product(t);
-    if (w_ih.defined() && (fused ? !fuses_input<T, 4>(batch) : !projects_steps(t, batch, width, x_width)))
+    const bool fuse_x = fused && w_ih.defined() && fuses_input<T, 4>(batch, width, x_width, hidden);
+    if (w_ih.defined() && !fuse_x && !projects_steps(t, batch, width, x_width))
         return lstm_sequence(linear(xs, w_ih), time_axis, reverse, h0, c0, w_hh, b_hh, lengths, b_ih);
     if (h0.shape()[1] != hidden)
         throw shape_error("lstm_sequence: h0 must be (B, H) (no projection), got " + shape_str(h0.shape()));
@@ -879,7 +884,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     const T* bias = bias_or_zeros(b_hh.defined() ? b_hh.value().data() : nullptr, width);
     const T* x_bias = bias_or_zeros(input_bias("lstm_sequence", xs, b_ih, width), width);
     // hw (B, 4H) | h' (B, H) | c' (B, H) | projected input rows, in scratch
-    const std::size_t projected = fused ? 0 : StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
+    const std::size_t projected = fuse_x ? 0 : StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
     T* hw = scratch<T>(batch * (width + 2 * hidden) + projected);
     T* hn = hw + batch * width;
     T* cn = hn + batch * hidden;
@@ -888,7 +893,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     const T* h_now = h;  // the state: rows h_stride apart; without lengths h' is read from the output
     std::size_t h_stride = hidden;
     T* c_now = c;  // without lengths each step writes the other buffer
-    const T* packed = fused ? pack_weights(t, w_ih, x_width, w_hh, 4, hidden) : nullptr;
+    const T* packed = fused ? pack_weights(t, w_ih, fuse_x ? x_width : 0, w_hh, 4, hidden) : nullptr;
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
         // This step's state (c_from) and where it writes the next (h_next, c_next): without
@@ -899,7 +904,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
         const T* c_from = direct ? c_now : c;
         T* c_next = !direct ? cn : c_now == c ? cn : c;
         if (packed) {
-            const FusedInput<T> x(t, xs.index(), time_axis, step, x_width);
+            const FusedInput<T> x(inputs, s, fuse_x, x_width);
             gate_product::run<4, 4>(
                 batch, hidden, x.operand, {h_now, h_stride, hidden}, packed,
                 [&](std::size_t r0, std::size_t j0, auto lanes, auto& acc) {
@@ -942,7 +947,8 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     const std::size_t batch = dims.first, hidden = dims.second, width = 3 * hidden;
     check_input_weight("gru_sequence", xs, w_ih, width);
     const bool fused = fused_product(t);
-    if (w_ih.defined() && (fused ? !fuses_input<T, 4>(batch) : !projects_steps(t, batch, width, x_width)))
+    const bool fuse_x = fused && w_ih.defined() && fuses_input<T, 4>(batch, width, x_width, hidden);
+    if (w_ih.defined() && !fuse_x && !projects_steps(t, batch, width, x_width))
         return gru_sequence(linear(xs, w_ih), time_axis, reverse, h0, w_hh, b_hh, lengths, b_ih);
     const std::uint32_t i = sequence_node("gru_sequence", t, xs, time_axis, batch, hidden, 2, lengths);
     const std::size_t steps = t.value(xs.index()).shape()[time_axis];
@@ -952,14 +958,14 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     const T* bias = bias_or_zeros(b_hh.defined() ? b_hh.value().data() : nullptr, width);
     const T* x_bias = bias_or_zeros(input_bias("gru_sequence", xs, b_ih, width), width);
     // hw (B, 3H) | h' (B, H) | projected input rows, in scratch
-    const std::size_t projected = fused ? 0 : StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
+    const std::size_t projected = fuse_x ? 0 : StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
     T* hw = scratch<T>(batch * (width + hidden) + projected);
     T* hn = hw + batch * width;
     const StepInputs<T> inputs{t, xs.index(), time_axis, steps, batch, width, reverse, w_ih, hn + batch * hidden};
     const OutputRows out{time_axis, steps, batch, hidden};
     const T* h_now = h;  // the state: rows h_stride apart; without lengths h' is read from the output
     std::size_t h_stride = hidden;
-    const T* packed = fused ? pack_weights(t, w_ih, x_width, w_hh, 3, hidden) : nullptr;
+    const T* packed = fused ? pack_weights(t, w_ih, fuse_x ? x_width : 0, w_hh, 3, hidden) : nullptr;
     for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t step = reverse ? steps - 1 - s : s;
         // Where h' goes: the output's rows without lengths, else hn, committed after.
@@ -967,7 +973,7 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
         T* h_next = direct ? out.rows(y, step) : hn;
         const std::size_t next_stride = direct ? out.stride() : hidden;
         if (packed) {
-            const FusedInput<T> x(t, xs.index(), time_axis, step, x_width);
+            const FusedInput<T> x(inputs, s, fuse_x, x_width);
             gate_product::run<3, 4>(
                 batch, hidden, x.operand, {h_now, h_stride, hidden}, packed,
                 [&](std::size_t r0, std::size_t j0, auto lanes, auto& acc) {

@@ -5,6 +5,7 @@
 // (Their finite-difference gradient checks are in op_gradients.)
 #include <boost/test/unit_test.hpp>
 
+#include <array>
 #include <cmath>
 #include <random>
 
@@ -301,9 +302,12 @@ BOOST_AUTO_TEST_CASE(whole_layer_kernels_add_the_input_bias_as_a_biased_projecti
 
 void project_steps_as_linear_would(Precision precision) {
     Tape<float> t({.record = false, .precision = precision});
-    for (const std::size_t batch : {std::size_t(64), std::size_t(3)})
+    // (B, I, H): f32 fuses the projection into its tiles at the first, adds rows projected a block
+    // of steps at a time at the second (weights of 5 MiB), projects by linear at the third.
+    const std::array<std::array<std::size_t, 3>, 3> sizes{{{64, 256, 128}, {8, 1024, 256}, {3, 5, 4}}};
+    for (const auto& [batch, in, hidden] : sizes)
         for (const std::size_t time_axis : {std::size_t(0), std::size_t(1)}) {
-            const std::size_t steps = 13, in = batch == 64 ? 256 : 5, hidden = batch == 64 ? 128 : 4;
+            const std::size_t steps = 13;
             const Shape xs_shape = time_axis == 0 ? Shape{steps, batch, in} : Shape{batch, steps, in};
             // Weights at the layers' init scale (1 / sqrt(fan-in)): with uniform(-1, 1) weights of
             // 128 units the recurrence is chaotic and doubles any rounding difference every step.
