@@ -621,8 +621,10 @@ Var<T> gru_step(const Var<T>& xs, std::size_t time_axis, std::size_t step, const
 }
 
 // ---- Whole layers for inference ---------------------------------------------------------------
-// Per step t (in order, or reversed): pre (B, G) = xs[t] rows + b_hh + h w_hh^T (one product on
-// the transposed weight), then each row's gate math into the next state (no node per step).
+// Per step t (in order, or reversed): pre (B, G) = [x_t w_ih^T or xs[t]'s rows] + b_ih + b_hh +
+// h w_hh^T and the gate math into the next state (no node per step). f32 and double run it on
+// gate_product (the products fused with the gate math, tile by tile in registers); bf16 makes
+// h w_hh^T on the packed matmul, then each row's gate math.
 // Without lengths, h' goes straight into the output and the next step's product reads it
 // there (c' alternates between two buffers); with lengths, rows past their length keep their
 // state and output 0, through per-call state buffers.
