@@ -858,6 +858,19 @@ struct FusedInput {
     }
 };
 
+// One fused step of N gates: h w_hh^T (and x_t w_ih^T when x fuses the projection) tile by
+// tile, each tile started at the biases (and x's added rows), then finished by `gates`.
+template <std::size_t N, class T, class Gates>
+void fused_step(std::size_t batch, std::size_t hidden, const FusedInput<T>& x, const T* h, std::size_t h_stride,
+                const T* packed, const T* x_bias, const T* bias, Gates gates) {
+    gate_product::run<N, 4>(
+        batch, hidden, x.operand, {h, h_stride, hidden}, packed,
+        [&](std::size_t r0, std::size_t j0, auto lanes, auto& acc) {
+            gate_tile_start<N>(acc, r0, j0, lanes, x.added, x.added_stride, x_bias, bias, hidden);
+        },
+        gates);
+}
+
 }  // namespace
 
 template <class T>
@@ -906,15 +919,10 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
         const T* c_from = direct ? c_now : c;
         T* c_next = !direct ? cn : c_now == c ? cn : c;
         if (packed) {
-            const FusedInput<T> x(inputs, s, fuse_x, x_width);
-            gate_product::run<4, 4>(
-                batch, hidden, x.operand, {h_now, h_stride, hidden}, packed,
-                [&](std::size_t r0, std::size_t j0, auto lanes, auto& acc) {
-                    lstm_tile_start(acc, r0, j0, lanes, x.added, x.added_stride, x_bias, bias, hidden);
-                },
-                [&](std::size_t r0, std::size_t j0, auto lanes, const auto& acc) {
-                    lstm_tile_gates(acc, r0, j0, lanes, c_from, c_next, h_next, next_stride, hidden);
-                });
+            fused_step<4>(batch, hidden, FusedInput<T>(inputs, s, fuse_x, x_width), h_now, h_stride, packed, x_bias,
+                          bias, [&](std::size_t r0, std::size_t j0, auto lanes, const auto& acc) {
+                              lstm_tile_gates(acc, r0, j0, lanes, c_from, c_next, h_next, next_stride, hidden);
+                          });
         } else {
             std::size_t x_stride = 0;
             const T* xv = inputs.rows(s, x_stride);
@@ -975,15 +983,10 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
         T* h_next = direct ? out.rows(y, step) : hn;
         const std::size_t next_stride = direct ? out.stride() : hidden;
         if (packed) {
-            const FusedInput<T> x(inputs, s, fuse_x, x_width);
-            gate_product::run<3, 4>(
-                batch, hidden, x.operand, {h_now, h_stride, hidden}, packed,
-                [&](std::size_t r0, std::size_t j0, auto lanes, auto& acc) {
-                    gru_tile_start(acc, r0, j0, lanes, x.added, x.added_stride, x_bias, bias, hidden);
-                },
-                [&](std::size_t r0, std::size_t j0, auto lanes, const auto& acc) {
-                    gru_tile_gates(acc, r0, j0, lanes, h_now, h_stride, h_next, next_stride);
-                });
+            fused_step<3>(batch, hidden, FusedInput<T>(inputs, s, fuse_x, x_width), h_now, h_stride, packed, x_bias,
+                          bias, [&](std::size_t r0, std::size_t j0, auto lanes, const auto& acc) {
+                              gru_tile_gates(acc, r0, j0, lanes, h_now, h_stride, h_next, next_stride);
+                          });
         } else {
             std::size_t x_stride = 0;
             const T* xv = inputs.rows(s, x_stride);

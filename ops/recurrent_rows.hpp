@@ -175,16 +175,23 @@ template <class T>
 // acc[r][q] holds gate q's units j0..), which *_tile_start starts and the products complete.
 // Strides are between rows b and b + 1.
 
-// The per-gate start of an LSTM tile: (x + x_bias) + bias for input rows x (4H, x_stride
-// apart) already projected, else x_bias + bias (x null: the products add x_t w_ih^T).
-template <class T, std::size_t R, class Lanes>
-void lstm_tile_start(std::array<std::array<xsimd::batch<T>, 4>, R>& acc, std::size_t r0, std::size_t j0, Lanes lanes,
+// The start of a tile of N gates: acc[r][q] = (x + x_bias) + bias for input rows x (N H,
+// x_stride apart) already projected, else x_bias + bias (x null: the products add x_t w_ih^T).
+// With A > N accumulators (the GRU: [r | z | n's input part | n's hidden part]) the last gate's
+// input part and bias stay apart, in acc[r][N - 1] and acc[r][A - 1].
+template <std::size_t N, class T, std::size_t A, std::size_t R, class Lanes>
+void gate_tile_start(std::array<std::array<xsimd::batch<T>, A>, R>& acc, std::size_t r0, std::size_t j0, Lanes lanes,
                      const T* x, std::size_t x_stride, const T* x_bias, const T* bias, std::size_t hidden) {
-    for (std::size_t q = 0; q < 4; ++q) {
+    for (std::size_t q = 0; q < N; ++q) {
         const std::size_t k = q * hidden + j0;
         const auto xb = load_lanes(x_bias + k, lanes), b = load_lanes(bias + k, lanes);
-        for (std::size_t r = 0; r < R; ++r)
-            acc[r][q] = x ? (load_lanes(x + (r0 + r) * x_stride + k, lanes) + xb) + b : xb + b;
+        for (std::size_t r = 0; r < R; ++r) {
+            const auto xv = x ? load_lanes(x + (r0 + r) * x_stride + k, lanes) + xb : xb;
+            if (A > N && q + 1 == N)
+                acc[r][q] = xv, acc[r][A - 1] = b;
+            else
+                acc[r][q] = xv + b;
+        }
     }
 }
 
@@ -201,25 +208,6 @@ void lstm_tile_gates(const std::array<std::array<xsimd::batch<T>, 4>, R>& acc, s
     for (std::size_t r = 0; r < R; ++r) {
         T* hr = h + (r0 + r) * h_stride;
         lstm_output_lanes(j0, lanes, hr, cn + (r0 + r) * hidden, hr);
-    }
-}
-
-// The start of a GRU tile, acc[r] = [r | z | n's input part | n's hidden part]: r and z as the
-// LSTM's gates, n's input part x_n + x_bias_n (or x_bias_n), its hidden part bias_n (x: rows of
-// 3H, x_stride apart, or null).
-template <class T, std::size_t R, class Lanes>
-void gru_tile_start(std::array<std::array<xsimd::batch<T>, 4>, R>& acc, std::size_t r0, std::size_t j0, Lanes lanes,
-                    const T* x, std::size_t x_stride, const T* x_bias, const T* bias, std::size_t hidden) {
-    for (std::size_t q = 0; q < 3; ++q) {
-        const std::size_t k = q * hidden + j0;
-        const auto xb = load_lanes(x_bias + k, lanes), b = load_lanes(bias + k, lanes);
-        for (std::size_t r = 0; r < R; ++r) {
-            const auto xv = x ? load_lanes(x + (r0 + r) * x_stride + k, lanes) + xb : xb;
-            if (q < 2)
-                acc[r][q] = xv + b;
-            else
-                acc[r][2] = xv, acc[r][3] = b;
-        }
     }
 }
 
