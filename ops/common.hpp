@@ -101,7 +101,7 @@ inline int threads_for(double work, double grain) {
 /// once warm). One user at a time: callers finish with it before calling anything that uses it
 /// (a forward and a backward never overlap on one thread). The fused recurrent ops use slot 0
 /// for a step's buffers, 1 for the masked h (recurrent dropout) while 0 is in use, 2 for the
-/// whole layers' packed w_hh and 3 for gate_product's accumulators between blocks of k.
+/// whole layers' packed weights in double.
 template <class T, int Slot = 0>
 T* scratch(std::size_t n) {
     thread_local std::vector<T> buffer;

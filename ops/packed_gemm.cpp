@@ -5,6 +5,7 @@
 #include "packed_gemm.hpp"
 
 #include "bf16_kernel.hpp"
+#include "gate_product.hpp"
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -278,6 +279,47 @@ bool plain_f32_product(std::size_t m, std::size_t n, std::size_t k, bool transpo
         return v != nullptr && std::string(v) == "plain";
     }();
     return plain || !transpose_w || double(m) * double(n) * double(k) < double(1 << 22);
+}
+
+const float* gate_panels(const WeightRef& w_ih, std::size_t in, const WeightRef& w_hh, std::size_t gates,
+                         std::size_t hidden) {
+    // One entry per (w_ih, w_hh) pair and shape; the least recently used goes beyond max_packed.
+    struct Panels {
+        const void *ih, *hh;
+        std::uint64_t ih_version, hh_version;
+        std::size_t in, gates, hidden;
+        std::vector<float> buffer;
+        const float* start;
+        std::uint64_t used;
+    };
+    thread_local std::vector<Panels> cache;
+    thread_local std::vector<float> uncached;
+    thread_local std::uint64_t clock = 0;
+    const std::size_t size = gate_product::packed_size<float>(gates, hidden, in + hidden);
+    const auto pack_into = [&](std::vector<float>& buffer) {
+        if (buffer.size() < size) buffer.resize(size);
+        packs.fetch_add(1, std::memory_order_relaxed);
+        return gate_product::pack(in ? w_ih.data : nullptr, in, w_hh.data, gates, hidden, buffer.data());
+    };
+    if (w_hh.owner == nullptr || (in && w_ih.owner == nullptr)) return pack_into(uncached);
+    const void* ih = in ? w_ih.owner : nullptr;
+    const std::uint64_t ih_version = in ? w_ih.version : 0;
+    ++clock;
+    for (auto& e : cache)
+        if (e.ih == ih && e.hh == w_hh.owner && e.in == in && e.gates == gates && e.hidden == hidden) {
+            e.used = clock;
+            if (e.ih_version != ih_version || e.hh_version != w_hh.version) {  // an update: packed again in place
+                e.start = pack_into(e.buffer);
+                e.ih_version = ih_version, e.hh_version = w_hh.version;
+            }
+            return e.start;
+        }
+    if (cache.size() == max_packed)
+        cache.erase(std::min_element(cache.begin(), cache.end(),
+                                     [](const Panels& a, const Panels& b) { return a.used < b.used; }));
+    cache.push_back({ih, w_hh.owner, ih_version, w_hh.version, in, gates, hidden, {}, nullptr, clock});
+    cache.back().start = pack_into(cache.back().buffer);
+    return cache.back().start;
 }
 
 std::uint64_t weight_packs() { return packs.load(std::memory_order_relaxed); }

@@ -102,6 +102,14 @@ bool packed_weight_product(Tape<T>& t, std::uint32_t w, bool transpose_w, std::s
     return false;
 }
 
+/// w_ih (G x in, or none: in = 0) and w_hh (G x hidden, G = gates x hidden) packed into
+/// gate_product's panels (ops/gate_product.hpp) for the f32 whole-layer kernels, cached per
+/// thread on both weights' Parameters and versions like the packed matmul's weights, so that a
+/// layer run one short sequence at a time (T = 1 per call) packs once per update, not per call.
+/// Packed per call, into a per-thread buffer, when either is not a bound Parameter.
+const float* gate_panels(const WeightRef& w_ih, std::size_t in, const WeightRef& w_hh, std::size_t gates,
+                         std::size_t hidden);
+
 /// Test hook: weight packings (reorders) made so far by this process.
 std::uint64_t weight_packs();
 

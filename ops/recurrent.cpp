@@ -828,15 +828,20 @@ bool fuses_input(std::size_t batch, std::size_t g, std::size_t in, std::size_t h
     return batch >= gate_product::tile_rows<T, A>() && double(in + hidden) * double(g) * sizeof(T) <= double(4 << 20);
 }
 
-// w_ih (N H, I; undefined: I = 0) and w_hh (N H, H) packed into gate_product's panels, in
-// scratch slot 2, once per sequence: (I + H) N H elements copied, against T B N H (I + H)
-// multiply-adds.
+// w_ih (N H, I; undefined: I = 0) and w_hh (N H, H) packed into gate_product's panels: in f32
+// cached per Parameter version (detail::gate_panels), else into scratch slot 2 per call ((I + H)
+// N H elements copied, against T B N H (I + H) multiply-adds).
 template <class T>
-const T* pack_weights(const Tape<T>& t, const Var<T>& w_ih, std::size_t in, const Var<T>& w_hh, std::size_t gates,
+const T* pack_weights(Tape<T>& t, const Var<T>& w_ih, std::size_t in, const Var<T>& w_hh, std::size_t gates,
                       std::size_t hidden) {
-    T* buffer = scratch<T, 2>(gate_product::packed_size<T>(gates, hidden, in + hidden));
-    const T* wi = in ? t.value(w_ih.index()).data() : nullptr;
-    return gate_product::pack(wi, in, t.value(w_hh.index()).data(), gates, hidden, buffer);
+    if constexpr (std::is_same_v<T, float>) {
+        return detail::gate_panels(in ? detail::weight_ref(t, w_ih.index()) : detail::WeightRef{}, in,
+                                   detail::weight_ref(t, w_hh.index()), gates, hidden);
+    } else {
+        T* buffer = scratch<T, 2>(gate_product::packed_size<T>(gates, hidden, in + hidden));
+        const T* wi = in ? t.value(w_ih.index()).data() : nullptr;
+        return gate_product::pack(wi, in, t.value(w_hh.index()).data(), gates, hidden, buffer);
+    }
 }
 
 // A fused step's input: xs's raw rows (I wide) as the product's left operand when it fuses the
