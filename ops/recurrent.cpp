@@ -742,7 +742,8 @@ void check_input_weight(const char* op, const Var<T>& xs, const Var<T>& w_ih, st
 
 // Whether a sequence given w_ih projects its steps' rows itself, a block of steps at a time
 // (StepInputs), rather than all of xs first by linear: products (B x G x I per step) of at least
-// 2^22 multiply-adds, on the packed matmul, in f32 (unless RECUR_F32_GEMM=plain) or bf16. Not
+// 2^22 multiply-adds, on the packed matmul, in f32 (unless RECUR_F32_GEMM=plain; asked only where
+// gate_product does not fuse the projection, fuses_input below: L) or bf16. Not
 // for smaller products (at S, 16 x 256 x 64, the per-step products lost: bf16 inference 1.26 ->
 // 1.44 ms) or double. Measured one core, p10 of 30: bf16 inference at M, LSTM 27.1 -> 21.7 ms,
 // GRU 22.5 -> 16.5; f32 about 7% at M. The sums are the same but their order may differ from
