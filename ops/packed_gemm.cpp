@@ -114,6 +114,28 @@ Product& product_for(Precision p, std::size_t m, std::size_t n, std::size_t k, s
     return products.back();
 }
 
+// The two caches of packed weights below (thread-local vectors of entries with a `used` stamp,
+// up to max_packed): the entry `match` accepts, stamped `clock`, or null.
+template <class Entry, class Match>
+Entry* recently_used(std::vector<Entry>& cache, std::uint64_t clock, Match match) {
+    for (auto& e : cache)
+        if (match(e)) {
+            e.used = clock;
+            return &e;
+        }
+    return nullptr;
+}
+
+// `entry` added to such a cache, after evicting the least recently used one when it is full.
+template <class Entry>
+Entry& added(std::vector<Entry>& cache, Entry entry) {
+    if (cache.size() == max_packed)
+        cache.erase(std::min_element(cache.begin(), cache.end(),
+                                     [](const Entry& a, const Entry& b) { return a.used < b.used; }));
+    cache.push_back(std::move(entry));
+    return cache.back();
+}
+
 // The cache entry of op(W) in `layout`, and whether it holds W's current version: the cached
 // entry when W's owner and version match, else the same weight's older entry, or a new one
 // (evicting the least recently used), which the caller fills and then marks with note_packed.
@@ -122,24 +144,13 @@ Packed& cached_slot(const WeightRef& w, bool transposed, std::size_t k, std::siz
     thread_local std::vector<Packed> cache;
     thread_local std::uint64_t clock = 0;
     ++clock;
-    current = false;
-    if (w.owner != nullptr) {
-        for (auto& e : cache)
-            if (e.owner == w.owner && e.transposed == transposed && e.k == k && e.n == n && e.layout == layout) {
-                e.used = clock;
-                current = e.version == w.version;
-                return e;  // the same weight at an older version: repacked in place
-            }
-    }
-    if (cache.size() == max_packed) {
-        auto oldest = std::min_element(cache.begin(), cache.end(),
-                                       [](const Packed& a, const Packed& b) { return a.used < b.used; });
-        cache.erase(oldest);
-    }
     // A weight that is no Parameter's (owner null) has no identity to key on: lookups skip its
     // entry, which waits for eviction.
-    cache.push_back({w.owner, 0, transposed, k, n, layout, memory(), {}, clock});
-    return cache.back();
+    Packed* e = w.owner == nullptr ? nullptr : recently_used(cache, clock, [&](const Packed& p) {
+        return p.owner == w.owner && p.transposed == transposed && p.k == k && p.n == n && p.layout == layout;
+    });
+    current = e != nullptr && e->version == w.version;  // else the same weight at an older version: repacked in place
+    return e ? *e : added(cache, Packed{w.owner, 0, transposed, k, n, layout, memory(), {}, clock});
 }
 
 void note_packed(Packed& slot, const WeightRef& w) {
@@ -304,22 +315,18 @@ const float* gate_panels(const WeightRef& w_ih, std::size_t in, const WeightRef&
     if (w_hh.owner == nullptr || (in && w_ih.owner == nullptr)) return pack_into(uncached);
     const void* ih = in ? w_ih.owner : nullptr;
     const std::uint64_t ih_version = in ? w_ih.version : 0;
-    ++clock;
-    for (auto& e : cache)
-        if (e.ih == ih && e.hh == w_hh.owner && e.in == in && e.gates == gates && e.hidden == hidden) {
-            e.used = clock;
-            if (e.ih_version != ih_version || e.hh_version != w_hh.version) {  // an update: packed again in place
-                e.start = pack_into(e.buffer);
-                e.ih_version = ih_version, e.hh_version = w_hh.version;
-            }
-            return e.start;
-        }
-    if (cache.size() == max_packed)
-        cache.erase(std::min_element(cache.begin(), cache.end(),
-                                     [](const Panels& a, const Panels& b) { return a.used < b.used; }));
-    cache.push_back({ih, w_hh.owner, ih_version, w_hh.version, in, gates, hidden, {}, nullptr, clock});
-    cache.back().start = pack_into(cache.back().buffer);
-    return cache.back().start;
+    Panels* e = recently_used(cache, ++clock, [&](const Panels& p) {
+        return p.ih == ih && p.hh == w_hh.owner && p.in == in && p.gates == gates && p.hidden == hidden;
+    });
+    if (e == nullptr) {
+        e = &added(cache, Panels{ih, w_hh.owner, ih_version, w_hh.version, in, gates, hidden, {}, nullptr, clock});
+    } else if (e->ih_version == ih_version && e->hh_version == w_hh.version) {
+        return e->start;
+    }
+    // new, or an update: packed (again, in place)
+    e->start = pack_into(e->buffer);
+    e->ih_version = ih_version, e->hh_version = w_hh.version;
+    return e->start;
 }
 
 std::uint64_t weight_packs() { return packs.load(std::memory_order_relaxed); }
