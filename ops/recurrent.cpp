@@ -743,7 +743,7 @@ void check_input_weight(const char* op, const Var<T>& xs, const Var<T>& w_ih, st
 // Whether a sequence given w_ih projects its steps' rows itself, a block of steps at a time
 // (StepInputs), rather than all of xs first by linear: products (B x G x I per step) of at least
 // 2^22 multiply-adds, on the packed matmul, in f32 (unless RECUR_F32_GEMM=plain; asked only where
-// gate_product does not fuse the projection, fuses_input below: L) or bf16. Not
+// gate_product does not fuse the projection, fuses_input below: batches below a tile's rows) or bf16. Not
 // for smaller products (at S, 16 x 256 x 64, the per-step products lost: bf16 inference 1.26 ->
 // 1.44 ms) or double. Measured one core, p10 of 30: bf16 inference at M, LSTM 27.1 -> 21.7 ms,
 // GRU 22.5 -> 16.5; f32 about 7% at M. The sums are the same but their order may differ from
@@ -819,14 +819,18 @@ bool fused_product(const Tape<T>& t) {
 
 // Whether a fused sequence given w_ih also takes x_t w_ih^T into its tiles, rather than adding
 // rows projected by the packed matmul a block of steps at a time or by linear first: from a full
-// tile of rows (gate_product::tile_rows) up, while the packed weights (I + H) G stay within 4
-// MiB. With fewer rows each accumulator's chain is latency-bound, and I more links lengthen it
-// (XS inference, B = 1, I = H = 16, ran 0.100 ms that way against 0.090 projected first). Larger
-// weights are read from L3 or memory at every step, twice what h w_hh^T alone reads: the L LSTM
-// (8 MiB) ran 114-122 ms that way against 77-85 with the block projection.
+// tile of rows (gate_product::tile_rows) up, whatever the weights' size. With fewer rows each
+// accumulator's chain is latency-bound, and I more links lengthen it (XS inference, B = 1, I = H
+// = 16, ran 0.100 ms that way against 0.090 projected first). Fused, a step streams w_ih's panels
+// with w_hh's, from L3 or memory when they do not fit in L2, but its multiply-adds per byte of
+// weights (B per 4 bytes) are those of h w_hh^T alone. Measured one core, inference, p10, fused /
+// block projection: L (64, 50, 512, 512) GRU 51.4 / 53.8 ms, LSTM 69.7 / 75.3 (weights of 6 and
+// 8 MiB); LSTM (16, 50, 1024, 1024) 90.7 / 114.6; (64, 20, 1024, 1024, 32 MiB) level; two
+// threads 7-10% faster. An earlier cap at 4 MiB rested on runs slowed by the host's transient
+// (README: "Where recur still misses").
 template <class T, std::size_t A>
-bool fuses_input(std::size_t batch, std::size_t g, std::size_t in, std::size_t hidden) {
-    return batch >= gate_product::tile_rows<T, A>() && double(in + hidden) * double(g) * sizeof(T) <= double(4 << 20);
+bool fuses_input(std::size_t batch) {
+    return batch >= gate_product::tile_rows<T, A>();
 }
 
 // w_ih (N H, I; undefined: I = 0) and w_hh (N H, H) packed into gate_product's panels: in f32
@@ -890,7 +894,7 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     const std::size_t batch = dims.first, hidden = dims.second, width = 4 * hidden;
     check_input_weight("lstm_sequence", xs, w_ih, width);
     const bool fused = fused_product(t);
-    const bool fuse_x = fused && w_ih.defined() && fuses_input<T, 4>(batch, width, x_width, hidden);
+    const bool fuse_x = fused && w_ih.defined() && fuses_input<T, 4>(batch);
     if (w_ih.defined() && !fuse_x && !projects_steps(t, batch, width, x_width))
         return lstm_sequence(linear(xs, w_ih), time_axis, reverse, h0, c0, w_hh, b_hh, lengths, b_ih);
     if (h0.shape()[1] != hidden)
@@ -963,7 +967,7 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     const std::size_t batch = dims.first, hidden = dims.second, width = 3 * hidden;
     check_input_weight("gru_sequence", xs, w_ih, width);
     const bool fused = fused_product(t);
-    const bool fuse_x = fused && w_ih.defined() && fuses_input<T, 4>(batch, width, x_width, hidden);
+    const bool fuse_x = fused && w_ih.defined() && fuses_input<T, 4>(batch);
     if (w_ih.defined() && !fuse_x && !projects_steps(t, batch, width, x_width))
         return gru_sequence(linear(xs, w_ih), time_axis, reverse, h0, w_hh, b_hh, lengths, b_ih);
     const std::uint32_t i = sequence_node("gru_sequence", t, xs, time_axis, batch, hidden, 2, lengths);
