@@ -1,10 +1,11 @@
 // The products of an inference step fused with its gate math (ops-private): the whole layers'
 // kernels (lstm_sequence, gru_sequence) compute x_t w_ih^T + h w_hh^T tile by tile in registers
 // and run each tile's gate math on it at once, so the (B, G) pre-activations are never stored
-// and reread, the input projection is never written to memory, and no library call is made per
-// step.
+// and reread, the input projection (when fused) is never written to memory, and no library call
+// is made per step.
 //
-// The weights, w_ih (G = N H, I) when given and w_hh (G, H), are packed once per call into
+// The weights, w_ih (G = N H, I) when given and w_hh (G, H), are packed (by pack: the callers
+// cache f32 panels per Parameter version, detail::gate_panels, and pack double per call) into
 // panels, one per W units of H (W = the SIMD width of T): panel p holds, for k = 0..I-1, the N
 // gates' rows of w_ih for units pW..pW+W-1 side by side (N vectors of W, zero past H), then the
 // same for w_hh's k = 0..H-1. A tile is R rows of the batch by one panel: R x A accumulator

@@ -908,10 +908,12 @@ SequenceRun<T> lstm_sequence(const Var<T>& xs, std::size_t time_axis, bool rever
     std::copy(c0.value().data(), c0.value().data() + batch * hidden, c);
     const T* bias = bias_or_zeros(b_hh.defined() ? b_hh.value().data() : nullptr, width);
     const T* x_bias = bias_or_zeros(input_bias("lstm_sequence", xs, b_ih, width), width);
-    // hw (B, 4H) | h' (B, H) | c' (B, H) | projected input rows, in scratch
+    // hw (B, 4H; bf16 only: gate_product keeps the pre-activations in registers) | h' (B, H) |
+    // c' (B, H) | projected input rows, in scratch
     const std::size_t projected = fuse_x ? 0 : StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
-    T* hw = scratch<T>(batch * (width + 2 * hidden) + projected);
-    T* hn = hw + batch * width;
+    const std::size_t hw_size = fused ? 0 : batch * width;
+    T* hw = scratch<T>(hw_size + 2 * batch * hidden + projected);
+    T* hn = hw + hw_size;
     T* cn = hn + batch * hidden;
     const StepInputs<T> inputs{t, xs.index(), time_axis, steps, batch, width, reverse, w_ih, cn + batch * hidden};
     const OutputRows out{time_axis, steps, batch, hidden};
@@ -977,10 +979,11 @@ SequenceRun<T> gru_sequence(const Var<T>& xs, std::size_t time_axis, bool revers
     std::copy(h0.value().data(), h0.value().data() + batch * hidden, h);
     const T* bias = bias_or_zeros(b_hh.defined() ? b_hh.value().data() : nullptr, width);
     const T* x_bias = bias_or_zeros(input_bias("gru_sequence", xs, b_ih, width), width);
-    // hw (B, 3H) | h' (B, H) | projected input rows, in scratch
+    // hw (B, 3H; bf16 only) | h' (B, H) | projected input rows, in scratch
     const std::size_t projected = fuse_x ? 0 : StepInputs<T>::buffer_size(steps, batch, width, w_ih.defined());
-    T* hw = scratch<T>(batch * (width + hidden) + projected);
-    T* hn = hw + batch * width;
+    const std::size_t hw_size = fused ? 0 : batch * width;
+    T* hw = scratch<T>(hw_size + batch * hidden + projected);
+    T* hn = hw + hw_size;
     const StepInputs<T> inputs{t, xs.index(), time_axis, steps, batch, width, reverse, w_ih, hn + batch * hidden};
     const OutputRows out{time_axis, steps, batch, hidden};
     const T* h_now = h;  // the state: rows h_stride apart; without lengths h' is read from the output
